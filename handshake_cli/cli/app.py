@@ -1,0 +1,66 @@
+"""The `handshake` command: registers the five commands and maps every way out to an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from handshake_cli import __version__
+from handshake_cli.cli.commands import checkpoint, gc, inspect, recover, run
+
+app = typer.Typer(
+    name="handshake",
+    help="Crash recovery for AI model sessions: run, checkpoint, recover, inspect, gc.",
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"handshake {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Crash recovery for AI model sessions."""
+
+
+app.command("run")(run.run)
+app.command("checkpoint")(checkpoint.checkpoint)
+app.command("recover")(recover.recover)
+app.command("inspect")(inspect.inspect)
+app.command("gc")(gc.gc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point. Usage errors become exit 2, in JSON too when asked."""
+    from typer._click import exceptions as click_exceptions
+
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="handshake", standalone_mode=False)
+    except click_exceptions.UsageError as error:
+        if "--json" in args:
+            doc = {"schema": 1, "command": args[0] if args else None, "status": "error",
+                   "error": {"code": "usage", "exit_code": 2, "message": error.format_message()},
+                   "guidance": ["handshake --help"]}
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            error.show()
+        sys.exit(2)
+    except click_exceptions.Abort:
+        sys.stderr.write("handshake: interrupted\n")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,185 @@
+"""`handshake inspect`: list sessions, describe one, show its events, or verify its files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from handshake_cli import inspection
+from handshake_cli.cli.options import Json, Root
+from handshake_cli.cli.output import Printer, Result, run_command
+from handshake_cli.errors import ExitCode, IntegrityError, UsageError
+from handshake_cli.history import replay
+from handshake_cli.journal import scan
+from handshake_cli.model import fold
+from handshake_cli.paths import Paths
+from handshake_cli.store import Store
+
+
+def inspect(
+    session: Annotated[str | None, typer.Argument(metavar="[SESSION]",
+                                                  help="The session to describe; omit to list all.")] = None,
+    events: Annotated[bool, typer.Option("--events", help="Show the journal's records in order.")] = False,
+    verify: Annotated[bool, typer.Option("--verify",
+                                         help="Check every checksum, the chain, artifacts and head.json.")] = False,
+    at: Annotated[int | None, typer.Option("--at", metavar="SEQ",
+                                           help="Show the session as it stood at record SEQ.")] = None,
+    root: Root = None,
+    json_: Json = False,
+) -> int:
+    """Show what happened, offline, without taking the session's lock."""
+
+    def body() -> Result:
+        store = Store(Paths.resolve(root))
+        if session is None:
+            if events or verify or at is not None:
+                raise UsageError("--events, --verify and --at need a SESSION")
+            return _listing(store)
+        target = store.session(session)
+        if verify:
+            return _verification(target)
+        if events:
+            return _events(target, at)
+        if at is not None:
+            return _at(target, at)
+        return _description(store, target)
+
+    return run_command("inspect", json_, body)
+
+
+def _listing(store: Store) -> Result:
+    rows = inspection.list_sessions(store)
+
+    def render(out: Printer) -> None:
+        if not rows:
+            out.line(f"no sessions under {store.paths.root}")
+            return
+        out.table(
+            ["SESSION", "JOB", "STATE", "UPDATED", "CHECKPOINTS", "SIZE", "LOCK", "ATTENTION"],
+            [[r["session_id"], r.get("job_name") or "-", r["state"], r.get("updated_at") or "-",
+              str(r.get("checkpoint_count", "-")), _size(r.get("size_bytes")),
+              f"pid {r['lock_holder']['pid']}" if r.get("lock_holder") else "-",
+              "yes" if r.get("needs_attention") else ""] for r in rows])
+
+    return Result({"root": str(store.paths.root), "sessions": rows}, render)
+
+
+def _description(store: Store, target: Any) -> Result:
+    info = inspection.describe(store, target)
+
+    def render(out: Printer) -> None:
+        out.line(f"session     {info['session_id']}", style="bold")
+        out.line(f"job         {info.get('job_name') or '-'}")
+        out.line(f"state       {info['state']}")
+        out.line(f"model       {info['model']['id'] or '-'} ({info['model']['backend'] or '-'})")
+        out.line(f"created     {info.get('created_at')}")
+        out.line(f"updated     {info.get('updated_at')}  (seq {info['last_seq']})")
+        ckpt = info["checkpoint_artifact_id"]
+        out.line(f"checkpoints {info['checkpoint_count']}"
+                 + (f", last {ckpt[:12]} at {info['last_checkpoint_at']}" if ckpt else ""))
+        holder = info["lock_holder"]
+        out.line("lock        " + (f"held by pid {holder['pid']} on {holder['host']}" if holder else "free"))
+        _render_integrity(out, info["integrity"])
+        out.line()
+        out.line(f"messages ({len(info['messages'])})", style="bold")
+        for message in info["messages"]:
+            out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
+        if info["tool_calls"]:
+            out.line()
+            out.line(f"tool calls ({len(info['tool_calls'])})", style="bold")
+            out.table(["CALL", "TOOL", "STATE"],
+                      [[c["tool_call_id"], str(c.get("tool")), c.get("state", "?")] for c in info["tool_calls"]])
+
+    return Result(info, render)
+
+
+def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
+    verdict = integrity["verdict"]
+    out.line(f"integrity   {verdict}", style={"intact": "green", "repairable": "yellow"}.get(verdict, "red"))
+    damage = integrity["journal"]["damage"]
+    if damage:
+        out.line(f"  journal: {damage['kind']} in {damage['segment']} at byte {damage['offset']} "
+                 f"({damage['length']} bytes): {damage['detail']}")
+    for problem in integrity["artifacts"]["problems"]:
+        where = problem.get("pack") or problem.get("path")
+        out.line(f"  artifact: {problem['kind']} in {where}"
+                 + (f" at byte {problem['offset']}" if "offset" in problem else ""))
+    for missing in integrity["artifacts"]["missing"]:
+        out.line(f"  artifact: {missing['artifact_id']} named by seq {missing['named_by_seq']} is missing")
+    for name, diff in integrity["head"]["differences"].items():
+        out.line(f"  head.json: {name} is {diff['head']!r}, the journal says {diff['journal']!r}")
+
+
+def _verification(target: Any) -> Result:
+    report = inspection.verify(target)
+    data = {"session_id": target.session_id, **report.as_json()}
+
+    def render(out: Printer) -> None:
+        out.line(f"session     {target.session_id}")
+        out.line(f"records     {report.journal.count} (last seq {report.journal.last_seq})")
+        out.line(f"artifacts   {report.artifacts_checked} checked")
+        _render_integrity(out, data)
+
+    if report.verdict == "damaged":
+        damage = report.journal.corruption
+        message = (f"session {target.session_id} is damaged beyond what recovery repairs"
+                   + (f": {damage.detail} ({damage.segment}, byte {damage.offset})" if damage else ""))
+        error = IntegrityError(message)
+        data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
+        return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error")
+    return Result(data, render)
+
+
+def _records_upto(target: Any, at: int | None) -> list[Any]:
+    records = scan(target.journal, target.session_id).records
+    if at is not None:
+        if at < 1 or at > (records[-1].seq if records else 0):
+            last = records[-1].seq if records else 0
+            raise UsageError(f"--at {at} is outside this session's records (1 to {last})")
+        records = records[:at]
+    return records
+
+
+def _events(target: Any, at: int | None) -> Result:
+    records = _records_upto(target, at)
+    events = [r.as_json() for r in records]
+
+    def render(out: Printer) -> None:
+        out.table(["SEQ", "TIME", "TYPE", "DATA"],
+                  [[str(r.seq), r.ts, r.type, _clip(r.data, 60)] for r in records])
+
+    return Result({"session_id": target.session_id, "events": events}, render)
+
+
+def _at(target: Any, at: int) -> Result:
+    records = _records_upto(target, at)
+    record = fold(target.session_id, records)
+    history = replay(records)
+    data = {"session_id": target.session_id, "at_seq": at, **record.as_json(),
+            "messages": history.messages, "tool_calls": list(history.tool_calls.values())}
+
+    def render(out: Printer) -> None:
+        out.line(f"session {target.session_id} at seq {at}: {record.state}")
+        for message in history.messages:
+            out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
+
+    return Result(data, render)
+
+
+def _clip(value: Any, width: int = 70) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)

@@ -1,0 +1,133 @@
+"""The one way results and errors leave the program.
+
+A command returns a `Result`; a `HandshakeError` raised anywhere below is turned into one
+here. With `--json`, stdout gets exactly one JSON document: `schema`, `status`, the
+command's fields, and for errors an `error` object and `guidance`. Otherwise a human
+renderer writes to stdout and guidance goes to stderr. rich is imported only when a human
+is looking at a terminal (and NO_COLOR is honoured there); pipes get plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from handshake_cli.errors import ExitCode, HandshakeError
+
+SCHEMA = 1
+REPORT_URL = "https://github.com/handshake-cli/handshake/issues"
+
+
+class Printer:
+    """Human output: plain lines, or rich when stdout is a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.rich = stream.isatty() and os.environ.get("TERM") != "dumb"
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, no_color="NO_COLOR" in os.environ,
+                                    highlight=False, soft_wrap=True)
+        return self._console
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        if self.rich and style:
+            from rich.text import Text
+
+            self.console.print(Text(text, style=style))
+        else:
+            self.stream.write(text + "\n")
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        if self.rich:
+            from rich.table import Table
+
+            table = Table(box=None, pad_edge=False, header_style="bold")
+            for header in headers:
+                table.add_column(header)
+            for row in rows:
+                table.add_row(*row)
+            self.console.print(table)
+            return
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        for row in [headers, *rows]:
+            self.stream.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+
+
+Renderer = Callable[[Printer], None]
+
+
+@dataclass
+class Result:
+    data: dict[str, Any]
+    render: Renderer
+    exit_code: int = ExitCode.OK
+    status: str = "ok"
+    guidance: list[str] = field(default_factory=list)
+
+
+def envelope(command: str, status: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "command": command, "status": status, **data}
+
+
+def emit(command: str, result: Result, *, as_json: bool) -> int:
+    if as_json:
+        doc = envelope(command, result.status, result.data)
+        if result.guidance:
+            doc["guidance"] = result.guidance
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        result.render(Printer(sys.stdout))
+        if result.guidance:
+            write_guidance(result.guidance)
+    return int(result.exit_code)
+
+
+def write_guidance(lines: list[str]) -> None:
+    for line in lines:
+        sys.stderr.write(f"  {line}\n")
+
+
+def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
+    if as_json:
+        payload = {"code": error.code, "exit_code": int(error.exit_code), "message": error.message}
+        if error.details:
+            payload["details"] = error.details
+        doc = envelope(command, "error", {"error": payload, "guidance": error.guidance})
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stderr.write(f"handshake {command}: {error.message}\n")
+        write_guidance(error.guidance)
+    return int(error.exit_code)
+
+
+def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
+    """Anything that is not a HandshakeError is a bug: say so, and how to report it."""
+    message = (f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; "
+               f"please report it at {REPORT_URL} with the command you ran and this message.")
+    if os.environ.get("HANDSHAKE_DEBUG"):
+        traceback.print_exc()
+    error = HandshakeError(message)
+    return fail(command, error, as_json=as_json)
+
+
+def run_command(command: str, as_json: bool, body: Callable[[], Result]) -> int:
+    try:
+        result = body()
+    except HandshakeError as error:
+        return fail(command, error, as_json=as_json)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return internal_error(command, exc, as_json=as_json)
+    return emit(command, result, as_json=as_json)

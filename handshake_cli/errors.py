@@ -1,0 +1,96 @@
+"""The one exception family of handshake, and the exit codes it maps to.
+
+Every error the core raises on purpose is a `HandshakeError`. Each class carries its
+exit code (DESIGN section 6), a stable `code` string for `--json`, and optional
+guidance: the exact commands that would move things on. The CLI catches this family
+in one place; anything else that escapes is a bug and exits 1.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    BLOCKED = 3
+    LOCKED = 4
+    INTEGRITY = 5
+    NOT_FOUND = 6
+    JOB_FAILED = 7
+    STOPPED = 75
+
+
+class HandshakeError(Exception):
+    """Base of every deliberate failure. Subclasses set `exit_code` and `code`."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    code: str = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        guidance: list[str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.guidance = guidance or []
+        self.details = details or {}
+
+
+class UsageError(HandshakeError):
+    exit_code = ExitCode.USAGE
+    code = "usage"
+
+
+class InvalidSessionId(UsageError):
+    code = "invalid_session_id"
+
+
+class SessionExists(UsageError):
+    code = "session_exists"
+
+
+class NotImplementedYet(UsageError):
+    code = "not_implemented"
+
+
+class SessionLocked(HandshakeError):
+    exit_code = ExitCode.LOCKED
+    code = "locked"
+
+
+class IntegrityError(HandshakeError):
+    exit_code = ExitCode.INTEGRITY
+    code = "integrity"
+
+
+class UnsupportedFormat(IntegrityError):
+    code = "unsupported_format"
+
+
+class ArtifactCorrupt(IntegrityError):
+    code = "artifact_corrupt"
+
+
+class JournalNeedsRepair(IntegrityError):
+    """The journal ends in a torn tail; appending now would bury it mid-journal."""
+
+    code = "journal_needs_repair"
+
+
+class DurabilityError(HandshakeError):
+    """A write or fsync failed. Fatal to the writing process: never retried and acknowledged."""
+
+    exit_code = ExitCode.INTERNAL
+    code = "durability"
+
+
+class NotFound(HandshakeError):
+    exit_code = ExitCode.NOT_FOUND
+    code = "not_found"

@@ -1,0 +1,176 @@
+"""What `inspect` reports, computed from a session's files without taking its lock.
+
+Readers see a consistent prefix of a live session: the journal is append-only and each
+record proves itself, so a scan simply stops at the last record written so far (a record
+half-written at that instant looks like a torn tail and is reported as such, never cut).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import lock
+from .history import IN_DOUBT, PENDING, replay
+from .journal import ScanResult, read_last_record, scan
+from .model import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
+from .store import SessionDir, Store
+
+
+def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
+    """ACTIVE in the journal with nobody holding the lock means the writer died."""
+    return INTERRUPTED if stored == ACTIVE and holder is None else stored
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
+    """The session record from head.json when it agrees with the journal's last record,
+    else folded from the journal. Returns the record and whether head.json was trusted."""
+    head = read_head(session.path)
+    last = read_last_record(session.journal)
+    if head and last and head.get("last_seq") == last.seq and head.get("state"):
+        record = ModelSession(session.session_id)
+        for name in ("state", "checkpoint_artifact_id", "last_checkpoint_at", "checkpoint_count",
+                     "last_seq", "checkpoint_location"):
+            if name in head:
+                setattr(record, name, head[name])
+        record.updated_at = last.ts
+        return record, True
+    result = scan(session.journal, session.session_id)
+    return fold(session.session_id, result.records), False
+
+
+def list_sessions(store: Store) -> list[dict[str, Any]]:
+    rows = []
+    for session_id in store.session_ids():
+        session = SessionDir(session_id, store.paths.sessions / session_id)
+        row: dict[str, Any] = {"session_id": session_id}
+        try:
+            config = session.read_config()
+            record, _trusted = _head_or_fold(session)
+        except Exception as exc:  # one broken session must not hide the others
+            row.update({"state": "UNREADABLE", "error": str(exc), "needs_attention": True})
+            rows.append(row)
+            continue
+        holder = lock.holder(session.path)
+        state = effective_state(record.state, holder)
+        row.update({
+            "job_name": (config.get("job") or {}).get("name"),
+            "state": state,
+            "created_at": config.get("created_at"),
+            "updated_at": record.updated_at,
+            "last_checkpoint_at": record.last_checkpoint_at,
+            "checkpoint_count": record.checkpoint_count,
+            "size_bytes": directory_size(session.path),
+            "lock_holder": holder.as_json() if holder else None,
+            "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED),
+        })
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Verification:
+    journal: ScanResult
+    artifacts_checked: int
+    artifact_problems: list[dict[str, Any]]
+    head_differences: dict[str, Any]
+    missing_artifacts: list[dict[str, Any]]
+
+    @property
+    def verdict(self) -> str:
+        """intact | repairable (a torn tail, a stale head) | damaged (recovery will not repair it)."""
+        if self.journal.corruption or self.missing_artifacts or any(
+                not p.get("repairable") for p in self.artifact_problems):
+            return "damaged"
+        if self.journal.torn_tail or self.artifact_problems or self.head_differences:
+            return "repairable"
+        return "intact"
+
+    def as_json(self) -> dict[str, Any]:
+        damage = self.journal.damage
+        return {
+            "verdict": self.verdict,
+            "journal": {
+                "records": self.journal.count,
+                "last_seq": self.journal.last_seq,
+                "damage": damage.as_json() if damage else None,
+            },
+            "artifacts": {"checked": self.artifacts_checked, "problems": self.artifact_problems,
+                          "missing": self.missing_artifacts},
+            "head": {"matches": not self.head_differences, "differences": self.head_differences},
+        }
+
+
+def verify(session: SessionDir, result: ScanResult | None = None) -> Verification:
+    """Every record's checksum and chain, every artifact's hash, head.json against the journal."""
+    session.read_config()
+    result = result or scan(session.journal, session.session_id)
+    store = session.artifact_store()
+    checked, problems = store.verify()
+    present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}
+    missing = [
+        {"artifact_id": r.data.get("artifact_id"), "named_by_seq": r.seq}
+        for r in result.records
+        if r.type == "checkpoint.created" and r.data.get("artifact_id") not in present
+    ]
+    folded = fold(session.session_id, result.records)
+    head = read_head(session.path)
+    differences: dict[str, Any] = {}
+    if head is None:
+        differences["head.json"] = {"head": None, "journal": "missing or unreadable"}
+    else:
+        for name, value in folded.head().items():
+            if name != "checkpoint_location" and head.get(name) != value:
+                differences[name] = {"head": head.get(name), "journal": value}
+    return Verification(result, checked, problems, differences, missing)
+
+
+def describe(store: Store, session: SessionDir) -> dict[str, Any]:
+    """Everything `inspect SESSION` shows: the record, the thread, tool calls, lock, integrity."""
+    config = session.read_config()
+    result = scan(session.journal, session.session_id)
+    record = fold(session.session_id, result.records)
+    history = replay(result.records)
+    holder = lock.holder(session.path)
+    state = effective_state(record.state, holder)
+    checks = verify(session, result)
+    calls = list(history.tool_calls.values())
+    if holder is not None:  # a live writer: an open intent is running, not in doubt
+        for call in calls:
+            if call.get("state") == IN_DOUBT:
+                call["state"] = "running"
+    return {
+        "session_id": session.session_id,
+        "job_name": (config.get("job") or {}).get("name"),
+        "state": state,
+        "stored_state": record.state,
+        "model": {"id": record.model_id, "backend": record.backend},
+        "workspace": config.get("workspace"),
+        "created_at": config.get("created_at"),
+        "updated_at": record.updated_at,
+        "checkpoint_count": record.checkpoint_count,
+        "checkpoint_artifact_id": record.checkpoint_artifact_id,
+        "last_checkpoint_at": record.last_checkpoint_at,
+        "last_seq": record.last_seq,
+        "turns": history.turns,
+        "messages": history.messages,
+        "tool_calls": calls,
+        "pending_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == PENDING],
+        "in_doubt_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == IN_DOUBT],
+        "lock_holder": holder.as_json() if holder else None,
+        "integrity": checks.as_json(),
+        "anomalies": record.anomalies,
+    }

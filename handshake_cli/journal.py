@@ -1,0 +1,411 @@
+"""The append-only journal: record framing, appends with a durability level, and the scanner.
+
+A record is one line of UTF-8 JSON whose fields always come in this order:
+
+    {"seq":N,"ts":"...","type":"...","data":{...},"prev":"<32 hex>","sum":"<32 hex>"}
+
+`sum` is BLAKE2b-128 over every byte of the line before `,"sum":"`; `prev` is the `sum` of
+the record before it (for the first record, a value derived from the session id). So each
+line proves its own bytes, and the chain proves the order: a record removed, duplicated or
+moved in the middle breaks it. Because the two hashes sit at fixed offsets from the end of
+the line, the scanner checks a record without decoding its JSON.
+
+Segments are named after the seq of their first record (`00000001.jsonl`) and rotated by
+size. Appends happen under the session lock as one `os.write` per record; `sync=True`
+makes the record, and every unsynced one before it, durable before `append` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import durable
+from .errors import DurabilityError, IntegrityError, JournalNeedsRepair
+
+SEGMENT_SUFFIX = ".jsonl"
+DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+
+_SEQ_OPEN = b'{"seq":'
+_SUM_KEY = b',"sum":"'
+_PREV_KEY = b',"prev":"'
+_HEX = 32
+_SUM_TAIL = len(_SUM_KEY) + _HEX + 2  # ,"sum":"<hex>"}
+_PREV_FIELD = len(_PREV_KEY) + _HEX + 1  # ,"prev":"<hex>"
+
+
+def checksum(prefix: bytes) -> str:
+    return hashlib.blake2b(prefix, digest_size=16).hexdigest()
+
+
+def genesis(session_id: str) -> str:
+    """The `prev` of record 1: binds a journal to its session, so one cannot be swapped in for another."""
+    return checksum(b"handshake.journal.v1\0" + session_id.encode("ascii"))
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:08d}{SEGMENT_SUFFIX}"
+
+
+def encode(seq: int, ts: str, type_: str, data: dict[str, Any], prev: str) -> tuple[bytes, str]:
+    """Frame one record; returns the line (with its newline) and its `sum`."""
+    body = {"seq": seq, "ts": ts, "type": type_, "data": data, "prev": prev}
+    try:
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        encoded = raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape everything rather than fail the append
+        encoded = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii")
+    prefix = encoded[:-1]
+    digest = checksum(prefix)
+    return prefix + _SUM_KEY + digest.encode("ascii") + b'"}\n', digest
+
+
+def check_content(content: bytes) -> tuple[int, str, str] | None:
+    """Return (seq, prev, sum) when `content` (a line without its newline) is an intact record."""
+    if len(content) < 60 or not content.startswith(_SEQ_OPEN) or not content.endswith(b'"}'):
+        return None
+    cut = len(content) - _SUM_TAIL
+    if content[cut : cut + len(_SUM_KEY)] != _SUM_KEY:
+        return None
+    stored = content[cut + len(_SUM_KEY) : cut + len(_SUM_KEY) + _HEX]
+    if hashlib.blake2b(content[:cut], digest_size=16).hexdigest().encode("ascii") != stored:
+        return None
+    # The checksum vouches for the bytes, and only the encoder above writes them.
+    prev = content[cut - _PREV_FIELD + len(_PREV_KEY) : cut - 1].decode("ascii")
+    seq = int(content[len(_SEQ_OPEN) : content.index(b",", len(_SEQ_OPEN))])
+    return seq, prev, stored.decode("ascii")
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    ts: str
+    type: str
+    data: dict[str, Any]
+    prev: str
+    sum: str
+    segment: str
+    offset: int
+
+    @classmethod
+    def decode(cls, content: bytes, segment: str, offset: int) -> Record:
+        obj = json.loads(content)
+        return cls(obj["seq"], obj["ts"], obj["type"], obj["data"], obj["prev"], obj["sum"], segment, offset)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts": self.ts, "type": self.type, "data": self.data}
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Something the scanner found wrong, located to the byte."""
+
+    kind: str  # "torn_tail" (repairable: nothing valid follows) or "corrupt" (valid records follow, or worse)
+    segment: str
+    offset: int
+    length: int
+    detail: str
+
+    @property
+    def repairable(self) -> bool:
+        return self.kind == "torn_tail"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "segment": self.segment,
+            "offset": self.offset,
+            "length": self.length,
+            "detail": self.detail,
+            "repairable": self.repairable,
+        }
+
+
+@dataclass
+class ScanResult:
+    records: list[Record] = field(default_factory=list)
+    count: int = 0
+    last_seq: int = 0
+    last_sum: str = ""
+    damage: Damage | None = None
+    # name -> bytes that hold valid records (where a repair would cut)
+    valid_ends: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def torn_tail(self) -> Damage | None:
+        return self.damage if self.damage and self.damage.repairable else None
+
+    @property
+    def corruption(self) -> Damage | None:
+        return self.damage if self.damage and not self.damage.repairable else None
+
+
+def list_segments(journal_dir: Path) -> list[str]:
+    names = []
+    for entry in os.scandir(journal_dir):
+        name = entry.name
+        if name.endswith(SEGMENT_SUFFIX) and name[: -len(SEGMENT_SUFFIX)].isdigit():
+            names.append(name)
+    return sorted(names, key=lambda n: int(n[: -len(SEGMENT_SUFFIX)]))
+
+
+def scan(journal_dir: Path, session_id: str, *, decode: bool = True) -> ScanResult:
+    """Read every segment, verifying each record's checksum, seq and chain link.
+
+    Stops at the first damage. Damage that reaches the end of the last segment with no
+    intact record after it is a torn tail; anything else is corruption.
+    """
+    result = ScanResult(last_sum=genesis(session_id))
+    segments = list_segments(journal_dir)
+    for index, name in enumerate(segments):
+        data = durable.read_bytes(journal_dir / name)
+        _scan_segment(data, name, index == len(segments) - 1, result, decode)
+        if result.damage:
+            break
+    return result
+
+
+def _scan_segment(data: bytes, name: str, is_last: bool, result: ScanResult, decode: bool) -> None:
+    first_seq = int(name[: -len(SEGMENT_SUFFIX)])
+    if first_seq != result.last_seq + 1 and data:
+        result.damage = Damage("corrupt", name, 0, len(data),
+                               f"segment starts at seq {first_seq}, expected {result.last_seq + 1}")
+        return
+    pos = 0
+    size = len(data)
+    while pos < size:
+        newline = data.find(b"\n", pos)
+        end = newline if newline != -1 else size
+        content = data[pos:end]
+        parsed = check_content(content)
+        if parsed is None:
+            intact_end = _intact_prefix(content)
+            if intact_end is not None and _accept(content[:intact_end], name, pos, result, decode):
+                _classify_bad_region(data, name, is_last, pos + intact_end, result)
+            elif result.damage is None:
+                _classify_bad_region(data, name, is_last, pos, result)
+            return
+        if not _accept_parsed(parsed, content, name, pos, result, decode):
+            return
+        if newline == -1:
+            # An intact record whose newline never reached the disk: keep it, repair the ending.
+            _classify_bad_region(data, name, is_last, size, result)
+            return
+        pos = newline + 1
+    result.valid_ends[name] = size
+
+
+def _accept(content: bytes, name: str, pos: int, result: ScanResult, decode: bool) -> bool:
+    parsed = check_content(content)
+    return parsed is not None and _accept_parsed(parsed, content, name, pos, result, decode)
+
+
+def _accept_parsed(parsed: tuple[int, str, str], content: bytes, name: str, pos: int,
+                   result: ScanResult, decode: bool) -> bool:
+    seq, prev, digest = parsed
+    expected = result.last_seq + 1
+    if seq != expected or prev != result.last_sum:
+        if seq < expected:
+            detail = f"record seq {seq} repeats or comes back after seq {result.last_seq}"
+        elif seq > expected:
+            detail = f"record seq {seq} follows seq {result.last_seq}: records are missing"
+        else:
+            detail = f"record seq {seq} does not link to the record before it (chain broken)"
+        result.damage = Damage("corrupt", name, pos, len(content) + 1, detail)
+        return False
+    if decode:
+        result.records.append(Record.decode(content, name, pos))
+    result.count += 1
+    result.last_seq = seq
+    result.last_sum = digest
+    result.valid_ends[name] = pos + len(content) + 1
+    return True
+
+
+def _intact_prefix(content: bytes) -> int | None:
+    """Where an intact record ends inside a damaged line (its terminator was hit), if one does."""
+    at = content.find(_SUM_KEY)
+    while at != -1:
+        end = at + _SUM_TAIL
+        if check_content(content[:end]) is not None:
+            return end
+        at = content.find(_SUM_KEY, at + 1)
+    return None
+
+
+def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, result: ScanResult) -> None:
+    length = len(data) - start
+    result.valid_ends[name] = start
+    if not is_last:
+        result.damage = Damage("corrupt", name, start, length, "damaged bytes in a segment that is not the last")
+        return
+    probe = data.find(_SEQ_OPEN, start + 1)
+    while probe != -1:
+        newline = data.find(b"\n", probe)
+        if check_content(data[probe : newline if newline != -1 else len(data)]) is not None:
+            result.damage = Damage("corrupt", name, start, probe - start,
+                                   f"damaged bytes followed by an intact record at offset {probe}")
+            return
+        probe = data.find(_SEQ_OPEN, probe + 1)
+    if length == 0:
+        result.damage = Damage("torn_tail", name, start, 0, "the last record lacks its final newline")
+    else:
+        result.damage = Damage("torn_tail", name, start, length,
+                               f"the last {length} bytes are an incomplete or damaged record")
+
+
+def last_segment_tail(journal_dir: Path) -> tuple[str, bytes] | None:
+    segments = list_segments(journal_dir)
+    if not segments:
+        return None
+    return segments[-1], durable.read_bytes(journal_dir / segments[-1])
+
+
+def read_last_record(journal_dir: Path) -> Record | None:
+    """The last intact record, read from the end without scanning the journal."""
+    for name in reversed(list_segments(journal_dir)):
+        fd = durable.open_read(journal_dir / name)
+        try:
+            size = os.fstat(fd).st_size
+            block = 64 * 1024
+            while True:
+                start = max(0, size - block)
+                data = os.pread(fd, size - start, start)
+                lines = data.split(b"\n")
+                complete = lines[1:] if start > 0 else lines
+                for index in range(len(complete) - 1, -1, -1):
+                    content = complete[index]
+                    if check_content(content) is not None:
+                        offset = size - len(b"\n".join(complete[index:]))
+                        return Record.decode(content, name, offset)
+                if start == 0:
+                    break
+                block *= 4
+        finally:
+            os.close(fd)
+    return None
+
+
+Clock = Callable[[], str]
+
+
+class JournalWriter:
+    """Appends records to one session's journal. The caller holds the session lock."""
+
+    def __init__(self, journal_dir: Path, session_id: str, *, last_seq: int, last_sum: str,
+                 segment: str | None, segment_size: int, segment_bytes: int, clock: Clock) -> None:
+        self.journal_dir = journal_dir
+        self.session_id = session_id
+        self.last_seq = last_seq
+        self.last_sum = last_sum
+        self.segment_bytes = segment_bytes
+        self.clock = clock
+        self.unsynced = 0
+        self._segment = segment
+        self._size = segment_size
+        self._fd: int | None = None
+        self._broken: str | None = None
+        if segment is not None:
+            self._fd = os.open(journal_dir / segment,
+                               os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC)
+
+    @classmethod
+    def create(cls, journal_dir: Path, session_id: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+               clock: Clock = utc_now) -> JournalWriter:
+        return cls(journal_dir, session_id, last_seq=0, last_sum=genesis(session_id), segment=None,
+                   segment_size=0, segment_bytes=segment_bytes, clock=clock)
+
+    @classmethod
+    def open(cls, journal_dir: Path, session_id: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+             clock: Clock = utc_now) -> JournalWriter:
+        """Open for appending after a full verification; refuses a journal that needs repair."""
+        result = scan(journal_dir, session_id, decode=False)
+        if result.corruption:
+            damage = result.corruption
+            raise IntegrityError(
+                f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}")
+        if result.torn_tail:
+            damage = result.torn_tail
+            raise JournalNeedsRepair(
+                f"journal ends in a torn tail at {damage.segment} offset {damage.offset}; "
+                "recovery must cut it off before anything is appended")
+        segments = list_segments(journal_dir)
+        segment = segments[-1] if segments else None
+        size = result.valid_ends.get(segment, 0) if segment else 0
+        return cls(journal_dir, session_id, last_seq=result.last_seq, last_sum=result.last_sum,
+                   segment=segment, segment_size=size, segment_bytes=segment_bytes, clock=clock)
+
+    def append(self, type_: str, data: dict[str, Any], *, sync: bool = True) -> Record:
+        if self._broken:
+            raise DurabilityError(f"journal writer is unusable after an earlier failure: {self._broken}")
+        seq, prev = self.last_seq + 1, self.last_sum
+        ts = self.clock()
+        line, digest = encode(seq, ts, type_, data, prev)
+        if self._fd is None or (self._size and self._size + len(line) > self.segment_bytes):
+            self._rotate(seq)
+        assert self._fd is not None and self._segment is not None
+        offset = self._size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            self._undo_write()
+            raise DurabilityError(f"journal append failed: {exc}") from exc
+        self._size += len(line)
+        self.last_seq = seq
+        self.last_sum = digest
+        self.unsynced += 1
+        if sync:
+            self.sync()
+        return Record(seq, ts, type_, data, prev, digest, self._segment, offset)
+
+    def sync(self) -> None:
+        if self._fd is None or not self.unsynced:
+            return
+        try:
+            durable.fsync_fd(self._fd, data_only=True)
+        except DurabilityError as exc:
+            self._broken = exc.message
+            raise
+        self.unsynced = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _undo_write(self) -> None:
+        """Cut a failed or partial write back to the last whole record."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            self._broken = f"a failed write could not be undone: {exc}"
+
+    def _rotate(self, first_seq: int) -> None:
+        if self._fd is not None:
+            self.sync()  # everything in the old segment is durable before the new one takes over
+            os.close(self._fd)
+            self._fd = None
+        name = segment_name(first_seq)
+        self._fd = durable.create_file(self.journal_dir / name, append=True)
+        durable.fsync_dir(self.journal_dir)  # the new name is durable before any record in it
+        self._segment = name
+        self._size = 0
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,127 @@
+"""One writer per session: a filelock on `<session>/lock` plus `owner.json` for diagnostics.
+
+The lock itself is an flock held by the writing process, so the kernel drops it when that
+process dies, however it dies. `owner.json` says who holds it (pid, host, start time,
+command); it is written after the lock is taken and removed before it is released. A
+crash leaves it behind, which is why `holder()` checks that the process is still the one
+that wrote it before calling a session locked. Readers use `holder()` and never touch the
+lock, so they can never block a writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import durable
+from .errors import SessionLocked
+
+LOCK_FILE = "lock"
+OWNER_FILE = "owner.json"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    host: str
+    started_at: str
+    command: str
+    # Process start time in clock ticks since boot (Linux), to tell a live holder from a
+    # recycled pid after a crash.
+    pid_start: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} ({self.command}), since {self.started_at}"
+
+    def is_alive(self) -> bool | None:
+        """True/False when this host can tell; None for a holder on another host."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        start = _process_start(self.pid)
+        return self.pid_start is None or start is None or start == self.pid_start
+
+
+def _process_start(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may contain spaces, so count from its closing paren.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def holder(session_dir: Path) -> LockHolder | None:
+    """Who holds the session's lock, if a live process does. Never takes the lock."""
+    try:
+        raw = durable.read_bytes(session_dir / OWNER_FILE)
+        info = json.loads(raw)
+        found = LockHolder(int(info["pid"]), str(info["host"]), str(info["started_at"]),
+                           str(info["command"]), info.get("pid_start"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if found.is_alive() is False else found
+
+
+class SessionLock:
+    """Exclusive, non-blocking. `acquire` raises `SessionLocked` naming the holder."""
+
+    def __init__(self, session_dir: Path, session_id: str) -> None:
+        from filelock import FileLock  # filelock is only needed by writers
+
+        self.session_dir = session_dir
+        self.session_id = session_id
+        self._lock = FileLock(str(session_dir / LOCK_FILE), mode=durable.FILE_MODE,
+                              thread_local=False)
+
+    def acquire(self, command: str | None = None) -> None:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            found = holder(self.session_dir)
+            who = found.describe() if found else "another process (it has not said who yet)"
+            raise SessionLocked(
+                f"session {self.session_id} is locked by {who}",
+                details={"lock_holder": found.as_json() if found else None},
+            ) from None
+        me = LockHolder(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            command=command or " ".join(["handshake", *sys.argv[1:]]),
+            pid_start=_process_start(os.getpid()),
+        )
+        durable.atomic_write(self.session_dir / OWNER_FILE,
+                             json.dumps(me.as_json(), sort_keys=True).encode(), durable=False)
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.session_dir / OWNER_FILE)
+        except FileNotFoundError:
+            pass
+        self._lock.release()
+
+    def __enter__(self) -> SessionLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

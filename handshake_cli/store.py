@@ -1,0 +1,189 @@
+"""The session store: where each session's files are, how a session comes into being, and
+which names are allowed.
+
+A session is built whole in `<root>/staging/` and renamed into `<root>/sessions/<id>`, so a
+crash during creation leaves either no session or a complete one. Session ids are checked
+against one pattern before any path is built from them, and nothing below the root is
+reached through a symbolic link.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import durable
+from .artifacts import ArtifactStore
+from .errors import IntegrityError, InvalidSessionId, NotFound, SessionExists, UnsupportedFormat
+from .journal import Clock, JournalWriter, utc_now
+from .model import ModelSession, write_head
+from .paths import Paths
+
+FORMAT_VERSION = 1
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+
+
+def validate_session_id(value: str) -> str:
+    if not SESSION_ID.fullmatch(value):
+        shown = value if value.isprintable() and len(value) <= 80 else repr(value[:80])
+        raise InvalidSessionId(
+            f"invalid session id {shown!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+    return value
+
+
+def new_session_id() -> str:
+    """A UUIDv7 (RFC 9562): sorts by creation time, random below the millisecond."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+@dataclass(frozen=True)
+class SessionDir:
+    """The files of one session."""
+
+    session_id: str
+    path: Path
+
+    @property
+    def session_toml(self) -> Path:
+        return self.path / "session.toml"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.path / "quarantine"
+
+    def artifact_store(self) -> ArtifactStore:
+        return ArtifactStore(self.artifacts)
+
+    def read_config(self) -> dict[str, Any]:
+        """session.toml, with a clear refusal for a format newer than this tool."""
+        try:
+            config = tomllib.loads(durable.read_bytes(self.session_toml).decode("utf-8"))
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise IntegrityError(f"session {self.session_id}: session.toml is unreadable: {exc}") from exc
+        check_format_version(config.get("format_version"), self.session_id)
+        return config
+
+
+def check_format_version(found: object, session_id: str) -> None:
+    if found == FORMAT_VERSION:
+        return
+    if isinstance(found, int) and found > FORMAT_VERSION:
+        raise UnsupportedFormat(
+            f"session {session_id} uses format_version {found}; this handshake reads format_version "
+            f"{FORMAT_VERSION}. Upgrade handshake to read it.")
+    raise IntegrityError(f"session {session_id}: format_version {found!r} is not one handshake wrote")
+
+
+class Store:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def session(self, session_id: str) -> SessionDir:
+        """An existing session's directory: validated id, no symlink, inside the root."""
+        validate_session_id(session_id)
+        path = self.paths.sessions / session_id
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise NotFound(f"no session {session_id} under {self.paths.root}",
+                           guidance=self.list_hint()) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
+        if not stat.S_ISDIR(st.st_mode):
+            raise IntegrityError(f"{path} is not a session directory")
+        return SessionDir(session_id, path)
+
+    def list_hint(self) -> list[str]:
+        return [" ".join(["handshake", "inspect", *self.paths.root_args()])]
+
+    def session_ids(self) -> list[str]:
+        """Every session directory under the root, in id order (time order for generated ids)."""
+        try:
+            entries = list(os.scandir(self.paths.sessions))
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in entries
+                      if SESSION_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
+
+    def create_session(
+        self,
+        config: dict[str, Any],
+        created_data: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        clock: Clock = utc_now,
+    ) -> SessionDir:
+        """Build a new session in staging and rename it into place in one step.
+
+        `config` goes into session.toml (format_version, session_id and created_at are
+        added); `created_data` is the `session.created` record's data.
+        """
+        import tomli_w
+
+        session_id = validate_session_id(session_id) if session_id else new_session_id()
+        if os.path.lexists(self.paths.sessions / session_id):
+            raise SessionExists(f"session {session_id} already exists under {self.paths.root}")
+        durable.ensure_root(self.paths.root)
+        durable.ensure_subdir(self.paths.sessions)
+        durable.ensure_subdir(self.paths.staging)
+        staging = self.paths.staging / f"{session_id}.{secrets.token_hex(4)}"
+        durable.make_dir(staging)
+        try:
+            created_at = clock()
+            toml = {"format_version": FORMAT_VERSION, "session_id": session_id,
+                    "created_at": created_at, **config}
+            fd = durable.create_file(staging / "session.toml")
+            try:
+                durable.write_all(fd, tomli_w.dumps(toml).encode("utf-8"))
+                durable.fsync_fd(fd)
+            finally:
+                os.close(fd)
+            for name in ("journal", "quarantine"):
+                durable.make_dir(staging / name)
+            ArtifactStore.layout(staging / "artifacts")
+            with JournalWriter.create(staging / "journal", session_id, clock=clock) as journal:
+                record = journal.append("session.created", {
+                    "session_id": session_id, "format_version": FORMAT_VERSION, **created_data})
+            session = ModelSession(session_id)
+            session.apply(record)
+            write_head(staging, session)
+            for sub in ("journal", "artifacts/objects", "artifacts/packs", "artifacts", "quarantine", ""):
+                durable.fsync_dir(staging / sub if sub else staging)
+            try:
+                os.rename(staging, self.paths.sessions / session_id)
+            except OSError as exc:
+                if os.path.lexists(self.paths.sessions / session_id):
+                    raise SessionExists(f"session {session_id} already exists under {self.paths.root}") from exc
+                raise
+            durable.fsync_dir(self.paths.sessions)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return SessionDir(session_id, self.paths.sessions / session_id)
