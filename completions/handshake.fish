@@ -1,0 +1,1 @@
+complete --command handshake --no-files --arguments "(env _HANDSHAKE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) handshake)" --condition "env _HANDSHAKE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) handshake"

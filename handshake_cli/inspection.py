@@ -53,13 +53,17 @@ def _head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
 
 
 def list_sessions(store: Store) -> list[dict[str, Any]]:
+    """One row per session, cheaply: head.json checked against the journal's last record.
+
+    Damage in the middle of a journal is found by `describe` and `verify`, which read it all.
+    """
     rows = []
     for session_id in store.session_ids():
         session = SessionDir(session_id, store.paths.sessions / session_id)
         row: dict[str, Any] = {"session_id": session_id}
         try:
             config = session.read_config()
-            record, _trusted = _head_or_fold(session)
+            record, head_matches = _head_or_fold(session)
         except Exception as exc:  # one broken session must not hide the others
             row.update({"state": "UNREADABLE", "error": str(exc), "needs_attention": True})
             rows.append(row)
@@ -75,7 +79,9 @@ def list_sessions(store: Store) -> list[dict[str, Any]]:
             "checkpoint_count": record.checkpoint_count,
             "size_bytes": directory_size(session.path),
             "lock_holder": holder.as_json() if holder else None,
-            "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED),
+            # A head that lags the journal is what a crash leaves behind: worth a look.
+            "head_matches": head_matches,
+            "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or not head_matches,
         })
         rows.append(row)
     return rows

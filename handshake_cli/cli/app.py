@@ -45,9 +45,16 @@ app.command("gc")(gc.gc)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point. Usage errors become exit 2, in JSON too when asked."""
+    import os
+
+    from typer import exceptions as typer_exceptions
     from typer._click import exceptions as click_exceptions
 
     args = sys.argv[1:] if argv is None else argv
+    if "_HANDSHAKE_COMPLETE" in os.environ:  # a TAB press: register the shells' protocols
+        from typer._completion_classes import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="handshake", standalone_mode=False)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             error.show()
         sys.exit(2)
-    except click_exceptions.Abort:
+    except typer_exceptions.Abort:
         sys.stderr.write("handshake: interrupted\n")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,166 @@
+"""The command line as users and scripts meet it: exit codes, the JSON envelope, where
+sessions live, completions, and what start-up costs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from handshake_cli import __version__
+from handshake_cli.cli.output import Result, run_command
+from tests.conftest import REPO, CliResult
+
+COMMANDS = ["run", "checkpoint", "recover", "inspect", "gc"]
+ENVELOPE_KEYS = {"schema", "command", "status"}
+
+
+def test_version(cli: Callable[..., CliResult]) -> None:
+    result = cli("--version")
+    assert result.code == 0
+    assert result.stdout.strip() == f"handshake {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_root_and_json(command: str, cli: Callable[..., CliResult]) -> None:
+    result = cli(command, "--help")
+    assert result.code == 0
+    assert "--root" in result.stdout and "--json" in result.stdout
+    first_line = next(line for line in result.stdout.splitlines()[1:] if line.strip())
+    assert len(first_line.strip()) > 10  # a real sentence of help, not an empty docstring
+
+
+@pytest.mark.parametrize("argv", [["run", "job.toml"], ["checkpoint", "s1"], ["recover", "s1"], ["gc"]])
+def test_commands_not_built_yet_say_so_with_exit_2(argv: list[str], root: Path,
+                                                     cli: Callable[..., CliResult]) -> None:
+    human = cli(*argv, "--root", str(root))
+    assert human.code == 2
+    assert "not available in this version yet" in human.stderr
+    assert human.stdout == ""
+    as_json = cli(*argv, "--root", str(root), "--json")
+    assert as_json.code == 2
+    doc = as_json.json
+    assert ENVELOPE_KEYS <= doc.keys() and doc["status"] == "error"
+    assert doc["error"]["code"] == "not_implemented" and doc["error"]["exit_code"] == 2
+
+
+def test_usage_error_in_json_is_one_document(cli: Callable[..., CliResult], root: Path) -> None:
+    result = cli("inspect", "--no-such-flag", "--root", str(root), "--json")
+    assert result.code == 2
+    assert result.json["status"] == "error" and result.json["error"]["code"] == "usage"
+
+
+def test_usage_error_for_humans(cli: Callable[..., CliResult]) -> None:
+    result = cli("inspect", "--no-such-flag")
+    assert result.code == 2
+    assert "No such option" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_session_is_exit_6(cli: Callable[..., CliResult], root: Path) -> None:
+    result = cli("inspect", "nope", "--root", str(root), "--json")
+    assert result.code == 6
+    assert result.json["error"]["code"] == "not_found"
+    assert result.json["guidance"] == [f"handshake inspect --root {root}"]
+
+
+@pytest.mark.parametrize("bad", ["..", "a/b", ".hidden", "x" * 65, "sessión", "-rf"])
+def test_hostile_session_ids_are_exit_2(bad: str, cli: Callable[..., CliResult], root: Path) -> None:
+    result = cli("inspect", bad, "--root", str(root), "--json")
+    assert result.code == 2, result.stdout
+    assert result.json["error"]["code"] in {"invalid_session_id", "usage"}
+    assert not (root / "sessions").exists()
+
+
+def test_empty_root_lists_nothing(cli: Callable[..., CliResult], root: Path) -> None:
+    result = cli("inspect", "--root", str(root), "--json")
+    assert result.code == 0
+    assert result.json["sessions"] == []
+    human = cli("inspect", "--root", str(root))
+    assert "no sessions" in human.stdout
+
+
+def test_where_sessions_live(cli: Callable[..., CliResult], env: dict[str, str], tmp_path: Path,
+                             golden_root: Callable[[str], Path]) -> None:
+    root = golden_root("clean")
+    by_env = cli("inspect", "--json", extra_env={"HANDSHAKE_HOME": str(root)})
+    assert [s["session_id"] for s in by_env.json["sessions"]] == ["clean"]
+    elsewhere = tmp_path / "elsewhere"
+    by_flag = cli("inspect", "--root", str(elsewhere), "--json", extra_env={"HANDSHAKE_HOME": str(root)})
+    assert by_flag.json["sessions"] == [] and by_flag.json["root"] == str(elsewhere)
+    default = cli("inspect", "--json")
+    assert default.json["root"] == str(Path(env["XDG_DATA_HOME"]) / "handshake")
+
+
+def test_human_output_on_a_pipe_is_plain_text(golden_root: Callable[[str], Path],
+                                              cli: Callable[..., CliResult]) -> None:
+    root = golden_root("in-doubt")
+    result = cli("inspect", "in-doubt", "--root", str(root))
+    assert result.code == 0
+    assert "\x1b[" not in result.stdout
+    assert "INTERRUPTED" in result.stdout and "call-1-0" in result.stdout and "in_doubt" in result.stdout
+
+
+def test_events_and_at(golden_root: Callable[[str], Path], cli: Callable[..., CliResult]) -> None:
+    root = golden_root("clean")
+    events = cli("inspect", "clean", "--events", "--root", str(root), "--json").json["events"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "session.created" and events[-1]["type"] == "session.completed"
+    at = cli("inspect", "clean", "--at", "2", "--root", str(root), "--json").json
+    assert at["state"] == "ACTIVE" and at["last_seq"] == 2
+    outside = cli("inspect", "clean", "--at", "999", "--root", str(root), "--json")
+    assert outside.code == 2 and "outside" in outside.json["error"]["message"]
+
+
+def test_a_bug_exits_1_and_says_how_to_report_it(capsys: pytest.CaptureFixture[str]) -> None:
+    def broken() -> Result:
+        raise KeyError("surprise")
+
+    assert run_command("inspect", False, broken) == 1
+    err = capsys.readouterr().err
+    assert "bug in handshake" in err and "report" in err and "Traceback" not in err
+
+
+def test_completions_are_current() -> None:
+    from handshake_cli.cli.completions import FILES, script
+
+    for shell, name in FILES.items():
+        committed = (REPO / "completions" / name).read_text()
+        assert committed == script(shell), (
+            f"completions/{name} is stale: run `python -m handshake_cli.cli.completions completions`")
+
+
+def test_bash_completion_answers_from_the_command_tree(env: dict[str, str]) -> None:
+    bin_dir = Path(sys.executable).parent
+    script = (
+        f"source {REPO / 'completions' / 'handshake.bash'}\n"
+        "COMP_WORDS=(handshake insp); COMP_CWORD=1\n"
+        "_handshake_completion handshake\n"
+        'echo "${COMPREPLY[@]}"\n'
+        "COMP_WORDS=(handshake inspect --ve); COMP_CWORD=2\n"
+        "_handshake_completion handshake\n"
+        'echo "${COMPREPLY[@]}"\n'
+    )
+    shim = Path(env["HOME"]) / "bin"
+    shim.mkdir()
+    (shim / "handshake").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m handshake_cli "$@"\n')
+    (shim / "handshake").chmod(0o755)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env={**env, "PATH": f"{shim}:{bin_dir}:/usr/bin:/bin"})
+    assert out.stdout.splitlines() == ["inspect", "--verify"]
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["inspect", "--json"]])
+def test_plain_commands_never_load_rich(argv: list[str], root: Path, env: dict[str, str]) -> None:
+    code = (
+        "import sys\n"
+        "from handshake_cli.cli.app import main\n"
+        f"try:\n    main({argv + ['--root', str(root)] if argv[0] == 'inspect' else argv!r})\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pydantic')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
