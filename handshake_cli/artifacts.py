@@ -70,8 +70,7 @@ class PackDamage:
     at_end: bool  # nothing intact follows: a torn frame from a crash
 
     def as_json(self) -> dict[str, Any]:
-        return {"pack": self.pack, "offset": self.offset, "detail": self.detail,
-                "repairable": self.at_end}
+        return {"pack": self.pack, "offset": self.offset, "detail": self.detail, "repairable": self.at_end}
 
 
 class ArtifactStore:
@@ -112,8 +111,10 @@ class ArtifactStore:
         if os.path.lexists(loose):
             data = durable.read_bytes(loose)
             if artifact_id(data) != ident:
-                raise ArtifactCorrupt(f"artifact {ident} is damaged: its bytes no longer match its id",
-                                      details={"artifact_id": ident, "path": str(loose)})
+                raise ArtifactCorrupt(
+                    f"artifact {ident} is damaged: its bytes no longer match its id",
+                    details={"artifact_id": ident, "path": str(loose)},
+                )
             return data
         for frame in self.frames():
             if frame.artifact_id == ident:
@@ -130,22 +131,27 @@ class ArtifactStore:
             header = os.pread(fd, HEADER_BYTES, location.offset)
             if len(header) != HEADER_BYTES or header[:4] != MAGIC or header[12:].hex() != ident:
                 raise ArtifactCorrupt(
-                    f"artifact {ident}: no intact frame at {location.pack} offset {location.offset}")
+                    f"artifact {ident}: no intact frame at {location.pack} offset {location.offset}"
+                )
             length = int.from_bytes(header[4:12], "big")
             data = os.pread(fd, length, location.offset + HEADER_BYTES)
         finally:
             os.close(fd)
         if len(data) != length or artifact_id(data) != ident:
-            raise ArtifactCorrupt(f"artifact {ident} is damaged: its bytes no longer match its id",
-                                  details={"artifact_id": ident, "pack": location.pack,
-                                           "offset": location.offset})
+            raise ArtifactCorrupt(
+                f"artifact {ident} is damaged: its bytes no longer match its id",
+                details={"artifact_id": ident, "pack": location.pack, "offset": location.offset},
+            )
         return data
 
     def pack_names(self) -> list[str]:
         if not self.packs.is_dir():
             return []
-        names = [e.name for e in os.scandir(self.packs)
-                 if e.name.endswith(PACK_SUFFIX) and e.name[: -len(PACK_SUFFIX)].isdigit()]
+        names = [
+            e.name
+            for e in os.scandir(self.packs)
+            if e.name.endswith(PACK_SUFFIX) and e.name[: -len(PACK_SUFFIX)].isdigit()
+        ]
         return sorted(names)
 
     def frames(self, pack: str | None = None) -> Iterator[Frame]:
@@ -168,15 +174,22 @@ class ArtifactStore:
             checked += 1
             data = durable.read_bytes(self.objects / ident)
             if artifact_id(data) != ident:
-                problems.append({"kind": "artifact_corrupt", "artifact_id": ident,
-                                 "path": f"artifacts/objects/{ident}", "repairable": False})
+                problems.append(
+                    {
+                        "kind": "artifact_corrupt",
+                        "artifact_id": ident,
+                        "path": f"artifacts/objects/{ident}",
+                        "repairable": False,
+                    }
+                )
         for name in self.pack_names():
             for item in _walk_pack(self.packs / name, name, verify=True):
                 if isinstance(item, Frame):
                     checked += 1
                 else:
-                    problems.append({"kind": "pack_torn_tail" if item.at_end else "pack_corrupt",
-                                     **item.as_json()})
+                    problems.append(
+                        {"kind": "pack_torn_tail" if item.at_end else "pack_corrupt", **item.as_json()}
+                    )
         return checked, problems
 
 
@@ -225,8 +238,9 @@ class PackWriter:
             ends_clean = all(isinstance(i, Frame) for i in _walk_pack(store.packs / last, last, verify=False))
             size = os.lstat(store.packs / last).st_size
             if ends_clean and size < pack_bytes:
-                self._fd = os.open(store.packs / last,
-                                   os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC)
+                self._fd = os.open(
+                    store.packs / last, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
+                )
                 self._name, self._size = last, size
         self._next_number = int(names[-1][: -len(PACK_SUFFIX)]) + 1 if names else 1
 
@@ -235,7 +249,7 @@ class PackWriter:
         ident = artifact_id(data)
         if ident in self.known:
             return ident, self.known[ident]
-        if self._fd is None or self._size + HEADER_BYTES + len(data) > self.pack_bytes and self._size:
+        if self._fd is None or (self._size and self._size + HEADER_BYTES + len(data) > self.pack_bytes):
             self._new_pack()
         assert self._fd is not None and self._name is not None
         frame = MAGIC + len(data).to_bytes(8, "big") + bytes.fromhex(ident) + data

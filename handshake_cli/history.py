@@ -43,17 +43,25 @@ class History:
             for call in message.get("tool_calls") or []:
                 call_id = call.get("tool_call_id")
                 if call_id and call_id not in self.tool_calls:
-                    self.tool_calls[call_id] = {"tool_call_id": call_id, "tool": call.get("tool"),
-                                                "args": call.get("args"), "state": PENDING}
+                    self.tool_calls[call_id] = {
+                        "tool_call_id": call_id,
+                        "tool": call.get("tool"),
+                        "args": call.get("args"),
+                        "state": PENDING,
+                    }
         elif kind == "tool.intent":
-            call_id = data.get("tool_call_id")
+            call_id = str(data.get("tool_call_id"))
             entry = self.tool_calls.setdefault(call_id, {"tool_call_id": call_id})
-            entry.update({key: data.get(key) for key in
-                          ("tool", "args", "idempotency_key", "side_effect", "idempotency")})
+            entry.update(
+                {
+                    key: data.get(key)
+                    for key in ("tool", "args", "idempotency_key", "side_effect", "idempotency")
+                }
+            )
             entry["state"] = IN_DOUBT
             entry["intent_seq"] = record.seq
         elif kind == "tool.result":
-            call_id = data.get("tool_call_id")
+            call_id = str(data.get("tool_call_id"))
             entry = self.tool_calls.setdefault(call_id, {"tool_call_id": call_id, "tool": data.get("tool")})
             entry["state"] = FAILED if data.get("error") else DONE
             entry["result_seq"] = record.seq

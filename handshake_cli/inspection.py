@@ -42,8 +42,14 @@ def _head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
     last = read_last_record(session.journal)
     if head and last and head.get("last_seq") == last.seq and head.get("state"):
         record = ModelSession(session.session_id)
-        for name in ("state", "checkpoint_artifact_id", "last_checkpoint_at", "checkpoint_count",
-                     "last_seq", "checkpoint_location"):
+        for name in (
+            "state",
+            "checkpoint_artifact_id",
+            "last_checkpoint_at",
+            "checkpoint_count",
+            "last_seq",
+            "checkpoint_location",
+        ):
             if name in head:
                 setattr(record, name, head[name])
         record.updated_at = last.ts
@@ -70,19 +76,21 @@ def list_sessions(store: Store) -> list[dict[str, Any]]:
             continue
         holder = lock.holder(session.path)
         state = effective_state(record.state, holder)
-        row.update({
-            "job_name": (config.get("job") or {}).get("name"),
-            "state": state,
-            "created_at": config.get("created_at"),
-            "updated_at": record.updated_at,
-            "last_checkpoint_at": record.last_checkpoint_at,
-            "checkpoint_count": record.checkpoint_count,
-            "size_bytes": directory_size(session.path),
-            "lock_holder": holder.as_json() if holder else None,
-            # A head that lags the journal is what a crash leaves behind: worth a look.
-            "head_matches": head_matches,
-            "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or not head_matches,
-        })
+        row.update(
+            {
+                "job_name": (config.get("job") or {}).get("name"),
+                "state": state,
+                "created_at": config.get("created_at"),
+                "updated_at": record.updated_at,
+                "last_checkpoint_at": record.last_checkpoint_at,
+                "checkpoint_count": record.checkpoint_count,
+                "size_bytes": directory_size(session.path),
+                "lock_holder": holder.as_json() if holder else None,
+                # A head that lags the journal is what a crash leaves behind: worth a look.
+                "head_matches": head_matches,
+                "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or not head_matches,
+            }
+        )
         rows.append(row)
     return rows
 
@@ -98,8 +106,11 @@ class Verification:
     @property
     def verdict(self) -> str:
         """intact | repairable (a torn tail, a stale head) | damaged (recovery will not repair it)."""
-        if self.journal.corruption or self.missing_artifacts or any(
-                not p.get("repairable") for p in self.artifact_problems):
+        if (
+            self.journal.corruption
+            or self.missing_artifacts
+            or any(not p.get("repairable") for p in self.artifact_problems)
+        ):
             return "damaged"
         if self.journal.torn_tail or self.artifact_problems or self.head_differences:
             return "repairable"
@@ -114,8 +125,11 @@ class Verification:
                 "last_seq": self.journal.last_seq,
                 "damage": damage.as_json() if damage else None,
             },
-            "artifacts": {"checked": self.artifacts_checked, "problems": self.artifact_problems,
-                          "missing": self.missing_artifacts},
+            "artifacts": {
+                "checked": self.artifacts_checked,
+                "problems": self.artifact_problems,
+                "missing": self.missing_artifacts,
+            },
             "head": {"matches": not self.head_differences, "differences": self.head_differences},
         }
 

@@ -40,6 +40,12 @@ _SUM_TAIL = len(_SUM_KEY) + _HEX + 2  # ,"sum":"<hex>"}
 _PREV_FIELD = len(_PREV_KEY) + _HEX + 1  # ,"prev":"<hex>"
 
 
+# Built once: json.dumps/json.loads re-create these on every call with non-default options.
+_ENCODE_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODE_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_DECODE = json.JSONDecoder().decode
+
+
 def checksum(prefix: bytes) -> str:
     return hashlib.blake2b(prefix, digest_size=16).hexdigest()
 
@@ -61,10 +67,9 @@ def encode(seq: int, ts: str, type_: str, data: dict[str, Any], prev: str) -> tu
     """Frame one record; returns the line (with its newline) and its `sum`."""
     body = {"seq": seq, "ts": ts, "type": type_, "data": data, "prev": prev}
     try:
-        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        encoded = raw.encode("utf-8")
+        encoded = _ENCODE_UTF8(body).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape everything rather than fail the append
-        encoded = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii")
+        encoded = _ENCODE_ASCII(body).encode("ascii")
     prefix = encoded[:-1]
     digest = checksum(prefix)
     return prefix + _SUM_KEY + digest.encode("ascii") + b'"}\n', digest
@@ -99,7 +104,7 @@ class Record:
 
     @classmethod
     def decode(cls, content: bytes, segment: str, offset: int) -> Record:
-        obj = json.loads(content)
+        obj = _DECODE(content.decode("utf-8"))
         return cls(obj["seq"], obj["ts"], obj["type"], obj["data"], obj["prev"], obj["sum"], segment, offset)
 
     def as_json(self) -> dict[str, Any]:
@@ -178,8 +183,13 @@ def scan(journal_dir: Path, session_id: str, *, decode: bool = True) -> ScanResu
 def _scan_segment(data: bytes, name: str, is_last: bool, result: ScanResult, decode: bool) -> None:
     first_seq = int(name[: -len(SEGMENT_SUFFIX)])
     if first_seq != result.last_seq + 1 and data:
-        result.damage = Damage("corrupt", name, 0, len(data),
-                               f"segment starts at seq {first_seq}, expected {result.last_seq + 1}")
+        result.damage = Damage(
+            "corrupt",
+            name,
+            0,
+            len(data),
+            f"segment starts at seq {first_seq}, expected {result.last_seq + 1}",
+        )
         return
     pos = 0
     size = len(data)
@@ -210,8 +220,9 @@ def _accept(content: bytes, name: str, pos: int, result: ScanResult, decode: boo
     return parsed is not None and _accept_parsed(parsed, content, name, pos, result, decode)
 
 
-def _accept_parsed(parsed: tuple[int, str, str], content: bytes, name: str, pos: int,
-                   result: ScanResult, decode: bool) -> bool:
+def _accept_parsed(
+    parsed: tuple[int, str, str], content: bytes, name: str, pos: int, result: ScanResult, decode: bool
+) -> bool:
     seq, prev, digest = parsed
     expected = result.last_seq + 1
     if seq != expected or prev != result.last_sum:
@@ -247,21 +258,29 @@ def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, resu
     length = len(data) - start
     result.valid_ends[name] = start
     if not is_last:
-        result.damage = Damage("corrupt", name, start, length, "damaged bytes in a segment that is not the last")
+        result.damage = Damage(
+            "corrupt", name, start, length, "damaged bytes in a segment that is not the last"
+        )
         return
     probe = data.find(_SEQ_OPEN, start + 1)
     while probe != -1:
         newline = data.find(b"\n", probe)
         if check_content(data[probe : newline if newline != -1 else len(data)]) is not None:
-            result.damage = Damage("corrupt", name, start, probe - start,
-                                   f"damaged bytes followed by an intact record at offset {probe}")
+            result.damage = Damage(
+                "corrupt",
+                name,
+                start,
+                probe - start,
+                f"damaged bytes followed by an intact record at offset {probe}",
+            )
             return
         probe = data.find(_SEQ_OPEN, probe + 1)
     if length == 0:
         result.damage = Damage("torn_tail", name, start, 0, "the last record lacks its final newline")
     else:
-        result.damage = Damage("torn_tail", name, start, length,
-                               f"the last {length} bytes are an incomplete or damaged record")
+        result.damage = Damage(
+            "torn_tail", name, start, length, f"the last {length} bytes are an incomplete or damaged record"
+        )
 
 
 def last_segment_tail(journal_dir: Path) -> tuple[str, bytes] | None:
@@ -302,8 +321,18 @@ Clock = Callable[[], str]
 class JournalWriter:
     """Appends records to one session's journal. The caller holds the session lock."""
 
-    def __init__(self, journal_dir: Path, session_id: str, *, last_seq: int, last_sum: str,
-                 segment: str | None, segment_size: int, segment_bytes: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        journal_dir: Path,
+        session_id: str,
+        *,
+        last_seq: int,
+        last_sum: str,
+        segment: str | None,
+        segment_size: int,
+        segment_bytes: int,
+        clock: Clock,
+    ) -> None:
         self.journal_dir = journal_dir
         self.session_id = session_id
         self.last_seq = last_seq
@@ -316,34 +345,65 @@ class JournalWriter:
         self._fd: int | None = None
         self._broken: str | None = None
         if segment is not None:
-            self._fd = os.open(journal_dir / segment,
-                               os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC)
+            self._fd = os.open(
+                journal_dir / segment, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
+            )
 
     @classmethod
-    def create(cls, journal_dir: Path, session_id: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-               clock: Clock = utc_now) -> JournalWriter:
-        return cls(journal_dir, session_id, last_seq=0, last_sum=genesis(session_id), segment=None,
-                   segment_size=0, segment_bytes=segment_bytes, clock=clock)
+    def create(
+        cls,
+        journal_dir: Path,
+        session_id: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: Clock = utc_now,
+    ) -> JournalWriter:
+        return cls(
+            journal_dir,
+            session_id,
+            last_seq=0,
+            last_sum=genesis(session_id),
+            segment=None,
+            segment_size=0,
+            segment_bytes=segment_bytes,
+            clock=clock,
+        )
 
     @classmethod
-    def open(cls, journal_dir: Path, session_id: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-             clock: Clock = utc_now) -> JournalWriter:
+    def open(
+        cls,
+        journal_dir: Path,
+        session_id: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: Clock = utc_now,
+    ) -> JournalWriter:
         """Open for appending after a full verification; refuses a journal that needs repair."""
         result = scan(journal_dir, session_id, decode=False)
         if result.corruption:
             damage = result.corruption
             raise IntegrityError(
-                f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}")
+                f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
+            )
         if result.torn_tail:
             damage = result.torn_tail
             raise JournalNeedsRepair(
                 f"journal ends in a torn tail at {damage.segment} offset {damage.offset}; "
-                "recovery must cut it off before anything is appended")
+                "recovery must cut it off before anything is appended"
+            )
         segments = list_segments(journal_dir)
         segment = segments[-1] if segments else None
         size = result.valid_ends.get(segment, 0) if segment else 0
-        return cls(journal_dir, session_id, last_seq=result.last_seq, last_sum=result.last_sum,
-                   segment=segment, segment_size=size, segment_bytes=segment_bytes, clock=clock)
+        return cls(
+            journal_dir,
+            session_id,
+            last_seq=result.last_seq,
+            last_sum=result.last_sum,
+            segment=segment,
+            segment_size=size,
+            segment_bytes=segment_bytes,
+            clock=clock,
+        )
 
     def append(self, type_: str, data: dict[str, Any], *, sync: bool = True) -> Record:
         if self._broken:

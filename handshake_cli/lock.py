@@ -72,8 +72,13 @@ def holder(session_dir: Path) -> LockHolder | None:
     try:
         raw = durable.read_bytes(session_dir / OWNER_FILE)
         info = json.loads(raw)
-        found = LockHolder(int(info["pid"]), str(info["host"]), str(info["started_at"]),
-                           str(info["command"]), info.get("pid_start"))
+        found = LockHolder(
+            int(info["pid"]),
+            str(info["host"]),
+            str(info["started_at"]),
+            str(info["command"]),
+            info.get("pid_start"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return None if found.is_alive() is False else found
@@ -87,8 +92,7 @@ class SessionLock:
 
         self.session_dir = session_dir
         self.session_id = session_id
-        self._lock = FileLock(str(session_dir / LOCK_FILE), mode=durable.FILE_MODE,
-                              thread_local=False)
+        self._lock = FileLock(str(session_dir / LOCK_FILE), mode=durable.FILE_MODE, thread_local=False)
 
     def acquire(self, command: str | None = None) -> None:
         from filelock import Timeout
@@ -109,8 +113,9 @@ class SessionLock:
             command=command or " ".join(["handshake", *sys.argv[1:]]),
             pid_start=_process_start(os.getpid()),
         )
-        durable.atomic_write(self.session_dir / OWNER_FILE,
-                             json.dumps(me.as_json(), sort_keys=True).encode(), durable=False)
+        durable.atomic_write(
+            self.session_dir / OWNER_FILE, json.dumps(me.as_json(), sort_keys=True).encode(), durable=False
+        )
 
     def release(self) -> None:
         try:

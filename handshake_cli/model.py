@@ -98,7 +98,8 @@ class ModelSession:
 
     def head(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HEAD_FIELDS} | {
-            "checkpoint_location": self.checkpoint_location}
+            "checkpoint_location": self.checkpoint_location
+        }
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -117,8 +118,9 @@ def fold(session_id: str, records: Iterable[Record]) -> ModelSession:
 def write_head(session_dir: Path, session: ModelSession) -> None:
     """Replace head.json atomically; not fsynced, because the journal can always rebuild it."""
     payload = {"format_version": 1, **session.head()}
-    durable.atomic_write(session_dir / HEAD_FILE,
-                         json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n", durable=False)
+    durable.atomic_write(
+        session_dir / HEAD_FILE, json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n", durable=False
+    )
 
 
 def read_head(session_dir: Path) -> dict[str, Any] | None:

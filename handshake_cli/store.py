@@ -36,7 +36,8 @@ def validate_session_id(value: str) -> str:
         shown = value if value.isprintable() and len(value) <= 80 else repr(value[:80])
         raise InvalidSessionId(
             f"invalid session id {shown!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit")
+            "starting with a letter or digit"
+        )
     return value
 
 
@@ -97,7 +98,8 @@ def check_format_version(found: object, session_id: str) -> None:
     if isinstance(found, int) and found > FORMAT_VERSION:
         raise UnsupportedFormat(
             f"session {session_id} uses format_version {found}; this handshake reads format_version "
-            f"{FORMAT_VERSION}. Upgrade handshake to read it.")
+            f"{FORMAT_VERSION}. Upgrade handshake to read it."
+        )
     raise IntegrityError(f"session {session_id}: format_version {found!r} is not one handshake wrote")
 
 
@@ -112,8 +114,9 @@ class Store:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            raise NotFound(f"no session {session_id} under {self.paths.root}",
-                           guidance=self.list_hint()) from None
+            raise NotFound(
+                f"no session {session_id} under {self.paths.root}", guidance=self.list_hint()
+            ) from None
         if stat.S_ISLNK(st.st_mode):
             raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
         if not stat.S_ISDIR(st.st_mode):
@@ -129,8 +132,9 @@ class Store:
             entries = list(os.scandir(self.paths.sessions))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries
-                      if SESSION_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
+        return sorted(
+            e.name for e in entries if SESSION_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        )
 
     def create_session(
         self,
@@ -157,8 +161,12 @@ class Store:
         durable.make_dir(staging)
         try:
             created_at = clock()
-            toml = {"format_version": FORMAT_VERSION, "session_id": session_id,
-                    "created_at": created_at, **config}
+            toml = {
+                "format_version": FORMAT_VERSION,
+                "session_id": session_id,
+                "created_at": created_at,
+                **config,
+            }
             fd = durable.create_file(staging / "session.toml")
             try:
                 durable.write_all(fd, tomli_w.dumps(toml).encode("utf-8"))
@@ -169,8 +177,10 @@ class Store:
                 durable.make_dir(staging / name)
             ArtifactStore.layout(staging / "artifacts")
             with JournalWriter.create(staging / "journal", session_id, clock=clock) as journal:
-                record = journal.append("session.created", {
-                    "session_id": session_id, "format_version": FORMAT_VERSION, **created_data})
+                record = journal.append(
+                    "session.created",
+                    {"session_id": session_id, "format_version": FORMAT_VERSION, **created_data},
+                )
             session = ModelSession(session_id)
             session.apply(record)
             write_head(staging, session)
@@ -180,7 +190,9 @@ class Store:
                 os.rename(staging, self.paths.sessions / session_id)
             except OSError as exc:
                 if os.path.lexists(self.paths.sessions / session_id):
-                    raise SessionExists(f"session {session_id} already exists under {self.paths.root}") from exc
+                    raise SessionExists(
+                        f"session {session_id} already exists under {self.paths.root}"
+                    ) from exc
                 raise
             durable.fsync_dir(self.paths.sessions)
         except BaseException:

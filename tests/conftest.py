@@ -36,8 +36,15 @@ def env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
-    clean.update({"NO_COLOR": "1", "COLUMNS": "80", "HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
-                  "PYTHONDONTWRITEBYTECODE": "1"})
+    clean.update(
+        {
+            "NO_COLOR": "1",
+            "COLUMNS": "80",
+            "HOME": str(home),
+            "XDG_DATA_HOME": str(home / "data"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     return clean
 
 
@@ -53,9 +60,15 @@ def cli(env: dict[str, str]) -> Callable[..., CliResult]:
     """Run `handshake ARGS...` as a real process and capture what a user would see."""
 
     def run(*args: str, input: str | None = None, extra_env: dict[str, str] | None = None) -> CliResult:
-        proc = subprocess.run([sys.executable, "-m", "handshake_cli", *args], capture_output=True,
-                              text=True, env={**env, **(extra_env or {})}, input=input, timeout=60,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "handshake_cli", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **(extra_env or {})},
+            input=input,
+            timeout=60,
+            check=False,
+        )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     return run

@@ -34,8 +34,9 @@ def test_every_command_has_help_root_and_json(command: str, cli: Callable[..., C
 
 
 @pytest.mark.parametrize("argv", [["run", "job.toml"], ["checkpoint", "s1"], ["recover", "s1"], ["gc"]])
-def test_commands_not_built_yet_say_so_with_exit_2(argv: list[str], root: Path,
-                                                     cli: Callable[..., CliResult]) -> None:
+def test_commands_not_built_yet_say_so_with_exit_2(
+    argv: list[str], root: Path, cli: Callable[..., CliResult]
+) -> None:
     human = cli(*argv, "--root", str(root))
     assert human.code == 2
     assert "not available in this version yet" in human.stderr
@@ -43,7 +44,7 @@ def test_commands_not_built_yet_say_so_with_exit_2(argv: list[str], root: Path,
     as_json = cli(*argv, "--root", str(root), "--json")
     assert as_json.code == 2
     doc = as_json.json
-    assert ENVELOPE_KEYS <= doc.keys() and doc["status"] == "error"
+    assert doc.keys() >= ENVELOPE_KEYS and doc["status"] == "error"
     assert doc["error"]["code"] == "not_implemented" and doc["error"]["exit_code"] == 2
 
 
@@ -83,8 +84,9 @@ def test_empty_root_lists_nothing(cli: Callable[..., CliResult], root: Path) -> 
     assert "no sessions" in human.stdout
 
 
-def test_where_sessions_live(cli: Callable[..., CliResult], env: dict[str, str], tmp_path: Path,
-                             golden_root: Callable[[str], Path]) -> None:
+def test_where_sessions_live(
+    cli: Callable[..., CliResult], env: dict[str, str], tmp_path: Path, golden_root: Callable[[str], Path]
+) -> None:
     root = golden_root("clean")
     by_env = cli("inspect", "--json", extra_env={"HANDSHAKE_HOME": str(root)})
     assert [s["session_id"] for s in by_env.json["sessions"]] == ["clean"]
@@ -95,8 +97,9 @@ def test_where_sessions_live(cli: Callable[..., CliResult], env: dict[str, str],
     assert default.json["root"] == str(Path(env["XDG_DATA_HOME"]) / "handshake")
 
 
-def test_human_output_on_a_pipe_is_plain_text(golden_root: Callable[[str], Path],
-                                              cli: Callable[..., CliResult]) -> None:
+def test_human_output_on_a_pipe_is_plain_text(
+    golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
+) -> None:
     root = golden_root("in-doubt")
     result = cli("inspect", "in-doubt", "--root", str(root))
     assert result.code == 0
@@ -130,7 +133,8 @@ def test_completions_are_current() -> None:
     for shell, name in FILES.items():
         committed = (REPO / "completions" / name).read_text()
         assert committed == script(shell), (
-            f"completions/{name} is stale: run `python -m handshake_cli.cli.completions completions`")
+            f"completions/{name} is stale: run `python -m handshake_cli.cli.completions completions`"
+        )
 
 
 def test_bash_completion_answers_from_the_command_tree(env: dict[str, str]) -> None:
@@ -148,8 +152,13 @@ def test_bash_completion_answers_from_the_command_tree(env: dict[str, str]) -> N
     shim.mkdir()
     (shim / "handshake").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m handshake_cli "$@"\n')
     (shim / "handshake").chmod(0o755)
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                         env={**env, "PATH": f"{shim}:{bin_dir}:/usr/bin:/bin"})
+    out = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "PATH": f"{shim}:{bin_dir}:/usr/bin:/bin"},
+    )
     assert out.stdout.splitlines() == ["inspect", "--verify"]
 
 
@@ -158,7 +167,7 @@ def test_plain_commands_never_load_rich(argv: list[str], root: Path, env: dict[s
     code = (
         "import sys\n"
         "from handshake_cli.cli.app import main\n"
-        f"try:\n    main({argv + ['--root', str(root)] if argv[0] == 'inspect' else argv!r})\n"
+        f"try:\n    main({[*argv, '--root', str(root)] if argv[0] == 'inspect' else argv!r})\n"
         "except SystemExit:\n    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pydantic')))\n"
     )

@@ -18,8 +18,9 @@ VERIFY_EXIT = {"clean": 0, "torn-tail": 0, "corrupt-middle": 5, "in-doubt": 0, "
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_inspect_json_matches_golden(name: str, golden_root: Callable[[str], Path],
-                                     cli: Callable[..., CliResult]) -> None:
+def test_inspect_json_matches_golden(
+    name: str, golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
+) -> None:
     root = golden_root(name)
     result = cli("inspect", name, "--root", str(root), "--json")
     assert result.code == 0, result.stderr
@@ -28,8 +29,9 @@ def test_inspect_json_matches_golden(name: str, golden_root: Callable[[str], Pat
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_verify_json_matches_golden(name: str, golden_root: Callable[[str], Path],
-                                    cli: Callable[..., CliResult]) -> None:
+def test_verify_json_matches_golden(
+    name: str, golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
+) -> None:
     root = golden_root(name)
     result = cli("inspect", name, "--verify", "--root", str(root), "--json")
     assert result.code == VERIFY_EXIT[name], result.stdout + result.stderr
@@ -48,7 +50,9 @@ def test_golden_verdicts_say_what_a_user_needs() -> None:
     assert in_doubt["in_doubt_tool_calls"] == ["call-1-0"]
 
 
-def test_listing_of_golden_sessions(golden_root: Callable[[str], Path], cli: Callable[..., CliResult]) -> None:
+def test_listing_of_golden_sessions(
+    golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
+) -> None:
     for name in NAMES:
         root = golden_root(name)
     result = cli("inspect", "--root", str(root), "--json")
@@ -56,8 +60,12 @@ def test_listing_of_golden_sessions(golden_root: Callable[[str], Path], cli: Cal
     rows = {row["session_id"]: row for row in result.json["sessions"]}
     assert {name: row["state"] for name, row in rows.items()} == {
         # The torn record was session.completed; the state change before it survived.
-        "clean": "COMPLETED", "torn-tail": "COMPLETED", "corrupt-middle": "COMPLETED",
-        "in-doubt": "INTERRUPTED", "no-checkpoint": "INTERRUPTED"}
+        "clean": "COMPLETED",
+        "torn-tail": "COMPLETED",
+        "corrupt-middle": "COMPLETED",
+        "in-doubt": "INTERRUPTED",
+        "no-checkpoint": "INTERRUPTED",
+    }
     assert not rows["clean"]["needs_attention"]
     # head.json names seq 21, but only seq 20 survived: the crash shows.
     assert rows["torn-tail"]["needs_attention"] and not rows["torn-tail"]["head_matches"]
@@ -70,8 +78,12 @@ def test_golden_files_are_reproducible() -> None:
         copy = Path(tmp) / "fixtures"
         (copy / "sessions").mkdir(parents=True)
         (copy / "build_golden.py").write_bytes((REPO / "fixtures" / "build_golden.py").read_bytes())
-        subprocess.run([sys.executable, str(copy / "build_golden.py")], check=True, cwd=REPO,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        subprocess.run(
+            [sys.executable, str(copy / "build_golden.py")],
+            check=True,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
         for path in sorted(GOLDEN.rglob("*")):
             if path.is_file():
                 rebuilt = copy / "sessions" / path.relative_to(GOLDEN)

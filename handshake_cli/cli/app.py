@@ -30,8 +30,10 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     """Crash recovery for AI model sessions."""
 
@@ -60,9 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=args, prog_name="handshake", standalone_mode=False)
     except click_exceptions.UsageError as error:
         if "--json" in args:
-            doc = {"schema": 1, "command": args[0] if args else None, "status": "error",
-                   "error": {"code": "usage", "exit_code": 2, "message": error.format_message()},
-                   "guidance": ["handshake --help"]}
+            doc = {
+                "schema": 1,
+                "command": args[0] if args else None,
+                "status": "error",
+                "error": {"code": "usage", "exit_code": 2, "message": error.format_message()},
+                "guidance": ["handshake --help"],
+            }
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         else:
             error.show()

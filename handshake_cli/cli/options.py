@@ -8,9 +8,12 @@ import typer
 
 Root = Annotated[
     str | None,
-    typer.Option("--root", metavar="DIR",
-                 help="Where sessions live (default: $HANDSHAKE_HOME, else the user data dir).",
-                 show_default=False),
+    typer.Option(
+        "--root",
+        metavar="DIR",
+        help="Where sessions live (default: $HANDSHAKE_HOME, else the user data dir).",
+        show_default=False,
+    ),
 ]
 Json = Annotated[
     bool,

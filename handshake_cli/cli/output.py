@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -36,8 +35,9 @@ class Printer:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.stream, no_color="NO_COLOR" in os.environ,
-                                    highlight=False, soft_wrap=True)
+            self._console = Console(
+                file=self.stream, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True
+            )
         return self._console
 
     def line(self, text: str = "", style: str | None = None) -> None:
@@ -113,9 +113,13 @@ def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
 
 def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
     """Anything that is not a HandshakeError is a bug: say so, and how to report it."""
-    message = (f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; "
-               f"please report it at {REPORT_URL} with the command you ran and this message.")
+    message = (
+        f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; "
+        f"please report it at {REPORT_URL} with the command you ran and this message."
+    )
     if os.environ.get("HANDSHAKE_DEBUG"):
+        import traceback
+
         traceback.print_exc()
     error = HandshakeError(message)
     return fail(command, error, as_json=as_json)

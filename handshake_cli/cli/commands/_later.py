@@ -11,6 +11,7 @@ def not_yet(command: str, as_json: bool) -> int:
         raise NotImplementedYet(
             f"`handshake {command}` is not available in this version yet; "
             "`handshake inspect` works on every session already stored.",
-            guidance=["handshake inspect --help"])
+            guidance=["handshake inspect --help"],
+        )
 
     return run_command(command, as_json, body)

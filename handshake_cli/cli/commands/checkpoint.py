@@ -12,10 +12,12 @@ from handshake_cli.cli.options import Json, Root
 
 def checkpoint(
     session: Annotated[str, typer.Argument(metavar="SESSION", help="The session to checkpoint.")],
-    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT",
-                                               help="Why; recorded with the checkpoint.")] = None,
-    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS",
-                                        help="How long to wait for a running session.")] = 10.0,
+    reason: Annotated[
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why; recorded with the checkpoint.")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", metavar="SECONDS", help="How long to wait for a running session.")
+    ] = 10.0,
     root: Root = None,
     json_: Json = False,
 ) -> int:

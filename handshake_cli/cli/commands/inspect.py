@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from handshake_cli import inspection
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import Printer, Result, run_command
 from handshake_cli.errors import ExitCode, IntegrityError, UsageError
-from handshake_cli.history import replay
-from handshake_cli.journal import scan
-from handshake_cli.model import fold
-from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+
+if TYPE_CHECKING:
+    from handshake_cli.store import Store
+
+# The core is imported inside the functions that use it: `--help`, `--version` and every
+# TAB press load this module, and should not pay for the journal and the store.
 
 
 def inspect(
-    session: Annotated[str | None, typer.Argument(metavar="[SESSION]",
-                                                  help="The session to describe; omit to list all.")] = None,
+    session: Annotated[
+        str | None, typer.Argument(metavar="[SESSION]", help="The session to describe; omit to list all.")
+    ] = None,
     events: Annotated[bool, typer.Option("--events", help="Show the journal's records in order.")] = False,
-    verify: Annotated[bool, typer.Option("--verify",
-                                         help="Check every checksum, the chain, artifacts and head.json.")] = False,
-    at: Annotated[int | None, typer.Option("--at", metavar="SEQ",
-                                           help="Show the session as it stood at record SEQ.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check every checksum, the chain, artifacts and head.json.")
+    ] = False,
+    at: Annotated[
+        int | None, typer.Option("--at", metavar="SEQ", help="Show the session as it stood at record SEQ.")
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
     """Show what happened, offline, without taking the session's lock."""
 
     def body() -> Result:
+        from handshake_cli.paths import Paths
+        from handshake_cli.store import Store
+
         store = Store(Paths.resolve(root))
         if session is None:
             if events or verify or at is not None:
@@ -49,6 +55,8 @@ def inspect(
 
 
 def _listing(store: Store) -> Result:
+    from handshake_cli import inspection
+
     rows = inspection.list_sessions(store)
 
     def render(out: Printer) -> None:
@@ -57,15 +65,27 @@ def _listing(store: Store) -> Result:
             return
         out.table(
             ["SESSION", "JOB", "STATE", "UPDATED", "CHECKPOINTS", "SIZE", "LOCK", "ATTENTION"],
-            [[r["session_id"], r.get("job_name") or "-", r["state"], r.get("updated_at") or "-",
-              str(r.get("checkpoint_count", "-")), _size(r.get("size_bytes")),
-              f"pid {r['lock_holder']['pid']}" if r.get("lock_holder") else "-",
-              "yes" if r.get("needs_attention") else ""] for r in rows])
+            [
+                [
+                    r["session_id"],
+                    r.get("job_name") or "-",
+                    r["state"],
+                    r.get("updated_at") or "-",
+                    str(r.get("checkpoint_count", "-")),
+                    _size(r.get("size_bytes")),
+                    f"pid {r['lock_holder']['pid']}" if r.get("lock_holder") else "-",
+                    "yes" if r.get("needs_attention") else "",
+                ]
+                for r in rows
+            ],
+        )
 
     return Result({"root": str(store.paths.root), "sessions": rows}, render)
 
 
 def _description(store: Store, target: Any) -> Result:
+    from handshake_cli import inspection
+
     info = inspection.describe(store, target)
 
     def render(out: Printer) -> None:
@@ -76,8 +96,10 @@ def _description(store: Store, target: Any) -> Result:
         out.line(f"created     {info.get('created_at')}")
         out.line(f"updated     {info.get('updated_at')}  (seq {info['last_seq']})")
         ckpt = info["checkpoint_artifact_id"]
-        out.line(f"checkpoints {info['checkpoint_count']}"
-                 + (f", last {ckpt[:12]} at {info['last_checkpoint_at']}" if ckpt else ""))
+        out.line(
+            f"checkpoints {info['checkpoint_count']}"
+            + (f", last {ckpt[:12]} at {info['last_checkpoint_at']}" if ckpt else "")
+        )
         holder = info["lock_holder"]
         out.line("lock        " + (f"held by pid {holder['pid']} on {holder['host']}" if holder else "free"))
         _render_integrity(out, info["integrity"])
@@ -88,8 +110,10 @@ def _description(store: Store, target: Any) -> Result:
         if info["tool_calls"]:
             out.line()
             out.line(f"tool calls ({len(info['tool_calls'])})", style="bold")
-            out.table(["CALL", "TOOL", "STATE"],
-                      [[c["tool_call_id"], str(c.get("tool")), c.get("state", "?")] for c in info["tool_calls"]])
+            out.table(
+                ["CALL", "TOOL", "STATE"],
+                [[c["tool_call_id"], str(c.get("tool")), c.get("state", "?")] for c in info["tool_calls"]],
+            )
 
     return Result(info, render)
 
@@ -99,12 +123,16 @@ def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
     out.line(f"integrity   {verdict}", style={"intact": "green", "repairable": "yellow"}.get(verdict, "red"))
     damage = integrity["journal"]["damage"]
     if damage:
-        out.line(f"  journal: {damage['kind']} in {damage['segment']} at byte {damage['offset']} "
-                 f"({damage['length']} bytes): {damage['detail']}")
+        out.line(
+            f"  journal: {damage['kind']} in {damage['segment']} at byte {damage['offset']} "
+            f"({damage['length']} bytes): {damage['detail']}"
+        )
     for problem in integrity["artifacts"]["problems"]:
         where = problem.get("pack") or problem.get("path")
-        out.line(f"  artifact: {problem['kind']} in {where}"
-                 + (f" at byte {problem['offset']}" if "offset" in problem else ""))
+        out.line(
+            f"  artifact: {problem['kind']} in {where}"
+            + (f" at byte {problem['offset']}" if "offset" in problem else "")
+        )
     for missing in integrity["artifacts"]["missing"]:
         out.line(f"  artifact: {missing['artifact_id']} named by seq {missing['named_by_seq']} is missing")
     for name, diff in integrity["head"]["differences"].items():
@@ -112,6 +140,8 @@ def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
 
 
 def _verification(target: Any) -> Result:
+    from handshake_cli import inspection
+
     report = inspection.verify(target)
     data = {"session_id": target.session_id, **report.as_json()}
 
@@ -123,8 +153,9 @@ def _verification(target: Any) -> Result:
 
     if report.verdict == "damaged":
         damage = report.journal.corruption
-        message = (f"session {target.session_id} is damaged beyond what recovery repairs"
-                   + (f": {damage.detail} ({damage.segment}, byte {damage.offset})" if damage else ""))
+        message = f"session {target.session_id} is damaged beyond what recovery repairs" + (
+            f": {damage.detail} ({damage.segment}, byte {damage.offset})" if damage else ""
+        )
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
         return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error")
@@ -132,6 +163,8 @@ def _verification(target: Any) -> Result:
 
 
 def _records_upto(target: Any, at: int | None) -> list[Any]:
+    from handshake_cli.journal import scan
+
     records = scan(target.journal, target.session_id).records
     if at is not None:
         if at < 1 or at > (records[-1].seq if records else 0):
@@ -146,18 +179,27 @@ def _events(target: Any, at: int | None) -> Result:
     events = [r.as_json() for r in records]
 
     def render(out: Printer) -> None:
-        out.table(["SEQ", "TIME", "TYPE", "DATA"],
-                  [[str(r.seq), r.ts, r.type, _clip(r.data, 60)] for r in records])
+        out.table(
+            ["SEQ", "TIME", "TYPE", "DATA"], [[str(r.seq), r.ts, r.type, _clip(r.data, 60)] for r in records]
+        )
 
     return Result({"session_id": target.session_id, "events": events}, render)
 
 
 def _at(target: Any, at: int) -> Result:
+    from handshake_cli.history import replay
+    from handshake_cli.model import fold
+
     records = _records_upto(target, at)
     record = fold(target.session_id, records)
     history = replay(records)
-    data = {"session_id": target.session_id, "at_seq": at, **record.as_json(),
-            "messages": history.messages, "tool_calls": list(history.tool_calls.values())}
+    data = {
+        "session_id": target.session_id,
+        "at_seq": at,
+        **record.as_json(),
+        "messages": history.messages,
+        "tool_calls": list(history.tool_calls.values()),
+    }
 
     def render(out: Printer) -> None:
         out.line(f"session {target.session_id} at seq {at}: {record.state}")

@@ -11,13 +11,18 @@ from handshake_cli.cli.options import Json, Root
 
 
 def recover(
-    session: Annotated[str | None, typer.Argument(metavar="[SESSION]", help="The session to recover.")] = None,
+    session: Annotated[
+        str | None, typer.Argument(metavar="[SESSION]", help="The session to recover.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Recover every interrupted session.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
-    resolve: Annotated[list[str] | None, typer.Option("--resolve", metavar="CALL=done|retry",
-                                                      help="Say what happened to an in-doubt call.")] = None,
-    result_file: Annotated[str | None, typer.Option("--result-file", metavar="F",
-                                                    help="The output of a call resolved done.")] = None,
+    resolve: Annotated[
+        list[str] | None,
+        typer.Option("--resolve", metavar="CALL=done|retry", help="Say what happened to an in-doubt call."),
+    ] = None,
+    result_file: Annotated[
+        str | None, typer.Option("--result-file", metavar="F", help="The output of a call resolved done.")
+    ] = None,
     cancel: Annotated[bool, typer.Option("--cancel", help="End the session CANCELLED.")] = False,
     root: Root = None,
     json_: Json = False,

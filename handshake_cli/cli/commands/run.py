@@ -12,10 +12,13 @@ from handshake_cli.cli.options import Json, Root
 
 def run(
     job: Annotated[str, typer.Argument(metavar="JOB.toml", help="The job file to run.")],
-    session_id: Annotated[str | None, typer.Option("--session-id", metavar="ID",
-                                                   help="Use this id instead of a generated one.")] = None,
-    workspace: Annotated[str | None, typer.Option("--workspace", metavar="DIR",
-                                                  help="Where tools run (default: the current directory).")] = None,
+    session_id: Annotated[
+        str | None, typer.Option("--session-id", metavar="ID", help="Use this id instead of a generated one.")
+    ] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", metavar="DIR", help="Where tools run (default: the current directory)."),
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
