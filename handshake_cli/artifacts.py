@@ -32,6 +32,7 @@ HEADER_BYTES = len(MAGIC) + 8 + 32
 PACK_SUFFIX = ".pack"
 DEFAULT_PACK_BYTES = 64 * 1024 * 1024
 ARTIFACT_ID = re.compile(r"[0-9a-f]{64}")
+PACK_NAME = re.compile(r"[0-9]{8,}\.pack")
 
 
 def artifact_id(data: bytes) -> str:
@@ -68,9 +69,16 @@ class PackDamage:
     offset: int
     detail: str
     at_end: bool  # nothing intact follows: a torn frame from a crash
+    artifact_id: str | None = None  # when the frame's header survived
 
     def as_json(self) -> dict[str, Any]:
-        return {"pack": self.pack, "offset": self.offset, "detail": self.detail, "repairable": self.at_end}
+        return {
+            "pack": self.pack,
+            "offset": self.offset,
+            "detail": self.detail,
+            "artifact_id": self.artifact_id,
+            "repairable": self.at_end,
+        }
 
 
 class ArtifactStore:
@@ -122,6 +130,10 @@ class ArtifactStore:
         raise NotFound(f"artifact {ident} is not in this session", details={"artifact_id": ident})
 
     def _read_frame(self, ident: str, location: Location) -> bytes:
+        if not PACK_NAME.fullmatch(location.pack) or location.offset < 0:
+            raise ArtifactCorrupt(
+                f"artifact {ident}: {location.pack!r} offset {location.offset} is no location"
+            )
         path = self.packs / location.pack
         try:
             fd = durable.open_read(path)
@@ -134,6 +146,10 @@ class ArtifactStore:
                     f"artifact {ident}: no intact frame at {location.pack} offset {location.offset}"
                 )
             length = int.from_bytes(header[4:12], "big")
+            if location.offset + HEADER_BYTES + length > os.fstat(fd).st_size:
+                raise ArtifactCorrupt(
+                    f"artifact {ident}: the frame at {location.pack} offset {location.offset} is cut short"
+                )
             data = os.pread(fd, length, location.offset + HEADER_BYTES)
         finally:
             os.close(fd)
@@ -202,14 +218,17 @@ def _walk_pack(path: Path, name: str, *, verify: bool) -> Iterator[Frame | PackD
             header = os.pread(fd, HEADER_BYTES, offset)
             length = int.from_bytes(header[4:12], "big") if len(header) == HEADER_BYTES else -1
             if header[:4] != MAGIC or length < 0 or offset + HEADER_BYTES + length > size:
-                yield PackDamage(name, offset, "incomplete or damaged frame header", at_end=True)
+                at_end = not _intact_frame_after(fd, offset, size)
+                yield PackDamage(name, offset, "incomplete or damaged frame header", at_end)
                 return
             ident = header[12:].hex()
             if verify:
                 data = os.pread(fd, length, offset + HEADER_BYTES)
                 if artifact_id(data) != ident:
                     at_end = offset + HEADER_BYTES + length == size
-                    yield PackDamage(name, offset, f"artifact {ident} does not match its bytes", at_end)
+                    yield PackDamage(
+                        name, offset, f"artifact {ident} does not match its bytes", at_end, ident
+                    )
                     if at_end:
                         return
             yield Frame(ident, Location(name, offset), length)
@@ -218,25 +237,49 @@ def _walk_pack(path: Path, name: str, *, verify: bool) -> Iterator[Frame | PackD
         os.close(fd)
 
 
+def _frame_is_intact(fd: int, offset: int, size: int) -> bool:
+    header = os.pread(fd, HEADER_BYTES, offset)
+    if len(header) != HEADER_BYTES or header[:4] != MAGIC:
+        return False
+    length = int.from_bytes(header[4:12], "big")
+    if offset + HEADER_BYTES + length > size:
+        return False
+    return hashlib.sha256(os.pread(fd, length, offset + HEADER_BYTES)).digest() == header[12:]
+
+
+def _intact_frame_after(fd: int, offset: int, size: int) -> bool:
+    """Whether any intact frame starts after `offset`: then the damage is not a torn tail."""
+    rest = os.pread(fd, size - offset - 1, offset + 1)
+    at = rest.find(MAGIC)
+    while at != -1:
+        if _frame_is_intact(fd, offset + 1 + at, size):
+            return True
+        at = rest.find(MAGIC, at + 1)
+    return False
+
+
 class PackWriter:
     """Appends frames to the session's newest pack (or a new one). Holder of the session lock only."""
 
     def __init__(self, store: ArtifactStore, pack_bytes: int) -> None:
         self.store = store
         self.pack_bytes = pack_bytes
+        # Frames this writer appended. Only these are reused for identical bytes: a frame
+        # found on disk would have to be verified first, and a duplicate costs little.
         self.known: dict[str, Location] = {}
         self._fd: int | None = None
         self._name: str | None = None
         self._size = 0
         self._dirty = False
+        self._broken: str | None = None
         names = store.pack_names()
-        for name in names:
-            for frame in store.frames(name):
-                self.known[frame.artifact_id] = frame.location
         if names:
             last = names[-1]
-            ends_clean = all(isinstance(i, Frame) for i in _walk_pack(store.packs / last, last, verify=False))
+            frames = list(_walk_pack(store.packs / last, last, verify=False))
             size = os.lstat(store.packs / last).st_size
+            ends_clean = all(isinstance(item, Frame) for item in frames) and (
+                not frames or _last_frame_intact(store.packs / last, frames[-1], size)
+            )
             if ends_clean and size < pack_bytes:
                 self._fd = os.open(
                     store.packs / last, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
@@ -246,6 +289,8 @@ class PackWriter:
 
     def add(self, data: bytes) -> tuple[str, Location]:
         """Append `data` (not yet durable: call `sync`). The same bytes are stored once."""
+        if self._broken:
+            raise DurabilityError(f"artifact writer is unusable after an earlier failure: {self._broken}")
         ident = artifact_id(data)
         if ident in self.known:
             return ident, self.known[ident]
@@ -259,7 +304,10 @@ class PackWriter:
             if written != len(frame):
                 raise OSError(f"short write ({written} of {len(frame)} bytes)")
         except OSError as exc:
-            os.ftruncate(self._fd, self._size)
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError as undo:
+                self._broken = f"a failed write could not be undone: {undo}"
             raise DurabilityError(f"artifact write failed: {exc}") from exc
         self._size += len(frame)
         self._dirty = True
@@ -267,8 +315,14 @@ class PackWriter:
         return ident, location
 
     def sync(self) -> None:
+        if self._broken:
+            raise DurabilityError(f"artifact writer is unusable after an earlier failure: {self._broken}")
         if self._fd is not None and self._dirty:
-            durable.fsync_fd(self._fd, data_only=True)
+            try:
+                durable.fsync_fd(self._fd, data_only=True)
+            except DurabilityError as exc:
+                self._broken = exc.message  # never retried and acknowledged (DESIGN rule 4)
+                raise
             self._dirty = False
 
     def close(self) -> None:
@@ -285,3 +339,14 @@ class PackWriter:
         self._fd = durable.create_file(self.store.packs / self._name, append=True)
         durable.fsync_dir(self.store.packs)
         self._size = 0
+
+
+def _last_frame_intact(path: Path, item: Frame | PackDamage, size: int) -> bool:
+    """A crash can leave the newest frame's length on disk but not its bytes: check them."""
+    if not isinstance(item, Frame):
+        return False
+    fd = durable.open_read(path)
+    try:
+        return _frame_is_intact(fd, item.location.offset, size)
+    finally:
+        os.close(fd)

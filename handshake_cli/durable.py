@@ -50,9 +50,16 @@ def make_dir(path: Path) -> None:
 def ensure_root(root: Path) -> None:
     """Create the root (and parents) if missing. The root may itself be reached through a
     link the user chose; below it, nothing is followed."""
-    if not root.exists():
-        os.makedirs(root, DIR_MODE, exist_ok=True)
-        os.chmod(root, DIR_MODE)
+    missing = []
+    path = root
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):  # each one 0700: no world-writable parent to swap the root
+        try:
+            make_dir(directory)
+        except FileExistsError:
+            pass
 
 
 def ensure_subdir(path: Path) -> None:

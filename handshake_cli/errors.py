@@ -70,7 +70,9 @@ class IntegrityError(HandshakeError):
     code = "integrity"
 
 
-class UnsupportedFormat(IntegrityError):
+class UnsupportedFormat(UsageError):
+    """Files written by a newer handshake: nothing is wrong with them, this version can't read them."""
+
     code = "unsupported_format"
 
 

@@ -106,13 +106,16 @@ class Verification:
     @property
     def verdict(self) -> str:
         """intact | repairable (a torn tail, a stale head) | damaged (recovery will not repair it)."""
-        if (
-            self.journal.corruption
-            or self.missing_artifacts
-            or any(not p.get("repairable") for p in self.artifact_problems)
+        if self.journal.corruption or any(
+            not p.get("repairable") for p in [*self.artifact_problems, *self.missing_artifacts]
         ):
             return "damaged"
-        if self.journal.torn_tail or self.artifact_problems or self.head_differences:
+        if (
+            self.journal.torn_tail
+            or self.artifact_problems
+            or self.missing_artifacts
+            or self.head_differences
+        ):
             return "repairable"
         return "intact"
 
@@ -134,6 +137,9 @@ class Verification:
         }
 
 
+FALLBACK_NOTE = "a checkpoint: recovery falls back to an earlier one, or to the journal"
+
+
 def verify(session: SessionDir, result: ScanResult | None = None) -> Verification:
     """Every record's checksum and chain, every artifact's hash, head.json against the journal."""
     session.read_config()
@@ -141,10 +147,17 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     store = session.artifact_store()
     checked, problems = store.verify()
     present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}
+    checkpoints = {r.data.get("artifact_id"): r.seq for r in result.records if r.type == "checkpoint.created"}
+    # A checkpoint is a summary of the journal: recovery falls back to an earlier one, or to
+    # the journal's start, so losing one is repairable. Other artifacts have no second copy.
+    for problem in problems:
+        if problem.get("artifact_id") in checkpoints:
+            problem["repairable"] = True
+            problem["note"] = FALLBACK_NOTE
     missing = [
-        {"artifact_id": r.data.get("artifact_id"), "named_by_seq": r.seq}
-        for r in result.records
-        if r.type == "checkpoint.created" and r.data.get("artifact_id") not in present
+        {"artifact_id": ident, "named_by_seq": seq, "repairable": True, "note": FALLBACK_NOTE}
+        for ident, seq in checkpoints.items()
+        if ident not in present
     ]
     folded = fold(session.session_id, result.records)
     head = read_head(session.path)

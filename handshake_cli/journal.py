@@ -171,7 +171,10 @@ def scan(journal_dir: Path, session_id: str, *, decode: bool = True) -> ScanResu
     intact record after it is a torn tail; anything else is corruption.
     """
     result = ScanResult(last_sum=genesis(session_id))
-    segments = list_segments(journal_dir)
+    try:
+        segments = list_segments(journal_dir)
+    except FileNotFoundError:
+        raise IntegrityError(f"{journal_dir} is missing: the session has no journal") from None
     for index, name in enumerate(segments):
         data = durable.read_bytes(journal_dir / name)
         _scan_segment(data, name, index == len(segments) - 1, result, decode)
@@ -262,7 +265,9 @@ def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, resu
             "corrupt", name, start, length, "damaged bytes in a segment that is not the last"
         )
         return
-    probe = data.find(_SEQ_OPEN, start + 1)
+    # From `start` itself: a newline lost between two intact records leaves the second one
+    # starting exactly where the damage does.
+    probe = data.find(_SEQ_OPEN, start)
     while probe != -1:
         newline = data.find(b"\n", probe)
         if check_content(data[probe : newline if newline != -1 else len(data)]) is not None:
@@ -431,6 +436,8 @@ class JournalWriter:
         return Record(seq, ts, type_, data, prev, digest, self._segment, offset)
 
     def sync(self) -> None:
+        if self._broken:
+            raise DurabilityError(f"journal writer is unusable after an earlier failure: {self._broken}")
         if self._fd is None or not self.unsynced:
             return
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .errors import SessionLocked
+from .errors import IntegrityError, SessionLocked
 
 LOCK_FILE = "lock"
 OWNER_FILE = "owner.json"
@@ -52,19 +52,30 @@ class LockHolder:
             return False
         except PermissionError:
             pass
-        start = _process_start(self.pid)
-        return self.pid_start is None or start is None or start == self.pid_start
+        fields = _proc_stat(self.pid)
+        if fields is None:
+            return True  # no /proc here: a live pid is the best evidence there is
+        if fields[0] == b"Z":
+            return False  # exited, not yet reaped: its flock is already gone
+        return self.pid_start is None or int(fields[19]) == self.pid_start
 
 
-def _process_start(pid: int) -> int | None:
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (state first), or None where there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may contain spaces, so count from its closing paren.
+    # The command name (field 2) may contain spaces and parens: count from its last paren.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    return fields if len(fields) > 19 else None
+
+
+def _process_start(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def holder(session_dir: Path) -> LockHolder | None:
@@ -106,6 +117,10 @@ class SessionLock:
                 f"session {self.session_id} is locked by {who}",
                 details={"lock_holder": found.as_json() if found else None},
             ) from None
+        except OSError as exc:  # e.g. ELOOP: a symlink planted at the lock path
+            raise IntegrityError(
+                f"cannot lock session {self.session_id}: {self.session_dir / LOCK_FILE}: {exc.strerror}"
+            ) from exc
         me = LockHolder(
             pid=os.getpid(),
             host=socket.gethostname(),

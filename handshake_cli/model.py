@@ -133,4 +133,5 @@ def read_head(session_dir: Path) -> dict[str, Any] | None:
         raise
     except (OSError, ValueError):
         return None
-    return head if isinstance(head, dict) else None
+    # A head from another format version is a cache we cannot trust: rebuild instead.
+    return head if isinstance(head, dict) and head.get("format_version") == 1 else None

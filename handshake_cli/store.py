@@ -28,6 +28,7 @@ from .model import ModelSession, write_head
 from .paths import Paths
 
 FORMAT_VERSION = 1
+SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine")
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
@@ -41,8 +42,15 @@ def validate_session_id(value: str) -> str:
     return value
 
 
+_last_uuid7 = [0]
+
+
 def new_session_id() -> str:
-    """A UUIDv7 (RFC 9562): sorts by creation time, random below the millisecond."""
+    """A UUIDv7 (RFC 9562): sorts by creation time, random below the millisecond.
+
+    Ids made by one process are strictly increasing even within one millisecond (the
+    random part is bumped instead, as RFC 9562 section 6.2 allows).
+    """
     millis = time.time_ns() // 1_000_000
     rand = int.from_bytes(secrets.token_bytes(10), "big")
     value = (millis & ((1 << 48) - 1)) << 80
@@ -50,6 +58,9 @@ def new_session_id() -> str:
     value |= (rand >> 68 & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
+    if value <= _last_uuid7[0] and (_last_uuid7[0] >> 80) == (value >> 80):
+        value = _last_uuid7[0] + 1
+    _last_uuid7[0] = value
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
@@ -89,13 +100,18 @@ class SessionDir:
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise IntegrityError(f"session {self.session_id}: session.toml is unreadable: {exc}") from exc
         check_format_version(config.get("format_version"), self.session_id)
+        if config.get("session_id") != self.session_id:
+            raise IntegrityError(
+                f"session directory {self.session_id} holds session.toml of "
+                f"{config.get('session_id')!r}: it was renamed or copied by hand"
+            )
         return config
 
 
 def check_format_version(found: object, session_id: str) -> None:
-    if found == FORMAT_VERSION:
+    if type(found) is int and found == FORMAT_VERSION:
         return
-    if isinstance(found, int) and found > FORMAT_VERSION:
+    if type(found) is int and found > FORMAT_VERSION:
         raise UnsupportedFormat(
             f"session {session_id} uses format_version {found}; this handshake reads format_version "
             f"{FORMAT_VERSION}. Upgrade handshake to read it."
@@ -121,6 +137,12 @@ class Store:
             raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
         if not stat.S_ISDIR(st.st_mode):
             raise IntegrityError(f"{path} is not a session directory")
+        for sub in SUBDIRS:
+            try:
+                if not stat.S_ISDIR(os.lstat(path / sub).st_mode):
+                    raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
+            except FileNotFoundError:
+                pass  # empty directories may be missing (git does not keep them)
         return SessionDir(session_id, path)
 
     def list_hint(self) -> list[str]:
@@ -151,7 +173,7 @@ class Store:
         """
         import tomli_w
 
-        session_id = validate_session_id(session_id) if session_id else new_session_id()
+        session_id = new_session_id() if session_id is None else validate_session_id(session_id)
         if os.path.lexists(self.paths.sessions / session_id):
             raise SessionExists(f"session {session_id} already exists under {self.paths.root}")
         durable.ensure_root(self.paths.root)
@@ -162,10 +184,10 @@ class Store:
         try:
             created_at = clock()
             toml = {
+                **config,
                 "format_version": FORMAT_VERSION,
                 "session_id": session_id,
                 "created_at": created_at,
-                **config,
             }
             fd = durable.create_file(staging / "session.toml")
             try:
@@ -176,15 +198,19 @@ class Store:
             for name in ("journal", "quarantine"):
                 durable.make_dir(staging / name)
             ArtifactStore.layout(staging / "artifacts")
-            with JournalWriter.create(staging / "journal", session_id, clock=clock) as journal:
+            # Record 1 carries the same instant as session.toml's created_at.
+            first_ts = iter([created_at])
+            with JournalWriter.create(
+                staging / "journal", session_id, clock=lambda: next(first_ts, None) or clock()
+            ) as journal:
                 record = journal.append(
                     "session.created",
-                    {"session_id": session_id, "format_version": FORMAT_VERSION, **created_data},
+                    {**created_data, "session_id": session_id, "format_version": FORMAT_VERSION},
                 )
             session = ModelSession(session_id)
             session.apply(record)
             write_head(staging, session)
-            for sub in ("journal", "artifacts/objects", "artifacts/packs", "artifacts", "quarantine", ""):
+            for sub in (*SUBDIRS, ""):
                 durable.fsync_dir(staging / sub if sub else staging)
             try:
                 os.rename(staging, self.paths.sessions / session_id)

@@ -22,7 +22,7 @@ def test_inspect_json_matches_golden(
     name: str, golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
 ) -> None:
     root = golden_root(name)
-    result = cli("inspect", name, "--root", str(root), "--json")
+    result = cli("inspect", name, "--json", extra_env={"HANDSHAKE_HOME": str(root)})
     assert result.code == 0, result.stderr
     expected = json.loads((GOLDEN / f"{name}.inspect.json").read_text())
     assert result.json == expected
@@ -33,7 +33,7 @@ def test_verify_json_matches_golden(
     name: str, golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
 ) -> None:
     root = golden_root(name)
-    result = cli("inspect", name, "--verify", "--root", str(root), "--json")
+    result = cli("inspect", name, "--verify", "--json", extra_env={"HANDSHAKE_HOME": str(root)})
     assert result.code == VERIFY_EXIT[name], result.stdout + result.stderr
     assert result.json == json.loads((GOLDEN / f"{name}.verify.json").read_text())
 

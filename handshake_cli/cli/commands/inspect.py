@@ -44,7 +44,7 @@ def inspect(
             return _listing(store)
         target = store.session(session)
         if verify:
-            return _verification(target)
+            return _verification(store, target)
         if events:
             return _events(target, at)
         if at is not None:
@@ -139,7 +139,7 @@ def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
         out.line(f"  head.json: {name} is {diff['head']!r}, the journal says {diff['journal']!r}")
 
 
-def _verification(target: Any) -> Result:
+def _verification(store: Store, target: Any) -> Result:
     from handshake_cli import inspection
 
     report = inspection.verify(target)
@@ -158,13 +158,18 @@ def _verification(target: Any) -> Result:
         )
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
-        return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error")
+        guidance = [
+            "the records before the damage are intact; read them with:",
+            " ".join(["handshake", "inspect", target.session_id, "--events", *store.paths.root_args()]),
+        ]
+        return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error", guidance=guidance)
     return Result(data, render)
 
 
 def _records_upto(target: Any, at: int | None) -> list[Any]:
     from handshake_cli.journal import scan
 
+    target.read_config()  # refuses a session of a newer format before reading its journal
     records = scan(target.journal, target.session_id).records
     if at is not None:
         if at < 1 or at > (records[-1].seq if records else 0):
