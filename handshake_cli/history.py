@@ -1,7 +1,8 @@
 """What the journal says happened: the message thread and the state of every tool call.
 
-A pure fold over records, shared by `inspect`, checkpoints and recovery, so that all of
-them tell the same story.
+A pure fold over records for `inspect`. The thread itself comes from `thread.Thread`, the
+same fold the runner and checkpoints use; this adds each tool call's state as a person
+reading the post-mortem wants it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .journal import Record
+from .thread import Thread
 
 # Tool call states as inspect reports them.
 PENDING = "pending"  # the model asked for it; no intent journaled yet
@@ -22,25 +24,23 @@ RESOLVED = "resolved"  # an operator said what happened
 
 @dataclass
 class History:
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    thread: Thread = field(default_factory=Thread)
     tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    turns: int = 0
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.thread.messages
+
+    @property
+    def turns(self) -> int:
+        return self.thread.turn
 
     def apply(self, record: Record) -> None:
+        self.thread.apply(record)
         data = record.data
         kind = record.type
-        if kind == "session.created":
-            prompt = data.get("prompt") or {}
-            if prompt.get("system"):
-                self.messages.append({"role": "system", "content": prompt["system"]})
-            if prompt.get("user"):
-                self.messages.append({"role": "user", "content": prompt["user"]})
-        elif kind == "model.completed":
-            self.turns += 1
-            message = dict(data.get("message") or {})
-            message.setdefault("role", "assistant")
-            self.messages.append(message)
-            for call in message.get("tool_calls") or []:
+        if kind == "model.completed":
+            for call in (data.get("message") or {}).get("tool_calls") or []:
                 call_id = call.get("tool_call_id")
                 if call_id and call_id not in self.tool_calls:
                     self.tool_calls[call_id] = {
@@ -67,10 +67,8 @@ class History:
             entry["result_seq"] = record.seq
             if data.get("evidence"):
                 entry["evidence"] = data["evidence"]
-            content = data.get("output") if not data.get("error") else {"error": data["error"]}
-            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
         elif kind == "operator.resolution":
-            call_id = data.get("tool_call_id")
+            call_id = str(data.get("tool_call_id"))
             if call_id in self.tool_calls:
                 entry = self.tool_calls[call_id]
                 entry["state"] = RESOLVED if data.get("resolution") == "done" else entry["state"]

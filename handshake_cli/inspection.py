@@ -140,23 +140,52 @@ class Verification:
 FALLBACK_NOTE = "a checkpoint: recovery falls back to an earlier one, or to the journal"
 
 
+def _named_artifacts(value: Any) -> list[str]:
+    """Artifact ids a tool result names (large output kept outside the record)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.endswith("artifact_id") and isinstance(item, str):
+                found.append(item)
+            else:
+                found.extend(_named_artifacts(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_named_artifacts(item))
+    return found
+
+
 def verify(session: SessionDir, result: ScanResult | None = None) -> Verification:
     """Every record's checksum and chain, every artifact's hash, head.json against the journal."""
+    from handshake_cli.checkpoints import body_problem
+
     session.read_config()
     result = result or scan(session.journal, session.session_id)
     store = session.artifact_store()
     checked, problems = store.verify()
     present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}
-    checkpoints = {r.data.get("artifact_id"): r.seq for r in result.records if r.type == "checkpoint.created"}
-    # A checkpoint is a summary of the journal: recovery falls back to an earlier one, or to
-    # the journal's start, so losing one is repairable. Other artifacts have no second copy.
-    for problem in problems:
-        if problem.get("artifact_id") in checkpoints:
-            problem["repairable"] = True
-            problem["note"] = FALLBACK_NOTE
+    for record in result.records:
+        if record.type != "checkpoint.created":
+            continue
+        checked += 1
+        problem = body_problem(record)
+        if problem:
+            # A checkpoint only summarises the journal before it: losing one is repairable.
+            problems.append(
+                {
+                    "kind": "checkpoint_invalid",
+                    "artifact_id": record.data.get("artifact_id"),
+                    "seq": record.seq,
+                    "detail": problem,
+                    "repairable": True,
+                    "note": FALLBACK_NOTE,
+                }
+            )
     missing = [
-        {"artifact_id": ident, "named_by_seq": seq, "repairable": True, "note": FALLBACK_NOTE}
-        for ident, seq in checkpoints.items()
+        {"artifact_id": ident, "named_by_seq": record.seq, "repairable": False}
+        for record in result.records
+        if record.type == "tool.result"
+        for ident in _named_artifacts(record.data.get("output"))
         if ident not in present
     ]
     folded = fold(session.session_id, result.records)

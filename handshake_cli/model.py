@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class ModelSession:
                 self._move(ENDINGS[kind], record)
         elif kind == "checkpoint.created":
             self.checkpoint_artifact_id = data.get("artifact_id")
-            self.checkpoint_location = data.get("location")
+            self.checkpoint_location = {"seq": record.seq, "segment": record.segment, "offset": record.offset}
             self.last_checkpoint_at = record.ts
             self.checkpoint_count += 1
 
@@ -102,10 +102,18 @@ class ModelSession:
         }
 
     def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("anomalies")
-        out.pop("checkpoint_location")
-        return out
+        return {
+            "session_id": self.session_id,
+            "state": self.state,
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "checkpoint_artifact_id": self.checkpoint_artifact_id,
+            "last_checkpoint_at": self.last_checkpoint_at,
+            "checkpoint_count": self.checkpoint_count,
+            "last_seq": self.last_seq,
+        }
 
 
 def fold(session_id: str, records: Iterable[Record]) -> ModelSession:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 
-from handshake_cli.cli.commands._later import not_yet
 from handshake_cli.cli.options import Json, Root
+from handshake_cli.cli.output import Printer, Result, run_command
+
+STATUS_FOR_EXIT = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}
 
 
 def run(
@@ -23,4 +26,92 @@ def run(
     json_: Json = False,
 ) -> int:
     """Run a model session from JOB.toml, journaling every step so it can be recovered."""
-    return not_yet("run", json_)
+
+    def body() -> Result:
+        from pathlib import Path
+
+        from handshake_cli import launch
+        from handshake_cli.jobs import load_job
+        from handshake_cli.paths import Paths
+        from handshake_cli.store import Store
+
+        loaded = load_job(job)
+        store = Store(Paths.resolve(root))
+        where = Path(workspace).expanduser().absolute() if workspace else Path.cwd()
+        out = Printer(sys.stdout)
+        observer = None if json_ else Progress(out)
+        result = launch.start(loaded, store, workspace=where, session_id=session_id, observer=observer)
+        data = {"job": loaded.name, **result.as_json()}
+        guidance = _guidance(data, store.paths.root_args())
+
+        def render(printer: Printer) -> None:
+            printer.line()
+            style = {"COMPLETED": "green", "PAUSED": "yellow"}.get(result.state, "red")
+            printer.line(
+                f"session {result.session_id}: {result.state} after {result.turns} turns, "
+                f"{result.tool_calls} tool calls, {result.checkpoints} checkpoints"
+                + (f" ({result.reason})" if result.state != "COMPLETED" else ""),
+                style=style,
+            )
+
+        return Result(
+            data,
+            render,
+            exit_code=result.exit_code,
+            status=STATUS_FOR_EXIT.get(result.exit_code, "error"),
+            guidance=guidance,
+        )
+
+    return run_command("run", json_, body)
+
+
+def _guidance(data: dict[str, Any], root_args: list[str]) -> list[str]:
+    session_id = data["session_id"]
+    if data["state"] == "PAUSED":
+        return [
+            "stopped at a safe boundary; resume it with:",
+            " ".join(["handshake", "recover", session_id, *root_args]),
+        ]
+    if data["state"] == "FAILED":
+        return ["see what happened with:", " ".join(["handshake", "inspect", session_id, *root_args])]
+    return []
+
+
+class Progress:
+    """Shows a running session: streamed text as it arrives, tool calls, checkpoints."""
+
+    def __init__(self, printer: Printer) -> None:
+        self.printer = printer
+        self.stream = printer.stream
+        self._mid_line = False
+
+    def _event(self, text: str, style: str = "dim") -> None:
+        if self._mid_line:
+            self.stream.write("\n")
+            self._mid_line = False
+        self.printer.line(text, style=style)
+        self.stream.flush()
+
+    def text(self, turn: int, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+        self._mid_line = not text.endswith("\n")
+
+    def tool_started(self, call: dict[str, Any]) -> None:
+        self._event(f"→ {call['tool']} [{call['tool_call_id']}]", style="cyan")
+
+    def tool_finished(self, call: dict[str, Any], result: dict[str, Any]) -> None:
+        error = result.get("error")
+        if error:
+            self._event(
+                f"✗ {call['tool']} failed: {error.get('code')}: {error.get('message', '')}", style="red"
+            )
+        else:
+            self._event(f"✓ {call['tool']} done", style="green")
+
+    def checkpoint(self, ref: Any, reason: str) -> None:
+        self._event(f"  checkpoint {ref.checkpoint_id} ({reason})")
+
+    def state(self, before: str, after: str, reason: str) -> None:
+        if after != "ACTIVE":
+            self._event(f"  {before} → {after}: {reason}")

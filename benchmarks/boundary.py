@@ -1,0 +1,174 @@
+"""The cost of one tool-call boundary (intent, tool, result, checkpoint) and streaming speed,
+against floors measured in the same run on the same disk.
+
+    python benchmarks/boundary.py [--calls N] [--words N] [--dir DIR]
+
+- read tool: the whole boundary vs one write+fdatasync of a journal-sized line (target <= 3x);
+- builtin write_file: the whole boundary vs the bare sequence the durability rules require:
+  append+fdatasync, create+write+fsync the file and fsync its directory, append+fdatasync
+  (target <= 2x);
+- streamed words per second for one long scripted turn (target >= 100,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from handshake_cli.checkpoints import CheckpointWriter
+from handshake_cli.jobs import CheckpointPolicy, Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
+from handshake_cli.journal import JournalWriter, scan
+from handshake_cli.model import fold
+from handshake_cli.paths import Paths
+from handshake_cli.providers.scripted import ScriptedProvider
+from handshake_cli.runner import Runner
+from handshake_cli.secrets import SecretMasker
+from handshake_cli.store import Store
+from handshake_cli.thread import fold_thread
+
+LINE = (
+    b'{"seq":12,"ts":"2026-11-24T04:00:00.000000Z","type":"tool.intent","data":{"x":"' + b"y" * 200 + b'"}}\n'
+)
+
+
+def floor_read(tmp: Path, n: int) -> float:
+    fd = os.open(tmp / "floor-read", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    start = time.perf_counter()
+    for _ in range(n):
+        os.write(fd, LINE)
+        os.fdatasync(fd)
+    os.close(fd)
+    return (time.perf_counter() - start) / n
+
+
+def floor_write(tmp: Path, n: int) -> float:
+    files = tmp / "floor-files"
+    files.mkdir()
+    fd = os.open(tmp / "floor-write", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    dir_fd = os.open(files, os.O_RDONLY | os.O_DIRECTORY)
+    start = time.perf_counter()
+    for i in range(n):
+        os.write(fd, LINE)
+        os.fdatasync(fd)
+        out = os.open(files / f"f{i}.txt", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.write(out, b"hello from the benchmark\n")
+        os.fsync(out)
+        os.close(out)
+        os.fsync(dir_fd)
+        os.write(fd, LINE)
+        os.fdatasync(fd)
+    os.close(fd)
+    os.close(dir_fd)
+    return (time.perf_counter() - start) / n
+
+
+def make_runner(tmp: Path, name: str, tools: tuple[ToolSpec, ...], turns: tuple[ScriptedTurn, ...]) -> Runner:
+    job = Job(
+        name=name,
+        source=str(tmp / "job.toml"),
+        user="benchmark",
+        model=ModelSpec(provider="scripted", id="scripted", deterministic=True, script=turns),
+        tools=tools,
+        checkpoint=CheckpointPolicy(),
+        limits=Limits(max_turns=10),
+    )
+    workspace = tmp / f"ws-{name}"
+    workspace.mkdir()
+    store = Store(Paths(tmp / "root"))
+    created = {
+        "job_name": name,
+        "model": {"provider": "scripted", "id": "scripted"},
+        "prompt": {"user": "go"},
+    }
+    session = store.create_session({"job": job.to_config(), "workspace": str(workspace)}, created)
+    journal = JournalWriter.open(session.journal, session.session_id)
+    pack = session.artifact_store().pack_writer()
+    records = scan(session.journal, session.session_id).records
+    runner = Runner(
+        session=session,
+        job=job,
+        workspace=workspace,
+        journal=journal,
+        pack=pack,
+        record=fold(session.session_id, records),
+        thread=fold_thread(records),
+        checkpoints=CheckpointWriter(session.session_id, journal, pack),
+        masker=SecretMasker(),
+        provider=ScriptedProvider(job.model),
+    )
+    runner.start()
+    return runner
+
+
+def boundary(tmp: Path, name: str, spec: ToolSpec, args_for: Any, n: int) -> float:
+    runner = make_runner(tmp, name, (spec,), (ScriptedTurn("done"),))
+    if spec.builtin == "read_file":
+        (runner.workspace / "f.txt").write_text("some content\n")
+    samples = []
+    for i in range(n):
+        runner.thread.pending = [{"tool_call_id": f"call-{i}-0", "tool": spec.name, "args": args_for(i)}]
+        start = time.perf_counter()
+        runner._tool_step()
+        samples.append(time.perf_counter() - start)
+    runner.journal.close()
+    runner.pack.close()
+    return statistics.mean(samples)
+
+
+def words_per_second(tmp: Path, words: int) -> float:
+    text = " ".join(f"w{i}" for i in range(words))
+    runner = make_runner(tmp, "stream", (), (ScriptedTurn(text),))
+    start = time.perf_counter()
+    runner.drive()
+    elapsed = time.perf_counter() - start
+    runner.journal.close()
+    runner.pack.close()
+    return words / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--words", type=int, default=200_000)
+    parser.add_argument("--dir", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
+        tmp = Path(tmp_name)
+        read_spec = ToolSpec(
+            name="read_file", side_effect="read", idempotency="idempotent", builtin="read_file"
+        )
+        write_spec = ToolSpec(
+            name="write_file", side_effect="write", idempotency="idempotent", builtin="write_file"
+        )
+        f_read = floor_read(tmp, args.calls)
+        ours_read = boundary(tmp, "read", read_spec, lambda i: {"path": "f.txt"}, args.calls)
+        f_write = floor_write(tmp, args.calls)
+        ours_write = boundary(
+            tmp,
+            "write",
+            write_spec,
+            lambda i: {"path": f"out/f{i}.txt", "content": "hello from the benchmark\n"},
+            args.calls,
+        )
+        wps = words_per_second(tmp, args.words)
+    print(
+        f"read tool boundary   {ours_read * 1e6:8.0f} us   floor (write+fdatasync)        "
+        f"{f_read * 1e6:8.0f} us   ratio {ours_read / f_read:5.2f}  (target <= 3)"
+    )
+    print(
+        f"write_file boundary  {ours_write * 1e6:8.0f} us   floor (2 syncs + file + dir)   "
+        f"{f_write * 1e6:8.0f} us   ratio {ours_write / f_write:5.2f}  (target <= 2)"
+    )
+    print(f"streamed words/s     {wps:10,.0f}   (target >= 100,000)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Checkpoints: what they hold, how one is written on the back of a journal sync, and how
+one is read back and checked.
+
+A checkpoint holds the ModelSession record, the message thread, the tool calls still
+pending, the ledger of finished calls, the model turn in flight, the journal seq it covers,
+its reason and its parent. Its bytes are the canonical JSON of that body, and its artifact
+id is their sha256: content-addressed and immutable, verified on every read.
+
+Where it lives: inside the `checkpoint.created` record itself (`data.body`), in the
+journal. So the checkpoint is durable exactly when its record is, and costs no sync of its
+own: it rides on the sync the boundary needs anyway (DESIGN section 2, rule 2). Artifacts
+named by earlier records (large tool output, in a pack) are synced first.
+
+Size: a checkpoint stores only the messages and ledger entries added since its parent (a
+delta); a full snapshot is written when the deltas since the last snapshot add up to as
+many bytes as that snapshot. Snapshot sizes grow geometrically, so the bytes written for
+checkpoints over a session stay linear in the number of messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handshake_cli import durable
+from handshake_cli.artifacts import PackWriter
+from handshake_cli.errors import IntegrityError
+from handshake_cli.faults import crash_point
+from handshake_cli.journal import JournalWriter, Record, check_content
+from handshake_cli.model import ModelSession
+from handshake_cli.thread import Thread, canonical, digest
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointInvalid(IntegrityError):
+    """A checkpoint failed validation. Never loaded: recovery falls back to an earlier one."""
+
+    code = "checkpoint_invalid"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """Where a checkpoint is: the seq of its record, and that record's segment and offset."""
+
+    checkpoint_id: str
+    artifact_id: str
+    seq: int
+    segment: str
+    offset: int
+    covers_seq: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "artifact_id": self.artifact_id,
+            "seq": self.seq,
+            "segment": self.segment,
+            "offset": self.offset,
+            "covers_seq": self.covers_seq,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CheckpointRef:
+        try:
+            return cls(
+                str(obj["checkpoint_id"]),
+                str(obj["artifact_id"]),
+                int(obj["seq"]),
+                str(obj["segment"]),
+                int(obj["offset"]),
+                int(obj["covers_seq"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointInvalid(f"a checkpoint reference is incomplete: {exc}") from exc
+
+    @classmethod
+    def from_record(cls, record: Record) -> CheckpointRef:
+        data = record.data
+        return cls(
+            str(data.get("checkpoint_id")),
+            str(data.get("artifact_id")),
+            record.seq,
+            record.segment,
+            record.offset,
+            int(data.get("covers_seq", 0)),
+        )
+
+
+class CheckpointWriter:
+    def __init__(
+        self,
+        session_id: str,
+        journal: JournalWriter,
+        pack: PackWriter,
+        *,
+        count: int = 0,
+        parent: CheckpointRef | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.journal = journal
+        self.pack = pack
+        self.count = count
+        # A writer that continues a session starts with a snapshot: it keeps the parent for
+        # the record, but assumes nothing about what that parent holds.
+        self.parent = parent
+        self._messages_written = 0
+        self._ledger_written = 0
+        self._snapshot_bytes = 0
+        self._delta_bytes = 0
+        self.bytes_written = 0
+
+    def take(self, reason: str, thread: Thread, session: ModelSession) -> tuple[CheckpointRef, Record]:
+        snapshot = self._snapshot_bytes == 0 or self._delta_bytes >= self._snapshot_bytes
+        messages_from = 0 if snapshot else self._messages_written
+        ledger_from = 0 if snapshot else self._ledger_written
+        checkpoint_id = f"ck-{self.count + 1}"
+        covers = self.journal.last_seq
+        body = {
+            "format": CHECKPOINT_FORMAT,
+            "checkpoint_id": checkpoint_id,
+            "session_id": self.session_id,
+            "covers_seq": covers,
+            "reason": reason,
+            "parent": self.parent.as_json() if self.parent else None,
+            "snapshot": snapshot,
+            "session": session.as_json(),
+            "turn": thread.turn,
+            "in_flight": thread.in_flight,
+            "message_count": len(thread.messages),
+            "message_thread_tail_id": digest(thread.messages[-1]) if thread.messages else None,
+            "messages": {"from": messages_from, "items": thread.messages[messages_from:]},
+            "ledger": {"from": ledger_from, "items": thread.ledger[ledger_from:]},
+            "pending_tool_calls": thread.pending,
+        }
+        data = canonical(body)
+        self.pack.sync()  # artifacts named by the records this checkpoint covers come first
+        crash_point("mid_checkpoint")
+        record = self.journal.append(
+            "checkpoint.created",
+            {
+                "checkpoint_id": checkpoint_id,
+                "artifact_id": digest(body),
+                "covers_seq": covers,
+                "reason": reason,
+                "parent": self.parent.checkpoint_id if self.parent else None,
+                "snapshot": snapshot,
+                "body": body,
+            },
+            sync=True,
+        )
+        crash_point("after_checkpoint")
+        ref = CheckpointRef.from_record(record)
+        self.count += 1
+        self.bytes_written += len(data)
+        if snapshot:
+            self._snapshot_bytes, self._delta_bytes = len(data), 0
+        else:
+            self._delta_bytes += len(data)
+        self.parent = ref
+        self._messages_written = len(thread.messages)
+        self._ledger_written = len(thread.ledger)
+        return ref, record
+
+
+def body_problem(record: Record) -> str | None:
+    """Why a checkpoint.created record's body cannot be trusted, or None when it can."""
+    data = record.data
+    body = data.get("body")
+    if not isinstance(body, dict):
+        return "it carries no checkpoint body"
+    if digest(body) != data.get("artifact_id"):
+        return "its body does not match its artifact id"
+    if body.get("format") != CHECKPOINT_FORMAT:
+        return f"its body has an unknown format {body.get('format')!r}"
+    if body.get("checkpoint_id") != data.get("checkpoint_id") or body.get("covers_seq") != data.get(
+        "covers_seq"
+    ):
+        return "its body names another checkpoint"
+    if not isinstance(body.get("covers_seq"), int) or body["covers_seq"] >= record.seq:
+        return "it covers records that come after it"
+    return None
+
+
+@dataclass
+class LoadedCheckpoint:
+    body: dict[str, Any]
+    thread: Thread
+    ref: CheckpointRef
+
+
+def load(
+    journal_dir: Path, ref: CheckpointRef, session_id: str, *, max_chain: int = 100_000
+) -> LoadedCheckpoint:
+    """Read a checkpoint and the deltas it builds on, checking every link. Raises CheckpointInvalid."""
+    chain: list[dict[str, Any]] = []
+    current: CheckpointRef | None = ref
+    while current is not None:
+        if len(chain) >= max_chain:
+            raise CheckpointInvalid(
+                f"checkpoint {ref.checkpoint_id}: its delta chain never reaches a snapshot"
+            )
+        body = read_body(journal_dir, current, session_id)
+        chain.append(body)
+        if body.get("snapshot"):
+            break
+        parent = body.get("parent")
+        if not parent:
+            raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} is a delta without a parent")
+        current = CheckpointRef.from_json(parent)
+        if current.seq >= ref.seq:
+            raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} names a parent that is not older")
+    messages: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    for body in reversed(chain):
+        for name, items in (("messages", messages), ("ledger", ledger)):
+            part = body.get(name) or {}
+            if part.get("from") != (0 if body.get("snapshot") else len(items)):
+                raise CheckpointInvalid(
+                    f"checkpoint {body['checkpoint_id']}: its {name} do not follow its parent's"
+                )
+            del items[part["from"] :]
+            items.extend(part.get("items") or [])
+    top = chain[0]
+    if len(messages) != top.get("message_count") or (
+        messages and digest(messages[-1]) != top.get("message_thread_tail_id")
+    ):
+        raise CheckpointInvalid(f"checkpoint {top['checkpoint_id']}: the thread does not match its tail id")
+    thread = Thread(
+        messages,
+        ledger,
+        list(top.get("pending_tool_calls") or []),
+        int(top.get("turn", 0)),
+        top.get("in_flight"),
+    )
+    return LoadedCheckpoint(top, thread, ref)
+
+
+def read_body(journal_dir: Path, ref: CheckpointRef, session_id: str) -> dict[str, Any]:
+    """One checkpoint's body, read with one pread and verified: record checksum, then sha256."""
+    path = journal_dir / ref.segment
+    if not ref.segment.endswith(".jsonl") or "/" in ref.segment or ref.offset < 0:
+        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: {ref.segment!r} is no journal segment")
+    try:
+        fd = durable.open_read(path)
+    except FileNotFoundError as exc:
+        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: segment {ref.segment} is missing") from exc
+    try:
+        line = bytearray()
+        position = ref.offset
+        while b"\n" not in line:
+            block = os.pread(fd, 1 << 16, position)
+            if not block:
+                break
+            line += block
+            position += len(block)
+    finally:
+        os.close(fd)
+    content = bytes(line.split(b"\n", 1)[0])
+    if check_content(content) is None:
+        raise CheckpointInvalid(
+            f"checkpoint {ref.checkpoint_id}: no intact record at {ref.segment} offset {ref.offset}"
+        )
+    record = Record.decode(content, ref.segment, ref.offset)
+    if record.seq != ref.seq or record.type != "checkpoint.created":
+        raise CheckpointInvalid(
+            f"checkpoint {ref.checkpoint_id}: {ref.segment} offset {ref.offset} holds another record"
+        )
+    problem = body_problem(record)
+    if problem or record.data.get("artifact_id") != ref.artifact_id:
+        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: {problem or 'its artifact id changed'}")
+    body: dict[str, Any] = record.data["body"]
+    if body.get("session_id") != session_id:
+        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id} belongs to another session")
+    return body

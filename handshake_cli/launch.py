@@ -1,0 +1,164 @@
+"""Starting a session from a job, and checkpointing a session on request.
+
+`start` creates the session (nothing exists on disk until the job has been validated and its
+provider is available), takes its lock, and drives it with the runner. `checkpoint` asks a
+running session for a checkpoint through its request channel, or, for a stopped one, takes
+the lock and folds the journal into a new checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handshake_cli import lock as session_lock
+from handshake_cli import requests
+from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.errors import SessionLocked, UsageError
+from handshake_cli.jobs import Job
+from handshake_cli.journal import JournalWriter, scan
+from handshake_cli.model import fold, write_head
+from handshake_cli.providers import make_provider
+from handshake_cli.runner import Cancellation, Observer, QuietObserver, Runner, RunResult
+from handshake_cli.secrets import SecretMasker
+from handshake_cli.store import Store
+from handshake_cli.thread import fold_thread
+
+
+def start(
+    job: Job,
+    store: Store,
+    *,
+    workspace: Path,
+    session_id: str | None = None,
+    observer: Observer | None = None,
+    environ: Mapping[str, str] | None = None,
+    on_created: Any = None,
+) -> RunResult:
+    env = dict(os.environ if environ is None else environ)
+    if not workspace.is_dir():
+        raise UsageError(f"workspace {workspace} is not a directory")
+    provider = make_provider(job.model)  # refuses an unavailable provider before anything exists
+    masker = SecretMasker.from_environment(job.secret_env, env)
+    # Secrets never enter a session: the prompt, the script and every path are masked too.
+    config = masker.mask_json({"job": job.to_config(), "workspace": str(workspace)})
+    created = masker.mask_json(
+        {
+            "job_name": job.name,
+            "model": {"provider": job.model.provider, "id": job.model.id},
+            "prompt": {"system": job.system, "user": job.user} if job.system else {"user": job.user},
+            "workspace": str(workspace),
+        }
+    )
+    session = store.create_session(config, created, session_id=session_id)
+    if on_created is not None:
+        on_created(session.session_id)
+    held = session_lock.SessionLock(session.path, session.session_id)
+    held.acquire()
+    cancel = Cancellation()
+    restore = cancel.install()
+    journal = JournalWriter.open(session.journal, session.session_id)
+    pack = session.artifact_store().pack_writer()
+    try:
+        records = scan(session.journal, session.session_id).records
+        runner = Runner(
+            session=session,
+            job=job,
+            workspace=workspace,
+            journal=journal,
+            pack=pack,
+            record=fold(session.session_id, records),
+            thread=fold_thread(records),
+            checkpoints=CheckpointWriter(session.session_id, journal, pack),
+            masker=masker,
+            provider=provider,
+            observer=observer or QuietObserver(),
+            cancel=cancel,
+            environ=env,
+        )
+        runner.start()
+        return runner.drive()
+    finally:
+        restore()
+        journal.close()
+        pack.close()
+        held.release()
+
+
+@dataclass
+class CheckpointAnswer:
+    session_id: str
+    checkpoint: dict[str, Any]
+    running: bool  # taken by the running session (True) or by this process (False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "running": self.running, **self.checkpoint}
+
+
+def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float) -> CheckpointAnswer:
+    session = store.session(session_id)
+    session.read_config()
+    holder = session_lock.holder(session.path)
+    if holder is None:
+        try:
+            return _checkpoint_stopped(store, session_id, reason)
+        except SessionLocked:
+            holder = session_lock.holder(session.path)
+            if holder is None:
+                raise
+    request = requests.submit(session.path, reason)
+    try:
+        os.kill(holder.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        requests.withdraw(session.path, request)
+        return _checkpoint_stopped(store, session_id, reason)
+    payload = requests.wait_for_answer(session.path, request, wait)
+    if payload is None:
+        requests.withdraw(session.path, request)
+        raise SessionLocked(
+            f"session {session_id} is running ({holder.describe()}) and did not reach a boundary "
+            f"within {wait:g} s; nothing was checkpointed",
+            guidance=[
+                " ".join(
+                    [
+                        "handshake",
+                        "checkpoint",
+                        session_id,
+                        "--wait",
+                        str(max(wait * 4, 30)),
+                        *store.paths.root_args(),
+                    ]
+                )
+            ],
+        )
+    return CheckpointAnswer(session_id, payload, running=True)
+
+
+def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> CheckpointAnswer:
+    session = store.session(session_id)
+    held = session_lock.SessionLock(session.path, session_id)
+    held.acquire()
+    try:
+        journal = JournalWriter.open(session.journal, session_id)
+        pack = session.artifact_store().pack_writer()
+        try:
+            records = scan(session.journal, session_id).records
+            record = fold(session_id, records)
+            thread = fold_thread(records)
+            last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)
+            parent = CheckpointRef.from_record(last) if last else None
+            writer = CheckpointWriter(session_id, journal, pack, count=record.checkpoint_count, parent=parent)
+            text = f"requested: {reason}" if reason else "requested"
+            ref, created = writer.take(text, thread, record)
+            record.apply(created)
+            write_head(session.path, record)
+            return CheckpointAnswer(session_id, ref.as_json(), running=False)
+        finally:
+            journal.close()
+            pack.close()
+    finally:
+        held.release()

@@ -1,0 +1,93 @@
+"""The channel `handshake checkpoint` uses to ask a running session for a checkpoint.
+
+The asker writes `requests/<nonce>.json` (its reason) into the session directory and sends
+SIGUSR1 to the lock holder; the runner, at its next boundary, takes the checkpoint and
+answers in `requests/<nonce>.done.json` with the checkpoint's id. Both files are written
+atomically, so neither side ever reads half a message. Nothing here takes the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handshake_cli import durable
+
+REQUESTS_DIR = "requests"
+_DONE = ".done.json"
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    nonce: str
+    reason: str | None
+
+
+def submit(session_path: Path, reason: str | None) -> CheckpointRequest:
+    directory = session_path / REQUESTS_DIR
+    durable.ensure_subdir(directory)
+    request = CheckpointRequest(secrets.token_hex(8), reason)
+    durable.atomic_write(
+        directory / f"{request.nonce}.json", json.dumps({"reason": reason}).encode(), durable=False
+    )
+    return request
+
+
+def pending_requests(session_path: Path) -> list[CheckpointRequest]:
+    directory = session_path / REQUESTS_DIR
+    try:
+        names = sorted(
+            e.name for e in os.scandir(directory) if e.name.endswith(".json") and not e.name.endswith(_DONE)
+        )
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        nonce = name[: -len(".json")]
+        if not nonce.isalnum():
+            continue
+        try:
+            reason = json.loads(durable.read_bytes(directory / name)).get("reason")
+        except (OSError, ValueError, AttributeError):
+            reason = None
+        found.append(CheckpointRequest(nonce, reason if isinstance(reason, str) else None))
+    return found
+
+
+def answer(session_path: Path, request: CheckpointRequest, payload: dict[str, Any]) -> None:
+    directory = session_path / REQUESTS_DIR
+    durable.atomic_write(directory / f"{request.nonce}{_DONE}", json.dumps(payload).encode(), durable=False)
+    try:
+        os.unlink(directory / f"{request.nonce}.json")
+    except FileNotFoundError:
+        pass
+
+
+def wait_for_answer(session_path: Path, request: CheckpointRequest, timeout: float) -> dict[str, Any] | None:
+    """Poll for the answer; returns None when `timeout` seconds pass without one."""
+    path = session_path / REQUESTS_DIR / f"{request.nonce}{_DONE}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            payload = json.loads(durable.read_bytes(path))
+        except FileNotFoundError:
+            payload = None
+        if payload is not None:
+            os.unlink(path)
+            return payload if isinstance(payload, dict) else None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def withdraw(session_path: Path, request: CheckpointRequest) -> None:
+    """An unanswered request is removed, so a later run does not take a checkpoint nobody awaits."""
+    try:
+        os.unlink(session_path / REQUESTS_DIR / f"{request.nonce}.json")
+    except FileNotFoundError:
+        pass

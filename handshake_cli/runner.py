@@ -1,0 +1,434 @@
+"""The model_run loop: stream the model, call tools through the gate, checkpoint at every
+boundary, and stop cooperatively.
+
+Durability (DESIGN section 2) as this loop applies it:
+- chunks, model requests and completions are group-committed (sync=False);
+- a tool's intent is synced before the tool starts, except for `read` tools, whose intent
+  rides on the next sync because they have no effect to protect;
+- a tool's result is appended unsynced, then the checkpoint that follows every tool call
+  syncs its pack frame and appends `checkpoint.created` with sync=True, which makes the
+  result durable too, all before the next model request;
+- head.json is rewritten (atomically, without fsync) after each checkpoint.
+
+The loop runs from a `Thread`, not from the start of a session, so recovery can rebuild a
+thread from a checkpoint plus the journal after it and continue through this same code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from handshake_cli import faults
+from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.errors import ExitCode
+from handshake_cli.journal import JournalWriter, Record
+from handshake_cli.model import (
+    ACTIVE,
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    ModelSession,
+    write_head,
+)
+from handshake_cli.providers import ModelRequest, Provider, ProviderError, TextChunk
+from handshake_cli.thread import Thread
+
+if TYPE_CHECKING:
+    from handshake_cli.artifacts import PackWriter
+    from handshake_cli.jobs import Job
+    from handshake_cli.secrets import SecretMasker
+    from handshake_cli.store import SessionDir
+
+EXIT_FOR_STATE = {
+    COMPLETED: ExitCode.OK,
+    FAILED: ExitCode.JOB_FAILED,
+    CANCELLED: ExitCode.OK,
+    PAUSED: ExitCode.STOPPED,
+    BLOCKED: ExitCode.BLOCKED,
+}
+GRACEFUL_SHUTDOWN = "graceful shutdown"
+REQUESTS_DIR = "requests"
+
+
+class Observer(Protocol):
+    """What a front end may show while a session runs. Every method may be a no-op."""
+
+    def text(self, turn: int, text: str) -> None: ...
+    def tool_started(self, call: dict[str, Any]) -> None: ...
+    def tool_finished(self, call: dict[str, Any], result: dict[str, Any]) -> None: ...
+    def checkpoint(self, ref: CheckpointRef, reason: str) -> None: ...
+    def state(self, before: str, after: str, reason: str) -> None: ...
+
+
+class QuietObserver:
+    def text(self, turn: int, text: str) -> None:
+        pass
+
+    def tool_started(self, call: dict[str, Any]) -> None:
+        pass
+
+    def tool_finished(self, call: dict[str, Any], result: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint(self, ref: CheckpointRef, reason: str) -> None:
+        pass
+
+    def state(self, before: str, after: str, reason: str) -> None:
+        pass
+
+
+class Cancellation:
+    """Cooperative stop. The first SIGINT/SIGTERM asks for a stop at the next boundary; a
+    second one exits at once (the write-ahead rules leave the session recoverable).
+    SIGUSR1 asks for a checkpoint at the next boundary (`handshake checkpoint`)."""
+
+    def __init__(self) -> None:
+        self.stop_requested: str | None = None
+        self.checkpoint_requested = False
+
+    def install(self) -> Callable[[], None]:
+        previous = {
+            signum: signal.signal(signum, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+        }
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGUSR1:
+            self.checkpoint_requested = True
+            return
+        if self.stop_requested:
+            os._exit(128 + signum)
+        self.stop_requested = signal.Signals(signum).name
+
+
+@dataclass
+class RunResult:
+    session_id: str
+    state: str
+    reason: str
+    turns: int
+    tool_calls: int
+    checkpoints: int
+    checkpoint_artifact_id: str | None
+    checkpoint_bytes: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return int(EXIT_FOR_STATE.get(self.state, ExitCode.INTERNAL))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "state": self.state,
+            "reason": self.reason,
+            "turns": self.turns,
+            "tool_calls": self.tool_calls,
+            "checkpoint_count": self.checkpoints,
+            "checkpoint_artifact_id": self.checkpoint_artifact_id,
+            "exit_code": self.exit_code,
+        }
+
+
+class Stop(Exception):
+    """Internal: leave the loop at a boundary."""
+
+
+@dataclass
+class Runner:
+    session: SessionDir
+    job: Job
+    workspace: Path
+    journal: JournalWriter
+    pack: PackWriter
+    record: ModelSession
+    thread: Thread
+    checkpoints: CheckpointWriter
+    masker: SecretMasker
+    provider: Provider
+    observer: Observer = field(default_factory=QuietObserver)
+    cancel: Cancellation = field(default_factory=Cancellation)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    tool_calls_run: int = 0
+    _messages_since: int = 0
+    _tokens_since: int = 0
+    _reason: str = ""
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def drive(self) -> RunResult:
+        """Run until the session ends, fails, or stops at a boundary."""
+        try:
+            while self.record.state == ACTIVE:
+                self._boundary()
+                if self.thread.pending:
+                    self._tool_step()
+                elif self.thread.turn >= self.job.limits.max_turns:
+                    self._end(FAILED, f"max_turns ({self.job.limits.max_turns}) reached without an answer")
+                else:
+                    self._model_turn()
+        except Stop:
+            pass
+        return self.result()
+
+    def result(self) -> RunResult:
+        return RunResult(
+            session_id=self.session.session_id,
+            state=self.record.state,
+            reason=self._reason,
+            turns=self.thread.turn,
+            tool_calls=self.tool_calls_run,
+            checkpoints=self.record.checkpoint_count,
+            checkpoint_artifact_id=self.record.checkpoint_artifact_id,
+            checkpoint_bytes=self.checkpoints.bytes_written,
+        )
+
+    def _boundary(self) -> None:
+        """Between chunks and tool calls: serve checkpoint requests, honour a stop."""
+        if self.cancel.checkpoint_requested:
+            self.cancel.checkpoint_requested = False
+            self._serve_checkpoint_requests()
+        if self.cancel.stop_requested:
+            self._pause()
+
+    def _pause(self) -> None:
+        reason = f"{GRACEFUL_SHUTDOWN} ({self.cancel.stop_requested})"
+        self._transition(PAUSED, reason, checkpoint_reason=GRACEFUL_SHUTDOWN)
+        raise Stop
+
+    # -- the model ---------------------------------------------------------------------
+
+    def _model_turn(self) -> None:
+        turn = self.thread.turn + 1
+        request = ModelRequest(turn, [dict(m) for m in self.thread.messages], self.job.tools)
+        self._append("model.request", {"turn": turn, "message_count": len(request.messages)}, sync=False)
+        masking = self.masker.stream()
+        text = _TurnText(self, turn)
+        calls: list[dict[str, Any]] = []
+        try:
+            for event in self.provider.stream(request):
+                if isinstance(event, TextChunk):
+                    safe = masking.feed(event.text)
+                    if safe:
+                        text.add(safe)
+                    if self.cancel.stop_requested or self.cancel.checkpoint_requested:
+                        text.flush()
+                    if self.cancel.stop_requested:
+                        self._append(
+                            "model.stream_aborted",
+                            {"turn": turn, "reason": "cancelled", "chunks": text.journaled},
+                            sync=False,
+                        )
+                        self._pause()
+                    self._boundary()
+                    if self._tokens_since >= self.job.checkpoint.every_tokens:
+                        text.flush()
+                        self._checkpoint(f"every {self.job.checkpoint.every_tokens} tokens")
+                else:
+                    calls.append({"tool": event.tool, "args": self.masker.mask_json(event.args)})
+        except ProviderError as error:
+            text.flush()
+            self._append(
+                "model.stream_aborted",
+                {"turn": turn, "reason": "provider_error", "chunks": text.journaled},
+                sync=False,
+            )
+            self._end(FAILED, f"the model failed: {error.message}")
+        tail = masking.flush()
+        if tail:
+            text.add(tail)
+        text.flush()
+        from handshake_cli.tools import tool_call_id
+
+        tool_calls = [{"tool_call_id": tool_call_id(turn, i), **call} for i, call in enumerate(calls)]
+        message: dict[str, Any] = {"role": "assistant", "content": text.content()}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        finish = "tool_calls" if tool_calls else "stop"
+        self._append(
+            "model.completed", {"turn": turn, "message": message, "finish_reason": finish}, sync=False
+        )
+        self._messages_since += 1
+        if not tool_calls:
+            self._end(COMPLETED, "the model answered")
+        if self._messages_since >= self.job.checkpoint.every_messages:
+            self._checkpoint(f"every {self.job.checkpoint.every_messages} messages")
+
+    # -- tools -------------------------------------------------------------------------
+
+    def _tool_step(self) -> None:
+        from handshake_cli.tools import ToolContext, ToolOutcome, idempotency_key, run_tool
+
+        call = self.thread.pending[0]
+        call_id, name, args = call["tool_call_id"], call["tool"], call.get("args") or {}
+        spec = self.job.tool(name)
+        key = idempotency_key(self.session.session_id, call_id, name, args)
+        faults.crash_point("before_intent")
+        self._append(
+            "tool.intent",
+            {
+                "tool_call_id": call_id,
+                "tool": name,
+                "args": args,
+                "idempotency_key": key,
+                "side_effect": spec.side_effect if spec else None,
+                "idempotency": spec.idempotency if spec else None,
+            },
+            # A read has no effect to protect: its intent rides on the result's sync.
+            sync=spec is not None and spec.side_effect != "read",
+        )
+        faults.crash_point("after_intent")
+        self.observer.tool_started(call)
+        if spec is None:
+            outcome = ToolOutcome(
+                error={
+                    "code": "unknown_tool",
+                    "kind": "refused",
+                    "retryable": False,
+                    "message": f"this job declares no tool named {name!r}",
+                }
+            )
+        else:
+            context = ToolContext(
+                session_id=self.session.session_id,
+                tool_call_id=call_id,
+                idempotency_key=key,
+                workspace=self.workspace,
+                store_large_output=self._store_large_output,
+                environ=self.environ,
+            )
+            outcome = run_tool(spec, args, context)
+        faults.crash_point("before_result")
+        part = self.masker.mask_json(outcome.as_result_data())
+        self._append("tool.result", {"tool_call_id": call_id, "tool": name, **part}, sync=False)
+        faults.crash_point("after_result")
+        self.tool_calls_run += 1
+        self._messages_since += 1
+        self.observer.tool_finished(call, part)
+        if self.job.checkpoint.after_tool_call:
+            self._checkpoint("tool call completed")
+        else:
+            self._sync()
+
+    def _store_large_output(self, data: bytes) -> str:
+        """Tool output too large for a record: masked, then packed (durable with the next sync)."""
+        masked = self.masker.mask(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+        artifact_id, _location = self.pack.add(masked)
+        return artifact_id
+
+    # -- records, checkpoints, states ---------------------------------------------------
+
+    def _append(self, type_: str, data: dict[str, Any], *, sync: bool) -> Record:
+        record = self.journal.append(type_, data, sync=sync)
+        self.record.apply(record)
+        self.thread.apply(record)
+        return record
+
+    def _sync(self) -> None:
+        self.pack.sync()  # artifacts named by records come first (DESIGN section 2, rule 2)
+        self.journal.sync()
+
+    def _checkpoint(self, reason: str) -> CheckpointRef:
+        ref, record = self.checkpoints.take(reason, self.thread, self.record)
+        self.record.apply(record)
+        self._messages_since = 0
+        self._tokens_since = 0
+        self.observer.checkpoint(ref, reason)
+        return ref
+
+    def _transition(self, target: str, reason: str, *, checkpoint_reason: str | None = None) -> None:
+        before = self.record.state
+        self._append("session.state_change", {"from": before, "to": target, "reason": reason}, sync=False)
+        self._reason = reason
+        self.observer.state(before, target, reason)
+        # Always before PAUSED or BLOCKED, and at every transition unless the job says otherwise.
+        if self.job.checkpoint.on_state_change or target in (PAUSED, BLOCKED):
+            self._checkpoint(checkpoint_reason or f"state change to {target}")
+        else:
+            self._sync()
+        # head.json is a cache: refreshed at transitions, not at every checkpoint, because a
+        # rename per tool call would cost as much as the checkpoint itself.
+        write_head(self.session.path, self.record)
+
+    def start(self) -> None:
+        self._transition(ACTIVE, "run started")
+
+    def _end(self, state: str, reason: str) -> None:
+        self._transition(state, reason)
+        ending = {COMPLETED: "session.completed", FAILED: "session.failed", CANCELLED: "session.cancelled"}
+        self._append(ending[state], {"reason": reason, "turns": self.thread.turn}, sync=True)
+        write_head(self.session.path, self.record)
+        raise Stop
+
+    # -- `handshake checkpoint` while running --------------------------------------------
+
+    def _serve_checkpoint_requests(self) -> None:
+        from handshake_cli.requests import answer, pending_requests
+
+        for request in pending_requests(self.session.path):
+            reason = request.reason or "requested"
+            ref = self._checkpoint(f"requested: {reason}" if request.reason else "requested")
+            answer(self.session.path, request, ref.as_json())
+
+
+class _TurnText:
+    """The masked text of the turn being streamed, and its journaling.
+
+    Deltas that arrive close together (a fast local model, the scripted one) are journaled
+    together: one `model.chunk` record holds up to 64 deltas, or whatever arrived within
+    10 ms of the last record. A slow stream still gets one record per delta. Chunks are
+    group-committed either way (DESIGN section 2, rule 3); the batching only saves the cost
+    of framing a record per word, which would otherwise cap streaming well below the
+    speed of a local model. The observer sees every delta as it arrives.
+    """
+
+    MAX_DELTAS = 64
+    MAX_DELAY = 0.010
+
+    def __init__(self, runner: Runner, turn: int) -> None:
+        self.runner = runner
+        self.turn = turn
+        self.parts: list[str] = []
+        self.pending: list[str] = []
+        self.journaled = 0  # deltas written to the journal so far
+        self.last_write = time.monotonic()
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.pending.append(text)
+        self.runner._tokens_since += 1
+        self.runner.observer.text(self.turn, text)
+        if len(self.pending) >= self.MAX_DELTAS or time.monotonic() - self.last_write >= self.MAX_DELAY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        data = {
+            "turn": self.turn,
+            "index": self.journaled,
+            "count": len(self.pending),
+            "text": "".join(self.pending),
+        }
+        self.runner._append("model.chunk", data, sync=False)
+        faults.crash_point("mid_stream")
+        self.journaled += len(self.pending)
+        self.pending.clear()
+        self.last_write = time.monotonic()
+
+    def content(self) -> str:
+        return "".join(self.parts)

@@ -1,0 +1,94 @@
+"""The conversation as the model sees it, folded from journal records.
+
+One fold serves the live runner, checkpoints, `checkpoint` on a stopped session, recovery
+and `inspect`, so they all tell the same story: the message thread, the tool calls the
+model asked for and that have not finished (pending, in order), the ledger of finished
+calls, and the model turn in flight, if any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from handshake_cli.journal import Record
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical(value: Any) -> bytes:
+    return _CANONICAL(value).encode("utf-8", "surrogatepass")
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical(value)).hexdigest()
+
+
+def result_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a tool.result that the model sees: its output, or its error."""
+    return {key: data[key] for key in ("output", "error") if key in data}
+
+
+def tool_message(tool_call_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    content = {"error": data["error"]} if data.get("error") else data.get("output")
+    return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
+
+
+@dataclass
+class Thread:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # finished tool calls, in order
+    pending: list[dict[str, Any]] = field(default_factory=list)  # asked for, not finished, in order
+    turn: int = 0  # model turns completed
+    in_flight: dict[str, Any] | None = None  # {"turn", "request_seq"} while a model call streams
+
+    def apply(self, record: Record) -> None:
+        data = record.data
+        kind = record.type
+        if kind == "session.created":
+            prompt = data.get("prompt") or {}
+            if prompt.get("system"):
+                self.messages.append({"role": "system", "content": prompt["system"]})
+            if prompt.get("user"):
+                self.messages.append({"role": "user", "content": prompt["user"]})
+        elif kind == "model.request":
+            self.in_flight = {"turn": data.get("turn"), "request_seq": record.seq}
+        elif kind == "model.stream_aborted":
+            self.in_flight = None
+        elif kind == "model.completed":
+            message = dict(data.get("message") or {})
+            message.setdefault("role", "assistant")
+            self.messages.append(message)
+            self.turn = int(data.get("turn", self.turn + 1))
+            self.pending = [dict(call) for call in message.get("tool_calls") or []]
+            self.in_flight = None
+        elif kind == "tool.intent":
+            for call in self.pending:
+                if call.get("tool_call_id") == data.get("tool_call_id"):
+                    call["idempotency_key"] = data.get("idempotency_key")
+        elif kind == "tool.result":
+            self.finish(str(data.get("tool_call_id")), data)
+
+    def finish(self, tool_call_id: str, data: dict[str, Any]) -> None:
+        """Record a call's result: a tool message for the model and a ledger entry."""
+        call = next((c for c in self.pending if c.get("tool_call_id") == tool_call_id), {})
+        self.pending = [c for c in self.pending if c.get("tool_call_id") != tool_call_id]
+        self.messages.append(tool_message(tool_call_id, data))
+        self.ledger.append(
+            {
+                "tool_call_id": tool_call_id,
+                "tool": data.get("tool", call.get("tool")),
+                "idempotency_key": call.get("idempotency_key"),
+                "outcome": "failed" if data.get("error") else "done",
+                "result_hash": digest(result_part(data)),
+            }
+        )
+
+
+def fold_thread(records: list[Record], base: Thread | None = None) -> Thread:
+    thread = base or Thread()
+    for record in records:
+        thread.apply(record)
+    return thread
