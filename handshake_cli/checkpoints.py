@@ -19,6 +19,7 @@ checkpoints over a session stay linear in the number of messages.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,20 +137,20 @@ class CheckpointWriter:
             "pending_tool_calls": thread.pending,
         }
         data = canonical(body)
+        fields = {
+            "checkpoint_id": checkpoint_id,
+            "artifact_id": hashlib.sha256(data).hexdigest(),
+            "covers_seq": covers,
+            "reason": reason,
+            "parent": self.parent.checkpoint_id if self.parent else None,
+            "snapshot": snapshot,
+        }
+        # The record carries the body in exactly the bytes that were hashed: encoded once.
+        encoded = canonical(fields)[:-1] + b',"body":' + data + b"}"
         self.pack.sync()  # artifacts named by the records this checkpoint covers come first
         crash_point("mid_checkpoint")
         record = self.journal.append(
-            "checkpoint.created",
-            {
-                "checkpoint_id": checkpoint_id,
-                "artifact_id": digest(body),
-                "covers_seq": covers,
-                "reason": reason,
-                "parent": self.parent.checkpoint_id if self.parent else None,
-                "snapshot": snapshot,
-                "body": body,
-            },
-            sync=True,
+            "checkpoint.created", {**fields, "body": body}, sync=True, encoded=encoded
         )
         crash_point("after_checkpoint")
         ref = CheckpointRef.from_record(record)

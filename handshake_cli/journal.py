@@ -63,8 +63,20 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:08d}{SEGMENT_SUFFIX}"
 
 
-def encode(seq: int, ts: str, type_: str, data: dict[str, Any], prev: str) -> tuple[bytes, str]:
-    """Frame one record; returns the line (with its newline) and its `sum`."""
+def encode(
+    seq: int, ts: str, type_: str, data: dict[str, Any], prev: str, encoded: bytes | None = None
+) -> tuple[bytes, str]:
+    """Frame one record; returns the line (with its newline) and its `sum`.
+
+    `encoded` is `data` already as JSON text (valid UTF-8, one line), for a caller that has
+    it anyway: a checkpoint's body is hashed in exactly the bytes the record carries.
+    """
+    if encoded is not None:
+        head = _ENCODE_ASCII({"seq": seq, "ts": ts, "type": type_}).encode("ascii")
+        tail = _ENCODE_ASCII({"prev": prev}).encode("ascii")
+        prefix = head[:-1] + b',"data":' + encoded + b"," + tail[1:-1]
+        digest = checksum(prefix)
+        return prefix + _SUM_KEY + digest.encode("ascii") + b'"}\n', digest
     body = {"seq": seq, "ts": ts, "type": type_, "data": data, "prev": prev}
     try:
         encoded = _ENCODE_UTF8(body).encode("utf-8")
@@ -410,12 +422,14 @@ class JournalWriter:
             clock=clock,
         )
 
-    def append(self, type_: str, data: dict[str, Any], *, sync: bool = True) -> Record:
+    def append(
+        self, type_: str, data: dict[str, Any], *, sync: bool = True, encoded: bytes | None = None
+    ) -> Record:
         if self._broken:
             raise DurabilityError(f"journal writer is unusable after an earlier failure: {self._broken}")
         seq, prev = self.last_seq + 1, self.last_sum
         ts = self.clock()
-        line, digest = encode(seq, ts, type_, data, prev)
+        line, digest = encode(seq, ts, type_, data, prev, encoded)
         if self._fd is None or (self._size and self._size + len(line) > self.segment_bytes):
             self._rotate(seq)
         assert self._fd is not None and self._segment is not None

@@ -16,10 +16,16 @@ from typing import Any
 from handshake_cli.journal import Record
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_CANONICAL_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def canonical(value: Any) -> bytes:
-    return _CANONICAL(value).encode("utf-8", "surrogatepass")
+    """Sorted keys, no spaces, UTF-8; all-ASCII escapes when a lone surrogate would make the
+    UTF-8 invalid. The same value always gives the same bytes, on every machine."""
+    try:
+        return _CANONICAL(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return _CANONICAL_ASCII(value).encode("ascii")
 
 
 def digest(value: Any) -> str:

@@ -31,6 +31,7 @@ running tool finish while killing the whole group still kills it.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -426,9 +427,11 @@ def _resolved_parts(workspace: Path, relative: PurePosixPath) -> tuple[Path, tup
     link the user chose.
     """
     try:
-        root = Path(os.path.realpath(workspace, strict=True))
+        root = _real_workspace(str(workspace))
     except OSError as exc:
         raise _fail("workspace_missing", "launch_failed", f"the workspace {workspace} is missing") from exc
+    if not _has_link(root, relative):
+        return root, relative.parts  # the common case: nothing to resolve
     target = Path(os.path.realpath(root / relative))
     if target == root:
         raise _fail("invalid_arguments", "invalid_arguments", f"{str(relative)!r} is the workspace itself")
@@ -440,6 +443,25 @@ def _resolved_parts(workspace: Path, relative: PurePosixPath) -> tuple[Path, tup
             path=str(relative),
         )
     return root, target.relative_to(root).parts
+
+
+@functools.lru_cache(maxsize=8)
+def _real_workspace(workspace: str) -> Path:
+    """The workspace's real path. Cached: a session resolves it once, not at every call."""
+    return Path(os.path.realpath(workspace, strict=True))
+
+
+def _has_link(root: Path, relative: PurePosixPath) -> bool:
+    """Whether any existing component of `relative` below `root` is a symbolic link."""
+    path = root
+    for name in relative.parts:
+        path = path / name
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return True
+        except OSError:
+            return False  # the rest does not exist yet: nothing below can be a link
+    return False
 
 
 def _open_workspace(root: Path) -> int:

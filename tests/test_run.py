@@ -561,3 +561,28 @@ def test_a_checkpoint_reads_back_as_the_journal_tells_it(
         assert loaded.thread.ledger == expected.ledger
         assert loaded.thread.pending == expected.pending
         assert loaded.thread.turn == expected.turn
+
+
+def test_a_second_sigint_exits_at_once_and_leaves_the_session_recoverable(
+    env: dict[str, str], root: Path, workspace: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    job = write_job(
+        tmp_path / "job",
+        [{"text": "Sleeping.", "tool_calls": [{"tool": "slow", "args": {"seconds": 5}}]}, {"text": "Awake."}],
+        [command_tool("slow", "slow_tool.py")],
+    )
+    proc = start_run(env, root, workspace, job)
+    wait_for(lambda: (workspace / "slow-started.txt").exists())
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert time.monotonic() - started < 4, "the second SIGINT did not stop handshake at once"
+    session_id = only_session(root)
+    records = assert_durability_rules(root, session_id)
+    assert records[-1].type == "tool.intent"
+    inspect = cli("inspect", session_id, "--root", str(root), "--json").json
+    assert inspect["state"] == "INTERRUPTED" and inspect["in_doubt_tool_calls"] == ["call-1-0"]
+    wait_for(lambda: (workspace / "slow-done.txt").exists(), timeout=10)  # let the orphaned tool finish
