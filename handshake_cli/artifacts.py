@@ -1,12 +1,13 @@
-"""Content-addressed, immutable blobs: checkpoints, message bodies, large payloads.
+"""Content-addressed, immutable blobs kept outside the journal: large tool output and other
+payloads too big for a record. (Checkpoints travel inside their own journal record; see
+checkpoints.py.)
 
 An artifact's id is the sha256 of its bytes, checked on every read. Two homes:
 
 - pack segments (`artifacts/packs/NNNNNNNN.pack`), append-only, one frame per artifact:
   `HSA1` | length (8 bytes, big-endian) | sha256 (32 bytes) | payload. Appending a frame costs
   no fsync by itself; `PackWriter.sync()` makes every frame so far durable with one
-  fdatasync, which is how a checkpoint rides on about one sync. The journal record that
-  names a frame carries its location, so a read is one pread.
+  fdatasync, before any record that names them is written.
 - loose files (`artifacts/objects/<id>`), written temp -> fsync -> rename -> directory fsync,
   for blobs written on their own.
 

@@ -88,7 +88,9 @@ def list_sessions(store: Store) -> list[dict[str, Any]]:
                 "lock_holder": holder.as_json() if holder else None,
                 # A head that lags the journal is what a crash leaves behind: worth a look.
                 "head_matches": head_matches,
-                "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or not head_matches,
+                # (while a writer runs, head.json lags by design: that is no reason to look)
+                "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED)
+                or (not head_matches and holder is None),
             }
         )
         rows.append(row)
@@ -181,17 +183,21 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
                     "note": FALLBACK_NOTE,
                 }
             )
-    missing = [
-        {"artifact_id": ident, "named_by_seq": record.seq, "repairable": False}
-        for record in result.records
-        if record.type == "tool.result"
-        for ident in _named_artifacts(record.data.get("output"))
-        if ident not in present
-    ]
+    missing: list[dict[str, Any]] = []
+    reported: set[str] = set()
+    for record in result.records:
+        if record.type != "tool.result":
+            continue
+        for ident in _named_artifacts(record.data):
+            if ident not in present and ident not in reported:
+                reported.add(ident)
+                missing.append({"artifact_id": ident, "named_by_seq": record.seq, "repairable": False})
     folded = fold(session.session_id, result.records)
     head = read_head(session.path)
     differences: dict[str, Any] = {}
-    if head is None:
+    if lock.holder(session.path) is not None:
+        pass  # a live writer refreshes head.json at transitions only: a lag is expected
+    elif head is None:
         differences["head.json"] = {"head": None, "journal": "missing or unreadable"}
     else:
         for name, value in folded.head().items():

@@ -176,8 +176,21 @@ def list_segments(journal_dir: Path) -> list[str]:
     return sorted(names, key=lambda n: int(n[: -len(SEGMENT_SUFFIX)]))
 
 
-def scan(journal_dir: Path, session_id: str, *, decode: bool = True) -> ScanResult:
-    """Read every segment, verifying each record's checksum, seq and chain link.
+@dataclass(frozen=True)
+class Start:
+    """Where a partial scan begins: a record already trusted (a checkpoint's, say), given by
+    its segment, offset, seq and `prev`. The scan verifies from that record on."""
+
+    segment: str
+    offset: int
+    seq: int
+    prev: str
+
+
+def scan(
+    journal_dir: Path, session_id: str, *, decode: bool = True, start: Start | None = None
+) -> ScanResult:
+    """Read every segment (or from `start` on), verifying each record's checksum, seq and chain.
 
     Stops at the first damage. Damage that reaches the end of the last segment with no
     intact record after it is a torn tail; anything else is corruption.
@@ -187,17 +200,26 @@ def scan(journal_dir: Path, session_id: str, *, decode: bool = True) -> ScanResu
         segments = list_segments(journal_dir)
     except FileNotFoundError:
         raise IntegrityError(f"{journal_dir} is missing: the session has no journal") from None
+    offset = 0
+    if start is not None:
+        if start.segment not in segments:
+            raise IntegrityError(f"journal segment {start.segment} is missing")
+        segments = segments[segments.index(start.segment) :]
+        result.last_seq, result.last_sum, offset = start.seq - 1, start.prev, start.offset
     for index, name in enumerate(segments):
         data = durable.read_bytes(journal_dir / name)
-        _scan_segment(data, name, index == len(segments) - 1, result, decode)
+        _scan_segment(data, name, index == len(segments) - 1, result, decode, offset)
+        offset = 0
         if result.damage:
             break
     return result
 
 
-def _scan_segment(data: bytes, name: str, is_last: bool, result: ScanResult, decode: bool) -> None:
+def _scan_segment(
+    data: bytes, name: str, is_last: bool, result: ScanResult, decode: bool, pos: int = 0
+) -> None:
     first_seq = int(name[: -len(SEGMENT_SUFFIX)])
-    if first_seq != result.last_seq + 1 and data:
+    if pos == 0 and first_seq != result.last_seq + 1 and data:
         result.damage = Damage(
             "corrupt",
             name,
@@ -206,7 +228,6 @@ def _scan_segment(data: bytes, name: str, is_last: bool, result: ScanResult, dec
             f"segment starts at seq {first_seq}, expected {result.last_seq + 1}",
         )
         return
-    pos = 0
     size = len(data)
     while pos < size:
         newline = data.find(b"\n", pos)

@@ -110,6 +110,12 @@ def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float
             holder = session_lock.holder(session.path)
             if holder is None:
                 raise
+    if holder.is_alive() is not True:
+        raise SessionLocked(
+            f"session {session_id} is held by {holder.describe()}; handshake can only ask a session "
+            "running on this machine for a checkpoint",
+            details={"lock_holder": holder.as_json()},
+        )
     request = requests.submit(session.path, reason)
     try:
         os.kill(holder.pid, signal.SIGUSR1)
@@ -152,7 +158,9 @@ def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> Ch
             last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)
             parent = CheckpointRef.from_record(last) if last else None
             writer = CheckpointWriter(session_id, journal, pack, count=record.checkpoint_count, parent=parent)
-            text = f"requested: {reason}" if reason else "requested"
+            secret_env = (session.read_config().get("job") or {}).get("secret_env") or []
+            masked = SecretMasker.from_environment(secret_env).mask(reason) if reason else None
+            text = f"requested: {masked}" if masked else "requested"
             ref, created = writer.take(text, thread, record)
             record.apply(created)
             write_head(session.path, record)

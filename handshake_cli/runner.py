@@ -5,10 +5,11 @@ Durability (DESIGN section 2) as this loop applies it:
 - chunks, model requests and completions are group-committed (sync=False);
 - a tool's intent is synced before the tool starts, except for `read` tools, whose intent
   rides on the next sync because they have no effect to protect;
-- a tool's result is appended unsynced, then the checkpoint that follows every tool call
-  syncs its pack frame and appends `checkpoint.created` with sync=True, which makes the
-  result durable too, all before the next model request;
-- head.json is rewritten (atomically, without fsync) after each checkpoint.
+- large tool output packed as an artifact is synced before the result that names it is
+  written; the result itself is appended unsynced, and the checkpoint that follows every
+  tool call travels in a `checkpoint.created` record appended with sync=True, which makes
+  the result durable too, all before the next model request;
+- head.json is rewritten (atomically, without fsync) at state transitions.
 
 The loop runs from a `Thread`, not from the start of a session, so recovery can rebuild a
 thread from a checkpoint plus the journal after it and continue through this same code.
@@ -247,7 +248,7 @@ class Runner:
                 {"turn": turn, "reason": "provider_error", "chunks": text.journaled},
                 sync=False,
             )
-            self._end(FAILED, f"the model failed: {error.message}")
+            self._end(FAILED, self.masker.mask(f"the model failed: {error.message}"))
         tail = masking.flush()
         if tail:
             text.add(tail)
@@ -313,6 +314,7 @@ class Runner:
             )
             outcome = run_tool(spec, args, context)
         faults.crash_point("before_result")
+        self.pack.sync()  # output the result names is durable before the result is written
         part = self.masker.mask_json(outcome.as_result_data())
         self._append("tool.result", {"tool_call_id": call_id, "tool": name, **part}, sync=False)
         faults.crash_point("after_result")
@@ -380,8 +382,8 @@ class Runner:
         from handshake_cli.requests import answer, pending_requests
 
         for request in pending_requests(self.session.path):
-            reason = request.reason or "requested"
-            ref = self._checkpoint(f"requested: {reason}" if request.reason else "requested")
+            reason = self.masker.mask(request.reason) if request.reason else None
+            ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
             answer(self.session.path, request, ref.as_json())
 
 
