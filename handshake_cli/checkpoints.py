@@ -20,16 +20,14 @@ checkpoints over a session stay linear in the number of messages.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable
 from handshake_cli.artifacts import PackWriter
 from handshake_cli.errors import IntegrityError
 from handshake_cli.faults import crash_point
-from handshake_cli.journal import JournalWriter, Record, check_content
+from handshake_cli.journal import JournalWriter, Record, read_record_at
 from handshake_cli.model import ModelSession
 from handshake_cli.thread import Thread, canonical, digest
 
@@ -241,30 +239,11 @@ def load(
 
 def read_body(journal_dir: Path, ref: CheckpointRef, session_id: str) -> dict[str, Any]:
     """One checkpoint's body, read with one pread and verified: record checksum, then sha256."""
-    path = journal_dir / ref.segment
-    if not ref.segment.endswith(".jsonl") or "/" in ref.segment or ref.offset < 0:
-        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: {ref.segment!r} is no journal segment")
-    try:
-        fd = durable.open_read(path)
-    except FileNotFoundError as exc:
-        raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: segment {ref.segment} is missing") from exc
-    try:
-        line = bytearray()
-        position = ref.offset
-        while b"\n" not in line:
-            block = os.pread(fd, 1 << 16, position)
-            if not block:
-                break
-            line += block
-            position += len(block)
-    finally:
-        os.close(fd)
-    content = bytes(line.split(b"\n", 1)[0])
-    if check_content(content) is None:
+    record = read_record_at(journal_dir, ref.segment, ref.offset)
+    if record is None:
         raise CheckpointInvalid(
             f"checkpoint {ref.checkpoint_id}: no intact record at {ref.segment} offset {ref.offset}"
         )
-    record = Record.decode(content, ref.segment, ref.offset)
     if record.seq != ref.seq or record.type != "checkpoint.created":
         raise CheckpointInvalid(
             f"checkpoint {ref.checkpoint_id}: {ref.segment} offset {ref.offset} holds another record"

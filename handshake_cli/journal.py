@@ -511,3 +511,28 @@ class JournalWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | None:
+    """The intact record that starts at `offset` of `segment`, or None: one pread, no scan."""
+    if not segment.endswith(SEGMENT_SUFFIX) or "/" in segment or offset < 0:
+        return None
+    try:
+        fd = durable.open_read(journal_dir / segment)
+    except FileNotFoundError:
+        return None
+    try:
+        line = bytearray()
+        position = offset
+        while b"\n" not in line:
+            block = os.pread(fd, 1 << 16, position)
+            if not block:
+                break
+            line += block
+            position += len(block)
+    finally:
+        os.close(fd)
+    content = bytes(line.split(b"\n", 1)[0])
+    if check_content(content) is None:
+        return None
+    return Record.decode(content, segment, offset)

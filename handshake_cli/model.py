@@ -32,7 +32,7 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 TRANSITIONS: dict[str, frozenset[str]] = {
     CREATED: frozenset({ACTIVE, FAILED, CANCELLED}),
     ACTIVE: frozenset({PAUSED, BLOCKED, COMPLETED, FAILED, CANCELLED}),
-    PAUSED: frozenset({ACTIVE, FAILED, CANCELLED}),
+    PAUSED: frozenset({ACTIVE, BLOCKED, FAILED, CANCELLED}),
     BLOCKED: frozenset({ACTIVE, FAILED, CANCELLED}),
     COMPLETED: frozenset(),
     FAILED: frozenset(),

@@ -165,6 +165,9 @@ class Runner:
     cancel: Cancellation = field(default_factory=Cancellation)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     tool_calls_run: int = 0
+    # Recovery of a deterministic model: the text a call cut short had already streamed, by
+    # turn. The new stream must repeat it, or the session blocks (model_divergence).
+    replay: dict[int, str] = field(default_factory=dict)
     _messages_since: int = 0
     _tokens_since: int = 0
     _reason: str = ""
@@ -178,6 +181,8 @@ class Runner:
                 self._boundary()
                 if self.thread.pending:
                     self._tool_step()
+                elif self.thread.answered:  # a crash came between the answer and the end
+                    self._end(COMPLETED, "the model answered")
                 elif self.thread.turn >= self.job.limits.max_turns:
                     self._end(FAILED, f"max_turns ({self.job.limits.max_turns}) reached without an answer")
                 else:
@@ -226,6 +231,7 @@ class Runner:
                     safe = masking.feed(event.text)
                     if safe:
                         text.add(safe)
+                        self._check_replay(turn, text)
                     if self.cancel.stop_requested or self.cancel.checkpoint_requested:
                         text.flush()
                     if self.cancel.stop_requested:
@@ -252,6 +258,7 @@ class Runner:
         tail = masking.flush()
         if tail:
             text.add(tail)
+        self._check_replay(turn, text, final=True)
         text.flush()
         from handshake_cli.tools import tool_call_id
 
@@ -268,6 +275,36 @@ class Runner:
             self._end(COMPLETED, "the model answered")
         if self._messages_since >= self.job.checkpoint.every_messages:
             self._checkpoint(f"every {self.job.checkpoint.every_messages} messages")
+
+    def _check_replay(self, turn: int, text: _TurnText, *, final: bool = False) -> None:
+        expected = self.replay.get(turn)
+        if expected is None:
+            return
+        content = text.content()
+        agrees = (
+            expected.startswith(content) if len(content) < len(expected) else content.startswith(expected)
+        )
+        if agrees and not (final and len(content) < len(expected)):
+            if len(content) >= len(expected):
+                del self.replay[turn]  # the journaled part is repeated: nothing more to compare
+            return
+        text.flush()
+        self._append(
+            "model.stream_aborted", {"turn": turn, "reason": "diverged", "chunks": text.journaled}, sync=False
+        )
+        self.block(
+            "model_divergence",
+            f"the deterministic model did not repeat the {len(expected)} characters it had streamed "
+            f"for turn {turn} before the interruption",
+        )
+
+    def block(self, reason: str, detail: str, *, in_doubt: list[dict[str, Any]] | None = None) -> None:
+        """Stop with an explicit state: BLOCKED, a checkpoint, and the reason on record."""
+        self._transition(BLOCKED, reason)
+        self._append(
+            "recovery.blocked", {"reason": reason, "detail": detail, "in_doubt": in_doubt or []}, sync=True
+        )
+        raise Stop
 
     # -- tools -------------------------------------------------------------------------
 

@@ -74,8 +74,17 @@ class Thread:
             for call in self.pending:
                 if call.get("tool_call_id") == data.get("tool_call_id"):
                     call["idempotency_key"] = data.get("idempotency_key")
+                    call["intent_seq"] = record.seq
         elif kind == "tool.result":
             self.finish(str(data.get("tool_call_id")), data)
+
+    @property
+    def answered(self) -> bool:
+        """The model's last turn made no tool calls: the session has its answer."""
+        last = self.messages[-1] if self.messages else None
+        return bool(
+            last and last.get("role") == "assistant" and not last.get("tool_calls") and self.in_flight is None
+        )
 
     def finish(self, tool_call_id: str, data: dict[str, Any]) -> None:
         """Record a call's result: a tool message for the model and a ledger entry."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from handshake_cli.cli.commands._later import not_yet
 from handshake_cli.cli.options import Json, Root
+from handshake_cli.cli.output import Printer, Result, run_command
+
+# The worst outcome decides the exit code of `recover --all`.
+SEVERITY = [1, 5, 3, 7, 4, 2, 75, 6, 0]
 
 
 def recover(
@@ -24,8 +27,125 @@ def recover(
         str | None, typer.Option("--result-file", metavar="F", help="The output of a call resolved done.")
     ] = None,
     cancel: Annotated[bool, typer.Option("--cancel", help="End the session CANCELLED.")] = False,
+    accept_divergence: Annotated[
+        bool,
+        typer.Option("--accept-divergence", help="Go on when a deterministic model answers differently."),
+    ] = False,
     root: Root = None,
     json_: Json = False,
 ) -> int:
     """Bring an interrupted session to a correct end, or say exactly what is needed."""
-    return not_yet("recover", json_)
+
+    def body() -> Result:
+        from handshake_cli.errors import UsageError
+        from handshake_cli.paths import Paths
+        from handshake_cli.recovery.execute import Options
+        from handshake_cli.recovery.plan import parse_resolutions
+        from handshake_cli.store import Store
+
+        store = Store(Paths.resolve(root))
+        options = Options(parse_resolutions(resolve or []), result_file, cancel, accept_divergence, dry_run)
+        if all_:
+            if session or options.resolutions or cancel or result_file:
+                raise UsageError(
+                    "--all recovers every interrupted session; it takes no SESSION, --resolve or --cancel"
+                )
+            return _all(store, options, json_)
+        if not session:
+            raise UsageError("name a SESSION to recover, or use --all")
+        return _one(store, session, options, json_)
+
+    return run_command("recover", json_, body)
+
+
+def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
+    import sys
+
+    from handshake_cli.cli.commands.run import Progress
+    from handshake_cli.recovery.execute import recover as execute
+
+    observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
+    outcome = execute(store, session_id, options, observer=observer)
+    data = outcome.as_json()
+
+    def render(out: Printer) -> None:
+        plan = outcome.plan
+        verb = "would" if options.dry_run else ("did" if outcome.executed else "needed")
+        out.line(f"session {plan.session_id}: {plan.state}; recovery {verb}: {plan.action} ({plan.reason})")
+        if plan.torn_tail:
+            torn = plan.torn_tail
+            out.line(f"  torn tail at {torn['segment']} byte {torn['offset']}: cut to quarantine/")
+        if plan.checkpoint:
+            out.line(f"  from checkpoint {plan.checkpoint}")
+        for skipped in plan.skipped_checkpoints:
+            out.line(f"  skipped checkpoint {skipped['checkpoint_id']}: {skipped['reason']}")
+        for call in plan.in_doubt:
+            out.line(f"  in doubt: {call.tool_call_id} ({call.tool}, {call.idempotency}): {call.decision}")
+        if plan.in_flight:
+            out.line(f"  model turn {plan.in_flight['turn']} was cut short: it is asked again")
+        if not options.dry_run and outcome.executed:
+            out.line(f"now {outcome.state}" + (f": {outcome.detail}" if outcome.detail else ""))
+
+    status = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}.get(outcome.exit_code, "error")
+    return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
+
+
+def _all(store: Any, options: Any, as_json: bool) -> Result:
+    from handshake_cli.errors import HandshakeError
+    from handshake_cli.recovery.execute import recover as execute
+    from handshake_cli.recovery.execute import sessions_to_recover
+
+    rows: list[dict[str, Any]] = []
+    for session_id in sessions_to_recover(store):
+        try:
+            outcome = execute(store, session_id, options)
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "state_before": outcome.plan.state,
+                    "action": outcome.plan.action,
+                    "reason": outcome.plan.reason,
+                    "state": outcome.state,
+                    "exit_code": outcome.exit_code,
+                    "guidance": outcome.guidance,
+                }
+            )
+        except HandshakeError as error:
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "action": "error",
+                    "reason": error.code,
+                    "state": None,
+                    "exit_code": int(error.exit_code),
+                    "message": error.message,
+                    "guidance": error.guidance,
+                }
+            )
+    codes = {row["exit_code"] for row in rows}
+    worst = next((code for code in SEVERITY if code in codes), 0)
+
+    def render(out: Printer) -> None:
+        if not rows:
+            out.line("no interrupted sessions")
+            return
+        out.table(
+            ["SESSION", "BEFORE", "ACTION", "REASON", "NOW", "EXIT"],
+            [
+                [
+                    r["session_id"],
+                    str(r.get("state_before") or "-"),
+                    r["action"],
+                    str(r["reason"]),
+                    str(r.get("state") or "-"),
+                    str(r["exit_code"]),
+                ]
+                for r in rows
+            ],
+        )
+        for row in rows:
+            for line in row.get("guidance") or []:
+                out.line(line)
+
+    status = "ok" if worst == 0 else "error"
+    return Result({"sessions": rows, "exit_code": worst}, render, exit_code=worst, status=status)

@@ -1,0 +1,361 @@
+"""The recovery executor: carries a plan out under the session's lock, and journals every
+step (`recovery.started`, `operator.resolution`, `recovery.resumed`, `recovery.blocked`).
+
+It repairs a torn tail first (the bytes go to quarantine/, never deleted), then resolves
+in-doubt tool calls as the plan says (probe, operator's answer, or a rerun with the same
+key), and hands the session to the same runner `handshake run` uses, so a recovery can
+itself crash and be recovered. A tool call whose result is on record is never run again.
+Recovering a session whose plan is unchanged writes nothing: doing it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from handshake_cli import durable
+from handshake_cli import lock as session_lock
+from handshake_cli.checkpoints import CheckpointWriter
+from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
+from handshake_cli.journal import Damage, JournalWriter
+from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, write_head
+from handshake_cli.providers import make_provider
+from handshake_cli.recovery.plan import (
+    BLOCK,
+    PROBE,
+    RESOLVED_DONE,
+    Plan,
+    guidance,
+    locked_guidance,
+    make_plan,
+)
+from handshake_cli.recovery.view import in_flight_text, rebuild
+from handshake_cli.runner import Cancellation, Observer, QuietObserver, Runner, Stop
+from handshake_cli.secrets import SecretMasker
+from handshake_cli.store import SessionDir, Store
+
+EXIT_FOR_STATE = {
+    "COMPLETED": ExitCode.OK,
+    "CANCELLED": ExitCode.OK,
+    "FAILED": ExitCode.JOB_FAILED,
+    "PAUSED": ExitCode.STOPPED,
+    "BLOCKED": ExitCode.BLOCKED,
+}
+
+
+@dataclass
+class RecoveryResult:
+    plan: Plan
+    state: str
+    exit_code: int
+    executed: bool  # False for --dry-run and for plans that needed no writes
+    guidance: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.plan.as_json(),
+            "state_after": self.state,
+            "exit_code": self.exit_code,
+            "executed": self.executed,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Options:
+    resolutions: dict[str, str] = field(default_factory=dict)
+    result_file: str | None = None
+    cancel: bool = False
+    accept_divergence: bool = False
+    dry_run: bool = False
+
+
+def recover(
+    store: Store,
+    session_id: str,
+    options: Options,
+    *,
+    observer: Observer | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RecoveryResult:
+    session = store.session(session_id)
+    root_args = store.paths.root_args()
+    if options.result_file and list(options.resolutions.values()).count("done") != 1:
+        raise UsageError("--result-file goes with exactly one --resolve CALL=done")
+    if options.dry_run:
+        plan = make_plan(
+            rebuild(session),
+            root_args,
+            resolutions=options.resolutions,
+            cancel=options.cancel,
+            accept_divergence=options.accept_divergence,
+        )
+        return RecoveryResult(plan, plan.state, ExitCode.OK, executed=False, guidance=guidance(plan))
+    held = session_lock.SessionLock(session.path, session_id)
+    try:
+        held.acquire(" ".join(["handshake", "recover", session_id]))
+    except SessionLocked as exc:
+        exc.guidance = locked_guidance(session_id, root_args)
+        raise
+    try:
+        return _recover_locked(
+            session,
+            options,
+            root_args,
+            observer or QuietObserver(),
+            dict(os.environ if environ is None else environ),
+        )
+    finally:
+        held.release()
+
+
+def _recover_locked(
+    session: SessionDir, options: Options, root_args: list[str], observer: Observer, environ: dict[str, str]
+) -> RecoveryResult:
+    view = rebuild(session)
+    plan = make_plan(
+        view,
+        root_args,
+        resolutions=options.resolutions,
+        cancel=options.cancel,
+        accept_divergence=options.accept_divergence,
+    )
+    repaired = None
+    if view.torn_tail:
+        repaired = repair_torn_tail(session, view.torn_tail)
+        view = rebuild(session)
+    needs_writes = (
+        repaired is not None
+        or plan.action in ("resume", "cancel")
+        or (plan.action == "blocked" and plan.state != BLOCKED)
+    )
+    if not needs_writes:
+        # Nothing changed since the last recovery: the same plan, the same guidance, no writes.
+        return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
+    masker = SecretMasker.from_environment(view.job.secret_env, environ)
+    journal = JournalWriter.open(session.journal, session.session_id)
+    pack = session.artifact_store().pack_writer()
+    cancel = Cancellation()
+    restore = cancel.install() if plan.action == "resume" else (lambda: None)
+    try:
+        runner = Runner(
+            session=session,
+            job=view.job,
+            workspace=Path(str(view.config.get("workspace", "."))),
+            journal=journal,
+            pack=pack,
+            record=view.record,
+            thread=view.thread,
+            checkpoints=CheckpointWriter(
+                session.session_id,
+                journal,
+                pack,
+                count=view.record.checkpoint_count,
+                parent=view.newest_checkpoint,
+            ),
+            masker=masker,
+            provider=make_provider(view.job.model) if plan.action == "resume" else _NoModel(),
+            observer=observer,
+            cancel=cancel,
+            environ=environ,
+        )
+        runner._append(
+            "recovery.started",
+            {
+                "action": plan.action,
+                "reason": plan.reason,
+                "checkpoint": plan.checkpoint,
+                "skipped_checkpoints": plan.skipped_checkpoints,
+                "repaired_torn_tail": repaired,
+                "in_doubt": [call.as_json() for call in plan.in_doubt],
+            },
+            sync=False,
+        )
+        if plan.action == "nothing":
+            journal.sync()
+            write_head(session.path, runner.record)
+            return RecoveryResult(plan, plan.state, ExitCode.OK, executed=True)
+        try:
+            if plan.action == "cancel":
+                runner._end(CANCELLED, "cancelled by an operator")
+            if plan.action == "blocked":
+                runner.block(plan.reason, plan.reason, in_doubt=[c.as_json() for c in plan.in_doubt])
+            detail = _settle_in_doubt(runner, plan, options, masker)
+            if detail is not None:
+                blocked = replace(
+                    plan,
+                    action="blocked",
+                    reason="in_doubt_tool_call",
+                    in_doubt=[
+                        replace(call, decision=BLOCK) if call.decision == PROBE else call
+                        for call in plan.in_doubt
+                    ],
+                )
+                runner.block("in_doubt_tool_call", detail, in_doubt=[c.as_json() for c in blocked.in_doubt])
+            if runner.record.state != ACTIVE:
+                runner._transition(ACTIVE, f"recovered ({plan.reason})")
+            text = in_flight_text(view)
+            if text and runner.provider.deterministic and not options.accept_divergence:
+                runner.replay[int((view.thread.in_flight or {}).get("turn", 0))] = text
+            runner._append(
+                "recovery.resumed",
+                {
+                    "checkpoint": plan.checkpoint,
+                    "in_flight": plan.in_flight,
+                    "replaying": bool(runner.replay),
+                },
+                sync=False,
+            )
+        except Stop:
+            pass
+        else:
+            runner.drive()
+        state = runner.record.state
+        after = plan
+        if state == BLOCKED:
+            after = _blocked_plan(plan, runner)
+        return RecoveryResult(
+            plan,
+            state,
+            int(EXIT_FOR_STATE.get(state, ExitCode.INTERNAL)),
+            executed=True,
+            guidance=guidance(after),
+            detail=runner.result().reason,
+        )
+    finally:
+        restore()
+        journal.close()
+        pack.close()
+
+
+def _exit_for(plan: Plan) -> int:
+    if plan.action == "blocked":
+        return ExitCode.BLOCKED
+    return int(EXIT_FOR_STATE.get(plan.state, ExitCode.OK)) if plan.action == "nothing" else ExitCode.OK
+
+
+def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
+    """The plan a later `recover --dry-run` would make for the session as it now stands."""
+    view = rebuild(runner.session)
+    return make_plan(view, plan.root_args)
+
+
+def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: SecretMasker) -> str | None:
+    """Record what the operator or a probe says about each in-doubt call. Returns why the
+    session must block (an inconclusive probe), or None."""
+    from handshake_cli.tools import ToolContext, run_probe
+
+    by = getpass.getuser()
+    for call in plan.in_doubt:
+        if call.decision in (RESOLVED_DONE, "resolved_retry"):
+            verdict = "done" if call.decision == RESOLVED_DONE else "retry"
+            runner._append(
+                "operator.resolution",
+                {"tool_call_id": call.tool_call_id, "resolution": verdict, "by": by},
+                sync=False,
+            )
+            if verdict == "done":
+                output: Any = {"resolved": "done", "by": by}
+                if options.result_file:
+                    output = masker.mask(_read_result_file(options.result_file))
+                runner._append(
+                    "tool.result",
+                    {
+                        "tool_call_id": call.tool_call_id,
+                        "tool": call.tool,
+                        "output": output,
+                        "evidence": {"operator": by},
+                    },
+                    sync=False,
+                )
+                runner._checkpoint("tool call resolved by an operator")
+        elif call.decision == PROBE:
+            spec = runner.job.tool(call.tool)
+            assert spec is not None
+            pending = next(c for c in runner.thread.pending if c.get("tool_call_id") == call.tool_call_id)
+            context = ToolContext(
+                session_id=runner.session.session_id,
+                tool_call_id=call.tool_call_id,
+                idempotency_key=call.idempotency_key or "",
+                workspace=runner.workspace,
+                store_large_output=runner._store_large_output,
+                environ=runner.environ,
+            )
+            answer, detail = run_probe(spec, pending.get("args") or {}, context)
+            evidence = {"probe": answer, "detail": masker.mask(detail)}
+            if answer == "happened":
+                runner._append(
+                    "tool.result",
+                    {
+                        "tool_call_id": call.tool_call_id,
+                        "tool": call.tool,
+                        "output": {"probe": "happened"},
+                        "evidence": evidence,
+                    },
+                    sync=False,
+                )
+                runner._checkpoint("tool call settled by its probe")
+            elif answer == "unknown":
+                return f"the probe of {call.tool_call_id} was inconclusive"
+            # not_happened: the call stays pending, and the runner runs it
+    return None
+
+
+def _read_result_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--result-file {path}: {exc}") from exc
+
+
+def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
+    """Cut a torn tail off the newest segment; its bytes go to quarantine/ first, durably."""
+    segment = session.journal / damage.segment
+    fd = os.open(segment, os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        torn = os.pread(fd, size - damage.offset, damage.offset)
+        quarantined = None
+        if torn:
+            durable.ensure_subdir(session.quarantine)
+            name = f"{damage.segment}.{damage.offset}.torn"
+            durable.atomic_write(session.quarantine / name, torn, durable=True)
+            quarantined = f"quarantine/{name}"
+        os.ftruncate(fd, damage.offset)
+        if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
+            os.pwrite(fd, b"\n", damage.offset)
+        durable.fsync_fd(fd)
+    finally:
+        os.close(fd)
+    return {
+        "segment": damage.segment,
+        "offset": damage.offset,
+        "length": damage.length,
+        "quarantined": quarantined,
+    }
+
+
+class _NoModel:
+    """A plan that only cancels or blocks never calls the model."""
+
+    deterministic = True
+
+    def stream(self, request: Any) -> Any:
+        raise HandshakeError("recovery asked a model for an answer in a plan that needs none")
+
+
+def sessions_to_recover(store: Store) -> list[str]:
+    """Every session that is not terminal and whose lock nobody holds."""
+    from handshake_cli.inspection import list_sessions
+
+    out = []
+    for row in list_sessions(store):
+        if row.get("state") in ("COMPLETED", "FAILED", "CANCELLED") or row.get("lock_holder"):
+            continue
+        out.append(str(row["session_id"]))
+    return out

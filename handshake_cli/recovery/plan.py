@@ -1,0 +1,253 @@
+"""The recovery planner and its guidance.
+
+`make_plan` is a pure function of a `SessionView` (the session's files) and the operator's
+resolutions: the same inputs give the same plan. `guidance` is a function of the plan alone,
+byte for byte: no times, no PIDs, no temporary paths; its commands run exactly as printed
+(they repeat `--root` when it was typed). No decision here looks at the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from handshake_cli.errors import IntegrityError, UsageError
+from handshake_cli.model import ACTIVE, BLOCKED, PAUSED, TERMINAL
+from handshake_cli.recovery.view import SessionView
+
+# What recovery does with a call whose intent is on record but whose result is not.
+RERUN = "rerun"  # idempotent: run it again
+RERUN_WITH_KEY = "rerun_with_key"  # idempotent_with_key: again, with the same key
+PROBE = "probe"  # non_idempotent with a probe: the probe decides
+BLOCK = "block"  # non_idempotent without a probe: an operator decides
+RESOLVED_DONE = "resolved_done"  # the operator said it took effect: never run
+RESOLVED_RETRY = "resolved_retry"  # the operator said it did not: run it once more
+
+
+@dataclass(frozen=True)
+class InDoubt:
+    tool_call_id: str
+    tool: str
+    idempotency_key: str | None
+    idempotency: str | None
+    has_probe: bool
+    decision: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tool_call_id": self.tool_call_id,
+            "tool": self.tool,
+            "idempotency_key": self.idempotency_key,
+            "idempotency": self.idempotency,
+            "probe": self.has_probe,
+            "decision": self.decision,
+        }
+
+
+@dataclass
+class Plan:
+    session_id: str
+    state: str
+    action: str  # nothing | resume | blocked | cancel
+    reason: str
+    root_args: list[str]
+    in_doubt: list[InDoubt] = field(default_factory=list)
+    in_flight: dict[str, Any] | None = None
+    torn_tail: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    skipped_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    resolutions: dict[str, str] = field(default_factory=dict)
+    blocked_detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "state": self.state,
+            "action": self.action,
+            "reason": self.reason,
+            "in_doubt": [call.as_json() for call in self.in_doubt],
+            "in_flight": self.in_flight,
+            "torn_tail": self.torn_tail,
+            "checkpoint": self.checkpoint,
+            "skipped_checkpoints": self.skipped_checkpoints,
+            "resolutions": self.resolutions,
+            "commands": commands(self),
+        }
+
+
+def parse_resolutions(values: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for value in values:
+        call, sep, verdict = value.partition("=")
+        if not sep or not call or verdict not in ("done", "retry"):
+            raise UsageError(f"--resolve takes CALL=done or CALL=retry, not {value!r}")
+        if found.get(call, verdict) != verdict:
+            raise UsageError(f"--resolve names {call} twice with different answers")
+        found[call] = verdict
+    return found
+
+
+def make_plan(
+    view: SessionView,
+    root_args: list[str],
+    *,
+    resolutions: dict[str, str] | None = None,
+    cancel: bool = False,
+    accept_divergence: bool = False,
+) -> Plan:
+    resolutions = dict(resolutions or {})
+    record, thread = view.record, view.thread
+    plan = Plan(
+        session_id=view.session.session_id,
+        state=record.state,
+        action="resume",
+        reason="interrupted",
+        root_args=root_args,
+        torn_tail=view.torn_tail.as_json() if view.torn_tail else None,
+        checkpoint=view.base.checkpoint_id if view.base else None,
+        skipped_checkpoints=view.skipped,
+        resolutions=resolutions,
+    )
+    if view.corruption:
+        damage = view.corruption
+        raise IntegrityError(
+            f"session {plan.session_id}: the journal is corrupt at {damage.segment} byte {damage.offset} "
+            f"({damage.detail}); recovery will not skip damaged records",
+            guidance=corrupt_guidance(plan.session_id, root_args),
+            details={"damage": damage.as_json()},
+        )
+    if record.state in TERMINAL:
+        if resolutions or cancel:
+            raise UsageError(
+                f"session {plan.session_id} is {record.state}: there is nothing to resolve or cancel"
+            )
+        plan.action, plan.reason = "nothing", "terminal"
+        return plan
+    if cancel:
+        if resolutions:
+            raise UsageError("--cancel and --resolve do not go together")
+        plan.action, plan.reason = "cancel", "cancel_requested"
+        return plan
+    if thread.in_flight:
+        plan.in_flight = {
+            "turn": thread.in_flight.get("turn"),
+            "request_seq": thread.in_flight.get("request_seq"),
+        }
+    open_calls = [call for call in thread.pending if call.get("intent_seq")]
+    unknown = set(resolutions) - {str(call.get("tool_call_id")) for call in open_calls}
+    if unknown:
+        in_doubt = ", ".join(str(c.get("tool_call_id")) for c in open_calls) or "none"
+        raise UsageError(
+            f"--resolve names {', '.join(sorted(unknown))}, which is not in doubt (in doubt: {in_doubt})"
+        )
+    for call in open_calls:
+        plan.in_doubt.append(_decide(view, call, resolutions))
+    if any(call.decision == BLOCK for call in plan.in_doubt):
+        plan.action, plan.reason = "blocked", "in_doubt_tool_call"
+        return plan
+    last_block = _last_block_reason(view)
+    if record.state == BLOCKED and last_block == "model_divergence" and not accept_divergence:
+        plan.action, plan.reason = "blocked", "model_divergence"
+        return plan
+    plan.reason = {PAUSED: "paused", BLOCKED: "resolved", ACTIVE: "interrupted"}.get(
+        record.state, "not_started"
+    )
+    return plan
+
+
+def _decide(view: SessionView, call: dict[str, Any], resolutions: dict[str, str]) -> InDoubt:
+    call_id = str(call.get("tool_call_id"))
+    spec = view.job.tool(str(call.get("tool")))
+    idempotency = spec.idempotency if spec else None
+    has_probe = bool(spec and spec.probe)
+    if call_id in resolutions:
+        decision = RESOLVED_DONE if resolutions[call_id] == "done" else RESOLVED_RETRY
+    elif idempotency == "idempotent":
+        decision = RERUN
+    elif idempotency == "idempotent_with_key":
+        decision = RERUN_WITH_KEY
+    elif has_probe:
+        decision = PROBE
+    else:
+        decision = BLOCK  # non_idempotent without a probe, or a tool the job no longer declares
+    return InDoubt(
+        call_id, str(call.get("tool")), call.get("idempotency_key"), idempotency, has_probe, decision
+    )
+
+
+def _last_block_reason(view: SessionView) -> str | None:
+    for record in reversed(view.records):
+        if record.type == "recovery.blocked":
+            return str(record.data.get("reason"))
+        if record.type == "session.state_change" and record.data.get("to") == ACTIVE:
+            return None
+    return None
+
+
+def _command(plan: Plan, *words: str) -> str:
+    return " ".join(["handshake", "recover", plan.session_id, *words, *plan.root_args])
+
+
+def commands(plan: Plan) -> list[str]:
+    """The exact commands that move a plan on, in the order guidance shows them."""
+    if plan.action == "blocked" and plan.reason == "in_doubt_tool_call":
+        out = []
+        for call in plan.in_doubt:
+            if call.decision == BLOCK:
+                out.append(_command(plan, "--resolve", f"{call.tool_call_id}=done"))
+                out.append(_command(plan, "--resolve", f"{call.tool_call_id}=retry"))
+        return [*out, _command(plan, "--cancel")]
+    if plan.action == "blocked" and plan.reason == "model_divergence":
+        return [_command(plan, "--accept-divergence"), _command(plan, "--cancel")]
+    return []
+
+
+def guidance(plan: Plan) -> list[str]:
+    """What happened and what moves it on; a function of the plan alone."""
+    sid = plan.session_id
+    if plan.action == "blocked" and plan.reason == "in_doubt_tool_call":
+        lines = [f"session {sid} is BLOCKED: a tool call may or may not have taken effect."]
+        for call in plan.in_doubt:
+            if call.decision != BLOCK:
+                continue
+            why = (
+                f"{call.idempotency} and has no probe"
+                if call.idempotency
+                else "not declared by the session's job any more"
+            )
+            lines.append(
+                f"  {call.tool_call_id} ({call.tool}) was started but its result was never recorded; "
+                f"it is {why}."
+            )
+            lines.append(f"  its idempotency key: {call.idempotency_key}")
+        lines.append("Check whether it happened, then run one of:")
+        for command in commands(plan):
+            lines.append(f"  {command}")
+        lines.append("(--resolve CALL=done takes --result-file FILE to record what the call returned)")
+        return lines
+    if plan.action == "blocked" and plan.reason == "model_divergence":
+        return [
+            f"session {sid} is BLOCKED: the model is deterministic, but asked again it did not repeat",
+            "what it had streamed before the interruption, so the session cannot be replayed as it was.",
+            "Accept the new answer, or end the session:",
+            *(f"  {command}" for command in commands(plan)),
+        ]
+    return []
+
+
+def corrupt_guidance(session_id: str, root_args: list[str]) -> list[str]:
+    return [
+        f"session {session_id} has damaged records in the middle of its journal; nothing was changed.",
+        "See what is intact (the damage and everything before it):",
+        "  " + " ".join(["handshake", "inspect", session_id, "--verify", *root_args]),
+        "  " + " ".join(["handshake", "inspect", session_id, "--events", *root_args]),
+        "Then continue from the last good checkpoint in a new session:",
+        "  " + " ".join(["handshake", "recover", session_id, "--fork", f"{session_id}-fork", *root_args]),
+    ]
+
+
+def locked_guidance(session_id: str, root_args: list[str]) -> list[str]:
+    return [
+        "Another process is working on this session; wait for it to finish, then:",
+        "  " + " ".join(["handshake", "inspect", session_id, *root_args]),
+    ]
