@@ -328,9 +328,9 @@ def last_segment_tail(journal_dir: Path) -> tuple[str, bytes] | None:
     return segments[-1], durable.read_bytes(journal_dir / segments[-1])
 
 
-def read_last_record(journal_dir: Path) -> Record | None:
-    """The last intact record, read from the end without scanning the journal."""
-    for name in reversed(list_segments(journal_dir)):
+def read_last_record(journal_dir: Path, segment: str | None = None) -> Record | None:
+    """The last intact record (of the journal, or of one segment), read from the end."""
+    for name in [segment] if segment else reversed(list_segments(journal_dir)):
         fd = durable.open_read(journal_dir / name)
         try:
             size = os.fstat(fd).st_size

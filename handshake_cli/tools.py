@@ -144,24 +144,36 @@ def run_tool(spec: ToolSpec, args: dict[str, Any], ctx: ToolContext) -> ToolOutc
     return _failure("exit_status", "tool_failed", message, **details, **streams)
 
 
-def run_probe(spec: ToolSpec, args: dict[str, Any], ctx: ToolContext) -> tuple[str, str]:
+def run_probe(
+    spec: ToolSpec, args: dict[str, Any], ctx: ToolContext
+) -> tuple[str, str, dict[str, Any] | None]:
     """Ask the tool's probe whether an in-doubt call took effect.
 
     Exit 0 means it happened, 1 that it did not; any other status, a timeout or a probe that
-    cannot be started means unknown. Returns the verdict and a short detail text.
+    cannot be started means unknown. Returns the verdict, a short detail text, and, when it
+    happened, the probe's output shaped like the tool's own (`exit_code`, `stdout`,
+    `stderr`): a probe that prints what the call printed makes the recovered thread the one
+    a crash-free run would have had.
     """
     if not spec.probe:
-        return "unknown", f"tool {spec.name!r} declares no probe"
+        return "unknown", f"tool {spec.name!r} declares no probe", None
     finished = _run_process(spec, spec.probe, args, ctx)
     if isinstance(finished, ToolOutcome):
         reason = finished.error["message"] if finished.error else "unknown failure"
-        return "unknown", f"probe failed: {reason}"
+        return "unknown", f"probe failed: {reason}", None
     verdict = {0: "happened", 1: "not_happened"}.get(finished.returncode, "unknown")
     detail = f"probe exited with status {finished.returncode}"
     said = _decode_capped(finished.stdout or finished.stderr, PROBE_DETAIL_CHARS * 4)[0].strip()
     if said:
         detail += ": " + said[:PROBE_DETAIL_CHARS]
-    return verdict, detail
+    output = None
+    if verdict == "happened":
+        output = {
+            "exit_code": 0,
+            **_capped_stream("stdout", finished.stdout, spec.max_output_bytes, ctx),
+            **_capped_stream("stderr", finished.stderr, spec.max_output_bytes, ctx),
+        }
+    return verdict, detail, output
 
 
 # --- command tools -----------------------------------------------------------------------

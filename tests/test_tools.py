@@ -503,7 +503,7 @@ def test_killing_handshakes_process_group_kills_the_tool(workspace: Path) -> Non
 @pytest.mark.parametrize(("status", "verdict"), [(0, "happened"), (1, "not_happened"), (2, "unknown")])
 def test_a_probe_answers_whether_the_call_happened(status: int, verdict: str, ctx: ToolContext) -> None:
     spec = ToolSpec("notify", "execute", "non_idempotent", command=FAKE_TOOL, probe=PROBE)
-    answer, detail = run_probe(spec, {"status": status, "label": "call-1-0"}, ctx)
+    answer, detail, _output = run_probe(spec, {"status": status, "label": "call-1-0"}, ctx)
     assert answer == verdict
     assert detail == f"probe exited with status {status}: checked call call-1-0"
 
@@ -518,7 +518,7 @@ def test_a_probe_that_cannot_answer_means_unknown(workspace: Path, ctx: ToolCont
     slow = ToolSpec(
         "notify", "execute", "non_idempotent", command=FAKE_TOOL, probe=FAKE_TOOL, timeout_seconds=0.3
     )
-    answer, detail = run_probe(slow, {"sleep": 30}, ctx)
+    answer, detail, _output = run_probe(slow, {"sleep": 30}, ctx)
     assert answer == "unknown" and "did not finish" in detail
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable
+from handshake_cli import durable, faults
 from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
@@ -176,6 +176,7 @@ def _recover_locked(
             },
             sync=False,
         )
+        faults.crash_point("recovery_started")
         if plan.action == "nothing":
             journal.sync()
             write_head(session.path, runner.record)
@@ -286,7 +287,8 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                 store_large_output=runner._store_large_output,
                 environ=runner.environ,
             )
-            answer, detail = run_probe(spec, pending.get("args") or {}, context)
+            answer, detail, output = run_probe(spec, pending.get("args") or {}, context)
+            faults.crash_point("recovery_after_probe")
             evidence = {"probe": answer, "detail": masker.mask(detail)}
             if answer == "happened":
                 runner._append(
@@ -294,7 +296,7 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                     {
                         "tool_call_id": call.tool_call_id,
                         "tool": call.tool,
-                        "output": {"probe": "happened"},
+                        "output": masker.mask_json(output),
                         "evidence": evidence,
                     },
                     sync=False,
@@ -326,6 +328,7 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
             name = f"{damage.segment}.{damage.offset}.torn"
             durable.atomic_write(session.quarantine / name, torn, durable=True)
             quarantined = f"quarantine/{name}"
+            faults.crash_point("recovery_after_quarantine")
         os.ftruncate(fd, damage.offset)
         if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
             os.pwrite(fd, b"\n", damage.offset)

@@ -1,26 +1,42 @@
 """A session as recovery sees it: rebuilt from its newest valid checkpoint plus the journal
 after it, with everything recovery relies on verified first.
 
-Cost is proportional to the journal after that checkpoint, not to the whole journal:
-head.json names the newest checkpoint it knows (a hint, checked like everything else), the
-checkpoint's record is read with one pread and its body verified by sha256, and only the
-records from it onward are scanned. What lies before it is summarised by the checkpoint;
-damage there is for `inspect --verify` to report. Without a usable hint, or when the hinted
-checkpoint fails validation, the whole journal is scanned and every checkpoint tried, newest
-first, down to the journal's start. A bad checkpoint is never loaded.
+Cost is proportional to the journal after that checkpoint, not to the whole journal: the
+newest checkpoint is found by searching the segments from the end (no head.json needed,
+since the runner refreshes it only at transitions), its body is verified by sha256, and the
+journal is verified from the start of the segment that holds it (linked by hash to the
+segment before) to the end. What lies in older segments is summarised by the checkpoint;
+damage there is for `inspect --verify` to report. When no checkpoint loads, the whole
+journal is scanned and the state folded from its start. A bad checkpoint is never loaded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from handshake_cli import durable
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.jobs import Job
-from handshake_cli.journal import Damage, Record, Start, read_record_at, scan
-from handshake_cli.model import ModelSession, read_head
+from handshake_cli.journal import (
+    Damage,
+    Record,
+    ScanResult,
+    Start,
+    check_content,
+    genesis,
+    list_segments,
+    read_last_record,
+    read_record_at,
+    scan,
+)
+from handshake_cli.model import ModelSession
 from handshake_cli.store import SessionDir
 from handshake_cli.thread import Thread, fold_thread
+
+_CHECKPOINT_TYPE = b'"type":"checkpoint.created"'
 
 
 @dataclass
@@ -51,38 +67,59 @@ def rebuild(session: SessionDir) -> SessionView:
     config = session.read_config()
     job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
     skipped: list[dict[str, Any]] = []
-    hinted = _hinted_checkpoint(session, skipped)
-    if hinted is not None:
-        loaded, hint_record = hinted
-        result = scan(
-            session.journal,
-            session.session_id,
-            start=Start(hint_record.segment, hint_record.offset, hint_record.seq, hint_record.prev),
+    for candidate in checkpoint_candidates(session.journal):
+        ref = CheckpointRef.from_record(candidate)
+        try:
+            loaded = load(session.journal, ref, session.session_id)
+        except CheckpointInvalid as exc:
+            skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
+            continue
+        result = _scan_from_segment_of(session, candidate)
+        if result is None:
+            break  # the segment does not link to the one before it: the full scan will say where
+        return _assemble(
+            session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
         )
-        if not result.corruption:
-            return _assemble(
-                session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
-            )
     result = scan(session.journal, session.session_id)
     return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
 
 
-def _hinted_checkpoint(
-    session: SessionDir, skipped: list[dict[str, Any]]
-) -> tuple[LoadedCheckpoint, Record] | None:
-    head = read_head(session.path)
-    where = (head or {}).get("checkpoint_location")
-    if not isinstance(where, dict):
+def checkpoint_candidates(journal_dir: Path) -> Iterator[Record]:
+    """Intact `checkpoint.created` records, newest first, found by searching segments from
+    the end (the key/value pair can only occur unescaped as a record's own type or inside
+    a record's data, and the type is checked after the record's checksum)."""
+    for name in reversed(list_segments(journal_dir)):
+        data = durable.read_bytes(journal_dir / name)
+        end = len(data)
+        while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:
+            start = data.rfind(b"\n", 0, at) + 1
+            stop = data.find(b"\n", at)
+            content = data[start : stop if stop != -1 else len(data)]
+            if check_content(content) is not None:
+                record = Record.decode(content, name, start)
+                if record.type == "checkpoint.created":
+                    yield record
+            end = start
+
+
+def _scan_from_segment_of(session: SessionDir, candidate: Record) -> ScanResult | None:
+    """Verify from the first record of the candidate's segment to the end of the journal,
+    after checking that this segment links to the last record of the one before it."""
+    first = read_record_at(session.journal, candidate.segment, 0)
+    if first is None:
         return None
-    record = read_record_at(session.journal, str(where.get("segment")), int(where.get("offset", -1)))
-    if record is None or record.seq != where.get("seq") or record.type != "checkpoint.created":
+    segments = list_segments(session.journal)
+    index = segments.index(candidate.segment)
+    if index == 0:
+        expected = genesis(session.session_id)
+    else:
+        before = read_last_record(session.journal, segments[index - 1])
+        if before is None or before.seq != first.seq - 1:
+            return None
+        expected = before.sum
+    if first.prev != expected:
         return None
-    ref = CheckpointRef.from_record(record)
-    try:
-        return load(session.journal, ref, session.session_id), record
-    except CheckpointInvalid as exc:
-        skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
-        return None
+    return scan(session.journal, session.session_id, start=Start(candidate.segment, 0, first.seq, first.prev))
 
 
 def _assemble(
