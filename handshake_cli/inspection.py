@@ -142,7 +142,7 @@ class Verification:
 FALLBACK_NOTE = "a checkpoint: recovery falls back to an earlier one, or to the journal"
 
 
-def _named_artifacts(value: Any) -> list[str]:
+def named_artifacts(value: Any) -> list[str]:
     """Artifact ids a tool result names (large output kept outside the record)."""
     found: list[str] = []
     if isinstance(value, dict):
@@ -150,10 +150,10 @@ def _named_artifacts(value: Any) -> list[str]:
             if key.endswith("artifact_id") and isinstance(item, str):
                 found.append(item)
             else:
-                found.extend(_named_artifacts(item))
+                found.extend(named_artifacts(item))
     elif isinstance(value, list):
         for item in value:
-            found.extend(_named_artifacts(item))
+            found.extend(named_artifacts(item))
     return found
 
 
@@ -188,7 +188,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     for record in result.records:
         if record.type != "tool.result":
             continue
-        for ident in _named_artifacts(record.data):
+        for ident in named_artifacts(record.data):
             if ident not in present and ident not in reported:
                 reported.add(ident)
                 missing.append({"artifact_id": ident, "named_by_seq": record.seq, "repairable": False})

@@ -27,6 +27,16 @@ def recover(
         str | None, typer.Option("--result-file", metavar="F", help="The output of a call resolved done.")
     ] = None,
     cancel: Annotated[bool, typer.Option("--cancel", help="End the session CANCELLED.")] = False,
+    fork: Annotated[
+        str | None,
+        typer.Option("--fork", metavar="NEW_ID", help="Start a new session from a checkpoint of SESSION."),
+    ] = None,
+    from_checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--from-checkpoint", metavar="CK", help="With --fork: which checkpoint (default: newest)."
+        ),
+    ] = None,
     accept_divergence: Annotated[
         bool,
         typer.Option("--accept-divergence", help="Go on when a deterministic model answers differently."),
@@ -53,6 +63,12 @@ def recover(
             return _all(store, options, json_)
         if not session:
             raise UsageError("name a SESSION to recover, or use --all")
+        if fork:
+            if options.resolutions or cancel or result_file or dry_run:
+                raise UsageError("--fork takes only a SESSION, a NEW_ID and optionally --from-checkpoint")
+            return _fork(store, session, fork, from_checkpoint)
+        if from_checkpoint:
+            raise UsageError("--from-checkpoint goes with --fork")
         return _one(store, session, options, json_)
 
     return run_command("recover", json_, body)
@@ -88,6 +104,22 @@ def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
 
     status = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}.get(outcome.exit_code, "error")
     return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
+
+
+def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Result:
+    from handshake_cli.recovery.fork import fork
+
+    data = fork(store, source, new_id, checkpoint_id)
+    origin = data["forked_from"]
+    resume = " ".join(["handshake", "recover", new_id, *store.paths.root_args()])
+
+    def render(out: Printer) -> None:
+        at = f"{origin['checkpoint_id']} (seq {origin['covers_seq']})"
+        copied = data["records_copied"]
+        out.line(f"session {new_id}: forked from {source} at {at}, {copied} records; {data['state']}")
+
+    guidance = ["resume it (its tools run again, in the same workspace) with:", f"  {resume}"]
+    return Result(data, render, guidance=guidance)
 
 
 def _all(store: Any, options: Any, as_json: bool) -> Result:

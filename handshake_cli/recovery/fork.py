@@ -1,0 +1,97 @@
+"""`recover --fork`: a new session that starts where a checkpoint of another one stood.
+
+For debugging (time travel) and for the way out of a damaged journal: the new session
+gets the original's job and workspace, and a journal holding the original's records up to
+the checkpoint (checkpoint records themselves are re-taken, since their bodies name the
+original session), plus the artifacts those records name. The original is only read, never
+locked or changed. The fork is left as the checkpoint found things, INTERRUPTED if a run
+was going on; `handshake recover NEW_ID` resumes it, tools and all, in the same workspace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handshake_cli import lock as session_lock
+from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
+from handshake_cli.errors import NotFound, UsageError
+from handshake_cli.journal import JournalWriter, Record, scan
+from handshake_cli.model import fold, write_head
+from handshake_cli.store import Store
+from handshake_cli.thread import fold_thread
+
+STORE_KEYS = ("format_version", "session_id", "created_at")
+
+
+def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:
+    source = store.session(source_id)
+    config = source.read_config()
+    result = scan(source.journal, source_id)  # the intact prefix, also of a damaged journal
+    base = _pick(source.journal, source_id, result.records, checkpoint_id)
+    covers = base.covers_seq
+    origin = {"session_id": source_id, "checkpoint_id": base.checkpoint_id, "covers_seq": covers}
+    first = result.records[0]
+    created = {k: v for k, v in first.data.items() if k not in ("session_id", "format_version")}
+    new_config = {k: v for k, v in config.items() if k not in STORE_KEYS}
+    new = store.create_session(
+        {**new_config, "forked_from": origin}, {**created, "forked_from": origin}, session_id=new_id
+    )
+    copied = [r for r in result.records[1:] if r.seq <= covers and r.type != "checkpoint.created"]
+    held = session_lock.SessionLock(new.path, new_id)
+    held.acquire(" ".join(["handshake", "recover", source_id, "--fork", new_id]))
+    try:
+        with JournalWriter.open(new.journal, new_id) as journal:
+            source_artifacts, new_artifacts = source.artifact_store(), new.artifact_store()
+            for record in copied:
+                for ident in _named_artifacts(record):
+                    new_artifacts.put_loose(source_artifacts.get(ident))
+                journal.append(record.type, record.data, sync=False)
+            records = scan(new.journal, new_id).records
+            session = fold(new_id, records)
+            pack = new_artifacts.pack_writer()
+            try:
+                writer = CheckpointWriter(new_id, journal, pack, count=0)
+                ref, record = writer.take(
+                    f"forked from {source_id} {base.checkpoint_id}", fold_thread(records), session
+                )
+            finally:
+                pack.close()
+            session.apply(record)
+            write_head(new.path, session)
+    finally:
+        held.release()
+    return {
+        "session_id": new_id,
+        "forked_from": origin,
+        "state": session.state,
+        "records_copied": len(copied),
+        "checkpoint": ref.as_json(),
+    }
+
+
+def _pick(
+    journal_dir: Any, session_id: str, records: list[Record], checkpoint_id: str | None
+) -> CheckpointRef:
+    checkpoints = [r for r in records if r.type == "checkpoint.created"]
+    if checkpoint_id is not None:
+        chosen = [r for r in checkpoints if r.data.get("checkpoint_id") == checkpoint_id]
+        if not chosen:
+            known = ", ".join(str(r.data.get("checkpoint_id")) for r in checkpoints) or "none"
+            raise NotFound(f"session {session_id} has no intact checkpoint {checkpoint_id} (it has: {known})")
+        ref = CheckpointRef.from_record(chosen[-1])
+        load(journal_dir, ref, session_id)  # refuses a checkpoint that fails validation
+        return ref
+    for record in reversed(checkpoints):
+        ref = CheckpointRef.from_record(record)
+        try:
+            load(journal_dir, ref, session_id)
+        except CheckpointInvalid:
+            continue
+        return ref
+    raise UsageError(f"session {session_id} has no valid checkpoint to fork from")
+
+
+def _named_artifacts(record: Record) -> list[str]:
+    from handshake_cli.inspection import named_artifacts
+
+    return named_artifacts(record.data) if record.type == "tool.result" else []
