@@ -33,7 +33,7 @@ def test_every_command_has_help_root_and_json(command: str, cli: Callable[..., C
     assert len(first_line.strip()) > 10  # a real sentence of help, not an empty docstring
 
 
-@pytest.mark.parametrize("argv", [["recover", "s1"], ["gc"]])
+@pytest.mark.parametrize("argv", [["gc"]])
 def test_commands_not_built_yet_say_so_with_exit_2(
     argv: list[str], root: Path, cli: Callable[..., CliResult]
 ) -> None:

@@ -2,8 +2,9 @@
 
 For debugging (time travel) and for the way out of a damaged journal: the new session
 gets the original's job and workspace, and a journal holding the original's records up to
-the checkpoint (checkpoint records themselves are re-taken, since their bodies name the
-original session), plus the artifacts those records name. The original is only read, never
+the checkpoint (or, when no checkpoint is intact, every intact record), plus the artifacts
+those records name; checkpoint records themselves are re-taken, since their bodies name the
+original session. The original is only read, never
 locked or changed. The fork is left as the checkpoint found things, INTERRUPTED if a run
 was going on; `handshake recover NEW_ID` resumes it, tools and all, in the same workspace.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
-from handshake_cli.errors import NotFound, UsageError
+from handshake_cli.errors import NotFound
 from handshake_cli.journal import JournalWriter, Record, scan
 from handshake_cli.model import fold, write_head
 from handshake_cli.store import Store
@@ -28,8 +29,11 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
     config = source.read_config()
     result = scan(source.journal, source_id)  # the intact prefix, also of a damaged journal
     base = _pick(source.journal, source_id, result.records, checkpoint_id)
-    covers = base.covers_seq
-    origin = {"session_id": source_id, "checkpoint_id": base.checkpoint_id, "covers_seq": covers}
+    # Without a checkpoint to start from, the fork takes every intact record there is.
+    covers = base.covers_seq if base else result.last_seq
+    origin: dict[str, Any] = {"session_id": source_id, "covers_seq": covers}
+    if base:
+        origin["checkpoint_id"] = base.checkpoint_id
     first = result.records[0]
     created = {k: v for k, v in first.data.items() if k not in ("session_id", "format_version")}
     new_config = {k: v for k, v in config.items() if k not in STORE_KEYS}
@@ -51,9 +55,8 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
             pack = new_artifacts.pack_writer()
             try:
                 writer = CheckpointWriter(new_id, journal, pack, count=0)
-                ref, record = writer.take(
-                    f"forked from {source_id} {base.checkpoint_id}", fold_thread(records), session
-                )
+                at = base.checkpoint_id if base else f"seq {covers}"
+                ref, record = writer.take(f"forked from {source_id} {at}", fold_thread(records), session)
             finally:
                 pack.close()
             session.apply(record)
@@ -71,7 +74,7 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
 
 def _pick(
     journal_dir: Any, session_id: str, records: list[Record], checkpoint_id: str | None
-) -> CheckpointRef:
+) -> CheckpointRef | None:
     checkpoints = [r for r in records if r.type == "checkpoint.created"]
     if checkpoint_id is not None:
         chosen = [r for r in checkpoints if r.data.get("checkpoint_id") == checkpoint_id]
@@ -88,7 +91,7 @@ def _pick(
         except CheckpointInvalid:
             continue
         return ref
-    raise UsageError(f"session {session_id} has no valid checkpoint to fork from")
+    return None
 
 
 def _named_artifacts(record: Record) -> list[str]:

@@ -114,7 +114,7 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
     resume = " ".join(["handshake", "recover", new_id, *store.paths.root_args()])
 
     def render(out: Printer) -> None:
-        at = f"{origin['checkpoint_id']} (seq {origin['covers_seq']})"
+        at = f"{origin.get('checkpoint_id', 'its last intact record')} (seq {origin['covers_seq']})"
         copied = data["records_copied"]
         out.line(f"session {new_id}: forked from {source} at {at}, {copied} records; {data['state']}")
 
