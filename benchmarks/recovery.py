@@ -176,7 +176,9 @@ def make_job(tmp: Path) -> Job:
         name="recovery-bench",
         source=str(tmp / "job.toml"),
         user="summarise the notes",
-        model=ModelSpec(provider="scripted", id="scripted", deterministic=True, script=(ScriptedTurn("done"),)),
+        model=ModelSpec(
+            provider="scripted", id="scripted", deterministic=True, script=(ScriptedTurn("done"),)
+        ),
         tools=(TOOL,),
         limits=Limits(max_turns=1_000_000),
     )
@@ -195,7 +197,11 @@ def build(
     job = make_job(tmp)
     workspace = tmp / f"ws-{n}"
     workspace.mkdir()
-    created = {"job_name": job.name, "model": {"provider": "scripted", "id": "scripted"}, "prompt": {"user": job.user}}
+    created = {
+        "job_name": job.name,
+        "model": {"provider": "scripted", "id": "scripted"},
+        "prompt": {"user": job.user},
+    }
     session = Store(Paths(tmp / "root")).create_session(
         {"job": job.to_config(), "workspace": str(workspace)}, created, session_id=f"recovery-{n}"
     )
@@ -211,7 +217,9 @@ def build(
     before = 1 + chunks_per_turn // 4 if mid_turn else 0
     boundary = history_end - 1 - before  # the seq of the last tool.result of the history
     if boundary - gen.seq < 4:
-        raise SystemExit(f"--sizes {n} is too small for --tail {tail} and --chunks-per-turn {chunks_per_turn}")
+        raise SystemExit(
+            f"--sizes {n} is too small for --tail {tail} and --chunks-per-turn {chunks_per_turn}"
+        )
     while gen.seq < boundary:
         remaining = boundary - gen.seq
         if gen.seq - gen.last_checkpoint_seq >= checkpoint_every and remaining > chunks_per_turn + 10:
@@ -315,12 +323,18 @@ def main() -> None:
         default="10000,100000,1000000",
         help="journal sizes in records, comma-separated (default: 10000,100000,1000000)",
     )
-    parser.add_argument("--tail", type=int, default=500, help="records after the newest checkpoint (default 500)")
-    parser.add_argument("--chunks-per-turn", type=int, default=1000, help="model.chunk records per history turn")
+    parser.add_argument(
+        "--tail", type=int, default=500, help="records after the newest checkpoint (default 500)"
+    )
+    parser.add_argument(
+        "--chunks-per-turn", type=int, default=1000, help="model.chunk records per history turn"
+    )
     parser.add_argument(
         "--checkpoint-every", type=int, default=50_000, help="a checkpoint about every this many records"
     )
-    parser.add_argument("--mid-turn", action="store_true", help="the newest checkpoint falls inside the cut turn")
+    parser.add_argument(
+        "--mid-turn", action="store_true", help="the newest checkpoint falls inside the cut turn"
+    )
     parser.add_argument(
         "--segment-mib",
         type=float,
@@ -355,9 +369,7 @@ def main() -> None:
             result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             result["segments"] = len(list_segments(built.session.journal))
             rows.append(result)
-    base_ms = {
-        key: statistics.median(rows[0][key].times) * 1e3 for key in ("newest", "stale")
-    }
+    base_ms = {key: statistics.median(rows[0][key].times) * 1e3 for key in ("newest", "stale")}
     print(
         f"head: head.json names the newest checkpoint{' (taken mid-turn)' if args.mid_turn else ''}, "
         "or (stale) the one from the run's start, as the runner leaves it after a crash"
@@ -373,7 +385,8 @@ def main() -> None:
             ms = statistics.median(case.times) * 1e3
             flight = statistics.median(case.flight or [0.0]) * 1e3
             print(
-                f"{built.records:>9,} {row['segments']:>4} {built.tail:>5} {key:>6} {case.read:>9,} {ms:>9.2f} ms "
+                f"{built.records:>9,} {row['segments']:>4} {built.tail:>5} {key:>6} {case.read:>9,}"
+                f" {ms:>9.2f} ms "
                 f"{row['scan'] * 1e3:>7.1f} ms {ms / (row['scan'] * 1e3):>7.3f} {ms / base_ms[key]:>7.2f}x"
                 f"   {row['load'] * 1e3:>6.2f} ms {flight:>6.2f} ms {row['rss']:>5.0f} MB"
             )

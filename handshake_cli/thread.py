@@ -60,7 +60,12 @@ class Thread:
             if prompt.get("user"):
                 self.messages.append({"role": "user", "content": prompt["user"]})
         elif kind == "model.request":
-            self.in_flight = {"turn": data.get("turn"), "request_seq": record.seq}
+            self.in_flight = {
+                "turn": data.get("turn"),
+                "request_seq": record.seq,
+                "segment": record.segment,
+                "offset": record.offset,
+            }
         elif kind == "model.stream_aborted":
             self.in_flight = None
         elif kind == "model.completed":

@@ -4,9 +4,8 @@ after it, with everything recovery relies on verified first.
 Cost is proportional to the journal after that checkpoint, not to the whole journal: the
 newest checkpoint is found by searching the segments from the end (no head.json needed,
 since the runner refreshes it only at transitions), its body is verified by sha256, and the
-journal is verified from the start of the segment that holds it (linked by hash to the
-segment before) to the end. What lies in older segments is summarised by the checkpoint;
-damage there is for `inspect --verify` to report. When no checkpoint loads, the whole
+journal is verified from that record to the end. What lies before the checkpoint is
+summarised by it; damage there is for `inspect --verify` to report. When no checkpoint loads, the whole
 journal is scanned and the state folded from its start. A bad checkpoint is never loaded.
 """
 
@@ -26,9 +25,7 @@ from handshake_cli.journal import (
     ScanResult,
     Start,
     check_content,
-    genesis,
     list_segments,
-    read_last_record,
     read_record_at,
     scan,
 )
@@ -74,9 +71,7 @@ def rebuild(session: SessionDir) -> SessionView:
         except CheckpointInvalid as exc:
             skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
             continue
-        result = _scan_from_segment_of(session, candidate)
-        if result is None:
-            break  # the segment does not link to the one before it: the full scan will say where
+        result = _scan_from(session, candidate)
         return _assemble(
             session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
         )
@@ -102,24 +97,14 @@ def checkpoint_candidates(journal_dir: Path) -> Iterator[Record]:
             end = start
 
 
-def _scan_from_segment_of(session: SessionDir, candidate: Record) -> ScanResult | None:
-    """Verify from the first record of the candidate's segment to the end of the journal,
-    after checking that this segment links to the last record of the one before it."""
-    first = read_record_at(session.journal, candidate.segment, 0)
-    if first is None:
-        return None
-    segments = list_segments(session.journal)
-    index = segments.index(candidate.segment)
-    if index == 0:
-        expected = genesis(session.session_id)
-    else:
-        before = read_last_record(session.journal, segments[index - 1])
-        if before is None or before.seq != first.seq - 1:
-            return None
-        expected = before.sum
-    if first.prev != expected:
-        return None
-    return scan(session.journal, session.session_id, start=Start(candidate.segment, 0, first.seq, first.prev))
+def _scan_from(session: SessionDir, record: Record) -> ScanResult:
+    """Verify from `record` (already checked: its checksum, and for a checkpoint its body) to
+    the end of the journal: every later record's checksum, seq and link to the one before."""
+    return scan(
+        session.journal,
+        session.session_id,
+        start=Start(record.segment, record.offset, record.seq, record.prev),
+    )
 
 
 def _assemble(
@@ -180,14 +165,21 @@ def _assemble(
 
 
 def in_flight_text(view: SessionView) -> str | None:
-    """What the model call cut short had streamed (masked), when one was in flight."""
+    """What the model call cut short had streamed (masked), when one was in flight: read from
+    its `model.request` record on, even when that lies before the checkpoint."""
     flight = view.thread.in_flight
     if not flight:
         return None
     turn, since = flight.get("turn"), int(flight.get("request_seq", 0))
     records = view.records
-    if since < view.scanned_from:  # the call began before the checkpoint recovery started from
-        records = scan(view.session.journal, view.session.session_id).records
+    if since < view.scanned_from:
+        request = read_record_at(
+            view.session.journal, str(flight.get("segment")), int(flight.get("offset", -1))
+        )
+        if request is None or request.seq != since:
+            records = scan(view.session.journal, view.session.session_id).records
+        else:
+            records = _scan_from(view.session, request).records
     parts = [
         str(r.data.get("text", ""))
         for r in records
