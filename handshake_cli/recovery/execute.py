@@ -177,6 +177,7 @@ def _recover_locked(
             sync=False,
         )
         faults.crash_point("recovery_started")
+        inconclusive: Plan | None = None  # the plan as it stands when a probe could not answer
         if plan.action == "nothing":
             journal.sync()
             write_head(session.path, runner.record)
@@ -188,7 +189,7 @@ def _recover_locked(
                 runner.block(plan.reason, plan.reason, in_doubt=[c.as_json() for c in plan.in_doubt])
             detail = _settle_in_doubt(runner, plan, options, masker)
             if detail is not None:
-                blocked = replace(
+                inconclusive = blocked = replace(
                     plan,
                     action="blocked",
                     reason="in_doubt_tool_call",
@@ -219,7 +220,7 @@ def _recover_locked(
         state = runner.record.state
         after = plan
         if state == BLOCKED:
-            after = _blocked_plan(plan, runner)
+            after = inconclusive or _blocked_plan(plan, runner)
         return RecoveryResult(
             plan,
             state,
@@ -237,7 +238,7 @@ def _recover_locked(
 def _exit_for(plan: Plan) -> int:
     if plan.action == "blocked":
         return ExitCode.BLOCKED
-    return int(EXIT_FOR_STATE.get(plan.state, ExitCode.OK)) if plan.action == "nothing" else ExitCode.OK
+    return ExitCode.OK  # a finished session: nothing to do
 
 
 def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
@@ -288,6 +289,7 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                 environ=runner.environ,
             )
             answer, detail, output = run_probe(spec, pending.get("args") or {}, context)
+            runner.pack.sync()  # large output the probe printed is durable before the result names it
             faults.crash_point("recovery_after_probe")
             evidence = {"probe": answer, "detail": masker.mask(detail)}
             if answer == "happened":

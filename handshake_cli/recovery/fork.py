@@ -11,6 +11,7 @@ was going on; `handshake recover NEW_ID` resumes it, tools and all, in the same 
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from handshake_cli import lock as session_lock
@@ -18,7 +19,7 @@ from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, Checkpoi
 from handshake_cli.errors import NotFound
 from handshake_cli.journal import JournalWriter, Record, scan
 from handshake_cli.model import fold, write_head
-from handshake_cli.store import Store
+from handshake_cli.store import SessionDir, Store
 from handshake_cli.thread import fold_thread
 
 STORE_KEYS = ("format_version", "session_id", "created_at")
@@ -44,32 +45,38 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
     held = session_lock.SessionLock(new.path, new_id)
     held.acquire(" ".join(["handshake", "recover", source_id, "--fork", new_id]))
     try:
-        with JournalWriter.open(new.journal, new_id) as journal:
-            source_artifacts, new_artifacts = source.artifact_store(), new.artifact_store()
-            for record in copied:
-                for ident in _named_artifacts(record):
-                    new_artifacts.put_loose(source_artifacts.get(ident))
-                journal.append(record.type, record.data, sync=False)
-            records = scan(new.journal, new_id).records
-            session = fold(new_id, records)
-            pack = new_artifacts.pack_writer()
-            try:
-                writer = CheckpointWriter(new_id, journal, pack, count=0)
-                at = base.checkpoint_id if base else f"seq {covers}"
-                ref, record = writer.take(f"forked from {source_id} {at}", fold_thread(records), session)
-            finally:
-                pack.close()
-            session.apply(record)
-            write_head(new.path, session)
+        filled = _fill(source, new, copied, base, covers)
+    except BaseException:
+        # Half a fork helps nobody: it was made by this call and nobody else knows it yet.
+        shutil.rmtree(new.path, ignore_errors=True)
+        raise
     finally:
         held.release()
-    return {
-        "session_id": new_id,
-        "forked_from": origin,
-        "state": session.state,
-        "records_copied": len(copied),
-        "checkpoint": ref.as_json(),
-    }
+    return {"session_id": new_id, "forked_from": origin, **filled}
+
+
+def _fill(
+    source: SessionDir, new: SessionDir, copied: list[Record], base: CheckpointRef | None, covers: int
+) -> dict[str, Any]:
+    """Copy the records and the artifacts they name, then take the fork's first checkpoint."""
+    with JournalWriter.open(new.journal, new.session_id) as journal:
+        source_artifacts, new_artifacts = source.artifact_store(), new.artifact_store()
+        for record in copied:
+            for ident in _named_artifacts(record):
+                new_artifacts.put_loose(source_artifacts.get(ident))
+            journal.append(record.type, record.data, sync=False)
+        records = scan(new.journal, new.session_id).records
+        session = fold(new.session_id, records)
+        pack = new_artifacts.pack_writer()
+        try:
+            writer = CheckpointWriter(new.session_id, journal, pack, count=0)
+            at = base.checkpoint_id if base else f"seq {covers}"
+            ref, record = writer.take(f"forked from {source.session_id} {at}", fold_thread(records), session)
+        finally:
+            pack.close()
+    session.apply(record)
+    write_head(new.path, session)
+    return {"state": session.state, "records_copied": len(copied), "checkpoint": ref.as_json()}
 
 
 def _pick(

@@ -130,7 +130,10 @@ def _assemble(
             try:
                 base = load(session.journal, ref, session.session_id)
             except CheckpointInvalid as exc:
-                skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
+                if all(item["seq"] != ref.seq for item in skipped):
+                    skipped.append(
+                        {"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message}
+                    )
                 continue
         newest = ref
         break
