@@ -415,9 +415,11 @@ class JournalWriter:
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         clock: Clock = utc_now,
+        start: Start | None = None,
     ) -> JournalWriter:
-        """Open for appending after a full verification; refuses a journal that needs repair."""
-        result = scan(journal_dir, session_id, decode=False)
+        """Open for appending after verifying the journal (all of it, or from `start`, a
+        record the caller has already checked); refuses a journal that needs repair."""
+        result = scan(journal_dir, session_id, decode=False, start=start)
         if result.corruption:
             damage = result.corruption
             raise IntegrityError(

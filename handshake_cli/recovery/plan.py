@@ -58,6 +58,7 @@ class Plan:
     skipped_checkpoints: list[dict[str, Any]] = field(default_factory=list)
     resolutions: dict[str, str] = field(default_factory=dict)
     blocked_detail: str = ""
+    verified_from_seq: int = 1  # recovery checked every record from here on; inspect --verify checks all
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class Plan:
             "checkpoint": self.checkpoint,
             "skipped_checkpoints": self.skipped_checkpoints,
             "resolutions": self.resolutions,
+            "verified_from_seq": self.verified_from_seq,
             "commands": commands(self),
         }
 
@@ -107,6 +109,7 @@ def make_plan(
         checkpoint=view.base.checkpoint_id if view.base else None,
         skipped_checkpoints=view.skipped,
         resolutions=resolutions,
+        verified_from_seq=view.scanned_from,
     )
     if view.corruption:
         damage = view.corruption
@@ -220,10 +223,15 @@ def guidance(plan: Plan) -> list[str]:
                 f"it is {why}."
             )
             lines.append(f"  its idempotency key: {call.idempotency_key}")
-        lines.append("Check whether it happened, then run one of:")
-        for command in commands(plan):
-            lines.append(f"  {command}")
-        lines.append("(--resolve CALL=done takes --result-file FILE to record what the call returned)")
+        for call in plan.in_doubt:
+            if call.decision != BLOCK:
+                continue
+            lines.append("If it took effect, say so (add --result-file FILE to record what it returned):")
+            lines.append("  " + _command(plan, "--resolve", f"{call.tool_call_id}=done"))
+            lines.append("If it did not, run it again:")
+            lines.append("  " + _command(plan, "--resolve", f"{call.tool_call_id}=retry"))
+        lines.append("Or end the session:")
+        lines.append("  " + _command(plan, "--cancel"))
         return lines
     if plan.action == "blocked" and plan.reason == "model_divergence":
         return [

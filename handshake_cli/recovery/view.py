@@ -52,6 +52,14 @@ class SessionView:
     scanned_from: int = 1  # the first seq recovery read
 
     @property
+    def start(self) -> Start | None:
+        """The first record recovery verified, as a starting point for later scans."""
+        if not self.records:
+            return None
+        first = self.records[0]
+        return Start(first.segment, first.offset, first.seq, first.prev)
+
+    @property
     def torn_tail(self) -> Damage | None:
         return self.damage if self.damage and self.damage.repairable else None
 

@@ -92,7 +92,10 @@ def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
             torn = plan.torn_tail
             out.line(f"  torn tail at {torn['segment']} byte {torn['offset']}: cut to quarantine/")
         if plan.checkpoint:
-            out.line(f"  from checkpoint {plan.checkpoint}")
+            out.line(
+                f"  from checkpoint {plan.checkpoint}; records {plan.verified_from_seq} on verified "
+                "(older ones: handshake inspect SESSION --verify)"
+            )
         for skipped in plan.skipped_checkpoints:
             out.line(f"  skipped checkpoint {skipped['checkpoint_id']}: {skipped['reason']}")
         for call in plan.in_doubt:
@@ -179,5 +182,5 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
             for line in row.get("guidance") or []:
                 out.line(line)
 
-    status = "ok" if worst == 0 else "error"
+    status = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}.get(worst, "error")
     return Result({"sessions": rows, "exit_code": worst}, render, exit_code=worst, status=status)
