@@ -63,7 +63,8 @@ class History:
         elif kind == "tool.result":
             call_id = str(data.get("tool_call_id"))
             entry = self.tool_calls.setdefault(call_id, {"tool_call_id": call_id, "tool": data.get("tool")})
-            entry["state"] = FAILED if data.get("error") else DONE
+            resolved = (entry.get("resolution") or {}).get("resolution") == "done"
+            entry["state"] = RESOLVED if resolved else FAILED if data.get("error") else DONE
             entry["result_seq"] = record.seq
             if data.get("evidence"):
                 entry["evidence"] = data["evidence"]

@@ -206,15 +206,44 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     return Verification(result, checked, problems, differences, missing)
 
 
+# Journals up to this size are verified in full by `inspect SESSION`; larger ones from their
+# newest checkpoint on, so the summary of a long session costs what its tail costs.
+FULL_CHECK_BYTES = 8 * 1024 * 1024
+
+
+def journal_bytes(session: SessionDir) -> int:
+    try:
+        return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(session.journal))
+    except FileNotFoundError:
+        return 0
+
+
 def describe(store: Store, session: SessionDir) -> dict[str, Any]:
-    """Everything `inspect SESSION` shows: the record, the thread, tool calls, lock, integrity."""
+    """Everything `inspect SESSION` shows: the record, the thread, tool calls, lock, integrity,
+    and the plan `recover` would follow."""
+    from handshake_cli.errors import HandshakeError
+    from handshake_cli.recovery.view import SessionView, rebuild
+
     config = session.read_config()
-    result = scan(session.journal, session.session_id)
-    record = fold(session.session_id, result.records)
-    history = replay(result.records)
     holder = lock.holder(session.path)
+    view: SessionView | None
+    try:
+        view = rebuild(session)
+    except HandshakeError:
+        view = None  # e.g. a job config this version cannot read: fall back to the journal alone
+    if view is None or journal_bytes(session) <= FULL_CHECK_BYTES:
+        result = scan(session.journal, session.session_id)
+        record = fold(session.session_id, result.records)
+        history = replay(result.records)
+        messages, turns = history.messages, history.turns
+        integrity = {"scope": "full", **verify(session, result).as_json()}
+    else:
+        record = view.record
+        history = replay(view.records)
+        messages, turns = view.thread.messages, view.thread.turn
+        integrity = _tail_integrity(view)
+        history.tool_calls = _calls_from_view(view, history)
     state = effective_state(record.state, holder)
-    checks = verify(session, result)
     calls = list(history.tool_calls.values())
     if holder is not None:  # a live writer: an open intent is running, not in doubt
         for call in calls:
@@ -233,12 +262,69 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "checkpoint_artifact_id": record.checkpoint_artifact_id,
         "last_checkpoint_at": record.last_checkpoint_at,
         "last_seq": record.last_seq,
-        "turns": history.turns,
-        "messages": history.messages,
+        "turns": turns,
+        "messages": messages,
         "tool_calls": calls,
         "pending_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == PENDING],
         "in_doubt_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == IN_DOUBT],
         "lock_holder": holder.as_json() if holder else None,
-        "integrity": checks.as_json(),
+        "integrity": integrity,
+        "recovery_plan": _plan(store, view, holder),
         "anomalies": record.anomalies,
     }
+
+
+def _plan(store: Store, view: Any, holder: lock.LockHolder | None) -> dict[str, Any] | None:
+    """What `recover` would do now; None while a live process holds the session."""
+    from handshake_cli.errors import HandshakeError
+    from handshake_cli.recovery.plan import make_plan
+
+    if holder is not None or view is None:
+        return None
+    try:
+        plan = make_plan(view, store.paths.root_args())
+    except HandshakeError as error:
+        return {"action": "refused", "reason": error.code, "message": error.message}
+    data = plan.as_json()
+    return {key: data[key] for key in ("action", "reason", "in_doubt", "in_flight", "checkpoint", "commands")}
+
+
+def _tail_integrity(view: Any) -> dict[str, Any]:
+    damage = view.damage
+    verdict = "damaged" if view.corruption else "repairable" if view.torn_tail else "intact"
+    return {
+        "scope": "from_checkpoint",
+        "checked_from_seq": view.scanned_from,
+        "verdict": verdict,
+        "journal": {
+            "records": view.last_seq,
+            "last_seq": view.last_seq,
+            "damage": damage.as_json() if damage else None,
+        },
+        "full_check": f"handshake inspect {view.session.session_id} --verify",
+    }
+
+
+def _calls_from_view(view: Any, tail: Any) -> dict[str, dict[str, Any]]:
+    """Tool calls of a long session: finished ones from the checkpoint's ledger, open ones from
+    the thread, with the details the tail's records add."""
+    calls: dict[str, dict[str, Any]] = {}
+    for entry in view.thread.ledger:
+        calls[entry["tool_call_id"]] = {
+            "tool_call_id": entry["tool_call_id"],
+            "tool": entry.get("tool"),
+            "idempotency_key": entry.get("idempotency_key"),
+            "state": "failed" if entry.get("outcome") == "failed" else "done",
+        }
+    for call in view.thread.pending:
+        calls[call["tool_call_id"]] = {
+            "tool_call_id": call["tool_call_id"],
+            "tool": call.get("tool"),
+            "args": call.get("args"),
+            "idempotency_key": call.get("idempotency_key"),
+            "state": IN_DOUBT if call.get("intent_seq") else PENDING,
+        }
+    for call_id, detail in tail.tool_calls.items():
+        if call_id in calls:
+            calls[call_id] = {**calls[call_id], **detail}
+    return calls

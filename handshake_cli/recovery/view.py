@@ -68,30 +68,50 @@ class SessionView:
         return self.damage if self.damage and not self.damage.repairable else None
 
 
-def rebuild(session: SessionDir) -> SessionView:
+def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
+    """The session now, or as it stood at record `at` (nearest checkpoint at or before it,
+    plus the records up to it)."""
     config = session.read_config()
     job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
     skipped: list[dict[str, Any]] = []
-    for candidate in checkpoint_candidates(session.journal):
+    for candidate in checkpoint_candidates(session.journal, at_most=at):
         ref = CheckpointRef.from_record(candidate)
         try:
             loaded = load(session.journal, ref, session.session_id)
         except CheckpointInvalid as exc:
             skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
             continue
-        result = _scan_from(session, candidate)
+        result = _upto(_scan_from(session, candidate), at)
         return _assemble(
             session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
         )
-    result = scan(session.journal, session.session_id)
+    result = _upto(scan(session.journal, session.session_id), at)
     return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
 
 
-def checkpoint_candidates(journal_dir: Path) -> Iterator[Record]:
+def _upto(result: ScanResult, at: int | None) -> ScanResult:
+    """The records up to `at` only (for `inspect --at`); damage after it does not matter."""
+    if at is None or (result.last_seq <= at and result.damage is None):
+        return result
+    records = [r for r in result.records if r.seq <= at]
+    damage = result.damage if records and records[-1].seq < at else None
+    last = records[-1] if records else None
+    return ScanResult(
+        records=records,
+        count=len(records),
+        last_seq=last.seq if last else 0,
+        last_sum=last.sum if last else "",
+        damage=damage,
+    )
+
+
+def checkpoint_candidates(journal_dir: Path, *, at_most: int | None = None) -> Iterator[Record]:
     """Intact `checkpoint.created` records, newest first, found by searching segments from
     the end (the key/value pair can only occur unescaped as a record's own type or inside
     a record's data, and the type is checked after the record's checksum)."""
     for name in reversed(list_segments(journal_dir)):
+        if at_most is not None and int(name.split(".")[0]) > at_most:
+            continue  # every record in this segment comes after `at_most`
         data = durable.read_bytes(journal_dir / name)
         end = len(data)
         while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:
@@ -100,7 +120,7 @@ def checkpoint_candidates(journal_dir: Path) -> Iterator[Record]:
             content = data[start : stop if stop != -1 else len(data)]
             if check_content(content) is not None:
                 record = Record.decode(content, name, start)
-                if record.type == "checkpoint.created":
+                if record.type == "checkpoint.created" and (at_most is None or record.seq <= at_most):
                     yield record
             end = start
 

@@ -28,6 +28,19 @@ def inspect(
     at: Annotated[
         int | None, typer.Option("--at", metavar="SEQ", help="Show the session as it stood at record SEQ.")
     ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type", metavar="TYPE", help="With --events: only these record types (tool = tool.*)."
+        ),
+    ] = None,
+    since_seq: Annotated[
+        int | None,
+        typer.Option("--since-seq", metavar="SEQ", help="With --events: from record SEQ on.", min=1),
+    ] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", metavar="N", help="With --events: only the last N records.", min=0)
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
@@ -45,8 +58,10 @@ def inspect(
         target = store.session(session)
         if verify:
             return _verification(store, target)
+        if (types or since_seq or tail is not None) and not events:
+            raise UsageError("--type, --since-seq and --tail go with --events")
         if events:
-            return _events(target, at)
+            return _events(target, at, types or [], since_seq, tail)
         if at is not None:
             return _at(target, at)
         return _description(store, target)
@@ -166,49 +181,105 @@ def _verification(store: Store, target: Any) -> Result:
     return Result(data, render)
 
 
-def _records_upto(target: Any, at: int | None) -> list[Any]:
-    from handshake_cli.journal import scan
+def _events(target: Any, at: int | None, types: list[str], since_seq: int | None, tail: int | None) -> Result:
+    from handshake_cli.journal import Start, list_segments, read_record_at, scan
 
     target.read_config()  # refuses a session of a newer format before reading its journal
-    records = scan(target.journal, target.session_id).records
+    first = read_record_at(target.journal, list_segments(target.journal)[0], 0) if since_seq else None
+    start = None
+    if since_seq:
+        # Begin at the segment holding since_seq: segments are named after their first seq.
+        names = [n for n in list_segments(target.journal) if int(n.split(".")[0]) <= since_seq]
+        head = read_record_at(target.journal, names[-1], 0) if names else None
+        if head is not None:
+            start = Start(head.segment, 0, head.seq, head.prev)
+    records = scan(target.journal, target.session_id, start=start).records
     if at is not None:
-        if at < 1 or at > (records[-1].seq if records else 0):
-            last = records[-1].seq if records else 0
-            raise UsageError(f"--at {at} is outside this session's records (1 to {last})")
-        records = records[:at]
-    return records
-
-
-def _events(target: Any, at: int | None) -> Result:
-    records = _records_upto(target, at)
-    events = [r.as_json() for r in records]
+        _check_at(at, records[-1].seq if records else 0)
+        records = [r for r in records if r.seq <= at]
+    if since_seq:
+        records = [r for r in records if r.seq >= since_seq]
+    if types:
+        records = [r for r in records if any(_matches(r.type, t) for t in types)]
+    if tail is not None:
+        records = records[-tail:] if tail else []
+    origin = _parse_ts(first.ts if first else None) or _session_start(target)
+    events = [{**r.as_json(), "elapsed": _elapsed(origin, r.ts)} for r in records]
 
     def render(out: Printer) -> None:
         out.table(
-            ["SEQ", "TIME", "TYPE", "DATA"], [[str(r.seq), r.ts, r.type, _clip(r.data, 60)] for r in records]
+            ["SEQ", "+SECONDS", "TYPE", "DATA"],
+            [[str(e["seq"]), _fmt_elapsed(e["elapsed"]), e["type"], _clip(e["data"], 60)] for e in events],
         )
 
     return Result({"session_id": target.session_id, "events": events}, render)
 
 
+def _matches(kind: str, wanted: str) -> bool:
+    """`tool.intent` matches exactly; `tool` or `tool.` matches every tool.* record."""
+    family = wanted.rstrip(".")
+    return kind == wanted or kind.startswith(family + ".")
+
+
+def _check_at(at: int, last: int) -> None:
+    if at < 1 or at > last:
+        raise UsageError(f"--at {at} is outside this session's records (1 to {last})")
+
+
+def _parse_ts(ts: str | None) -> Any:
+    from datetime import datetime
+
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _session_start(target: Any) -> Any:
+    from handshake_cli.journal import list_segments, read_record_at
+
+    segments = list_segments(target.journal)
+    first = read_record_at(target.journal, segments[0], 0) if segments else None
+    return _parse_ts(first.ts if first else None)
+
+
+def _elapsed(origin: Any, ts: str) -> float | None:
+    moment = _parse_ts(ts)
+    if origin is None or moment is None:
+        return None
+    return float(round((moment - origin).total_seconds(), 6))
+
+
+def _fmt_elapsed(value: float | None) -> str:
+    return "-" if value is None else f"+{value:.3f}"
+
+
 def _at(target: Any, at: int) -> Result:
     from handshake_cli.history import replay
-    from handshake_cli.model import fold
+    from handshake_cli.journal import read_last_record
+    from handshake_cli.recovery.view import rebuild
 
-    records = _records_upto(target, at)
-    record = fold(target.session_id, records)
-    history = replay(records)
+    last = read_last_record(target.journal)
+    _check_at(at, last.seq if last else 0)
+    view = rebuild(target, at=at)  # the nearest checkpoint at or before `at`, plus replay
+    record, thread = view.record, view.thread
+    calls = replay(view.records).tool_calls
     data = {
         "session_id": target.session_id,
         "at_seq": at,
         **record.as_json(),
-        "messages": history.messages,
-        "tool_calls": list(history.tool_calls.values()),
+        "from_checkpoint": view.base.checkpoint_id if view.base else None,
+        "messages": thread.messages,
+        "pending_tool_calls": thread.pending,
+        "tool_calls": list(calls.values()),
     }
 
     def render(out: Printer) -> None:
-        out.line(f"session {target.session_id} at seq {at}: {record.state}")
-        for message in history.messages:
+        base = f" (from checkpoint {view.base.checkpoint_id})" if view.base else ""
+        out.line(f"session {target.session_id} at seq {at}: {record.state}{base}")
+        for message in thread.messages:
             out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
 
     return Result(data, render)

@@ -1,0 +1,138 @@
+"""`inspect` for the post-mortem: event filters, time travel with --at, the summary of a long
+session, and reading a session while a run is writing it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from handshake_cli import inspection
+from handshake_cli.paths import Paths
+from handshake_cli.store import Store
+from handshake_cli.thread import fold_thread
+from tests.conftest import FIXTURES, CliResult
+from tests.test_run import only_session, records_of, start_run, wait_for, write_job
+
+QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
+
+
+@pytest.fixture
+def finished(cli: Callable[..., CliResult], root: Path, tmp_path: Path) -> str:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = cli(
+        "run", str(QUICKSTART), "--session-id", "done", "--root", str(root), "--workspace", str(workspace)
+    )
+    assert result.code == 0
+    return "done"
+
+
+def test_events_filters_and_relative_times(cli: Callable[..., CliResult], root: Path, finished: str) -> None:
+    every = cli("inspect", finished, "--events", "--root", str(root), "--json").json["events"]
+    tools = cli("inspect", finished, "--events", "--type", "tool", "--root", str(root), "--json").json[
+        "events"
+    ]
+    assert tools and {e["type"] for e in tools} == {"tool.intent", "tool.result"}
+    exact = cli(
+        "inspect",
+        finished,
+        "--events",
+        "--type",
+        "tool.result",
+        "--type",
+        "session.completed",
+        "--root",
+        str(root),
+        "--json",
+    ).json["events"]
+    assert {e["type"] for e in exact} == {"tool.result", "session.completed"}
+    since = cli("inspect", finished, "--events", "--since-seq", "10", "--root", str(root), "--json").json[
+        "events"
+    ]
+    assert [e["seq"] for e in since] == [e["seq"] for e in every if e["seq"] >= 10]
+    tail = cli("inspect", finished, "--events", "--tail", "3", "--root", str(root), "--json").json["events"]
+    assert tail == every[-3:]
+    elapsed = [e["elapsed"] for e in every]
+    assert elapsed[0] == 0 and elapsed == sorted(elapsed)
+    human = cli("inspect", finished, "--events", "--tail", "2", "--root", str(root))
+    assert "+SECONDS" in human.stdout and "session.completed" in human.stdout
+    assert cli("inspect", finished, "--type", "tool", "--root", str(root)).code == 2  # without --events
+
+
+def test_at_starts_from_the_nearest_checkpoint(
+    cli: Callable[..., CliResult], root: Path, finished: str
+) -> None:
+    records = records_of(root, finished)
+    checkpoints = [r for r in records if r.type == "checkpoint.created"]
+    target = checkpoints[2].seq + 3  # a little after the third checkpoint
+    doc = cli("inspect", finished, "--at", str(target), "--root", str(root), "--json").json
+    assert doc["from_checkpoint"] == checkpoints[2].data["checkpoint_id"]
+    assert doc["last_seq"] == target
+    assert doc["messages"] == fold_thread(records[:target]).messages
+    before_any = cli("inspect", finished, "--at", "1", "--root", str(root), "--json").json
+    assert before_any["from_checkpoint"] is None and before_any["state"] == "CREATED"
+    assert cli("inspect", finished, "--at", "0", "--root", str(root)).code == 2
+
+
+def test_the_summary_of_a_long_session_reads_from_its_newest_checkpoint(
+    cli: Callable[..., CliResult], root: Path, finished: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FULL_CHECK_BYTES, inspect reads the newest checkpoint and the tail, and says so;
+    what it shows is the same story the whole journal tells."""
+    store = Store(Paths(root))
+    full = inspection.describe(store, store.session(finished))
+    monkeypatch.setattr(inspection, "FULL_CHECK_BYTES", 0)
+    quick = inspection.describe(store, store.session(finished))
+    assert full["integrity"]["scope"] == "full"
+    assert quick["integrity"]["scope"] == "from_checkpoint"
+    assert quick["integrity"]["verdict"] == "intact" and quick["integrity"]["checked_from_seq"] > 1
+    assert quick["integrity"]["full_check"] == f"handshake inspect {finished} --verify"
+    for key in (
+        "state",
+        "messages",
+        "checkpoint_count",
+        "checkpoint_artifact_id",
+        "last_seq",
+        "turns",
+        "recovery_plan",
+    ):
+        assert quick[key] == full[key], key
+    assert {c["tool_call_id"]: c["state"] for c in quick["tool_calls"]} == {
+        c["tool_call_id"]: c["state"] for c in full["tool_calls"]
+    }
+
+
+def test_inspect_while_a_run_writes(
+    cli: Callable[..., CliResult], env: dict[str, str], root: Path, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    words = " ".join(f"w{i}" for i in range(400))
+    job = write_job(tmp_path / "job", [{"text": words}], [], delay_ms=5)
+    proc = start_run(env, root, workspace, job)
+    try:
+        wait_for(lambda: (root / "sessions").exists() and any((root / "sessions").iterdir()))
+        session_id = only_session(root)
+        wait_for(lambda: any(r.type == "model.chunk" for r in records_of(root, session_id)))
+        seen = []
+        for _ in range(5):
+            listing = cli("inspect", "--root", str(root), "--json")
+            described = cli("inspect", session_id, "--root", str(root), "--json")
+            verified = cli("inspect", session_id, "--verify", "--root", str(root), "--json")
+            if proc.poll() is not None:
+                break
+            assert listing.code == described.code == 0
+            assert verified.code == 0 and verified.json["verdict"] in ("intact", "repairable")
+            row = listing.json["sessions"][0]
+            assert row["state"] == "ACTIVE" and row["lock_holder"]["pid"] == proc.pid
+            assert not row["needs_attention"]
+            assert described.json["state"] == "ACTIVE" and described.json["recovery_plan"] is None
+            seen.append(described.json["last_seq"])
+            time.sleep(0.05)
+        assert seen == sorted(seen) and len(seen) >= 2, seen
+    finally:
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
