@@ -139,6 +139,20 @@ class Verification:
         }
 
 
+# The record types verify() reads: the session's state, its checkpoints, and tool results (for
+# the artifacts they name).
+VERIFY_DECODES = frozenset(
+    {
+        "session.created",
+        "session.state_change",
+        "session.completed",
+        "session.failed",
+        "session.cancelled",
+        "checkpoint.created",
+        "tool.result",
+    }
+)
+
 FALLBACK_NOTE = "a checkpoint: recovery falls back to an earlier one, or to the journal"
 
 
@@ -162,7 +176,8 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     from handshake_cli.checkpoints import body_problem
 
     session.read_config()
-    result = result or scan(session.journal, session.session_id)
+    # Only the records the checks read are decoded; every record's checksum and link is verified.
+    result = result or scan(session.journal, session.session_id, decode=VERIFY_DECODES)
     store = session.artifact_store()
     checked, problems = store.verify()
     present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}
@@ -193,6 +208,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
                 reported.add(ident)
                 missing.append({"artifact_id": ident, "named_by_seq": record.seq, "repairable": False})
     folded = fold(session.session_id, result.records)
+    folded.last_seq = result.last_seq  # the last record may be of a type not decoded here
     head = read_head(session.path)
     differences: dict[str, Any] = {}
     if lock.holder(session.path) is not None:
