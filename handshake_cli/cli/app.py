@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from handshake_cli import __version__
-from handshake_cli.cli.commands import checkpoint, gc, inspect, recover, run
+from handshake_cli.cli.commands import checkpoint, export, gc, import_, inspect, recover, run
 
 app = typer.Typer(
     name="handshake",
@@ -43,6 +43,8 @@ app.command("checkpoint")(checkpoint.checkpoint)
 app.command("recover")(recover.recover)
 app.command("inspect")(inspect.inspect)
 app.command("gc")(gc.gc)
+app.command("export")(export.export)
+app.command("import")(import_.import_)
 
 
 def main(argv: list[str] | None = None) -> None:
