@@ -592,6 +592,34 @@ def _check_contents(tar: tarfile.TarFile, layout: _Layout, manifest: dict[str, A
     return config
 
 
+# tarfile's extraction filters arrived in 3.11.4; some 3.11 builds (Debian 12's 3.11.2) lack them.
+_HAS_FILTERS = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[Exception], ...] = (tarfile.FilterError,) if _HAS_FILTERS else ()
+
+
+def _extract(tar: tarfile.TarFile, staging: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract the checked members: with tarfile's `data` filter where Python has it, else
+    by hand (the members are already known to be plain files and directories with safe names)."""
+    if _HAS_FILTERS:
+        tar.extractall(staging, members=members, filter="data")
+        return
+    for member in members:
+        destination = staging / member.name
+        if member.isdir():
+            os.makedirs(destination, durable.DIR_MODE, exist_ok=True)
+            continue
+        os.makedirs(destination.parent, durable.DIR_MODE, exist_ok=True)
+        source = tar.extractfile(member)
+        if source is None:
+            raise InvalidBundle(f"refusing the bundle: {member.name} is not a regular file")
+        fd = durable.create_file(destination)
+        try:
+            while chunk := source.read(1 << 20):
+                durable.write_all(fd, chunk)
+        finally:
+            os.close(fd)
+
+
 def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Verification | HandshakeError]:
     """Extract into staging, make it look like a session the store created, verify, rename."""
     from .inspection import verify
@@ -605,8 +633,8 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
     target = paths.sessions / layout.session_id
     try:
         try:
-            tar.extractall(staging, members=layout.members, filter="data")
-        except tarfile.FilterError as exc:  # our own checks should have refused it first
+            _extract(tar, staging, layout.members)
+        except _FILTER_ERRORS as exc:  # our own checks should have refused it first
             raise InvalidBundle(f"refusing the bundle: {exc}; nothing was imported") from None
         except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise BundleDamaged(f"the bundle is damaged: {exc}; nothing was imported") from None

@@ -56,8 +56,10 @@ class SessionExists(UsageError):
     code = "session_exists"
 
 
-class NotImplementedYet(UsageError):
-    code = "not_implemented"
+class InvalidConfig(UsageError):
+    """handshake.toml does not check out: the message names the file and the key."""
+
+    code = "invalid_config"
 
 
 class SessionLocked(HandshakeError):

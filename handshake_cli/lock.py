@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .errors import IntegrityError, SessionLocked
+from .errors import IntegrityError, NotFound, SessionLocked
 
 LOCK_FILE = "lock"
 OWNER_FILE = "owner.json"
@@ -121,6 +121,16 @@ class SessionLock:
             raise IntegrityError(
                 f"cannot lock session {self.session_id}: {self.session_dir / LOCK_FILE}: {exc.strerror}"
             ) from exc
+        if not os.path.lexists(self.session_dir / "session.toml"):
+            # gc moved the session away between our look and our lock; taking the lock made its
+            # directory again (filelock creates it): undo that, and say the session is gone.
+            self._lock.release()
+            try:
+                os.unlink(self.session_dir / LOCK_FILE)
+                os.rmdir(self.session_dir)
+            except OSError:
+                pass
+            raise NotFound(f"session {self.session_id} was removed (by gc) just now")
         me = LockHolder(
             pid=os.getpid(),
             host=socket.gethostname(),

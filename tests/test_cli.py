@@ -15,7 +15,6 @@ from handshake_cli.cli.output import Result, run_command
 from tests.conftest import REPO, CliResult
 
 COMMANDS = ["run", "checkpoint", "recover", "inspect", "gc"]
-ENVELOPE_KEYS = {"schema", "command", "status"}
 
 
 def test_version(cli: Callable[..., CliResult]) -> None:
@@ -31,21 +30,6 @@ def test_every_command_has_help_root_and_json(command: str, cli: Callable[..., C
     assert "--root" in result.stdout and "--json" in result.stdout
     first_line = next(line for line in result.stdout.splitlines()[1:] if line.strip())
     assert len(first_line.strip()) > 10  # a real sentence of help, not an empty docstring
-
-
-@pytest.mark.parametrize("argv", [["gc"]])
-def test_commands_not_built_yet_say_so_with_exit_2(
-    argv: list[str], root: Path, cli: Callable[..., CliResult]
-) -> None:
-    human = cli(*argv, "--root", str(root))
-    assert human.code == 2
-    assert "not available in this version yet" in human.stderr
-    assert human.stdout == ""
-    as_json = cli(*argv, "--root", str(root), "--json")
-    assert as_json.code == 2
-    doc = as_json.json
-    assert doc.keys() >= ENVELOPE_KEYS and doc["status"] == "error"
-    assert doc["error"]["code"] == "not_implemented" and doc["error"]["exit_code"] == 2
 
 
 def test_usage_error_in_json_is_one_document(cli: Callable[..., CliResult], root: Path) -> None:
