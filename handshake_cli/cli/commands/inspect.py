@@ -78,14 +78,16 @@ def _listing(store: Store) -> Result:
         if not rows:
             out.line(f"no sessions under {store.paths.root}")
             return
+        now = _now()
         out.table(
-            ["SESSION", "JOB", "STATE", "UPDATED", "CHECKPOINTS", "SIZE", "LOCK", "ATTENTION"],
+            ["SESSION", "JOB", "STATE", "AGE", "LAST CHECKPOINT", "CHECKPOINTS", "SIZE", "LOCK", "ATTENTION"],
             [
                 [
                     r["session_id"],
                     r.get("job_name") or "-",
                     r["state"],
-                    r.get("updated_at") or "-",
+                    _ago(now, r.get("updated_at")),
+                    _ago(now, r.get("last_checkpoint_at")),
                     str(r.get("checkpoint_count", "-")),
                     _size(r.get("size_bytes")),
                     f"pid {r['lock_holder']['pid']}" if r.get("lock_holder") else "-",
@@ -250,6 +252,24 @@ def _elapsed(origin: Any, ts: str) -> float | None:
     if origin is None or moment is None:
         return None
     return float(round((moment - origin).total_seconds(), 6))
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _ago(now: Any, ts: str | None) -> str:
+    """A timestamp as a person reads it in a listing: how long ago (for display only)."""
+    moment = _parse_ts(ts)
+    if moment is None:
+        return "-"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _fmt_elapsed(value: float | None) -> str:
