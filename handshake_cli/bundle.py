@@ -27,7 +27,6 @@ import shutil
 import stat
 import tarfile
 import time
-import tomllib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,15 +35,17 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__, durable, lock
 from .errors import (
+    BundleDamaged,
     HandshakeError,
-    IntegrityError,
+    InvalidBundle,
+    OutputExists,
+    SessionChanged,
     SessionExists,
-    SessionLocked,
     UnsupportedFormat,
     UsageError,
 )
 from .journal import list_segments, utc_now
-from .store import FORMAT_VERSION, SESSION_ID, SUBDIRS, SessionDir, Store, check_format_version
+from .store import FORMAT_VERSION, SESSION_ID, SUBDIRS, SessionDir, Store, parse_config
 
 if TYPE_CHECKING:
     from .inspection import Verification
@@ -60,28 +61,6 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 MANIFEST_MAX_BYTES = 64 << 20
 CHUNK = 1 << 20
-
-
-class OutputExists(UsageError):
-    code = "output_exists"
-
-
-class InvalidBundle(UsageError):
-    """Not a bundle `handshake export` wrote, or one that tries to reach outside its session."""
-
-    code = "invalid_bundle"
-
-
-class BundleDamaged(IntegrityError):
-    """A member's bytes do not match the manifest, or the archive is cut short."""
-
-    code = "bundle_damaged"
-
-
-class SessionChanged(SessionLocked):
-    """A file shrank while it was read: only a writer holding the lock (recovery) does that."""
-
-    code = "session_changed"
 
 
 @dataclass(frozen=True)
@@ -577,16 +556,7 @@ def _check_contents(tar: tarfile.TarFile, layout: _Layout, manifest: dict[str, A
                 "nothing was imported",
                 guidance=["export the session again, or copy the bundle again"],
             )
-    try:
-        config = tomllib.loads(toml_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise IntegrityError(f"session {layout.session_id}: session.toml is unreadable: {exc}") from None
-    check_format_version(config.get("format_version"), layout.session_id)
-    if config.get("session_id") != layout.session_id:
-        raise IntegrityError(
-            f"sessions/{layout.session_id}/session.toml belongs to session "
-            f"{config.get('session_id')!r}; nothing was imported"
-        )
+    config = parse_config(toml_bytes, layout.session_id)
     if config["format_version"] != manifest["format_version"]:
         raise InvalidBundle("manifest.json and session.toml disagree about format_version")
     return config

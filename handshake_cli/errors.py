@@ -98,3 +98,28 @@ class DurabilityError(HandshakeError):
 class NotFound(HandshakeError):
     exit_code = ExitCode.NOT_FOUND
     code = "not_found"
+
+
+# -- export / import --------------------------------------------------------------------
+
+
+class OutputExists(UsageError):
+    code = "output_exists"
+
+
+class InvalidBundle(UsageError):
+    """Not a bundle `handshake export` wrote, or one that tries to reach outside its session."""
+
+    code = "invalid_bundle"
+
+
+class BundleDamaged(IntegrityError):
+    """A member's bytes do not match the manifest, or the archive is cut short."""
+
+    code = "bundle_damaged"
+
+
+class SessionChanged(SessionLocked):
+    """A file shrank while it was read: only a writer holding the lock (recovery) does that."""
+
+    code = "session_changed"

@@ -94,18 +94,25 @@ class SessionDir:
     def read_config(self) -> dict[str, Any]:
         """session.toml, with a clear refusal for a format newer than this tool."""
         try:
-            config = tomllib.loads(durable.read_bytes(self.session_toml).decode("utf-8"))
+            raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
             raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise IntegrityError(f"session {self.session_id}: session.toml is unreadable: {exc}") from exc
-        check_format_version(config.get("format_version"), self.session_id)
-        if config.get("session_id") != self.session_id:
-            raise IntegrityError(
-                f"session directory {self.session_id} holds session.toml of "
-                f"{config.get('session_id')!r}: it was renamed or copied by hand"
-            )
-        return config
+        return parse_config(raw, self.session_id)
+
+
+def parse_config(raw: bytes, session_id: str) -> dict[str, Any]:
+    """session.toml's bytes, checked: readable, a format this version reads, this session's."""
+    try:
+        config = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise IntegrityError(f"session {session_id}: session.toml is unreadable: {exc}") from exc
+    check_format_version(config.get("format_version"), session_id)
+    if config.get("session_id") != session_id:
+        raise IntegrityError(
+            f"session directory {session_id} holds session.toml of "
+            f"{config.get('session_id')!r}: it was renamed or copied by hand"
+        )
+    return config
 
 
 def check_format_version(found: object, session_id: str) -> None:
