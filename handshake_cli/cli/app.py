@@ -13,7 +13,7 @@ from handshake_cli.cli.commands import checkpoint, export, gc, import_, inspect,
 
 app = typer.Typer(
     name="handshake",
-    help="Crash recovery for AI model sessions: run, checkpoint, recover, inspect, gc.",
+    help="Crash recovery for AI model sessions: run, checkpoint, recover, inspect, export, import, gc.",
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
