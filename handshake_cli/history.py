@@ -75,9 +75,6 @@ class History:
                 entry["state"] = RESOLVED if data.get("resolution") == "done" else entry["state"]
                 entry["resolution"] = {"resolution": data.get("resolution"), "by": data.get("by")}
 
-    def calls_in(self, state: str) -> list[dict[str, Any]]:
-        return [call for call in self.tool_calls.values() if call.get("state") == state]
-
 
 def replay(records: Iterable[Record]) -> History:
     history = History()

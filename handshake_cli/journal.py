@@ -341,13 +341,6 @@ def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, resu
         )
 
 
-def last_segment_tail(journal_dir: Path) -> tuple[str, bytes] | None:
-    segments = list_segments(journal_dir)
-    if not segments:
-        return None
-    return segments[-1], durable.read_bytes(journal_dir / segments[-1])
-
-
 def read_last_record(journal_dir: Path, segment: str | None = None) -> Record | None:
     """The last intact record (of the journal, or of one segment), read from the end."""
     for name in [segment] if segment else reversed(list_segments(journal_dir)):

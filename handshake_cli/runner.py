@@ -57,7 +57,6 @@ EXIT_FOR_STATE = {
     BLOCKED: ExitCode.BLOCKED,
 }
 GRACEFUL_SHUTDOWN = "graceful shutdown"
-REQUESTS_DIR = "requests"
 
 
 class Observer(Protocol):

@@ -66,6 +66,9 @@ class Printer:
 
 Renderer = Callable[[Printer], None]
 
+# The envelope's `status` for how a session-driving command ended (DESIGN section 6 codes).
+STATUS_FOR_EXIT = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}
+
 
 @dataclass
 class Result:

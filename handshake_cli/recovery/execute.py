@@ -34,17 +34,9 @@ from handshake_cli.recovery.plan import (
     make_plan,
 )
 from handshake_cli.recovery.view import in_flight_text, rebuild
-from handshake_cli.runner import Cancellation, Observer, QuietObserver, Runner, Stop
+from handshake_cli.runner import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
 from handshake_cli.secrets import SecretMasker
 from handshake_cli.store import SessionDir, Store
-
-EXIT_FOR_STATE = {
-    "COMPLETED": ExitCode.OK,
-    "CANCELLED": ExitCode.OK,
-    "FAILED": ExitCode.JOB_FAILED,
-    "PAUSED": ExitCode.STOPPED,
-    "BLOCKED": ExitCode.BLOCKED,
-}
 
 
 @dataclass

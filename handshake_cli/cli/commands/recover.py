@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from handshake_cli.cli.options import Json, Root
-from handshake_cli.cli.output import Printer, Result, run_command
+from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
 
 # The worst outcome decides the exit code of `recover --all`.
 SEVERITY = [1, 5, 3, 7, 4, 2, 75, 6, 0]
@@ -105,7 +105,7 @@ def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
         if not options.dry_run and outcome.executed:
             out.line(f"now {outcome.state}" + (f": {outcome.detail}" if outcome.detail else ""))
 
-    status = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}.get(outcome.exit_code, "error")
+    status = STATUS_FOR_EXIT.get(outcome.exit_code, "error")
     return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
 
 
@@ -182,5 +182,5 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
             for line in row.get("guidance") or []:
                 out.line(line)
 
-    status = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}.get(worst, "error")
+    status = STATUS_FOR_EXIT.get(worst, "error")
     return Result({"sessions": rows, "exit_code": worst}, render, exit_code=worst, status=status)

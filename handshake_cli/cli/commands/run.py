@@ -8,9 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from handshake_cli.cli.options import Json, Root
-from handshake_cli.cli.output import Printer, Result, run_command
-
-STATUS_FOR_EXIT = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}
+from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
 
 
 def run(
