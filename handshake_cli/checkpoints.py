@@ -107,6 +107,7 @@ class CheckpointWriter:
         self.parent = parent
         self._messages_written = 0
         self._ledger_written = 0
+        self._abandoned_written = 0
         self._snapshot_bytes = 0
         self._delta_bytes = 0
         self.bytes_written = 0
@@ -134,6 +135,9 @@ class CheckpointWriter:
             "ledger": {"from": ledger_from, "items": thread.ledger[ledger_from:]},
             "pending_tool_calls": thread.pending,
         }
+        if thread.abandoned:  # absent until a model call is abandoned, like in older bodies
+            abandoned_from = 0 if snapshot else self._abandoned_written
+            body["abandoned"] = {"from": abandoned_from, "items": thread.abandoned[abandoned_from:]}
         data = canonical(body)
         fields = {
             "checkpoint_id": checkpoint_id,
@@ -161,6 +165,7 @@ class CheckpointWriter:
         self.parent = ref
         self._messages_written = len(thread.messages)
         self._ledger_written = len(thread.ledger)
+        self._abandoned_written = len(thread.abandoned)
         return ref, record
 
 
@@ -213,8 +218,11 @@ def load(
             raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} names a parent that is not older")
     messages: list[dict[str, Any]] = []
     ledger: list[dict[str, Any]] = []
+    abandoned: list[dict[str, Any]] = []
     for body in reversed(chain):
-        for name, items in (("messages", messages), ("ledger", ledger)):
+        for name, items in (("messages", messages), ("ledger", ledger), ("abandoned", abandoned)):
+            if name == "abandoned" and name not in body and not items:
+                continue  # nothing abandoned yet: the key is left out
             part = body.get(name) or {}
             if part.get("from") != (0 if body.get("snapshot") else len(items)):
                 raise CheckpointInvalid(
@@ -233,6 +241,7 @@ def load(
         list(top.get("pending_tool_calls") or []),
         int(top.get("turn", 0)),
         top.get("in_flight"),
+        abandoned,
     )
     return LoadedCheckpoint(top, thread, ref)
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from . import lock
 from .history import IN_DOUBT, PENDING, replay
-from .journal import ScanResult, read_last_record, scan
+from .journal import Record, ScanResult, read_last_record, scan
 from .model import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
 from .store import SessionDir, Store
+from .thread import fold_thread
 
 
 def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
@@ -253,12 +254,14 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
         history = replay(result.records)
         messages, turns = history.messages, history.turns
         integrity = {"scope": "full", **verify(session, result).as_json()}
+        abandoned = abandoned_streams(fold_thread(result.records).abandoned, result.records)
     else:
         record = view.record
         history = replay(view.records)
         messages, turns = view.thread.messages, view.thread.turn
         integrity = _tail_integrity(view)
         history.tool_calls = _calls_from_view(view, history)
+        abandoned = abandoned_streams(view.thread.abandoned, view.records)
     state = effective_state(record.state, holder)
     calls = list(history.tool_calls.values())
     if holder is not None:  # a live writer: an open intent is running, not in doubt
@@ -280,6 +283,7 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "last_seq": record.last_seq,
         "turns": turns,
         "messages": messages,
+        "abandoned_streams": abandoned,
         "tool_calls": calls,
         "pending_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == PENDING],
         "in_doubt_tool_calls": [c["tool_call_id"] for c in calls if c.get("state") == IN_DOUBT],
@@ -288,6 +292,35 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "recovery_plan": _plan(store, view, holder),
         "anomalies": record.anomalies,
     }
+
+
+def abandoned_streams(abandoned: list[dict[str, Any]], records: list[Record]) -> list[dict[str, Any]]:
+    """Model calls that gave no answer, with the text they had streamed (masked, as journaled).
+
+    The text comes from the records at hand; for a call older than them (a long session read
+    from its newest checkpoint) it is null, and `inspect --events --since-seq` shows it."""
+    first = records[0].seq if records else None
+    chunks = [r for r in records if r.type == "model.chunk"]
+    streams = []
+    for entry in abandoned:
+        since, until = entry.get("request_seq") or 0, entry.get("ended_seq") or 0
+        text = None
+        if first is not None and since >= first:
+            text = "".join(
+                str(r.data.get("text", ""))
+                for r in chunks
+                if since < r.seq < until and r.data.get("turn") == entry.get("turn")
+            )
+        streams.append(
+            {
+                "turn": entry.get("turn"),
+                "reason": entry.get("reason"),
+                "request_seq": since,
+                "ended_seq": until,
+                "text": text,
+            }
+        )
+    return streams
 
 
 def _plan(store: Store, view: Any, holder: lock.LockHolder | None) -> dict[str, Any] | None:

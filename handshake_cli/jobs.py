@@ -160,6 +160,12 @@ class Job:
     limits: Limits = _DEFAULT_LIMITS
     secret_env: tuple[str, ...] = ()
 
+    @property
+    def masked_variables(self) -> tuple[str, ...]:
+        """Variables whose values are masked everywhere: `secret_env`, and the model's API key."""
+        key = self.model.options.get("api_key_env")
+        return (*self.secret_env, key) if key and key not in self.secret_env else self.secret_env
+
     def tool(self, name: str) -> ToolSpec | None:
         return next((tool for tool in self.tools if tool.name == name), None)
 

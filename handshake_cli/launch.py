@@ -42,8 +42,9 @@ def start(
     env = dict(os.environ if environ is None else environ)
     if not workspace.is_dir():
         raise UsageError(f"workspace {workspace} is not a directory")
-    provider = make_provider(job.model)  # refuses an unavailable provider before anything exists
-    masker = SecretMasker.from_environment(job.secret_env, env)
+    # A missing API key is refused before anything exists.
+    provider = make_provider(job.model, env, workspace)
+    masker = SecretMasker.from_environment(job.masked_variables, env)
     # Secrets never enter a session: the prompt, the script and every path are masked too.
     config = masker.mask_json({"job": job.to_config(), "workspace": str(workspace)})
     created = masker.mask_json(

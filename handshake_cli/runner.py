@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -40,7 +41,15 @@ from handshake_cli.model import (
     ModelSession,
     write_head,
 )
-from handshake_cli.providers import ModelRequest, Provider, ProviderError, TextChunk
+from handshake_cli.providers import (
+    ModelRequest,
+    Provider,
+    ProviderError,
+    Retry,
+    StreamInterrupted,
+    TextChunk,
+    ToolCallRequest,
+)
 from handshake_cli.thread import Thread
 
 if TYPE_CHECKING:
@@ -67,6 +76,7 @@ class Observer(Protocol):
     def tool_finished(self, call: dict[str, Any], result: dict[str, Any]) -> None: ...
     def checkpoint(self, ref: CheckpointRef, reason: str) -> None: ...
     def state(self, before: str, after: str, reason: str) -> None: ...
+    def retry(self, turn: int, attempt: int, reason: str, delay: float) -> None: ...
 
 
 class QuietObserver:
@@ -83,6 +93,9 @@ class QuietObserver:
         pass
 
     def state(self, before: str, after: str, reason: str) -> None:
+        pass
+
+    def retry(self, turn: int, attempt: int, reason: str, delay: float) -> None:
         pass
 
 
@@ -126,6 +139,7 @@ class RunResult:
     checkpoints: int
     checkpoint_artifact_id: str | None
     checkpoint_bytes: int = 0
+    hint: str | None = None  # what to fix, when a model error ended the session
 
     @property
     def exit_code(self) -> int:
@@ -141,6 +155,7 @@ class RunResult:
             "checkpoint_count": self.checkpoints,
             "checkpoint_artifact_id": self.checkpoint_artifact_id,
             "exit_code": self.exit_code,
+            **({"hint": self.hint} if self.hint else {}),
         }
 
 
@@ -170,6 +185,7 @@ class Runner:
     _messages_since: int = 0
     _tokens_since: int = 0
     _reason: str = ""
+    _hint: str | None = None
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -200,6 +216,7 @@ class Runner:
             checkpoints=self.record.checkpoint_count,
             checkpoint_artifact_id=self.record.checkpoint_artifact_id,
             checkpoint_bytes=self.checkpoints.bytes_written,
+            hint=self._hint,
         )
 
     def _boundary(self) -> None:
@@ -225,34 +242,25 @@ class Runner:
         text = _TurnText(self, turn)
         calls: list[dict[str, Any]] = []
         try:
-            for event in self.provider.stream(request):
-                if isinstance(event, TextChunk):
-                    safe = masking.feed(event.text)
-                    if safe:
-                        text.add(safe)
-                        self._check_replay(turn, text)
-                    if self.cancel.stop_requested or self.cancel.checkpoint_requested:
-                        text.flush()
-                    if self.cancel.stop_requested:
-                        self._append(
-                            "model.stream_aborted",
-                            {"turn": turn, "reason": "cancelled", "chunks": text.journaled},
-                            sync=False,
-                        )
-                        self._pause()
-                    self._boundary()
-                    if self._tokens_since >= self.job.checkpoint.every_tokens:
-                        text.flush()
-                        self._checkpoint(f"every {self.job.checkpoint.every_tokens} tokens")
-                else:
-                    calls.append({"tool": event.tool, "args": self.masker.mask_json(event.args)})
+            with closing(self.provider.stream(request)) as events:  # closed, so a program stops
+                for event in events:
+                    if isinstance(event, TextChunk):
+                        safe = masking.feed(event.text)
+                        if safe:
+                            text.add(safe)
+                            self._check_replay(turn, text)
+                        self._between_chunks(text)
+                    elif isinstance(event, Retry):
+                        self._retry_later(text, event)
+                    else:
+                        calls.append(self._requested_call(event))
+        except StreamInterrupted as error:
+            self._abort(text, "interrupted")
+            self._transition(PAUSED, self.masker.mask(f"the model call was interrupted: {error.message}"))
+            raise Stop from None
         except ProviderError as error:
-            text.flush()
-            self._append(
-                "model.stream_aborted",
-                {"turn": turn, "reason": "provider_error", "chunks": text.journaled},
-                sync=False,
-            )
+            self._abort(text, "provider_error")
+            self._hint = self.masker.mask(error.hint) if error.hint else None
             self._end(FAILED, self.masker.mask(f"the model failed: {error.message}"))
         tail = masking.flush()
         if tail:
@@ -275,6 +283,51 @@ class Runner:
         if self._messages_since >= self.job.checkpoint.every_messages:
             self._checkpoint(f"every {self.job.checkpoint.every_messages} messages")
 
+    def _between_chunks(self, text: _TurnText) -> None:
+        """A boundary inside the stream: a stop, a checkpoint request, the token policy."""
+        if self.cancel.stop_requested or self.cancel.checkpoint_requested:
+            text.flush()
+        if self.cancel.stop_requested:
+            self._abort(text, "cancelled")
+            self._pause()
+        self._boundary()
+        if self._tokens_since >= self.job.checkpoint.every_tokens:
+            text.flush()
+            self._checkpoint(f"every {self.job.checkpoint.every_tokens} tokens")
+
+    def _retry_later(self, text: _TurnText, retry: Retry) -> None:
+        """The provider will ask again: journal the failed attempt, then wait, honouring a stop."""
+        self._append(
+            "model.retry",
+            {
+                "turn": text.turn,
+                "attempt": retry.attempt,
+                "reason": self.masker.mask(retry.reason),
+                "delay_ms": round(retry.delay * 1000),
+            },
+            sync=False,
+        )
+        self.observer.retry(text.turn, retry.attempt, self.masker.mask(retry.reason), retry.delay)
+        deadline = time.monotonic() + retry.delay
+        while True:
+            self._between_chunks(text)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def _requested_call(self, event: ToolCallRequest) -> dict[str, Any]:
+        call: dict[str, Any] = {"tool": self.masker.mask(event.tool)}
+        call["args"] = self.masker.mask_json(event.args)
+        if event.invalid_args is not None:
+            call["invalid_args"] = self.masker.mask(event.invalid_args)
+        return call
+
+    def _abort(self, text: _TurnText, reason: str) -> None:
+        text.flush()
+        data = {"turn": text.turn, "reason": reason, "chunks": text.journaled}
+        self._append("model.stream_aborted", data, sync=False)
+
     def _check_replay(self, turn: int, text: _TurnText, *, final: bool = False) -> None:
         expected = self.replay.get(turn)
         if expected is None:
@@ -287,10 +340,7 @@ class Runner:
             if len(content) >= len(expected):
                 del self.replay[turn]  # the journaled part is repeated: nothing more to compare
             return
-        text.flush()
-        self._append(
-            "model.stream_aborted", {"turn": turn, "reason": "diverged", "chunks": text.journaled}, sync=False
-        )
+        self._abort(text, "diverged")
         self.block(
             "model_divergence",
             f"the deterministic model did not repeat the {len(expected)} characters it had streamed "
@@ -337,6 +387,15 @@ class Runner:
                     "kind": "refused",
                     "retryable": False,
                     "message": f"this job declares no tool named {name!r}",
+                }
+            )
+        elif "invalid_args" in call:
+            outcome = ToolOutcome(
+                error={
+                    "code": "invalid_arguments",
+                    "kind": "invalid_arguments",
+                    "retryable": False,
+                    "message": "the arguments are not a JSON object; the tool was not run",
                 }
             )
         else:

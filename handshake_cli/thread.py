@@ -49,6 +49,9 @@ class Thread:
     pending: list[dict[str, Any]] = field(default_factory=list)  # asked for, not finished, in order
     turn: int = 0  # model turns completed
     in_flight: dict[str, Any] | None = None  # {"turn", "request_seq"} while a model call streams
+    # Model calls that gave no answer, in order: what they streamed stays in the journal
+    # between `request_seq` and `ended_seq`, and joins no message.
+    abandoned: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, record: Record) -> None:
         data = record.data
@@ -60,6 +63,8 @@ class Thread:
             if prompt.get("user"):
                 self.messages.append({"role": "user", "content": prompt["user"]})
         elif kind == "model.request":
+            if self.in_flight is not None:  # asked again after a crash: the old call was lost
+                self._abandon(record, "process_stopped")
             self.in_flight = {
                 "turn": data.get("turn"),
                 "request_seq": record.seq,
@@ -67,6 +72,8 @@ class Thread:
                 "offset": record.offset,
             }
         elif kind == "model.stream_aborted":
+            if self.in_flight is not None:
+                self._abandon(record, str(data.get("reason", "")))
             self.in_flight = None
         elif kind == "model.completed":
             message = dict(data.get("message") or {})
@@ -82,6 +89,19 @@ class Thread:
                     call["intent_seq"] = record.seq
         elif kind == "tool.result":
             self.finish(str(data.get("tool_call_id")), data)
+
+    def _abandon(self, record: Record, reason: str) -> None:
+        flight = self.in_flight or {}
+        self.abandoned.append(
+            {
+                "turn": flight.get("turn"),
+                "reason": reason,
+                "request_seq": flight.get("request_seq"),
+                "ended_seq": record.seq,
+                "segment": flight.get("segment"),
+                "offset": flight.get("offset"),
+            }
+        )
 
     @property
     def answered(self) -> bool:

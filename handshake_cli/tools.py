@@ -195,7 +195,7 @@ def tool_environment(spec: ToolSpec, ctx: ToolContext) -> dict[str, str]:
     return env
 
 
-def _ignore_stop_signals() -> None:
+def ignore_stop_signals() -> None:
     # Runs in the child between fork and exec. SIG_IGN survives exec, so a Ctrl-C (or a
     # SIGTERM) sent to handshake's process group lets the tool finish; SIGKILL still works.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -235,7 +235,7 @@ def _run_process(
                 stdout=stdout_file,
                 stderr=stderr_file,
                 close_fds=True,
-                preexec_fn=_ignore_stop_signals,
+                preexec_fn=ignore_stop_signals,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -3,17 +3,27 @@ text chunks followed by the tool calls the model makes.
 
 Providers have no side effects: a call cut short by a crash is simply made again. Only a
 deterministic provider promises that the new stream repeats the old one.
+
+A provider tells the runner three ways that a call did not give an answer:
+- it yields `Retry` before trying again (nothing has streamed yet); the runner journals the
+  attempt and waits the delay, honouring a stop;
+- it raises `StreamInterrupted` when the answer was cut short or the server stayed
+  unavailable: the session stops recoverable (PAUSED) and the call is made again on recovery;
+- it raises `ProviderError` when asking again cannot help (a refused key, a bad request, a
+  program that prints nonsense): the session ends FAILED.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from handshake_cli.errors import HandshakeError, UsageError
+from handshake_cli.errors import ExitCode, HandshakeError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from handshake_cli.jobs import ModelSpec, ToolSpec
 
 
@@ -26,6 +36,18 @@ class TextChunk:
 class ToolCallRequest:
     tool: str
     args: dict[str, Any]
+    # The arguments as the model sent them, when they were not a JSON object: the call is
+    # answered with an error instead of being run.
+    invalid_args: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The call failed before anything streamed and will be made again after `delay` seconds."""
+
+    attempt: int  # the attempt that failed, from 1
+    reason: str
+    delay: float
 
 
 @dataclass(frozen=True)
@@ -36,23 +58,60 @@ class ModelRequest:
 
 
 class ProviderError(HandshakeError):
-    """The model could not answer. Ends the session FAILED (exit 7) unless retried by the provider."""
+    """The model could not answer, and asking again would not help: the session ends FAILED.
 
+    `hint` says what to fix, for the person at the terminal (it names variables, never values).
+    """
+
+    exit_code = ExitCode.JOB_FAILED
     code = "provider_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class StreamInterrupted(HandshakeError):
+    """The call was cut short (a dropped connection, a timeout, a server that stayed unavailable):
+    the session stops at a safe boundary and recovery makes the call again."""
+
+    exit_code = ExitCode.STOPPED
+    code = "stream_interrupted"
 
 
 class Provider(Protocol):
     deterministic: bool
 
-    def stream(self, request: ModelRequest) -> Iterator[TextChunk | ToolCallRequest]: ...
+    def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]: ...
 
 
-def make_provider(spec: ModelSpec) -> Provider:
+def make_provider(spec: ModelSpec, environ: Mapping[str, str], workspace: Path) -> Provider:
+    """The provider a job names. Reads what it needs from the environment now, so that a
+    missing key is a usage error before a session is created or a recovery writes anything."""
     if spec.provider == "scripted":
         from handshake_cli.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(spec)
-    raise UsageError(
-        f"the {spec.provider!r} provider is not available in this version yet; "
-        'use provider = "scripted" (the default)'
-    )
+    if spec.provider == "openai":
+        from handshake_cli.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(spec, api_key(spec, environ))
+    if spec.provider == "command":
+        from handshake_cli.providers.command import CommandProvider
+
+        return CommandProvider(spec, environ, workspace)
+    raise UsageError(f"unknown provider {spec.provider!r}")
+
+
+def api_key(spec: ModelSpec, environ: Mapping[str, str]) -> str | None:
+    name = spec.options.get("api_key_env")
+    if not name:
+        return None
+    value = environ.get(name, "")
+    if not value.strip():
+        raise UsageError(
+            f"the job reads the model's API key from the environment variable {name}, which is "
+            + ("empty" if name in environ else "not set"),
+            guidance=[f"set {name} to the key (it is never written anywhere), then run the command again"],
+        )
+    return value.strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 from handshake_cli.providers import ModelRequest, ProviderError, TextChunk, ToolCallRequest
@@ -32,7 +32,7 @@ class ScriptedProvider:
         self.spec = spec
         self.sleep = sleep
 
-    def stream(self, request: ModelRequest) -> Iterator[TextChunk | ToolCallRequest]:
+    def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest]:
         script = self.spec.script
         if not 1 <= request.turn <= len(script):
             raise ProviderError(f"the script has {len(script)} turns; turn {request.turn} was asked for")

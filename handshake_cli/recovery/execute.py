@@ -22,7 +22,7 @@ from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.journal import Damage, JournalWriter
-from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, write_head
+from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, FAILED, PAUSED, write_head
 from handshake_cli.providers import make_provider
 from handshake_cli.recovery.plan import (
     BLOCK,
@@ -127,6 +127,9 @@ def _recover_locked(
         cancel=options.cancel,
         accept_divergence=options.accept_divergence,
     )
+    # Read the API key (or refuse its absence) before anything is written.
+    workspace = Path(str(view.config.get("workspace", ".")))
+    provider = make_provider(view.job.model, environ, workspace) if plan.action == "resume" else _NoModel()
     repaired = None
     if view.torn_tail:
         repaired = repair_torn_tail(session, view.torn_tail)
@@ -139,7 +142,7 @@ def _recover_locked(
     if not needs_writes:
         # Nothing changed since the last recovery: the same plan, the same guidance, no writes.
         return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
-    masker = SecretMasker.from_environment(view.job.secret_env, environ)
+    masker = SecretMasker.from_environment(view.job.masked_variables, environ)
     journal = JournalWriter.open(session.journal, session.session_id, start=view.start)
     pack = session.artifact_store().pack_writer()
     cancel = Cancellation()
@@ -148,7 +151,7 @@ def _recover_locked(
         runner = Runner(
             session=session,
             job=view.job,
-            workspace=Path(str(view.config.get("workspace", "."))),
+            workspace=workspace,
             journal=journal,
             pack=pack,
             record=view.record,
@@ -161,7 +164,7 @@ def _recover_locked(
                 parent=view.newest_checkpoint,
             ),
             masker=masker,
-            provider=make_provider(view.job.model) if plan.action == "resume" else _NoModel(),
+            provider=provider,
             observer=observer,
             cancel=cancel,
             environ=environ,
@@ -231,18 +234,31 @@ def _recover_locked(
         after = plan
         if state == BLOCKED:
             after = inconclusive or _blocked_plan(plan, runner)
+        result = runner.result()
         return RecoveryResult(
             plan,
             state,
             int(EXIT_FOR_STATE.get(state, ExitCode.INTERNAL)),
             executed=True,
-            guidance=guidance(after),
-            detail=runner.result().reason,
+            guidance=guidance(after) or _stopped_guidance(plan, state, result.hint),
+            detail=result.reason,
         )
     finally:
         restore()
         journal.close()
         pack.close()
+
+
+def _stopped_guidance(plan: Plan, state: str, hint: str | None) -> list[str]:
+    """What to do after a recovery that stopped again (PAUSED) or failed."""
+    session_id = plan.session_id
+    if state == PAUSED:
+        again = " ".join(["handshake", "recover", session_id, *plan.root_args])
+        return ["stopped at a safe boundary; resume it with:", f"  {again}"]
+    if state == FAILED:
+        look = " ".join(["handshake", "inspect", session_id, *plan.root_args])
+        return [*([hint] if hint else []), "see what happened with:", f"  {look}"]
+    return []
 
 
 def _exit_for(plan: Plan) -> int:
@@ -336,7 +352,7 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
         torn = os.pread(fd, size - damage.offset, damage.offset)
         quarantined = None
         if torn:
-            durable.ensure_subdir(session.quarantine)
+            durable.ensure_subdir(session.quarantine, durable=True)
             name = f"{damage.segment}.{damage.offset}.torn"
             durable.atomic_write(session.quarantine / name, torn, durable=True)
             quarantined = f"quarantine/{name}"

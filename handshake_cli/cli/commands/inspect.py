@@ -124,6 +124,14 @@ def _description(store: Store, target: Any) -> Result:
         out.line(f"messages ({len(info['messages'])})", style="bold")
         for message in info["messages"]:
             out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
+        if info["abandoned_streams"]:
+            out.line()
+            out.line(f"abandoned model calls ({len(info['abandoned_streams'])})", style="bold")
+            for stream in info["abandoned_streams"]:
+                streamed = "text not in the records read" if stream["text"] is None else _clip(stream["text"])
+                out.line(
+                    f"  turn {stream['turn']} ({stream['reason']}, seq {stream['request_seq']}): {streamed}"
+                )
         if info["tool_calls"]:
             out.line()
             out.line(f"tool calls ({len(info['tool_calls'])})", style="bold")

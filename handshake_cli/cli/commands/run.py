@@ -71,7 +71,8 @@ def _guidance(data: dict[str, Any], root_args: list[str]) -> list[str]:
             " ".join(["handshake", "recover", session_id, *root_args]),
         ]
     if data["state"] == "FAILED":
-        return ["see what happened with:", " ".join(["handshake", "inspect", session_id, *root_args])]
+        hint = [data["hint"]] if data.get("hint") else []
+        return [*hint, "see what happened with:", " ".join(["handshake", "inspect", session_id, *root_args])]
     return []
 
 
@@ -109,6 +110,10 @@ class Progress:
 
     def checkpoint(self, ref: Any, reason: str) -> None:
         self._event(f"  checkpoint {ref.checkpoint_id} ({reason})")
+
+    def retry(self, turn: int, attempt: int, reason: str, delay: float) -> None:
+        again = f"trying again in {delay:g} s"
+        self._event(f"  model call failed (attempt {attempt}): {reason}; {again}", style="yellow")
 
     def state(self, before: str, after: str, reason: str) -> None:
         if after != "ACTIVE":

@@ -1,0 +1,343 @@
+"""The openai provider: any server that speaks OpenAI's streaming chat-completions API
+(OpenAI, Ollama, vLLM, llama.cpp's server).
+
+It owns the wire: the request body (the thread in OpenAI's message shape, the job's tools
+with their descriptions and JSON-schema parameters), server-sent events, the assembly of
+tool calls from their deltas, and what each failure means:
+
+- before anything has streamed, a connection failure, a 429 or a 5xx is retried with
+  backoff (a `Retry-After` the server sends is honoured, up to a minute);
+- a stream cut short, a timeout, or a server still unavailable after the last attempt is a
+  `StreamInterrupted`: the session stops recoverable and the call is made again;
+- 401/403 and any other 4xx is a `ProviderError` (the session ends FAILED), with a hint that
+  names the variable holding the key, never the key.
+
+httpx is imported here, and this module only when the provider runs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from handshake_cli import __version__
+from handshake_cli.providers import (
+    ModelRequest,
+    ProviderError,
+    Retry,
+    StreamInterrupted,
+    TextChunk,
+    ToolCallRequest,
+)
+
+if TYPE_CHECKING:
+    from handshake_cli.jobs import ModelSpec, ToolSpec
+
+MAX_ATTEMPTS = 5
+FIRST_DELAY = 0.5  # seconds; doubled after each failed attempt
+MAX_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0  # the longest silence accepted from the server, unless the job says otherwise
+ERROR_BODY_LIMIT = 2000
+
+
+class OpenAIProvider:
+    def __init__(self, spec: ModelSpec, key: str | None) -> None:
+        self.spec = spec
+        self.deterministic = spec.deterministic
+        self._key = key
+        options = spec.options
+        self.url = str(options["base_url"]).rstrip("/") + "/chat/completions"
+        read = float(options.get("timeout_seconds", READ_TIMEOUT))
+        self.timeout = httpx.Timeout(read, connect=min(CONNECT_TIMEOUT, read))
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAIProvider(url={self.url!r}, model={self.spec.id!r})"
+
+    # -- one model call -------------------------------------------------------------------
+
+    def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]:
+        body = self.body(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            stream = _Stream()
+            try:
+                with (
+                    httpx.Client(timeout=self.timeout, follow_redirects=False) as client,
+                    client.stream("POST", self.url, json=body, headers=self._headers()) as response,
+                ):
+                    if response.status_code != 200:
+                        failure = self._refusal(response)
+                    else:
+                        yield from stream.events(response)
+                        yield from stream.tool_calls()
+                        return
+            except httpx.TimeoutException as error:
+                raise StreamInterrupted(self._timed_out(error, stream)) from None
+            except httpx.TransportError as error:
+                if stream.started:
+                    raise StreamInterrupted(
+                        f"the stream from {self.url} was cut short: {_describe(error)}"
+                    ) from None
+                failure = _Failure(f"could not reach {self.url}: {_describe(error)}")
+            if attempt >= MAX_ATTEMPTS:
+                raise StreamInterrupted(
+                    f"{failure.reason}; gave up after {attempt} attempts (the server may be down or busy)"
+                )
+            delay = failure.retry_after
+            if delay is None:
+                delay = min(FIRST_DELAY * 2 ** (attempt - 1), MAX_DELAY)
+            yield Retry(attempt, failure.reason, delay)
+
+    def body(self, request: ModelRequest) -> dict[str, Any]:
+        options = self.spec.options
+        body: dict[str, Any] = {
+            "model": self.spec.id,
+            "messages": [_wire_message(message) for message in request.messages],
+            "stream": True,
+        }
+        if request.tools:
+            body["tools"] = [_wire_tool(tool) for tool in request.tools]
+        for key in ("temperature", "seed", "max_tokens"):
+            if key in options:
+                body[key] = options[key]
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "User-Agent": f"handshake/{__version__}"}
+        headers.update(self.spec.options.get("headers") or {})
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        return headers
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _refusal(self, response: httpx.Response) -> _Failure:
+        """A non-200 answer: a failure to retry, or a ProviderError raised at once."""
+        status = response.status_code
+        message = _error_message(response)
+        said = f"HTTP {status}" + (f": {message}" if message else "")
+        if status == 429 or status >= 500:
+            return _Failure(f"{self.url} answered {said}", _retry_after(response))
+        raise ProviderError(f"{self.url} refused the request ({said})", hint=self._hint(status))
+
+    def _hint(self, status: int) -> str | None:
+        variable = self.spec.options.get("api_key_env")
+        if status in (401, 403):
+            if variable:
+                return (
+                    f"the server did not accept the API key in the environment variable {variable}; "
+                    f"check that {variable} holds a valid key for {self.spec.options['base_url']}"
+                )
+            return (
+                'the job sends no API key; add api_key_env = "NAME" under [model] and put the key '
+                "in that environment variable"
+            )
+        if status == 404:
+            return (
+                f"check [model] base_url ({self.spec.options['base_url']}, usually ending in /v1) "
+                f"and model ({self.spec.id!r})"
+            )
+        return "the request was refused as invalid; check the job's [model] options and tool parameters"
+
+    def _timed_out(self, error: httpx.TimeoutException, stream: _Stream) -> str:
+        where = "mid-stream" if stream.started else "before the answer began"
+        if isinstance(error, httpx.ConnectTimeout):
+            return f"could not connect to {self.url} within {self.timeout.connect:g} s"
+        return f"{self.url} went silent for {self.timeout.read:g} s {where} ({type(error).__name__})"
+
+
+@dataclass
+class _Failure:
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass
+class _Call:
+    id: str | None = None
+    name: str = ""
+    arguments: str = ""
+
+
+class _Stream:
+    """One response's server-sent events, turned into text chunks and assembled tool calls."""
+
+    def __init__(self) -> None:
+        self.started = False  # text or a tool call has arrived: a failure now is mid-stream
+        self.finished = False  # a choice said why it stopped
+        self.done = False  # `data: [DONE]`
+        self.calls: dict[int, _Call] = {}
+        self._order: list[int] = []
+
+    def events(self, response: httpx.Response) -> Iterator[TextChunk]:
+        data: list[str] = []
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line and data:
+                yield from self._event("\n".join(data))
+                data = []
+                if self.done:
+                    return
+            # Comments (`:`), `event:`, `id:` and `retry:` lines carry nothing we use.
+        if data:
+            yield from self._event("\n".join(data))
+        if not (self.done or self.finished):
+            raise StreamInterrupted(
+                f"the stream from {response.request.url} ended before the answer was complete"
+            )
+
+    def _event(self, data: str) -> Iterator[TextChunk]:
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise ProviderError(f"the server sent an event that is not JSON: {data[:200]!r}") from None
+        if not isinstance(event, dict):
+            raise ProviderError(f"the server sent an event that is not a JSON object: {data[:200]!r}")
+        if event.get("error"):
+            raise StreamInterrupted(f"the server reported an error mid-stream: {_message_of(event)}")
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # one answer is asked for; other choices are not ours
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.started = True
+                yield TextChunk(content)
+            for part in delta.get("tool_calls") or []:
+                self.started = True
+                self._tool_delta(part)
+            if choice.get("finish_reason"):
+                self.finished = True
+
+    def _tool_delta(self, part: dict[str, Any]) -> None:
+        """Fold one fragment into its call: the index says which call (the id, when a server
+        leaves the index out); the name arrives once, the arguments in pieces."""
+        index = part.get("index")
+        call_id = part.get("id")
+        if not isinstance(index, int):
+            same = [i for i, known in self.calls.items() if call_id and known.id == call_id]
+            if same:
+                index = same[0]
+            elif call_id or not self._order:
+                index = max(self._order, default=-1) + 1
+            else:
+                index = self._order[-1]
+        call = self.calls.get(index)
+        if call is None:
+            call = self.calls[index] = _Call()
+            self._order.append(index)
+        if call_id and not call.id:
+            call.id = str(call_id)
+        function = part.get("function") or {}
+        name = function.get("name")
+        if isinstance(name, str) and name and not call.name:
+            call.name = name
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            call.arguments += arguments
+        elif isinstance(arguments, dict):  # some servers send the object itself
+            call.arguments += json.dumps(arguments)
+
+    def tool_calls(self) -> Iterator[ToolCallRequest]:
+        for index in sorted(self._order):
+            call = self.calls[index]
+            raw = call.arguments.strip() or "{}"
+            try:
+                args = json.loads(raw)
+            except ValueError:
+                args = None
+            if isinstance(args, dict):
+                yield ToolCallRequest(call.name, args)
+            else:
+                yield ToolCallRequest(call.name, {}, invalid_args=call.arguments)
+
+
+# -- the wire format --------------------------------------------------------------------------
+
+
+def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A thread message in OpenAI's shape. Tool call ids are ours (`call-T-I`), so they are
+    the same on every recovery."""
+    role = message.get("role")
+    if role == "tool":
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        return {"role": "tool", "tool_call_id": message.get("tool_call_id"), "content": text}
+    if role == "assistant" and message.get("tool_calls"):
+        return {
+            "role": "assistant",
+            "content": message.get("content") or None,
+            "tool_calls": [
+                {
+                    "id": call["tool_call_id"],
+                    "type": "function",
+                    "function": {
+                        "name": call["tool"],
+                        "arguments": call.get("invalid_args")
+                        or json.dumps(call.get("args") or {}, ensure_ascii=False),
+                    },
+                }
+                for call in message["tool_calls"]
+            ],
+        }
+    return {"role": role, "content": message.get("content") or ""}
+
+
+def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
+    return {"type": "function", "function": function}
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        raw = response.read()[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    except httpx.HTTPError:
+        return ""
+    try:
+        return _message_of(json.loads(raw))
+    except ValueError:
+        return " ".join(raw.split())[:500]
+
+
+def _message_of(body: Any) -> str:
+    """The human part of an OpenAI-style error body: `{"error": {"message": ...}}` or similar."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail") or json.dumps(error)
+    return " ".join(str(error).split())[:500]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _describe(error: httpx.HTTPError) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())[:300]
