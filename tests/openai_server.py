@@ -25,6 +25,7 @@ class Reply:
     cut_after: int | None = None  # drop the connection after this many events
     body: Any = None  # for an error status
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "text/event-stream"
 
 
 def sse(events: list[Any], **options: Any) -> Reply:
@@ -160,7 +161,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _stream(self, reply: Reply) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Type", reply.content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()

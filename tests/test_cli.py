@@ -147,13 +147,13 @@ def test_bash_completion_answers_from_the_command_tree(env: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["inspect", "--json"]])
-def test_plain_commands_never_load_rich(argv: list[str], root: Path, env: dict[str, str]) -> None:
+def test_plain_commands_never_load_rich_or_httpx(argv: list[str], root: Path, env: dict[str, str]) -> None:
     code = (
         "import sys\n"
         "from handshake_cli.cli.app import main\n"
         f"try:\n    main({[*argv, '--root', str(root)] if argv[0] == 'inspect' else argv!r})\n"
         "except SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pydantic')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pydantic', 'httpx')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -477,3 +477,27 @@ def test_tool_calls_without_an_index_are_told_apart_by_their_ids(
     result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
     assert result.code == 0, result.stderr
     assert (workspace / "p.txt").read_text() == "P" and (workspace / "q.txt").read_text() == "Q"
+
+
+def test_recover_without_the_key_is_exit_2_and_changes_nothing(
+    cli: Callable[..., CliResult], server: FakeOpenAI, root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    server.reply(sse(text_events(["cut ", "short ", "here"]), cut_after=2))
+    result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
+    assert result.code == 75, result.stderr
+    session = root / "sessions" / result.json["session_id"]
+    before = {p: p.read_bytes() for p in session.rglob("*") if p.is_file()}
+    refused = cli("recover", result.json["session_id"], "--root", str(root))
+    assert refused.code == 2
+    assert f"{KEY_VAR}, which is not set" in refused.stderr
+    assert {p: p.read_bytes() for p in session.rglob("*") if p.is_file()} == before
+    assert len(server.requests) == 1
+
+
+def test_a_server_that_does_not_stream_fails_the_session_rather_than_looping(
+    cli: Callable[..., CliResult], server: FakeOpenAI, root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    server.reply(sse(text_events(["x"]), content_type="application/json"))
+    result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
+    assert result.code == 7, result.stderr
+    assert "not a stream of events" in result.json["reason"]

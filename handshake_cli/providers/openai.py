@@ -77,6 +77,7 @@ class OpenAIProvider:
                     if response.status_code != 200:
                         failure = self._refusal(response)
                     else:
+                        self._check_streaming(response)
                         yield from stream.events(response)
                         yield from stream.tool_calls()
                         return
@@ -128,6 +129,15 @@ class OpenAIProvider:
         if status == 429 or status >= 500:
             return _Failure(f"{self.url} answered {said}", _retry_after(response))
         raise ProviderError(f"{self.url} refused the request ({said})", hint=self._hint(status))
+
+    def _check_streaming(self, response: httpx.Response) -> None:
+        kind = response.headers.get("content-type", "")
+        if kind.split(";")[0].strip().lower() != "text/event-stream":
+            raise ProviderError(
+                f"{self.url} answered with {kind or 'no content type'}, not a stream of events",
+                hint="the server must support streaming chat completions (stream: true); "
+                "check [model] base_url",
+            )
 
     def _hint(self, status: int) -> str | None:
         variable = self.spec.options.get("api_key_env")
