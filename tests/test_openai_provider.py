@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import tomli_w
 
 from tests.conftest import CliResult
 from tests.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
-from tests.test_run import READ, WRITE, only_session, records_of, wait_for
+from tests.test_run import READ, WRITE, only_session, records_of, start_run, wait_for
 
 KEY_VAR = "HANDSHAKE_TEST_OPENAI_KEY"
 KEY = "sk-test-4f9a2c8e1b7d3f6a0e5c9b2d8a1f7e3c"  # the shape the masker knows, too
@@ -378,24 +376,7 @@ def test_sigint_during_a_slow_stream_pauses_then_recovers(
     words = [f"word{i} " for i in range(40)]
     server.reply(sse(text_events(words), delay=0.1))
     job = openai_job(tmp_path / "job", server.url)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "handshake_cli",
-            "run",
-            str(job),
-            "--root",
-            str(root),
-            "--workspace",
-            str(workspace),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**env, KEY_VAR: KEY},
-        start_new_session=True,
-    )
+    proc = start_run({**env, KEY_VAR: KEY}, root, workspace, job)
     wait_for(lambda: (root / "sessions").exists() and any((root / "sessions").iterdir()))
     session_id = only_session(root)
     wait_for(lambda: any(r.type == "model.chunk" for r in records_of(root, session_id)))
