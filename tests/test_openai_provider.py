@@ -482,3 +482,14 @@ def test_a_server_that_does_not_stream_fails_the_session_rather_than_looping(
     result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
     assert result.code == 7, result.stderr
     assert "not a stream of events" in result.json["reason"]
+
+
+def test_a_lone_surrogate_the_server_streamed_does_not_break_the_next_request(
+    cli: Callable[..., CliResult], server: FakeOpenAI, root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    calls = [("write_file", {"path": "s.txt", "content": "ok"})]
+    server.reply(sse(tool_call_events(calls, text=["half an emoji: \ud83d", " then a call"])))
+    server.reply(sse(text_events(["fine"])))
+    result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
+    assert result.code == 0, result.stderr
+    assert server.requests[1]["body"]["messages"][2]["content"] == "half an emoji: \ud83d then a call"

@@ -65,13 +65,16 @@ class OpenAIProvider:
     # -- one model call -------------------------------------------------------------------
 
     def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]:
-        body = self.body(request)
+        # ASCII escapes: a lone surrogate a server once streamed cannot break the next request.
+        body = json.dumps(self.body(request), allow_nan=False).encode("ascii")
         attempt = 0
         while True:
             attempt += 1
             stream = _Stream()
             try:
-                with self._client().stream("POST", self.url, json=body, headers=self._headers()) as response:
+                with self._client().stream(
+                    "POST", self.url, content=body, headers=self._headers()
+                ) as response:
                     if response.status_code != 200:
                         failure = self._refusal(response)
                     else:
@@ -118,7 +121,11 @@ class OpenAIProvider:
         return body
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", "User-Agent": f"handshake/{__version__}"}
+        headers = {
+            "Accept": "text/event-stream",
+            "Content-Type": "application/json",
+            "User-Agent": f"handshake/{__version__}",
+        }
         headers.update(self.spec.options.get("headers") or {})
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
