@@ -33,7 +33,8 @@ BLOBS = [
 
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts")  # no directory yet: the first writer makes it
+    ArtifactStore.layout(tmp_path / "artifacts")
+    return ArtifactStore(tmp_path / "artifacts")
 
 
 def flip(path: Path, offset: int, mask: int = 0x01) -> None:
