@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,7 @@ def test_a_server_that_stays_unavailable_leaves_a_paused_session(
 def test_nothing_listening_is_retried_then_paused(
     cli: Callable[..., CliResult], root: Path, workspace: Path, tmp_path: Path
 ) -> None:
-    with socketserver_port() as port:
-        url = f"http://127.0.0.1:{port}/v1"
+    url = f"http://127.0.0.1:{unused_port()}/v1"
     result = run(cli, openai_job(tmp_path / "job", url), root, workspace, "--json")
     assert result.code == 75, result.stderr
     assert result.json["state"] == "PAUSED"
@@ -252,19 +252,11 @@ def test_nothing_listening_is_retried_then_paused(
     assert len(reasons) == 4 and all("could not reach" in reason for reason in reasons)
 
 
-def socketserver_port() -> Any:
-    """A port nothing listens on (bound, then released)."""
-    import contextlib
-    import socket
-
-    @contextlib.contextmanager
-    def port() -> Iterator[int]:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            number = sock.getsockname()[1]
-        yield number
-
-    return port()
+def unused_port() -> int:
+    """A port nothing listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # -- refused: the session fails, and the key is never echoed --------------------------------
