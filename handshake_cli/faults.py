@@ -19,6 +19,7 @@ POINTS = (
     "after_result",  # the result is appended but not yet synced with its checkpoint
     "mid_checkpoint",  # the checkpoint frame is written and synced; its record is not
     "after_checkpoint",  # the checkpoint record is durable
+    "after_ending",  # a session.completed/failed/cancelled or recovery.blocked is durable; head.json is not
     "recovery_after_quarantine",  # a torn tail's bytes are in quarantine/; the journal is not cut yet
     "recovery_started",  # recovery.started is appended, nothing else
     "recovery_after_probe",  # a probe answered; its answer is not journaled

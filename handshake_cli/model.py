@@ -131,6 +131,17 @@ def write_head(session_dir: Path, session: ModelSession) -> None:
     )
 
 
+def refresh_head(session_dir: Path, session: ModelSession) -> bool:
+    """Rewrite head.json if it disagrees with `session` (the journal, folded) on any field
+    `inspect --verify` compares; whether it did. A crash between a session's last record and
+    the head.json that follows it leaves such a head, and nothing else would rewrite it."""
+    head = read_head(session_dir)
+    if head is not None and all(head.get(name) == getattr(session, name) for name in HEAD_FIELDS):
+        return False
+    write_head(session_dir, session)
+    return True
+
+
 def read_head(session_dir: Path) -> dict[str, Any] | None:
     """The cached head, or None when it is missing or unreadable (it is only a cache)."""
     try:

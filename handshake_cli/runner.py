@@ -353,6 +353,8 @@ class Runner:
         self._append(
             "recovery.blocked", {"reason": reason, "detail": detail, "in_doubt": in_doubt or []}, sync=True
         )
+        faults.crash_point("after_ending")
+        write_head(self.session.path, self.record)
         raise Stop
 
     # -- tools -------------------------------------------------------------------------
@@ -468,6 +470,7 @@ class Runner:
         self._transition(state, reason)
         ending = {COMPLETED: "session.completed", FAILED: "session.failed", CANCELLED: "session.cancelled"}
         self._append(ending[state], {"reason": reason, "turns": self.thread.turn}, sync=True)
+        faults.crash_point("after_ending")
         write_head(self.session.path, self.record)
         raise Stop
 

@@ -457,6 +457,36 @@ def test_recovering_a_recovered_session_again_changes_nothing(
     assert len(effects(workspace)) == 1
 
 
+def test_a_crash_after_the_last_record_leaves_a_head_recover_rewrites(
+    tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, root: Path
+) -> None:
+    """Killed after `session.completed` was synced, before head.json followed: the session is
+    COMPLETED, its head says otherwise, and a `recover` with nothing to do rewrites the head
+    (and only the head), so that --verify calls the session intact."""
+    crash_run(home_env, send_job(tmp_path, probe=True), "ended-1", workspace, "after_ending")
+    stale = hs("inspect", "ended-1", "--verify", "--json")
+    assert stale.code == 0 and stale.json["verdict"] == "repairable", stale.stdout
+    assert set(stale.json["head"]["differences"]) == {"last_seq"}
+    session = session_dir(root, "ended-1")
+    before = without_owner(snapshot(session))  # the killed run's owner.json goes with the lock
+    again = hs("recover", "ended-1", "--json")
+    assert again.code == 0, again.stdout
+    assert again.json["executed"] is False
+    assert (again.json["action"], again.json["reason"]) == ("nothing", "terminal")
+    after = snapshot(session)
+    assert {name for name in after if after[name] != before.get(name)} == {"head.json"}
+    assert set(before) == set(after)
+    verify = hs("inspect", "ended-1", "--verify", "--json")
+    assert verify.json["verdict"] == "intact", verify.stdout
+    assert hs("recover", "ended-1").code == 0 and snapshot(session) == after  # nothing more to rewrite
+    assert len(effects(workspace)) == 1
+
+
+def test_a_blocked_session_has_a_current_head(blocked: str, hs: Cli) -> None:
+    verify = hs("inspect", blocked, "--verify", "--json")
+    assert verify.json["verdict"] == "intact", verify.stdout
+
+
 # -- 3. --dry-run ------------------------------------------------------------------------
 
 

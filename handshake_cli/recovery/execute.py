@@ -22,7 +22,7 @@ from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.journal import Damage, JournalWriter
-from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, FAILED, PAUSED, write_head
+from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, FAILED, PAUSED, refresh_head, write_head
 from handshake_cli.providers import make_provider
 from handshake_cli.recovery.plan import (
     BLOCK,
@@ -140,7 +140,9 @@ def _recover_locked(
         or (plan.action == "blocked" and plan.state != BLOCKED)
     )
     if not needs_writes:
-        # Nothing changed since the last recovery: the same plan, the same guidance, no writes.
+        # Nothing changed since the last recovery: the same plan, the same guidance, nothing
+        # appended; only a head.json left stale by a crash after the last record is rewritten.
+        refresh_head(session.path, view.record)
         return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
     masker = SecretMasker.from_environment(view.job.masked_variables, environ)
     journal = JournalWriter.open(session.journal, session.session_id, start=view.start)
