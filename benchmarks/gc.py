@@ -1,14 +1,17 @@
 """gc over a root of many sessions (issue 5: 10,000 sessions in <= 10 s).
 
-    python benchmarks/gc.py [--sessions 10000] [--records 6] [--dir DIR] [--repeat 3]
+    python benchmarks/gc.py [--sessions 10000] [--records 6] [--dir DIR] [--repeat 3] [--helpers 2]
 
 Builds a root of N small real sessions with `Store.create_session` and the journal writer
-(each journal is bound to its session id by its genesis hash, so sessions cannot be copied):
-a few records each, every record dated 2020 so that `--older-than 0s` finds them all past
-the age. The mix: 80% COMPLETED, 5% FAILED whose head.json lags its journal (gc must fold
-those), 10% PAUSED and 5% interrupted (ACTIVE, nobody holds the lock), which gc skips. The
-build skips fsync (durable.fsync_fd and fsync_dir are swapped for no-ops while building, and
-put back before anything is timed): the benchmark measures gc, not how the root was made.
+(each journal is bound to its session id by its genesis hash, so sessions cannot be copied),
+written under the session's `SessionLock` as `run` writes them, so each holds what a run
+leaves: session.toml (a resolved job, ~3 KB: see JOB), head.json, one journal segment and
+`lock`, in two directories (the session's and journal/). A few records each, every record
+dated 2020 so that `--older-than 0s` finds them all past the age. The mix: 80% COMPLETED,
+5% FAILED whose head.json lags its journal (gc must fold those), 10% PAUSED and 5%
+interrupted (ACTIVE, nobody holds the lock), which gc skips. The build skips fsync
+(durable.fsync_fd and fsync_dir are swapped for no-ops while building, and put back before
+anything is timed): the benchmark measures gc, not how the root was made.
 
 The root is synced to disk after the build (`os.sync()`), so that gc does not race the
 writeback of the build's own pages; the page cache stays warm. Measured in-process, against
@@ -16,10 +19,10 @@ baselines from the same run:
 - `os.scandir(sessions)` plus an `lstat` of every session directory, the least any gc must do;
 - `gc --older-than 0s --dry-run`: the decision for every session (median of --repeat);
 - `gc --older-than 0s`: the real thing, once (it removes 85% of the root): a flock, a second
-  look at the journal's last record and session.toml, a rename into the trash, an fsync of
-  sessions/ per batch, deletion;
-- the filesystem's own floor for that deletion: `rm -rf` of a sample root built the same way
-  (--floor-sample sessions), per session, times the number gc removed;
+  look at the journal's last record and session.toml's identity, a rename into the trash, an fsync of
+  sessions/ per batch, deletion by `--helpers` processes (0: by gc itself, after deciding);
+- a sequential `rm -rf` of a sample root built the same way (--floor-sample sessions), per
+  session, times the number gc removed: what deleting them one after another costs here;
 - and once more through the console script (`handshake gc ... --dry-run --json`) on what is
   left, start-up included.
 """
@@ -42,11 +45,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from handshake_cli import durable
 from handshake_cli.gc import Policy, collect
 from handshake_cli.journal import JournalWriter
+from handshake_cli.lock import SessionLock
 from handshake_cli.model import ModelSession, fold, write_head
 from handshake_cli.paths import Paths
 from handshake_cli.store import Store
+from handshake_cli.trash import HELPERS, Deleter
 
 OLD = "2020-01-02T03:04:05.000000Z"
+# A resolved job as `run` writes it into session.toml (the shape of the golden fixtures'),
+# with a system prompt of about 2 KB: session.toml is ~3.2 KB, as a real one is or more.
+JOB = {
+    "name": "bench",
+    "source": "/srv/bench-jobs/bench.toml",
+    "secret_env": [],
+    "prompt": {
+        "user": "Summarise the incident report in report.md and notify the on-call engineer.",
+        "system": "You are a careful assistant. Read before you write; never guess a path. " * 28,
+    },
+    "model": {
+        "provider": "scripted",
+        "id": "scripted",
+        "deterministic": True,
+        "chunk_delay_ms": 0,
+        "options": {},
+        "turns": [
+            {
+                "text": "Reading the report.",
+                "tool_calls": [{"tool": "read_file", "args": {"path": "report.md"}}],
+            },
+            {"text": "Notifying.", "tool_calls": [{"tool": "notify", "args": {"message": "summary ready"}}]},
+            {"text": "Done.", "tool_calls": []},
+        ],
+    },
+    "tools": [
+        {"name": "read_file", "builtin": True, "max_output_bytes": 65536},
+        {
+            "name": "notify",
+            "side_effect": "execute",
+            "idempotency": "non_idempotent",
+            "command": ["python3", "/srv/bench-jobs/notify.py"],
+            "timeout_seconds": 60.0,
+            "max_output_bytes": 65536,
+            "env": [],
+        },
+    ],
+    "limits": {"max_turns": 20},
+    "checkpoint": {
+        "every_messages": 5,
+        "every_tokens": 4096,
+        "after_tool_call": True,
+        "on_state_change": True,
+    },
+}
 TARGET_SECONDS = 10.0
 HANDSHAKE = [sys.executable, "-m", "handshake_cli"]
 
@@ -75,14 +125,17 @@ def _build_range(args: tuple[str, int, int, int]) -> None:
     root, start, stop, records = args
     _unsynced()
     store = Store(Paths(Path(root)))
-    config = {"job": {"name": "bench", "prompt": {"user": "Do the thing."}}, "workspace": "/tmp"}
+    config = {"job": JOB, "workspace": "/srv/bench-workspace"}
     created = {"job_name": "bench", "model": {"provider": "scripted", "id": "scripted"}}
     for index in range(start, stop):
         session_id = f"bench-{index:06d}"
         session = store.create_session(config, created, session_id=session_id, clock=_clock)
         kind = _kind(index)
         record = ModelSession(session_id)
-        with JournalWriter.open(session.journal, session_id, clock=_clock) as journal:
+        with (
+            SessionLock(session.path, session_id),
+            JournalWriter.open(session.journal, session_id, clock=_clock) as journal,
+        ):
             appended = [
                 journal.append("session.state_change", {"from": "CREATED", "to": "ACTIVE"}, sync=False)
             ]
@@ -133,6 +186,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--floor-sample", type=int, default=1000, help="sessions in the rm -rf sample")
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: a temp dir)")
+    parser.add_argument(
+        "--helpers", type=int, default=HELPERS, help="processes deleting the trash (0: gc's own)"
+    )
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="handshake-gc-bench-", dir=args.dir))
@@ -165,7 +221,7 @@ def main() -> None:
         )
 
         started = time.perf_counter()
-        real = collect(store, Policy(older_than=0.0))
+        real = collect(store, Policy(older_than=0.0), deleter=Deleter(args.helpers))
         real_s = time.perf_counter() - started
         print(
             f"gc --older-than 0s:           {real_s:.2f} s ({real_s / floor:.0f}x baseline, "
@@ -176,7 +232,7 @@ def main() -> None:
         assert [r["session_id"] for r in real.removed] == [r["session_id"] for r in dry.removed]
         rm_s = rm_per_session * len(real.removed)
         print(
-            f"rm -rf of as many sessions (the filesystem's floor, from a {args.floor_sample}-session "
+            f"rm -rf of as many sessions, one after another (from a {args.floor_sample}-session "
             f"sample): {rm_s:.2f} s ({rm_per_session * 1e6:.0f} us/session); "
             f"gc took {real_s / rm_s:.1f}x that"
         )

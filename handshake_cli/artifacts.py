@@ -11,6 +11,10 @@ An artifact's id is the sha256 of its bytes, checked on every read. Two homes:
 - loose files (`artifacts/objects/<id>`), written temp -> fsync -> rename -> directory fsync,
   for blobs written on their own.
 
+Neither directory (nor `artifacts/` itself) exists until its first file is written: most
+sessions have no large output, and every empty directory is one more inode to create and
+to delete.
+
 A pack that ends in a torn frame (a crash mid-write) is never appended to again: the next
 writer starts a new segment, so no intact frame ever follows garbage.
 """
@@ -88,12 +92,11 @@ class ArtifactStore:
         self.objects = artifacts_dir / "objects"
         self.packs = artifacts_dir / "packs"
 
-    @staticmethod
-    def layout(artifacts_dir: Path) -> None:
-        """Create the empty directories of a new session's artifact store."""
-        durable.ensure_subdir(artifacts_dir)
-        durable.ensure_subdir(artifacts_dir / "objects")
-        durable.ensure_subdir(artifacts_dir / "packs")
+    def make_home(self, directory: Path) -> None:
+        """`artifacts/` and `objects/` or `packs/` below it, made by the first writer of each
+        (a new session has neither): durably, before the file that goes in them."""
+        durable.ensure_subdir(self.root, durable=True)
+        durable.ensure_subdir(directory, durable=True)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -103,6 +106,7 @@ class ArtifactStore:
         if os.path.lexists(path):
             self.get(ident)  # an existing copy must be intact, or we would vouch for bad bytes
             return ident
+        self.make_home(self.objects)
         durable.atomic_write(path, data, durable=True)
         return ident
 
@@ -337,6 +341,7 @@ class PackWriter:
             os.close(self._fd)
         self._name = f"{self._next_number:08d}{PACK_SUFFIX}"
         self._next_number += 1
+        self.store.make_home(self.store.packs)
         self._fd = durable.create_file(self.store.packs / self._name, append=True)
         durable.fsync_dir(self.store.packs)
         self._size = 0

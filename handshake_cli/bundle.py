@@ -45,7 +45,7 @@ from .errors import (
     UsageError,
 )
 from .journal import list_segments, utc_now
-from .store import FORMAT_VERSION, SESSION_ID, SUBDIRS, SessionDir, Store, parse_config
+from .store import FORMAT_VERSION, MADE_WITH_SESSION, SESSION_ID, SUBDIRS, SessionDir, Store, parse_config
 
 if TYPE_CHECKING:
     from .inspection import Verification
@@ -609,7 +609,7 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
         except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise BundleDamaged(f"the bundle is damaged: {exc}; nothing was imported") from None
         staged = staging / SESSIONS / layout.session_id
-        for sub in SUBDIRS:  # git and tar drop empty directories; the store makes them all
+        for sub in MADE_WITH_SESSION:  # tar drops an empty directory; the store makes this one
             if not os.path.lexists(staged / sub):
                 durable.make_dir(staged / sub)
         _seal(staged)

@@ -62,12 +62,19 @@ def ensure_root(root: Path) -> None:
             pass
 
 
-def ensure_subdir(path: Path) -> None:
-    """Create one directory below the root as 0700; refuse a link or a file in its place."""
+def ensure_subdir(path: Path, *, durable: bool = False) -> None:
+    """Create one directory below the root as 0700; refuse a link or a file in its place.
+
+    With `durable`, a directory made here has its name on disk when this returns (its
+    parent is fsynced), so a file made durable inside it afterwards cannot be lost with it.
+    """
     try:
         make_dir(path)
     except FileExistsError:
         pass
+    else:
+        if durable:
+            fsync_dir(path.parent)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise IntegrityError(f"{path} is not a directory (a link or a file is in its place); refusing")

@@ -7,7 +7,9 @@ whole journal is folded only when the two disagree), so a root of many sessions 
 small reads per session. It takes each session's lock without waiting, checks the state
 again under it, and moves the session out of `sessions/` with one rename into
 `<root>/trash/` before deleting anything: a gc killed at any instant leaves each session
-either whole in `sessions/` or in the trash, which the next gc empties first.
+either whole in `sessions/` or in the trash, which the next gc empties first. Once a batch
+of renames is durable, its trees go to a `trash.Deleter`, whose helper processes delete them
+while gc decides on the next sessions; gc returns only when all of it is deleted.
 
 Debris is swept from sessions gc can lock: `.tmp-*` files of interrupted atomic writes,
 checkpoint requests nobody will answer or read, quarantine files past their own age, and
@@ -28,6 +30,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from .journal import Record, read_last_record, scan
 from .model import ACTIVE, BLOCKED, CREATED, PAUSED, STATES, TERMINAL, fold, read_head
 from .paths import Paths
 from .store import SessionDir, Store
+from .trash import Deleter, measure_and_delete
 
 CONFIG_FILE = "handshake.toml"
 TRASH_DIR = "trash"
@@ -208,19 +212,33 @@ class _Look:
 
 
 def collect(
-    store: Store, policy: Policy, *, now: Clock = time.time, progress: Progress | None = None
+    store: Store,
+    policy: Policy,
+    *,
+    now: Clock = time.time,
+    progress: Progress | None = None,
+    deleter: Deleter | None = None,
 ) -> Report:
-    """Apply `policy` to every session under the store's root (or say what it would do)."""
+    """Apply `policy` to every session under the store's root (or say what it would do).
+
+    What goes is deleted by `deleter` (by default a `trash.Deleter`, whose helper processes
+    delete while gc decides); it returns once all of it is deleted."""
     report = Report(policy)
-    run = _Run(store, policy, now, report)
-    run.empty_trash()
-    run.sweep_staging()
-    session_ids = store.session_ids()
-    for done, session_id in enumerate(session_ids, 1):
-        run.session(session_id)
-        if progress is not None:
-            progress(done, len(session_ids))
-    run.flush()
+    deleter = deleter if deleter is not None else Deleter()
+    run = _Run(store, policy, now, report, deleter)
+    try:
+        run.empty_trash()
+        run.sweep_staging()
+        session_ids = store.session_ids()
+        for done, session_id in enumerate(session_ids, 1):
+            run.session(session_id)
+            if progress is not None:
+                progress(done, len(session_ids))
+        run.flush()
+        deleter.finish()
+    finally:
+        deleter.close()
+    report.notes.extend(deleter.notes)
     if policy.older_than is None:
         report.notes.append(
             "no age given (--older-than, or older_than in the [gc] table of "
@@ -238,7 +256,7 @@ def collect(
 
 
 class _Run:
-    def __init__(self, store: Store, policy: Policy, now: Clock, report: Report) -> None:
+    def __init__(self, store: Store, policy: Policy, now: Clock, report: Report, deleter: Deleter) -> None:
         self.store = store
         self.paths = store.paths
         self.policy = policy
@@ -248,13 +266,18 @@ class _Run:
         self._trash_ready = False
         self._batch: list[tuple[dict[str, Any], Path]] = []
         self._skipped: set[str] = set()
+        self.deleter = deleter
 
     # -- the root's own debris -------------------------------------------------------------
 
     def empty_trash(self) -> None:
         """What a killed gc left in the trash: already out of `sessions/`, so no grace."""
         for entry in _entries(self.trash):
-            self._sweep("trash", Path(entry.path), entry)
+            if self.policy.dry_run:
+                self._sweep("trash", Path(entry.path), entry)
+            else:
+                path = Path(entry.path)
+                self.deleter.delete(path, partial(self._swept, "trash", path))
 
     def sweep_staging(self) -> None:
         """Half-built sessions of crashed creations (a creation in progress is younger than the grace)."""
@@ -362,8 +385,10 @@ class _Run:
             return
         try:
             # Under the lock nobody writes: what was decided holds if the journal did not move.
+            # session.toml must still say whose files these are (not the whole job: see
+            # SessionDir.check_identity).
             try:
-                session.read_config()
+                session.check_identity()
                 last = read_last_record(session.journal)
             except Exception as exc:
                 look.problem = _describe(exc)
@@ -413,13 +438,16 @@ class _Run:
         durable.fsync_dir(self.trash)
         faults.crash_point("gc_before_delete")
         for entry, target in self._batch:
-            size, error = _measure_and_delete(target)
-            if error is not None:
-                self.report.errors.append({"path": self._rel(target), "error": error})
-                continue
-            entry["bytes"] = size
-            self.report.removed.append(entry)
+            self.deleter.delete(target, partial(self._removed, entry, target))
         self._batch.clear()
+        faults.crash_point("gc_deleting")  # helpers may be deleting the batch (trash.Deleter)
+
+    def _removed(self, entry: dict[str, Any], target: Path, size: int, error: str | None) -> None:
+        if error is not None:
+            self.report.errors.append({"path": self._rel(target), "error": error})
+            return
+        entry["bytes"] = size
+        self.report.removed.append(entry)
 
     # -- debris inside a session that stays --------------------------------------------------
 
@@ -490,7 +518,7 @@ class _Run:
             return
         for kind, path, size in unnamed:
             if not self.policy.dry_run:
-                size, error = _measure_and_delete(path)
+                size, error = measure_and_delete(path)
                 if error is not None:
                     self.report.errors.append({"path": self._rel(path), "error": error})
                     continue
@@ -510,11 +538,14 @@ class _Run:
                 size = directory_size(path) if is_tree else entry.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 return
+            self.report.swept.append({"kind": kind, "path": self._rel(path), "bytes": size})
         else:
-            size, error = _measure_and_delete(path)
-            if error is not None:
-                self.report.errors.append({"path": self._rel(path), "error": error})
-                return
+            self._swept(kind, path, *measure_and_delete(path))
+
+    def _swept(self, kind: str, path: Path, size: int, error: str | None) -> None:
+        if error is not None:
+            self.report.errors.append({"path": self._rel(path), "error": error})
+            return
         self.report.swept.append({"kind": kind, "path": self._rel(path), "bytes": size})
 
     def _older(self, entry: os.DirEntry[str], seconds: float) -> bool:
@@ -584,33 +615,6 @@ def _try_flock(session_path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
-
-
-def _measure_and_delete(path: Path) -> tuple[int, str | None]:
-    """Remove a file or a whole tree, never following a link; (bytes it held, None), or
-    (0, why) when it could not be removed. One walk both counts and deletes."""
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(path)
-            return st.st_size, None
-        size = 0
-        # fwalk holds a descriptor of each directory: a link swapped in mid-walk is not followed.
-        for _where, dirnames, filenames, dirfd in os.fwalk(path, topdown=False):
-            for name in filenames:
-                size += os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_size
-                os.unlink(name, dir_fd=dirfd)
-            for name in dirnames:
-                try:
-                    os.rmdir(name, dir_fd=dirfd)
-                except NotADirectoryError:
-                    os.unlink(name, dir_fd=dirfd)  # a link to a directory: the link goes, not its target
-        os.rmdir(path)
-    except FileNotFoundError:
-        return 0, None  # another gc got there first
-    except OSError as exc:
-        return 0, _describe(exc)
-    return size, None
 
 
 def _has_artifacts(session: SessionDir) -> bool:

@@ -28,7 +28,12 @@ from .model import ModelSession, write_head
 from .paths import Paths
 
 FORMAT_VERSION = 1
+# Every directory a session may hold, checked for links when a session is opened. Only the
+# journal's is made with the session; the others are made by their first writer (artifacts,
+# recovery's quarantine, `handshake checkpoint`'s requests), so a session that never needs
+# them is three files in two directories, and cheaper to create and to delete.
 SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine")
+MADE_WITH_SESSION = ("journal",)
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
@@ -99,6 +104,28 @@ class SessionDir:
             raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
         return parse_config(raw, self.session_id)
 
+    def check_identity(self) -> None:
+        """That session.toml is this session's, in a format this version reads, without
+        parsing the job: gc checks this for every session it removes, and a job with a long
+        prompt takes milliseconds to parse (tomllib is pure Python). Top-level keys come
+        before the first table in TOML, so the lines before the first `[` at the start of a
+        line hold format_version and session_id; they are parsed alone, and the whole file
+        must be UTF-8. Anything that prefix cannot settle is parsed whole, to raise what
+        `read_config` would. (A syntax error inside the job tables passes here.)"""
+        try:
+            raw = durable.read_bytes(self.session_toml)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+        end = raw.find(b"\n[")
+        try:
+            raw.decode("utf-8")
+            top = tomllib.loads(raw[: end + 1 if end >= 0 else len(raw)].decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            top = {}
+        found = top.get("format_version")
+        if type(found) is not int or found != FORMAT_VERSION or top.get("session_id") != self.session_id:
+            parse_config(raw, self.session_id)
+
 
 def parse_config(raw: bytes, session_id: str) -> dict[str, Any]:
     """session.toml's bytes, checked: readable, a format this version reads, this session's."""
@@ -144,12 +171,13 @@ class Store:
             raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
         if not stat.S_ISDIR(st.st_mode):
             raise IntegrityError(f"{path} is not a session directory")
+        prefix = f"{path}{os.sep}"  # plain strings: gc opens every session of a big root
         for sub in SUBDIRS:
             try:
-                if not stat.S_ISDIR(os.lstat(path / sub).st_mode):
+                if not stat.S_ISDIR(os.lstat(prefix + sub).st_mode):
                     raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
             except FileNotFoundError:
-                pass  # empty directories may be missing (git does not keep them)
+                pass  # made by their first writer (and git does not keep empty ones)
         return SessionDir(session_id, path)
 
     def list_hint(self) -> list[str]:
@@ -202,9 +230,8 @@ class Store:
                 durable.fsync_fd(fd)
             finally:
                 os.close(fd)
-            for name in ("journal", "quarantine"):
+            for name in MADE_WITH_SESSION:
                 durable.make_dir(staging / name)
-            ArtifactStore.layout(staging / "artifacts")
             # Record 1 carries the same instant as session.toml's created_at.
             first_ts = iter([created_at])
             with JournalWriter.create(
@@ -217,7 +244,7 @@ class Store:
             session = ModelSession(session_id)
             session.apply(record)
             write_head(staging, session)
-            for sub in (*SUBDIRS, ""):
+            for sub in (*MADE_WITH_SESSION, ""):
                 durable.fsync_dir(staging / sub if sub else staging)
             try:
                 os.rename(staging, self.paths.sessions / session_id)

@@ -33,8 +33,7 @@ BLOBS = [
 
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
-    ArtifactStore.layout(tmp_path / "artifacts")
-    return ArtifactStore(tmp_path / "artifacts")
+    return ArtifactStore(tmp_path / "artifacts")  # no directory yet: the first writer makes it
 
 
 def flip(path: Path, offset: int, mask: int = 0x01) -> None:

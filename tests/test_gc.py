@@ -28,6 +28,7 @@ from handshake_cli.journal import JournalWriter, scan, utc_now
 from handshake_cli.model import fold, write_head
 from handshake_cli.paths import Paths
 from handshake_cli.store import SessionDir, Store
+from handshake_cli.trash import SPAWN_AFTER, Deleter
 from tests.conftest import CliResult
 from tests.test_recover import crash_run, long_turn_job, send_job, start
 from tests.test_run import wait_for
@@ -359,6 +360,20 @@ def test_a_damaged_session_is_never_removed(cli: Cli, root: Path) -> None:
     assert session_names(root) == ["bad-config-1", "corrupt-1"]
 
 
+def test_gc_reads_only_whose_session_it_is_from_session_toml(cli: Cli, root: Path) -> None:
+    """session.toml must name the session and a format gc reads; the job below it is not parsed."""
+    foreign = make_session(root, "foreign-1")
+    text = foreign.session_toml.read_text()
+    foreign.session_toml.write_text(text.replace('session_id = "foreign-1"', 'session_id = "other-1"'))
+    odd_job = make_session(root, "odd-job-1")
+    odd_job.session_toml.write_text(odd_job.session_toml.read_text() + "\n[job.extra]\nx = = 1\n")
+    doc = gc(cli, root, "--older-than", "0s")
+    assert ids(doc["removed"]) == ["odd-job-1"]
+    assert [(s["session_id"], s["reason"]) for s in doc["skipped"]] == [("foreign-1", "damaged")]
+    assert "other-1" in doc["skipped"][0]["detail"]
+    assert session_names(root) == ["foreign-1"]
+
+
 # -- dry run ---------------------------------------------------------------------------------
 
 
@@ -427,6 +442,112 @@ def test_a_killed_gc_leaves_no_half_session_and_the_next_one_empties_the_trash(
     assert final["swept"] == []
 
 
+# -- deleting the trash ----------------------------------------------------------------------
+
+
+def _tree(top: Path, files: dict[str, int]) -> int:
+    """A directory holding `files` (path relative to it -> size); returns their total size."""
+    for name, size in files.items():
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_bytes(b"x" * size)
+    return sum(files.values())
+
+
+def _trash_of_trees(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """A trash of session-like trees, a loose file and a name that is gone, with the bytes of each;
+    two of the trees hold links to a directory and a file outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_bytes(b"not gc's to delete")
+    trash = tmp_path / "trash"
+    trash.mkdir()
+    expected = {
+        f"s-{n}": _tree(
+            trash / f"s-{n}",
+            {"session.toml": 10 + n, "journal/00000001.jsonl": 100 * n, "artifacts/packs/00000001.pack": 7},
+        )
+        for n in range(6)
+    }
+    (trash / "s-0" / "linked").symlink_to(outside)
+    (trash / "s-1" / "journal" / "linked-file").symlink_to(outside / "keep.txt")
+    expected["s-0"] += len(str(outside))  # a link's own size: the length of what it names
+    expected["s-1"] += len(str(outside / "keep.txt"))
+    (trash / "loose").write_bytes(b"12345")
+    expected["loose"] = 5
+    expected["gone"] = 0
+    return trash, expected
+
+
+def _delete_all(deleter: Deleter, trash: Path, names: list[str]) -> list[tuple[str, int, str | None]]:
+    seen: list[tuple[str, int, str | None]] = []
+    for name in names:
+        deleter.delete(trash / name, lambda size, error, name=name: seen.append((name, size, error)))
+    deleter.finish()
+    return seen
+
+
+def test_helpers_delete_measure_and_report_in_order_following_no_link(tmp_path: Path) -> None:
+    trash, expected = _trash_of_trees(tmp_path)
+    deleter = Deleter(2, spawn_after=3)  # the first three wait, then go to the helpers with the rest
+    seen = _delete_all(deleter, trash, list(expected))
+    assert seen == [(name, size, None) for name, size in expected.items()]
+    assert deleter.by_helpers == len(expected) and deleter.notes == []
+    assert list(trash.iterdir()) == []
+    assert (tmp_path / "outside" / "keep.txt").read_bytes() == b"not gc's to delete"
+
+
+@pytest.mark.parametrize("python", ["false", "/nonexistent/python3", ""], ids=["dies", "missing", "none"])
+def test_without_working_helpers_gc_deletes_by_itself(tmp_path: Path, python: str) -> None:
+    trash, expected = _trash_of_trees(tmp_path)
+    if python == "false":
+        python = shutil.which("false") or "/bin/false"  # starts, reads nothing, exits 1
+    deleter = Deleter(2, spawn_after=1, python=python)
+    seen = _delete_all(deleter, trash, list(expected))
+    assert seen == [(name, size, None) for name, size in expected.items()]
+    assert deleter.by_helpers == 0 and len(deleter.notes) == 1, deleter.notes
+    assert list(trash.iterdir()) == []
+
+
+def test_a_gc_killed_while_helpers_delete_leaves_only_trash_and_the_next_one_empties_it(
+    cli: Cli, root: Path
+) -> None:
+    old = [f"old-{n:03d}" for n in range(SPAWN_AFTER + 6)]  # enough for gc to start its helpers
+    sizes = {}
+    for name in old:
+        session = make_session(root, name)
+        sizes[name] = sum(f.lstat().st_size for f in session.path.rglob("*") if f.is_file())
+    make_session(root, "new-1", ts=None)
+    whole = gc(cli, root, "--older-than", "7d", "--dry-run")
+    assert {r["session_id"]: r["bytes"] for r in whole["removed"]} == sizes
+
+    killed = cli(
+        "gc", "--root", str(root), "--older-than", "7d", extra_env={"HANDSHAKE_CRASH_AT": "gc_deleting"}
+    )
+    assert killed.code == -signal.SIGKILL, killed.stdout + killed.stderr
+    # Every old session went into the trash before anything was handed to a helper; the helpers
+    # may still be finishing their share. Whatever they leave, the next gc takes.
+    assert listing(cli, root) == {"new-1": "COMPLETED"}
+    gc(cli, root)
+    assert list((root / "trash").iterdir()) == []
+    assert session_names(root) == ["new-1"]
+
+
+def test_a_big_gc_reports_what_its_helpers_deleted(cli: Cli, root: Path) -> None:
+    old = [f"old-{n:03d}" for n in range(SPAWN_AFTER + 6)]
+    for name in old:
+        make_session(root, name)
+    make_session(root, "new-1", ts=None)
+    dry = gc(cli, root, "--older-than", "7d", "--dry-run")
+    doc = gc(cli, root, "--older-than", "7d")
+    assert [(r["session_id"], r["bytes"]) for r in doc["removed"]] == [
+        (r["session_id"], r["bytes"]) for r in dry["removed"]
+    ]
+    assert ids(doc["removed"]) == old and doc["errors"] == []
+    assert doc["reclaimed_bytes"] == dry["reclaimed_bytes"] > 0
+    assert not any("helper" in note for note in doc["notes"])
+    assert session_names(root) == ["new-1"] and list((root / "trash").iterdir()) == []
+
+
 # -- debris --------------------------------------------------------------------------------
 
 
@@ -452,6 +573,7 @@ def test_debris_is_swept_only_after_the_grace_period(cli: Cli, root: Path) -> No
         root / "sessions" / "p-1" / ".tmp-head.json.0000000d": 2 * GRACE_SECONDS,
     }
     for path, seconds in files.items():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # made by their first writer
         path.write_bytes(b"0123456789")
         age(path, seconds)
     doc = gc(cli, root)
@@ -488,6 +610,7 @@ def test_debris_of_a_locked_session_waits(
 def test_quarantine_goes_after_its_own_age(cli: Cli, root: Path) -> None:
     session = make_session(root, "s-1", ts=None)
     old, recent = session.quarantine / "00000001.jsonl.10.torn", session.quarantine / "00000001.jsonl.20.torn"
+    session.quarantine.mkdir(mode=0o700)
     for path, days in ((old, 40), (recent, 10)):
         path.write_bytes(b"torn bytes")
         age(path, days * DAY)

@@ -225,7 +225,7 @@ def test_directories_0700_and_files_0600_whatever_the_umask(
     modes = _modes(session.path)
     dirs = {name for name, mode in modes.items() if name != "." and stat.S_ISDIR(mode)}
     files = {name for name, mode in modes.items() if name != "." and stat.S_ISREG(mode)}
-    assert dirs == {"journal", "quarantine", "artifacts", "artifacts/objects", "artifacts/packs"}
+    assert dirs == {"journal"}  # artifacts/, quarantine/, requests/: made by their first writer
     assert files == {"session.toml", "head.json", "journal/00000001.jsonl"}
     assert len(modes) == 1 + len(dirs) + len(files)  # nothing else: no links, no temp files
     assert modes["."] == 0o700
@@ -255,6 +255,8 @@ def test_files_written_later_are_0600_too(store: Store, umask: Any) -> None:
     assert len(written) > 4
     for path in written:
         assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600, path
+    for made in (store_.root, store_.objects, store_.packs):
+        assert stat.S_IMODE(os.lstat(made).st_mode) == 0o700, made
 
 
 def test_missing_parents_of_the_root_are_not_world_writable(tmp_path: Path, umask: Any) -> None:
@@ -343,7 +345,8 @@ def test_a_linked_journal_segment_is_refused(store: Store, elsewhere: SessionDir
 def test_a_linked_session_subdirectory_is_refused(store: Store, elsewhere: SessionDir, sub: str) -> None:
     """O_NOFOLLOW guards only a path's last component, so the store refuses linked directories."""
     session = create(store, "planted")
-    shutil.rmtree(session.path / sub)
+    shutil.rmtree(session.path / sub, ignore_errors=True)  # only journal/ is made with the session
+    (session.path / sub).parent.mkdir(exist_ok=True)
     os.symlink(elsewhere.path / sub, session.path / sub)
 
     with pytest.raises(IntegrityError) as raised:
@@ -408,3 +411,54 @@ def test_the_format_version_is_checked_on_read(store: Store) -> None:
     assert str(FORMAT_VERSION) in raised.value.message
     assert str(FORMAT_VERSION + 1) in raised.value.message
     assert tomllib.loads(text)["session_id"] == "future"
+
+
+# -- session.toml's identity alone (what gc checks) ----------------------------------------------
+
+_PREFIX = 'workspace = "/tmp/somewhere"\nformat_version = 1\nsession_id = "who"\n'
+_JOB = '\n[job]\nname = "j"\n\n[job.prompt]\nuser = "hello"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (_PREFIX + _JOB, None),
+        (_PREFIX, None),  # no tables at all
+        (_PREFIX.replace('"who"', '"someone-else"') + _JOB, IntegrityError),
+        (_PREFIX.replace("= 1", "= 2") + _JOB, UnsupportedFormat),
+        (_PREFIX.replace("= 1", '= "1"') + _JOB, IntegrityError),
+        ("[job]\nname = 'j'\n", IntegrityError),  # no top-level keys
+        ("format_version = [\n", IntegrityError),
+        (
+            'notes = """a line\n[that looks like a table]"""\n' + _PREFIX + _JOB,
+            None,
+        ),  # the prefix cannot tell; the whole file is parsed
+        (_PREFIX + "\n[job]\nname = 'caf\xe9'\n", None),
+    ],
+    ids=["whole", "no-tables", "foreign", "newer", "string-version", "no-keys", "broken", "tricky", "latin"],
+)
+def test_the_identity_check_agrees_with_read_config(tmp_path: Path, text: str, refused: type | None) -> None:
+    session = SessionDir("who", tmp_path)
+    session.session_toml.write_text(text, encoding="utf-8")
+    if refused is None:
+        session.check_identity()
+        assert session.read_config()["session_id"] == "who"
+    else:
+        with pytest.raises(refused):
+            session.check_identity()
+        with pytest.raises(refused):
+            session.read_config()
+
+
+def test_the_identity_check_reads_no_further_than_it_must(tmp_path: Path) -> None:
+    session = SessionDir("who", tmp_path)
+    session.session_toml.write_bytes((_PREFIX + "\n[job]\nname = = 'broken'\n").encode())
+    session.check_identity()  # whose files these are is settled; the job is not gc's business
+    with pytest.raises(IntegrityError):
+        session.read_config()
+    session.session_toml.write_bytes((_PREFIX + _JOB).encode() + b"\xff\n")
+    with pytest.raises(IntegrityError):
+        session.check_identity()  # but the bytes must all be UTF-8
+    session.session_toml.unlink()
+    with pytest.raises(IntegrityError):
+        session.check_identity()

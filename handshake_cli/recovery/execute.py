@@ -354,7 +354,7 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
         torn = os.pread(fd, size - damage.offset, damage.offset)
         quarantined = None
         if torn:
-            durable.ensure_subdir(session.quarantine)
+            durable.ensure_subdir(session.quarantine, durable=True)
             name = f"{damage.segment}.{damage.offset}.torn"
             durable.atomic_write(session.quarantine / name, torn, durable=True)
             quarantined = f"quarantine/{name}"
