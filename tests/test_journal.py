@@ -360,6 +360,100 @@ def test_removed_duplicated_or_reordered_records_are_corrupt(tmp_path: Path, ord
     assert raised.value.exit_code == 5
 
 
+# -- the fast loop and the line-by-line path --------------------------------------------------
+
+_edits = st.lists(
+    st.one_of(
+        st.tuples(st.just("flip"), st.integers(min_value=0), st.integers(min_value=0, max_value=7)),
+        st.tuples(st.just("cut"), st.integers(min_value=0), st.just(0)),
+        st.tuples(st.just("drop_line"), st.integers(min_value=0), st.just(0)),
+        st.tuples(st.just("double_line"), st.integers(min_value=0), st.just(0)),
+        st.tuples(st.just("insert"), st.integers(min_value=0), st.integers(min_value=0, max_value=255)),
+        st.tuples(st.just("foreign_line"), st.integers(min_value=0), st.just(0)),
+        st.tuples(st.just("renumber"), st.integers(min_value=0), st.integers(min_value=-2, max_value=2)),
+    ),
+    max_size=3,
+)
+
+
+def _damage(data: bytes, edits: list[tuple[str, int, int]], foreign: bytes) -> bytes:
+    """`data` with `edits` made; a `foreign_line` is the same line of `foreign`, a journal of
+    the same records in another session: intact, in sequence, but not in this chain; a
+    `renumber`ed line is re-sealed with another seq (a forgery: its checksum holds)."""
+    for kind, at, value in edits:
+        if not data:
+            break
+        at %= len(data)
+        lines = data.split(b"\n")
+        line = at % len(lines)
+        if kind == "flip":
+            data = data[:at] + bytes([data[at] ^ (1 << value)]) + data[at + 1 :]
+        elif kind == "cut":
+            data = data[:at]
+        elif kind == "drop_line":
+            data = b"\n".join(lines[:line] + lines[line + 1 :])
+        elif kind == "double_line":
+            data = b"\n".join(lines[: line + 1] + lines[line:])
+        elif kind == "renumber":
+            try:
+                old = json.loads(lines[line])
+                sealed, _sum = journal.encode(
+                    old["seq"] + value, old["ts"], old["type"], old["data"], old["prev"]
+                )
+            except (ValueError, KeyError, TypeError):
+                continue  # not a record any more (an earlier edit)
+            data = b"\n".join([*lines[:line], sealed.rstrip(b"\n"), *lines[line + 1 :]])
+        elif kind == "foreign_line":
+            others = foreign.split(b"\n")
+            data = b"\n".join(lines[:line] + others[line : line + 1] + lines[line + 1 :])
+        else:
+            data = data[:at] + bytes([value]) + data[at:]
+    return data
+
+
+def _outcome(result: journal.ScanResult) -> tuple[Any, ...]:
+    return (result.records, result.count, result.last_seq, result.last_sum, result.damage, result.valid_ends)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(min_value=0, max_value=14),
+    segment_bytes=st.sampled_from([300, 700, journal.DEFAULT_SEGMENT_BYTES]),
+    edits=_edits,
+    decode=st.sampled_from([True, False, frozenset({"tool.result", "checkpoint.created"})]),
+)
+def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
+    count: int, segment_bytes: int, edits: list[tuple[str, int, int]], decode: journal.Decode
+) -> None:
+    """scan() takes whole intact lines in one fast loop and leaves anything else to the
+    line-by-line path; on any journal, damaged or not, both must find the same."""
+    types = ["model.chunk", "tool.result", "checkpoint.created", "model.chunk"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for session_id in (SID, "another-session"):
+            journal_dir = Path(tmp) / session_id
+            journal_dir.mkdir()
+            with JournalWriter.create(journal_dir, session_id, segment_bytes=segment_bytes) as writer:
+                for i in range(count):
+                    writer.append(types[i % 4], {"i": i, "t": "J*Ê\n" if i % 3 == 0 else f"c{i}"})
+        names = journal.list_segments(journal_dir)
+        journal_dir = Path(tmp) / SID
+        if names:
+            name = names[edits[0][1] % len(names) if edits else -1]
+            foreign = (Path(tmp) / "another-session" / name).read_bytes()
+            victim = journal_dir / name
+            victim.write_bytes(_damage(victim.read_bytes(), edits, foreign))
+
+        fast = journal.scan(journal_dir, SID, decode=decode)
+        real = journal._scan_intact_lines
+        journal._scan_intact_lines = lambda data, name, result, decode, pos: pos  # type: ignore[assignment]
+        try:
+            slow = journal.scan(journal_dir, SID, decode=decode)
+        finally:
+            journal._scan_intact_lines = real
+
+        assert _outcome(fast) == _outcome(slow)
+
+
 # -- rotation --------------------------------------------------------------------------------
 
 
