@@ -22,7 +22,7 @@ from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.journal import Damage, JournalWriter
-from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, FAILED, PAUSED, refresh_head, write_head
+from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
 from handshake_cli.providers import make_provider
 from handshake_cli.recovery.plan import (
     BLOCK,
@@ -32,6 +32,7 @@ from handshake_cli.recovery.plan import (
     guidance,
     locked_guidance,
     make_plan,
+    stopped_guidance,
 )
 from handshake_cli.recovery.view import in_flight_text, rebuild
 from handshake_cli.runner import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
@@ -242,25 +243,14 @@ def _recover_locked(
             state,
             int(EXIT_FOR_STATE.get(state, ExitCode.INTERNAL)),
             executed=True,
-            guidance=guidance(after) or _stopped_guidance(plan, state, result.hint),
+            guidance=guidance(after)
+            or stopped_guidance(plan.session_id, state, plan.root_args, result.hint, indent="  "),
             detail=result.reason,
         )
     finally:
         restore()
         journal.close()
         pack.close()
-
-
-def _stopped_guidance(plan: Plan, state: str, hint: str | None) -> list[str]:
-    """What to do after a recovery that stopped again (PAUSED) or failed."""
-    session_id = plan.session_id
-    if state == PAUSED:
-        again = " ".join(["handshake", "recover", session_id, *plan.root_args])
-        return ["stopped at a safe boundary; resume it with:", f"  {again}"]
-    if state == FAILED:
-        look = " ".join(["handshake", "inspect", session_id, *plan.root_args])
-        return [*([hint] if hint else []), "see what happened with:", f"  {look}"]
-    return []
 
 
 def _exit_for(plan: Plan) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handshake_cli.errors import IntegrityError, UsageError
-from handshake_cli.model import ACTIVE, BLOCKED, PAUSED, TERMINAL
+from handshake_cli.model import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
 from handshake_cli.recovery.view import SessionView
 
 # What recovery does with a call whose intent is on record but whose result is not.
@@ -252,6 +252,20 @@ def corrupt_guidance(session_id: str, root_args: list[str]) -> list[str]:
         "Then continue from the last good checkpoint in a new session:",
         "  " + " ".join(["handshake", "recover", session_id, "--fork", f"{session_id}-fork", *root_args]),
     ]
+
+
+def stopped_guidance(
+    session_id: str, state: str, root_args: list[str], hint: str | None, *, indent: str = ""
+) -> list[str]:
+    """What to do after a run or a recovery that stopped (PAUSED) or failed; `run` prints the
+    command flush (FORMAT.md section 9), `recover` indents it under its sentence."""
+    if state == PAUSED:
+        again = " ".join(["handshake", "recover", session_id, *root_args])
+        return ["stopped at a safe boundary; resume it with:", f"{indent}{again}"]
+    if state == FAILED:
+        look = " ".join(["handshake", "inspect", session_id, *root_args])
+        return [*([hint] if hint else []), "see what happened with:", f"{indent}{look}"]
+    return []
 
 
 def locked_guidance(session_id: str, root_args: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ def run(
         from handshake_cli import launch
         from handshake_cli.jobs import load_job
         from handshake_cli.paths import Paths
+        from handshake_cli.recovery.plan import stopped_guidance
         from handshake_cli.store import Store
 
         loaded = load_job(job)
@@ -40,7 +41,7 @@ def run(
         observer = None if json_ else Progress(out)
         result = launch.start(loaded, store, workspace=where, session_id=session_id, observer=observer)
         data = {"job": loaded.name, **result.as_json()}
-        guidance = _guidance(data, store.paths.root_args())
+        guidance = stopped_guidance(result.session_id, result.state, store.paths.root_args(), result.hint)
 
         def render(printer: Printer) -> None:
             printer.line()
@@ -61,19 +62,6 @@ def run(
         )
 
     return run_command("run", json_, body)
-
-
-def _guidance(data: dict[str, Any], root_args: list[str]) -> list[str]:
-    session_id = data["session_id"]
-    if data["state"] == "PAUSED":
-        return [
-            "stopped at a safe boundary; resume it with:",
-            " ".join(["handshake", "recover", session_id, *root_args]),
-        ]
-    if data["state"] == "FAILED":
-        hint = [data["hint"]] if data.get("hint") else []
-        return [*hint, "see what happened with:", " ".join(["handshake", "inspect", session_id, *root_args])]
-    return []
 
 
 class Progress:
