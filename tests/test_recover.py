@@ -458,7 +458,7 @@ def test_recovering_a_recovered_session_again_changes_nothing(
 
 
 def test_a_crash_after_the_last_record_leaves_a_head_recover_rewrites(
-    tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, root: Path
+    tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, cli: Cli, root: Path
 ) -> None:
     """Killed after `session.completed` was synced, before head.json followed: the session is
     COMPLETED, its head says otherwise, and a `recover` with nothing to do rewrites the head
@@ -467,6 +467,12 @@ def test_a_crash_after_the_last_record_leaves_a_head_recover_rewrites(
     stale = hs("inspect", "ended-1", "--verify", "--json")
     assert stale.code == 0 and stale.json["verdict"] == "repairable", stale.stdout
     assert set(stale.json["head"]["differences"]) == {"last_seq"}
+    assert stale.json["guidance"] == [
+        "recover repairs this; see what it would do with:",
+        "handshake recover ended-1 --dry-run",
+    ]
+    plan = run_printed(cli, stale.json["guidance"][1], extra_env={"HANDSHAKE_HOME": str(root)})
+    assert plan.code == 0 and "terminal" in plan.stdout + plan.stderr, plan.stdout + plan.stderr
     session = session_dir(root, "ended-1")
     before = without_owner(snapshot(session))  # the killed run's owner.json goes with the lock
     again = hs("recover", "ended-1", "--json")
@@ -478,6 +484,7 @@ def test_a_crash_after_the_last_record_leaves_a_head_recover_rewrites(
     assert set(before) == set(after)
     verify = hs("inspect", "ended-1", "--verify", "--json")
     assert verify.json["verdict"] == "intact", verify.stdout
+    assert "guidance" not in verify.json
     assert hs("recover", "ended-1").code == 0 and snapshot(session) == after  # nothing more to rewrite
     assert len(effects(workspace)) == 1
 

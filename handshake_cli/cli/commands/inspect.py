@@ -188,6 +188,14 @@ def _verification(store: Store, target: Any) -> Result:
             " ".join(["handshake", "inspect", target.session_id, "--events", *store.paths.root_args()]),
         ]
         return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error", guidance=guidance)
+    if report.journal.torn_tail or report.head_differences:
+        # What `recover` repairs (it cuts the tail, rewrites head.json), but it may also resume
+        # the session: point at the plan first.
+        guidance = [
+            "recover repairs this; see what it would do with:",
+            " ".join(["handshake", "recover", target.session_id, "--dry-run", *store.paths.root_args()]),
+        ]
+        return Result(data, render, guidance=guidance)
     return Result(data, render)
 
 
