@@ -116,10 +116,10 @@ class SessionDir:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
             raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
-        end = raw.find(b"\n[")
         try:
-            raw.decode("utf-8")
-            top = tomllib.loads(raw[: end + 1 if end >= 0 else len(raw)].decode("utf-8"))
+            text = raw.decode("utf-8")
+            end = text.find("\n[")
+            top = tomllib.loads(text[: end + 1] if end >= 0 else text)
         except (UnicodeDecodeError, tomllib.TOMLDecodeError):
             top = {}
         found = top.get("format_version")
