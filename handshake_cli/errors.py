@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     INTEGRITY = 5
     NOT_FOUND = 6
     JOB_FAILED = 7
+    ENVIRONMENT = 74
     STOPPED = 75
 
 
@@ -88,10 +89,17 @@ class JournalNeedsRepair(IntegrityError):
     code = "journal_needs_repair"
 
 
-class DurabilityError(HandshakeError):
+class EnvironmentFailure(HandshakeError):
+    """The machine failed us (a full disk, an I/O error, a lost database): not a bug, and
+    nothing acknowledged is lost. The message names the file and the cause."""
+
+    exit_code = ExitCode.ENVIRONMENT
+    code = "environment"
+
+
+class DurabilityError(EnvironmentFailure):
     """A write or fsync failed. Fatal to the writing process: never retried and acknowledged."""
 
-    exit_code = ExitCode.INTERNAL
     code = "durability"
 
 

@@ -8,9 +8,22 @@ import typer
 
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
+from handshake_cli.errors import ExitCode
 
-# The worst outcome decides the exit code of `recover --all`.
-SEVERITY = [1, 5, 3, 7, 4, 2, 75, 6, 0]
+# The worst outcome decides the exit code of `recover --all`: a bug, then damage, then what
+# needs a person (blocked), a failed job, the machine failing us, a lock, bad input, a stop.
+SEVERITY = [
+    ExitCode.INTERNAL,
+    ExitCode.INTEGRITY,
+    ExitCode.BLOCKED,
+    ExitCode.JOB_FAILED,
+    ExitCode.ENVIRONMENT,
+    ExitCode.LOCKED,
+    ExitCode.USAGE,
+    ExitCode.STOPPED,
+    ExitCode.NOT_FOUND,
+    ExitCode.OK,
+]
 
 
 def recover(
