@@ -128,7 +128,7 @@ class _HashingReader:
 def export_session(store: Store, session_id: str, output: Path, *, force: bool = False) -> ExportReport:
     """Write `output`, a gzip tar of the session's files plus `manifest.json`, atomically."""
     session = store.session(session_id)
-    config = session.read_config()
+    config = session.read_config(check_job=False)  # a bundle is for forensics: damage travels too
     output = output.expanduser().absolute()
     _check_output(output, force=force)
     live_writer = lock.holder(session.path) is not None

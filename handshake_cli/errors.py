@@ -83,6 +83,12 @@ class ArtifactCorrupt(IntegrityError):
     code = "artifact_corrupt"
 
 
+class JobChanged(IntegrityError):
+    """session.toml's job is not the one the session's first record was written with."""
+
+    code = "job_changed"
+
+
 class JournalNeedsRepair(IntegrityError):
     """The journal ends in a torn tail; appending now would bury it mid-journal."""
 

@@ -16,7 +16,7 @@ from . import lock
 from .history import IN_DOUBT, PENDING, replay
 from .journal import Record, ScanResult, read_last_record, scan
 from .model import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
-from .store import SessionDir, Store
+from .store import JOB_BOUND, JOB_CHANGED, SessionDir, Store
 from .thread import fold_thread
 
 
@@ -105,12 +105,15 @@ class Verification:
     artifact_problems: list[dict[str, Any]]
     head_differences: dict[str, Any]
     missing_artifacts: list[dict[str, Any]]
+    job: str = JOB_BOUND  # store.JOB_*: is session.toml's [job] the one record 1 was written with?
 
     @property
     def verdict(self) -> str:
         """intact | repairable (a torn tail, a stale head) | damaged (recovery will not repair it)."""
-        if self.journal.corruption or any(
-            not p.get("repairable") for p in [*self.artifact_problems, *self.missing_artifacts]
+        if (
+            self.journal.corruption
+            or self.job == JOB_CHANGED
+            or any(not p.get("repairable") for p in [*self.artifact_problems, *self.missing_artifacts])
         ):
             return "damaged"
         if (
@@ -137,6 +140,7 @@ class Verification:
                 "missing": self.missing_artifacts,
             },
             "head": {"matches": not self.head_differences, "differences": self.head_differences},
+            "job": self.job,
         }
 
 
@@ -176,7 +180,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     """Every record's checksum and chain, every artifact's hash, head.json against the journal."""
     from handshake_cli.checkpoints import body_problem
 
-    session.read_config()
+    job = session.job_binding(session.read_config(check_job=False))
     # Only the records the checks read are decoded; every record's checksum and link is verified.
     result = result or scan(session.journal, session.session_id, decode=VERIFY_DECODES)
     store = session.artifact_store()
@@ -220,7 +224,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
         for name, value in folded.head().items():
             if name != "checkpoint_location" and head.get(name) != value:
                 differences[name] = {"head": head.get(name), "journal": value}
-    return Verification(result, checked, problems, differences, missing)
+    return Verification(result, checked, problems, differences, missing, job)
 
 
 # Journals up to this size are verified in full by `inspect SESSION`; larger ones from their

@@ -9,6 +9,8 @@ reached through a symbolic link.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -22,8 +24,15 @@ from typing import Any
 
 from . import durable
 from .artifacts import ArtifactStore
-from .errors import IntegrityError, InvalidSessionId, NotFound, SessionExists, UnsupportedFormat
-from .journal import Clock, JournalWriter, utc_now
+from .errors import (
+    IntegrityError,
+    InvalidSessionId,
+    JobChanged,
+    NotFound,
+    SessionExists,
+    UnsupportedFormat,
+)
+from .journal import Clock, JournalWriter, read_record_at, segment_name, utc_now
 from .model import ModelSession, write_head
 from .paths import Paths
 
@@ -96,13 +105,32 @@ class SessionDir:
     def artifact_store(self) -> ArtifactStore:
         return ArtifactStore(self.artifacts)
 
-    def read_config(self) -> dict[str, Any]:
-        """session.toml, with a clear refusal for a format newer than this tool."""
+    def read_config(self, *, check_job: bool = True) -> dict[str, Any]:
+        """session.toml, with a clear refusal for a format newer than this tool, and (unless
+        asked not to: `export` copies a session whatever its state) for a `[job]` that is not
+        the one the session was created with."""
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
             raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
-        return parse_config(raw, self.session_id)
+        config = parse_config(raw, self.session_id)
+        if check_job and self.job_binding(config) == JOB_CHANGED:
+            raise JobChanged(
+                f"session {self.session_id}: the [job] in {self.session_toml} is not the job the session "
+                "was created with (record 1's job_sha256 differs): it was edited after the session "
+                "started. Nothing was run. Put the original [job] back (an exported bundle holds it).",
+                guidance=[f"handshake inspect {self.session_id} --verify"],
+            )
+        return config
+
+    def job_binding(self, config: dict[str, Any]) -> str:
+        """Whether session.toml's `[job]` is the one record 1 was written with: JOB_BOUND,
+        JOB_CHANGED, or JOB_UNBOUND for a session made before the binding existed (its record
+        1 has no `job_sha256`) or whose record 1 cannot be read (the journal scan reports that)."""
+        first = read_record_at(self.journal, segment_name(1), 0)
+        if first is None or not isinstance(first.data, dict) or "job_sha256" not in first.data:
+            return JOB_UNBOUND
+        return JOB_BOUND if first.data["job_sha256"] == job_digest(config.get("job")) else JOB_CHANGED
 
     def check_identity(self) -> None:
         """That session.toml is this session's, in a format this version reads, without
@@ -125,6 +153,20 @@ class SessionDir:
         found = top.get("format_version")
         if type(found) is not int or found != FORMAT_VERSION or top.get("session_id") != self.session_id:
             parse_config(raw, self.session_id)
+
+
+# What `SessionDir.job_binding` finds.
+JOB_BOUND = "bound"  # record 1 carries the job's digest, and session.toml's [job] matches it
+JOB_CHANGED = "changed"  # it carries one, and [job] no longer matches: damage, exit 5
+JOB_UNBOUND = "unbound"  # made before handshake bound the job (or record 1 unreadable)
+
+
+def job_digest(job: object) -> str:
+    """sha256 of the job table in canonical JSON: what record 1's `job_sha256` holds. The
+    table goes through TOML and back unchanged (strings, integers, floats by repr, booleans,
+    arrays, tables), so the digest of what is read equals the digest of what was written."""
+    text = json.dumps(job, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def parse_config(raw: bytes, session_id: str) -> dict[str, Any]:
@@ -239,7 +281,12 @@ class Store:
             ) as journal:
                 record = journal.append(
                     "session.created",
-                    {**created_data, "session_id": session_id, "format_version": FORMAT_VERSION},
+                    {
+                        **created_data,
+                        "session_id": session_id,
+                        "format_version": FORMAT_VERSION,
+                        "job_sha256": job_digest(config.get("job")),
+                    },
                 )
             session = ModelSession(session_id)
             session.apply(record)

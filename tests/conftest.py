@@ -84,3 +84,19 @@ def golden_root(root: Path) -> Callable[[str], Path]:
         return root
 
     return install
+
+
+@pytest.fixture
+def home_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The hermetic environment with the root given through HANDSHAKE_HOME."""
+    return {**env, "HANDSHAKE_HOME": str(root)}
+
+
+@pytest.fixture
+def hs(cli: Callable[..., CliResult], root: Path) -> Callable[..., CliResult]:
+    """`handshake ...` with the root in HANDSHAKE_HOME, so no output holds a temp path."""
+
+    def run(*args: str, extra_env: dict[str, str] | None = None) -> CliResult:
+        return cli(*args, extra_env={"HANDSHAKE_HOME": str(root), **(extra_env or {})})
+
+    return run

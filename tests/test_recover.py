@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from handshake_cli import lock
 from handshake_cli.journal import JournalWriter
@@ -78,22 +79,6 @@ def long_turn_job(tmp_path: Path, words: int, delay_ms: int, name: str = "job-lo
 
 
 # -- running handshake ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def home_env(env: dict[str, str], root: Path) -> dict[str, str]:
-    """The hermetic environment with the root given through HANDSHAKE_HOME."""
-    return {**env, "HANDSHAKE_HOME": str(root)}
-
-
-@pytest.fixture
-def hs(cli: Cli, root: Path) -> Cli:
-    """`handshake ...` with the root in HANDSHAKE_HOME, so no output holds a temp path."""
-
-    def run(*args: str, extra_env: dict[str, str] | None = None) -> CliResult:
-        return cli(*args, extra_env={"HANDSHAKE_HOME": str(root), **(extra_env or {})})
-
-    return run
 
 
 def handshake(*args: str) -> list[str]:
@@ -247,22 +232,32 @@ def test_golden_blocked_guidance_repeats_a_typed_root_and_runs_as_printed(
     assert len(effects(workspace)) == 1
 
 
-def diverge(session: Path) -> None:
-    """Change the first word of turn 1 in session.toml: the replay will not repeat the journal."""
-    config = session / "session.toml"
-    text = config.read_text(encoding="utf-8")
-    assert text.count('text = "word0 word1 ') == 1
-    config.write_text(text.replace('text = "word0 word1 ', 'text = "changed0 word1 '), encoding="utf-8")
+def changing_model_job(tmp_path: Path) -> Path:
+    """A deterministic model (command provider) that changes its first word once the
+    workspace holds a file named `diverge` (tests/recover_jobs/changing_model.py)."""
+    directory = tmp_path / "job-changing"
+    directory.mkdir()
+    job = {
+        "name": "changing",
+        "prompt": {"user": "Count."},
+        "model": {
+            "provider": "command",
+            "command": [sys.executable, str(RECOVER_JOBS / "changing_model.py")],
+            "deterministic": True,
+        },
+    }
+    path = directory / "job.toml"
+    path.write_text(tomli_w.dumps(job))
+    return path
 
 
 def test_golden_diverged_guidance_then_accept_divergence(
     tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli, root: Path
 ) -> None:
-    job = long_turn_job(tmp_path, words=30, delay_ms=20)
-    crash_run(home_env, job, "diverged-1", workspace, "mid_stream:2")
+    crash_run(home_env, changing_model_job(tmp_path), "diverged-1", workspace, "mid_stream:2")
     chunks = [r for r in records_of(root, "diverged-1") if r.type == "model.chunk"]
-    assert len(chunks) == 2 and chunks[0].data["text"].startswith("word0 ")
-    diverge(session_dir(root, "diverged-1"))
+    assert chunks and chunks[0].data["text"].startswith("word0 ")
+    (workspace / "diverge").touch()
 
     human = hs("recover", "diverged-1")
     assert human.code == 3, human.stdout + human.stderr

@@ -33,7 +33,14 @@ from handshake_cli.errors import (
 from handshake_cli.journal import JournalWriter
 from handshake_cli.model import read_head
 from handshake_cli.paths import Paths
-from handshake_cli.store import FORMAT_VERSION, SessionDir, Store, new_session_id, validate_session_id
+from handshake_cli.store import (
+    FORMAT_VERSION,
+    SessionDir,
+    Store,
+    job_digest,
+    new_session_id,
+    validate_session_id,
+)
 
 CONFIG: dict[str, Any] = {
     "workspace": "/tmp/somewhere",
@@ -179,7 +186,12 @@ def test_a_new_session_is_whole(store: Store, root: Path) -> None:
     assert result.damage is None
     [record] = result.records
     assert (record.seq, record.type) == (1, "session.created")
-    assert record.data == {"session_id": "whole-1", "format_version": FORMAT_VERSION, **CREATED}
+    assert record.data == {
+        "session_id": "whole-1",
+        "format_version": FORMAT_VERSION,
+        "job_sha256": job_digest(CONFIG["job"]),
+        **CREATED,
+    }
 
     head = read_head(session.path)
     assert head is not None

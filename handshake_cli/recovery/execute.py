@@ -20,7 +20,7 @@ from typing import Any
 from handshake_cli import durable, faults
 from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
-from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
+from handshake_cli.errors import ExitCode, HandshakeError, IntegrityError, SessionLocked, UsageError
 from handshake_cli.journal import Damage, JournalWriter
 from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
 from handshake_cli.providers import make_provider
@@ -344,10 +344,7 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
         torn = os.pread(fd, size - damage.offset, damage.offset)
         quarantined = None
         if torn:
-            durable.ensure_subdir(session.quarantine, durable=True)
-            name = f"{damage.segment}.{damage.offset}.torn"
-            durable.atomic_write(session.quarantine / name, torn, durable=True)
-            quarantined = f"quarantine/{name}"
+            quarantined = _quarantine(session, f"{damage.segment}.{damage.offset}", torn)
             faults.crash_point("recovery_after_quarantine")
         os.ftruncate(fd, damage.offset)
         if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
@@ -361,6 +358,45 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
         "length": damage.length,
         "quarantined": quarantined,
     }
+
+
+def _quarantine(session: SessionDir, stem: str, data: bytes) -> str:
+    """Keep `data` under `quarantine/<stem>.torn`, durably, never replacing a file there.
+
+    The same offset can be cut twice (a tail cut at X, records appended at X, power lost,
+    another cut at X), so a taken name moves on to `<stem>.2.torn`, `<stem>.3.torn`...; a
+    file already holding exactly these bytes (a recovery that died after quarantining them)
+    is kept as it is. The bytes reach their name by a hard link, which fails rather than
+    replace, and only after they are synced: a name in quarantine/ never holds a part."""
+    durable.ensure_subdir(session.quarantine, durable=True)
+    tmp = durable.temp_path_for(session.quarantine / f"{stem}.torn")
+    fd = durable.create_file(tmp)
+    try:
+        durable.write_all(fd, data)
+        durable.fsync_fd(fd)
+    finally:
+        os.close(fd)
+    try:
+        number = 1
+        while True:
+            name = f"{stem}.torn" if number == 1 else f"{stem}.{number}.torn"
+            try:
+                os.link(tmp, session.quarantine / name)
+            except FileExistsError:
+                if not _holds(session.quarantine / name, data):
+                    number += 1
+                    continue
+            durable.fsync_dir(session.quarantine)
+            return f"quarantine/{name}"
+    finally:
+        os.unlink(tmp)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return durable.read_bytes(path) == data
+    except (OSError, IntegrityError):
+        return False
 
 
 class _NoModel:

@@ -25,7 +25,9 @@ from handshake_cli.journal import (
     ScanResult,
     Start,
     check_content,
+    genesis,
     list_segments,
+    read_last_record,
     read_record_at,
     scan,
 )
@@ -74,7 +76,7 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
     config = session.read_config()
     job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
     skipped: list[dict[str, Any]] = []
-    for candidate in checkpoint_candidates(session.journal, at_most=at):
+    for candidate in checkpoint_candidates(session.journal, session.session_id, at_most=at):
         ref = CheckpointRef.from_record(candidate)
         try:
             loaded = load(session.journal, ref, session.session_id)
@@ -105,24 +107,72 @@ def _upto(result: ScanResult, at: int | None) -> ScanResult:
     )
 
 
-def checkpoint_candidates(journal_dir: Path, *, at_most: int | None = None) -> Iterator[Record]:
-    """Intact `checkpoint.created` records, newest first, found by searching segments from
-    the end (the key/value pair can only occur unescaped as a record's own type or inside
-    a record's data, and the type is checked after the record's checksum)."""
-    for name in reversed(list_segments(journal_dir)):
+def checkpoint_candidates(
+    journal_dir: Path, session_id: str, *, at_most: int | None = None
+) -> Iterator[Record]:
+    """Intact `checkpoint.created` records that sit where their seq says, newest first,
+    found by searching segments from the end (the key/value pair can only occur unescaped
+    as a record's own type or inside a record's data, and the type is checked after the
+    record's checksum).
+
+    A record's checksum proves its bytes, not its place: a copy of an old checkpoint line
+    appended at the end, or a stale segment whose name sorts last, is intact too. So a
+    candidate must link (seq and `prev`) to the record just before it, and its segment's
+    first record to the last record of the segment before. One that does not is skipped;
+    the scan from an older checkpoint then meets it as damage, as `inspect --verify` does."""
+    segments = list_segments(journal_dir)
+    for index in range(len(segments) - 1, -1, -1):
+        name = segments[index]
         if at_most is not None and int(name.split(".")[0]) > at_most:
             continue  # every record in this segment comes after `at_most`
         data = durable.read_bytes(journal_dir / name)
         end = len(data)
+        anchor: bool | None = None  # does this segment follow the one before it? (checked once)
         while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:
             start = data.rfind(b"\n", 0, at) + 1
             stop = data.find(b"\n", at)
             content = data[start : stop if stop != -1 else len(data)]
-            if check_content(content) is not None:
-                record = Record.decode(content, name, start)
-                if record.type == "checkpoint.created" and (at_most is None or record.seq <= at_most):
-                    yield record
             end = start
+            if check_content(content) is None:
+                continue
+            record = Record.decode(content, name, start)
+            if record.type != "checkpoint.created" or (at_most is not None and record.seq > at_most):
+                continue
+            if anchor is None:
+                anchor = _segment_follows(journal_dir, session_id, segments, index, data)
+            if anchor and _follows_line_before(data, start, record):
+                yield record
+
+
+def _links(before: tuple[int, str], seq: int, prev: str) -> bool:
+    """Whether a record (`seq`, `prev`) comes right after `before` (its seq and sum)."""
+    return before == (seq - 1, prev)
+
+
+def _follows_line_before(data: bytes, start: int, record: Record) -> bool:
+    """The record at `start` links to the line just before it in its segment (or is the
+    segment's first, which `_segment_follows` vouches for)."""
+    if start == 0:
+        return True
+    line_start = data.rfind(b"\n", 0, start - 1) + 1
+    parsed = check_content(data[line_start : start - 1])
+    return parsed is not None and _links((parsed[0], parsed[2]), record.seq, record.prev)
+
+
+def _segment_follows(
+    journal_dir: Path, session_id: str, segments: list[str], index: int, data: bytes
+) -> bool:
+    """The segment's first record has the seq its name says and links to the last record of
+    the segment before it (to the session's genesis for the first segment)."""
+    newline = data.find(b"\n")
+    parsed = check_content(data[: newline if newline != -1 else len(data)])
+    if parsed is None or parsed[0] != int(segments[index].split(".")[0]):
+        return False
+    seq, prev, _ = parsed
+    if index == 0:
+        return seq == 1 and prev == genesis(session_id)
+    before = read_last_record(journal_dir, segments[index - 1])
+    return before is not None and _links((before.seq, before.sum), seq, prev)
 
 
 def _scan_from(session: SessionDir, record: Record) -> ScanResult:

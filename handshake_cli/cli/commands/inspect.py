@@ -162,6 +162,10 @@ def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
         out.line(f"  artifact: {missing['artifact_id']} named by seq {missing['named_by_seq']} is missing")
     for name, diff in integrity["head"]["differences"].items():
         out.line(f"  head.json: {name} is {diff['head']!r}, the journal says {diff['journal']!r}")
+    if integrity.get("job") == "changed":
+        out.line("  session.toml: [job] was edited after the session started (record 1's job_sha256)")
+    elif integrity.get("job") == "unbound":
+        out.line("  session.toml: [job] is not bound to the journal (made before handshake bound jobs)")
 
 
 def _verification(store: Store, target: Any) -> Result:
@@ -179,7 +183,11 @@ def _verification(store: Store, target: Any) -> Result:
     if report.verdict == "damaged":
         damage = report.journal.corruption
         message = f"session {target.session_id} is damaged beyond what recovery repairs" + (
-            f": {damage.detail} ({damage.segment}, byte {damage.offset})" if damage else ""
+            f": {damage.detail} ({damage.segment}, byte {damage.offset})"
+            if damage
+            else ": the [job] in session.toml is not the one record 1 was written with"
+            if report.job == "changed"
+            else ""
         )
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
