@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(args: list[str]) -> int:
+    import errno
     import os
 
     from typer import exceptions as typer_exceptions
@@ -86,6 +87,13 @@ def _main(args: list[str]) -> int:
         return 130
     except OSError as error:  # click's own output (--help, completion) failed to be written
         streams.silence(sys.stdout, error)
+        code = 0
+    except SystemExit as stop:
+        # typer turns EPIPE on its own output (--help) into sys.exit(1), even when not
+        # standalone; our commands return their code and never exit. A reader that left is no bug.
+        if stop.code != 1:
+            raise
+        streams.silence(sys.stdout, BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
         code = 0
     return streams.exit_code(name, code if isinstance(code, int) else 0)
 
