@@ -227,10 +227,14 @@ ONE_SHOT = {
     "export": ["export", "done", "-o", "{tmp}/out.tar.gz"],
     "import": ["import", "{bundle}"],
 }
+# CI runs the commands issue 11 names; the rest go through the same code and run under `slow`.
+EXTRA = {"inspect-events", "inspect-list-json", "recover-json"}
 
 
 @pytest.mark.parametrize("how", ["closed", "full"])
-@pytest.mark.parametrize("name", list(ONE_SHOT))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in EXTRA else []) for n in ONE_SHOT]
+)
 def test_output_that_cannot_be_written_keeps_the_exit_code_honest(
     finished: tuple[Path, Path, dict[str, str]],
     cli: Callable[..., CliResult],
