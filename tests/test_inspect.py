@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_inspect_while_a_run_writes(
     workspace = tmp_path / "ws"
     workspace.mkdir()
     words = " ".join(f"w{i}" for i in range(400))
-    turns = [
+    turns: list[dict[str, Any]] = [
         {"text": words, "tool_calls": [gate_call(1)]},
         {"text": words, "tool_calls": [gate_call(2)]},
         {"text": "Done."},
@@ -123,7 +124,8 @@ def test_inspect_while_a_run_writes(
     try:
         seen = []
         for gate in (1, 2):
-            wait_for(lambda gate=gate: (workspace / f"waiting{gate}").exists(), timeout=60)
+            waiting = workspace / f"waiting{gate}"
+            wait_for(waiting.exists, timeout=60)
             session_id = only_session(root)
             listing = cli("inspect", "--root", str(root), "--json")
             described = cli("inspect", session_id, "--root", str(root), "--json")

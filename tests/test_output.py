@@ -53,7 +53,7 @@ def gate_call(n: int) -> dict[str, Any]:
 
 def gated_job(directory: Path) -> Path:
     """Turn 1 waits at gate 1, turn 2 streams and waits at gate 2, turn 3 answers."""
-    turns = [
+    turns: list[dict[str, Any]] = [
         {"text": "Opening the first gate.", "tool_calls": [gate_call(1)]},
         {"text": "Second turn: " + WORDS, "tool_calls": [gate_call(2)]},
         {"text": "All done: " + WORDS},

@@ -143,7 +143,10 @@ def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
     if os.environ.get("HANDSHAKE_DEBUG"):
         import traceback
 
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except OSError:  # stderr is gone: the message below is all we can try
+            pass
     error = HandshakeError(message)
     return fail(command, error, as_json=as_json)
 
