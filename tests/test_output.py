@@ -224,11 +224,13 @@ ONE_SHOT = {
     "gc-json": ["gc", "--older-than", "0s", "--json"],
     "recover": ["recover", "done"],
     "recover-json": ["recover", "done", "--json"],
+    "recover-all": ["recover", "--all"],
+    "checkpoint": ["checkpoint", "done"],
     "export": ["export", "done", "-o", "{tmp}/out.tar.gz"],
     "import": ["import", "{bundle}"],
 }
 # CI runs the commands issue 11 names; the rest go through the same code and run under `slow`.
-EXTRA = {"inspect-events", "inspect-list-json", "recover-json"}
+EXTRA = {"inspect-events", "inspect-list-json", "recover-json", "recover-all", "checkpoint"}
 
 
 @pytest.mark.parametrize("how", ["closed", "full"])
