@@ -3,9 +3,9 @@ session, and reading a session while a run is writing it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +14,7 @@ from handshake_cli.paths import Paths
 from handshake_cli.store import Store
 from handshake_cli.thread import fold_thread
 from tests.conftest import FIXTURES, CliResult
+from tests.test_output import gate_call, gate_tool
 from tests.test_run import only_session, records_of, start_run, wait_for, write_job
 
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
@@ -108,31 +109,40 @@ def test_the_summary_of_a_long_session_reads_from_its_newest_checkpoint(
 def test_inspect_while_a_run_writes(
     cli: Callable[..., CliResult], env: dict[str, str], root: Path, tmp_path: Path
 ) -> None:
+    """The run is held at two gates (a tool that waits for a file this test creates), so each
+    inspection sees it running, whatever the machine's speed, and the second sees more records."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     words = " ".join(f"w{i}" for i in range(400))
-    job = write_job(tmp_path / "job", [{"text": words}], [], delay_ms=5)
+    turns: list[dict[str, Any]] = [
+        {"text": words, "tool_calls": [gate_call(1)]},
+        {"text": words, "tool_calls": [gate_call(2)]},
+        {"text": "Done."},
+    ]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
     proc = start_run(env, root, workspace, job)
     try:
-        wait_for(lambda: (root / "sessions").exists() and any((root / "sessions").iterdir()))
-        session_id = only_session(root)
-        wait_for(lambda: any(r.type == "model.chunk" for r in records_of(root, session_id)))
         seen = []
-        for _ in range(5):
+        for gate in (1, 2):
+            waiting = workspace / f"waiting{gate}"
+            wait_for(waiting.exists, timeout=60)
+            session_id = only_session(root)
             listing = cli("inspect", "--root", str(root), "--json")
             described = cli("inspect", session_id, "--root", str(root), "--json")
             verified = cli("inspect", session_id, "--verify", "--root", str(root), "--json")
-            if proc.poll() is not None:
-                break
+            assert proc.poll() is None
             assert listing.code == described.code == 0
             assert verified.code == 0 and verified.json["verdict"] in ("intact", "repairable")
             row = listing.json["sessions"][0]
             assert row["state"] == "ACTIVE" and row["lock_holder"]["pid"] == proc.pid
             assert not row["needs_attention"]
             assert described.json["state"] == "ACTIVE" and described.json["recovery_plan"] is None
+            assert [c["state"] for c in described.json["tool_calls"]][-1] == "running"
             seen.append(described.json["last_seq"])
-            time.sleep(0.05)
-        assert seen == sorted(seen) and len(seen) >= 2, seen
+            (workspace / f"open{gate}").touch()
+        assert seen[0] < seen[1], seen
     finally:
+        for gate in (1, 2):
+            (workspace / f"open{gate}").touch()
         proc.communicate(timeout=60)
     assert proc.returncode == 0

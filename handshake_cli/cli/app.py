@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from handshake_cli import __version__
+from handshake_cli.cli import streams
 from handshake_cli.cli.commands import checkpoint, export, gc, import_, inspect, recover, run
 
 app = typer.Typer(
@@ -24,7 +25,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"handshake {__version__}\n")
+        streams.write(sys.stdout, f"handshake {__version__}\n")
         raise typer.Exit(0)
 
 
@@ -49,17 +50,23 @@ app.command("import")(import_.import_)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point. Usage errors become exit 2, in JSON too when asked."""
+    streams.prepare()
+    sys.exit(_main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: list[str]) -> int:
+    import errno
     import os
 
     from typer import exceptions as typer_exceptions
     from typer._click import exceptions as click_exceptions
 
-    args = sys.argv[1:] if argv is None else argv
     if "_HANDSHAKE_COMPLETE" in os.environ:  # a TAB press: register the shells' protocols
         from typer._completion_classes import completion_init
 
         completion_init()
     command = typer.main.get_command(app)
+    name = args[0] if args else "handshake"
     try:
         code = command.main(args=args, prog_name="handshake", standalone_mode=False)
     except click_exceptions.UsageError as error:
@@ -71,11 +78,28 @@ def main(argv: list[str] | None = None) -> None:
                 "error": {"code": "usage", "exit_code": 2, "message": error.format_message()},
                 "guidance": ["handshake --help"],
             }
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            streams.write(sys.stdout, streams.json_text(doc, sys.stdout) + "\n")
         else:
-            error.show()
-        sys.exit(2)
+            _show(error.show)
+        return streams.exit_code(name, 2)
     except typer_exceptions.Abort:
-        sys.stderr.write("handshake: interrupted\n")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        streams.write(sys.stderr, "handshake: interrupted\n")
+        return 130
+    except OSError as error:  # click's own output (--help, completion) failed to be written
+        streams.silence(sys.stdout, error)
+        code = 0
+    except SystemExit as stop:
+        # typer turns EPIPE on its own output (--help) into sys.exit(1), even when not
+        # standalone; our commands return their code and never exit. A reader that left is no bug.
+        if stop.code != 1:
+            raise
+        streams.silence(sys.stdout, BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+        code = 0
+    return streams.exit_code(name, code if isinstance(code, int) else 0)
+
+
+def _show(show: Callable[[], None]) -> None:
+    try:
+        show()
+    except OSError as error:
+        streams.silence(sys.stderr, error)

@@ -5,17 +5,21 @@ here. With `--json`, stdout gets exactly one JSON document: `schema`, `status`, 
 command's fields, and for errors an `error` object and `guidance`. Otherwise a human
 renderer writes to stdout and guidance goes to stderr. rich is imported only when a human
 is looking at a terminal (and NO_COLOR is honoured there); pipes get plain text.
+
+Every write goes through `streams`: output that cannot be written (a closed pipe, a full
+disk, text the terminal cannot encode) never turns an outcome into a bug, and the exit
+code still says what happened to the session.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from handshake_cli.cli import streams
 from handshake_cli.errors import ExitCode, HandshakeError
 
 SCHEMA = 1
@@ -40,15 +44,21 @@ class Printer:
             )
         return self._console
 
+    def write(self, text: str, *, flush: bool = False) -> bool:
+        """Raw text (a streamed delta); False once the stream has failed."""
+        return streams.write(self.stream, streams.shown(text), flush=flush)
+
     def line(self, text: str = "", style: str | None = None) -> None:
+        text = streams.shown(text)
         if self.rich and style:
             from rich.text import Text
 
-            self.console.print(Text(text, style=style))
+            self._print(Text(text, style=style))
         else:
-            self.stream.write(text + "\n")
+            streams.write(self.stream, text + "\n")
 
     def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        rows = [[streams.shown(cell) for cell in row] for row in rows]
         if self.rich:
             from rich.table import Table
 
@@ -57,11 +67,22 @@ class Printer:
                 table.add_column(header)
             for row in rows:
                 table.add_row(*row)
-            self.console.print(table)
+            self._print(table)
             return
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        for row in [headers, *rows]:
-            self.stream.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+        text = "".join(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n"
+            for row in [headers, *rows]
+        )
+        streams.write(self.stream, text)
+
+    def _print(self, renderable: Any) -> None:
+        if streams.failure(self.stream):
+            return
+        try:
+            self.console.print(renderable)
+        except OSError as error:
+            streams.silence(self.stream, error)
 
 
 Renderer = Callable[[Printer], None]
@@ -88,7 +109,7 @@ def emit(command: str, result: Result, *, as_json: bool) -> int:
         doc = envelope(command, result.status, result.data)
         if result.guidance:
             doc["guidance"] = result.guidance
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        streams.write(sys.stdout, streams.json_text(doc, sys.stdout) + "\n")
     else:
         result.render(Printer(sys.stdout))
         if result.guidance:
@@ -97,8 +118,7 @@ def emit(command: str, result: Result, *, as_json: bool) -> int:
 
 
 def write_guidance(lines: list[str]) -> None:
-    for line in lines:
-        sys.stderr.write(f"  {line}\n")
+    streams.write(sys.stderr, "".join(f"  {streams.shown(line)}\n" for line in lines))
 
 
 def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
@@ -107,9 +127,9 @@ def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
         if error.details:
             payload["details"] = error.details
         doc = envelope(command, "error", {"error": payload, "guidance": error.guidance})
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        streams.write(sys.stdout, streams.json_text(doc, sys.stdout) + "\n")
     else:
-        sys.stderr.write(f"handshake {command}: {error.message}\n")
+        streams.write(sys.stderr, f"handshake {command}: {streams.shown(error.message)}\n")
         write_guidance(error.guidance)
     return int(error.exit_code)
 
@@ -123,18 +143,32 @@ def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
     if os.environ.get("HANDSHAKE_DEBUG"):
         import traceback
 
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except OSError:  # stderr is gone: the message below is all we can try
+            pass
     error = HandshakeError(message)
     return fail(command, error, as_json=as_json)
 
 
 def run_command(command: str, as_json: bool, body: Callable[[], Result]) -> int:
+    """Run a command's body and write its outcome; the exit code says what happened, even
+    when the output could not be written (see `streams.exit_code`)."""
+    about = None
     try:
         result = body()
     except HandshakeError as error:
-        return fail(command, error, as_json=as_json)
+        code = fail(command, error, as_json=as_json)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return internal_error(command, exc, as_json=as_json)
-    return emit(command, result, as_json=as_json)
+        code = internal_error(command, exc, as_json=as_json)
+    else:
+        try:
+            code = emit(command, result, as_json=as_json)
+        except Exception as exc:  # a renderer's bug: still a message, not a traceback
+            code = internal_error(command, exc, as_json=as_json)
+        session, state = result.data.get("session_id"), result.data.get("state")
+        if isinstance(session, str) and isinstance(state, str):
+            about = f"session {session} is {state}"
+    return streams.exit_code(command, code, about)

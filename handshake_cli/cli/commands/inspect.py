@@ -119,7 +119,8 @@ def _description(store: Store, target: Any) -> Result:
         )
         holder = info["lock_holder"]
         out.line("lock        " + (f"held by pid {holder['pid']} on {holder['host']}" if holder else "free"))
-        _render_integrity(out, info["integrity"])
+        verify = ["handshake", "inspect", info["session_id"], "--verify", *store.paths.root_args()]
+        _render_integrity(out, info["integrity"], " ".join(verify))
         out.line()
         out.line(f"messages ({len(info['messages'])})", style="bold")
         for message in info["messages"]:
@@ -143,15 +144,25 @@ def _description(store: Store, target: Any) -> Result:
     return Result(info, render)
 
 
-def _render_integrity(out: Printer, integrity: dict[str, Any]) -> None:
+def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str = "") -> None:
+    """Either report: a full one (`--verify`, small journals) or, for a journal over
+    inspection.FULL_CHECK_BYTES, the records from the newest checkpoint on, which has no
+    artifact or head.json findings and says how to check everything."""
     verdict = integrity["verdict"]
-    out.line(f"integrity   {verdict}", style={"intact": "green", "repairable": "yellow"}.get(verdict, "red"))
+    style = {"intact": "green", "repairable": "yellow"}.get(verdict, "red")
+    if integrity.get("scope") == "from_checkpoint":
+        out.line(f"integrity   {verdict} (records from seq {integrity['checked_from_seq']} on)", style=style)
+    else:
+        out.line(f"integrity   {verdict}", style=style)
     damage = integrity["journal"]["damage"]
     if damage:
         out.line(
             f"  journal: {damage['kind']} in {damage['segment']} at byte {damage['offset']} "
             f"({damage['length']} bytes): {damage['detail']}"
         )
+    if "artifacts" not in integrity:
+        out.line(f"  everything, artifacts and head.json too: {full_check or integrity['full_check']}")
+        return
     for problem in integrity["artifacts"]["problems"]:
         where = problem.get("pack") or problem.get("path")
         out.line(

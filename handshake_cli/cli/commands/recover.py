@@ -95,6 +95,8 @@ def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
 
     observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
     outcome = execute(store, session_id, options, observer=observer)
+    if observer is not None:
+        observer.finish()
     data = outcome.as_json()
 
     def render(out: Printer) -> None:

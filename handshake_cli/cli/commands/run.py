@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from handshake_cli.cli import streams
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
 
@@ -40,6 +41,8 @@ def run(
         out = Printer(sys.stdout)
         observer = None if json_ else Progress(out)
         result = launch.start(loaded, store, workspace=where, session_id=session_id, observer=observer)
+        if observer is not None:
+            observer.finish()
         data = {"job": loaded.name, **result.as_json()}
         guidance = stopped_guidance(result.session_id, result.state, store.paths.root_args(), result.hint)
 
@@ -65,24 +68,44 @@ def run(
 
 
 class Progress:
-    """Shows a running session: streamed text as it arrives, tool calls, checkpoints."""
+    """Shows a running session: streamed text as it arrives, tool calls, checkpoints.
+
+    The display never stops the session: once stdout fails (the reader closed the pipe, the
+    disk is full) it stops echoing and the session is driven to its end as if nobody watched
+    (docs/DECISIONS.md, "Output that cannot be written")."""
 
     def __init__(self, printer: Printer) -> None:
         self.printer = printer
         self.stream = printer.stream
         self._mid_line = False
+        self._held = ""  # a high surrogate whose low half may come with the next delta
+        self._turn = 0
 
     def _event(self, text: str, style: str = "dim") -> None:
+        self.finish()
         if self._mid_line:
-            self.stream.write("\n")
+            self.printer.write("\n")
             self._mid_line = False
         self.printer.line(text, style=style)
-        self.stream.flush()
+        streams.flush(self.stream)
 
     def text(self, turn: int, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-        self._mid_line = not text.endswith("\n")
+        if turn != self._turn:
+            self.finish()
+            self._turn = turn
+        text, self._held = self._held + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._held = text[:-1], text[-1]
+        if text:
+            self.printer.write(text, flush=True)
+            self._mid_line = not text.endswith("\n")
+
+    def finish(self) -> None:
+        """Show a held-back half of a surrogate pair: its other half is not coming."""
+        if self._held:
+            self.printer.write(self._held, flush=True)
+            self._mid_line = True
+            self._held = ""
 
     def tool_started(self, call: dict[str, Any]) -> None:
         self._event(f"→ {call['tool']} [{call['tool_call_id']}]", style="cyan")
