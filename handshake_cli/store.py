@@ -32,8 +32,11 @@ FORMAT_VERSION = 1
 # journal's is made with the session; the others are made by their first writer (artifacts,
 # recovery's quarantine, `handshake checkpoint`'s requests), so a session that never needs
 # them is three files in two directories, and cheaper to create and to delete.
-SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine")
+SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine", "requests")
 MADE_WITH_SESSION = ("journal",)
+# The session's own files, each a regular file when present: a link (or a directory) in place
+# of one was not written by handshake, and no reader follows it nor writer replaces it.
+FILES = ("session.toml", "head.json", "owner.json", "lock")
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
@@ -158,8 +161,12 @@ class Store:
         self.paths = paths
 
     def session(self, session_id: str) -> SessionDir:
-        """An existing session's directory: validated id, no symlink, inside the root."""
+        """An existing session's directory: validated id, no symlink, inside the root.
+
+        Its journal/ must be there; its subdirectories must be directories and its files
+        regular files (FILES), or absent, else IntegrityError names the one that is not."""
         validate_session_id(session_id)
+        self.check_sessions_dir()
         path = self.paths.sessions / session_id
         try:
             st = os.lstat(path)
@@ -177,14 +184,44 @@ class Store:
                 if not stat.S_ISDIR(os.lstat(prefix + sub).st_mode):
                     raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
             except FileNotFoundError:
-                pass  # made by their first writer (and git does not keep empty ones)
+                if sub in MADE_WITH_SESSION:
+                    raise IntegrityError(f"session {session_id} has no {sub}/ ({path / sub})") from None
+                # the others are made by their first writer (and git does not keep empty ones)
+        for name in FILES:
+            try:
+                mode = os.lstat(prefix + name).st_mode
+            except FileNotFoundError:
+                if name == "session.toml":
+                    raise IntegrityError(
+                        f"session {session_id} has no session.toml ({path / name})"
+                    ) from None
+                continue  # the others are made by a writer
+            if not stat.S_ISREG(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise IntegrityError(
+                    f"{path / name} is {kind}; handshake never writes one there, and neither reads "
+                    "nor replaces it"
+                )
         return SessionDir(session_id, path)
+
+    def check_sessions_dir(self) -> None:
+        """`<root>/sessions` is a real directory (or absent): a link there is never followed."""
+        try:
+            mode = os.lstat(self.paths.sessions).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+            raise IntegrityError(
+                f"{self.paths.sessions} is {kind}; handshake never follows links in its store"
+            )
 
     def list_hint(self) -> list[str]:
         return [" ".join(["handshake", "inspect", *self.paths.root_args()])]
 
     def session_ids(self) -> list[str]:
         """Every session directory under the root, in id order (time order for generated ids)."""
+        self.check_sessions_dir()
         try:
             entries = list(os.scandir(self.paths.sessions))
         except FileNotFoundError:
@@ -209,6 +246,7 @@ class Store:
         import tomli_w
 
         session_id = new_session_id() if session_id is None else validate_session_id(session_id)
+        self.check_sessions_dir()
         if os.path.lexists(self.paths.sessions / session_id):
             raise SessionExists(f"session {session_id} already exists under {self.paths.root}")
         durable.ensure_root(self.paths.root)
