@@ -45,8 +45,10 @@ def _link_to_copy(name: str) -> Damage:
         elif (session / name).exists():
             shutil.copy(session / name, copy)
             (session / name).unlink()
-        else:
+        elif "." in name:
             copy.write_text('{"pid": 1, "host": "elsewhere", "started_at": "x", "command": "x"}')
+        else:
+            copy.mkdir()
         (session / name).symlink_to(copy)
 
     return damage
@@ -81,6 +83,13 @@ def _toml_garbage(session: Path, outside: Path) -> None:
     (session / "session.toml").write_bytes(b"format_version = = [\n\x00\xff")
 
 
+def _foreign_toml(session: Path, outside: Path) -> None:
+    text = (session / "session.toml").read_text()
+    (session / "session.toml").write_text(
+        text.replace(f'session_id = "{session.name}"', 'session_id = "other"')
+    )
+
+
 def _newer_format(session: Path, outside: Path) -> None:
     text = (session / "session.toml").read_text()
     (session / "session.toml").write_text(text.replace("format_version = 1", "format_version = 2"))
@@ -108,6 +117,7 @@ DAMAGES: dict[str, tuple[Damage, str, str]] = {
     "toml-dir": (_directory_at("session.toml"), "integrity", "session.toml"),
     "toml-garbage": (_toml_garbage, "integrity", "session.toml"),
     "toml-missing": (_removed("session.toml"), "integrity", "session.toml"),
+    "toml-foreign": (_foreign_toml, "integrity", "'other'"),
     "newer-format": (_newer_format, "unsupported_format", "format_version 2"),
     "lock-link": (_link_to_copy("lock"), "integrity", "lock"),
     "journal-link": (_link_to_copy("journal"), "integrity", "journal"),
@@ -117,6 +127,7 @@ DAMAGES: dict[str, tuple[Damage, str, str]] = {
     "segment-link": (_segment_link, "integrity", "00000001.jsonl"),
     "requests-link": (_link_to_copy("requests"), "integrity", "requests"),
     "quarantine-link": (_link_to_copy("quarantine"), "integrity", "quarantine"),
+    "artifacts-link": (_link_to_copy("artifacts"), "integrity", "artifacts"),
 }
 EXIT = {"integrity": 5, "unsupported_format": 2}
 
