@@ -156,6 +156,47 @@ def check_format_version(found: object, session_id: str) -> None:
     raise IntegrityError(f"session {session_id}: format_version {found!r} is not one handshake wrote")
 
 
+def _check_entries(session_id: str, path: Path) -> None:
+    """Each of a session's directories (SUBDIRS) a real directory, each of its FILES a regular
+    file, journal/ and session.toml present. One scandir, whose entries carry their types:
+    gc opens every session of a big root, and an lstat per name took 12 system calls a
+    session where this takes 7."""
+    with os.scandir(path) as it:
+        found = {entry.name: entry for entry in it if entry.name in _CHECKED}
+    for name in FILES:
+        entry = found.get(name)
+        if entry is None:
+            if name == "session.toml":
+                raise IntegrityError(f"session {session_id} has no session.toml ({path / name})")
+            continue  # the others are made by a writer
+        if not entry.is_file(follow_symlinks=False):
+            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+            raise IntegrityError(
+                f"{path / name} is {kind}; handshake never writes one there, "
+                "and neither reads nor replaces it"
+            )
+    for sub in SUBDIRS:
+        top, _, below = sub.partition("/")
+        if below:  # artifacts/objects, artifacts/packs: looked at only when artifacts/ is there
+            if top not in found:
+                continue
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(path / sub).st_mode)
+            except FileNotFoundError:
+                continue
+        elif sub in found:
+            is_dir = found[sub].is_dir(follow_symlinks=False)
+        elif sub in MADE_WITH_SESSION:
+            raise IntegrityError(f"session {session_id} has no {sub}/ ({path / sub})")
+        else:
+            continue  # made by their first writer (and git does not keep empty ones)
+        if not is_dir:
+            raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
+
+
+_CHECKED = frozenset({*FILES, *(sub.partition("/")[0] for sub in SUBDIRS)})
+
+
 class Store:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
@@ -178,30 +219,10 @@ class Store:
             raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
         if not stat.S_ISDIR(st.st_mode):
             raise IntegrityError(f"{path} is not a session directory")
-        prefix = f"{path}{os.sep}"  # plain strings: gc opens every session of a big root
-        for sub in SUBDIRS:
-            try:
-                if not stat.S_ISDIR(os.lstat(prefix + sub).st_mode):
-                    raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
-            except FileNotFoundError:
-                if sub in MADE_WITH_SESSION:
-                    raise IntegrityError(f"session {session_id} has no {sub}/ ({path / sub})") from None
-                # the others are made by their first writer (and git does not keep empty ones)
-        for name in FILES:
-            try:
-                mode = os.lstat(prefix + name).st_mode
-            except FileNotFoundError:
-                if name == "session.toml":
-                    raise IntegrityError(
-                        f"session {session_id} has no session.toml ({path / name})"
-                    ) from None
-                continue  # the others are made by a writer
-            if not stat.S_ISREG(mode):
-                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-                raise IntegrityError(
-                    f"{path / name} is {kind}; handshake never writes one there, and neither reads "
-                    "nor replaces it"
-                )
+        try:
+            _check_entries(session_id, path)
+        except FileNotFoundError:
+            raise NotFound(f"session {session_id} was removed (by gc) just now") from None
         return SessionDir(session_id, path)
 
     def check_sessions_dir(self) -> None:
