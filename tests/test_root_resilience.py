@@ -350,25 +350,28 @@ def test_each_damage_alone_in_recover_all_and_gc(
 @pytest.mark.parametrize(
     ("damage", "command"),
     [
-        ("head-link", ["recover"]),
-        ("head-link", ["checkpoint"]),
-        ("head-link", ["inspect"]),
-        ("head-link", ["export", "-o", "X"]),
-        ("journal-empty", ["recover"]),
-        ("journal-empty", ["checkpoint"]),
-        ("journal-empty", ["inspect", "--verify"]),
+        ("head-link", "recover"),
+        ("head-link", "checkpoint"),
+        ("head-link", "inspect"),
+        ("head-link", "export -o BUNDLE"),
+        ("journal-empty", "recover"),
+        ("journal-empty", "checkpoint"),
+        ("journal-empty", "inspect --verify"),
+        ("journal-empty", "inspect --events --since-seq 2"),
+        ("journal-empty", "recover --fork forked-1"),
     ],
 )
 def test_one_damaged_session_is_refused_by_readers_and_writers(
-    cli: Cli, make_root: Callable[[list[str]], Root], damage: str, command: list[str]
+    cli: Cli, make_root: Callable[[list[str]], Root], damage: str, command: str
 ) -> None:
     """A writer never replaces a link planted in a session (nor starts its journal anew)."""
     root = make_root([damage])
-    args = [str(root.outside / "bundle.tgz") if word == "X" else word for word in command]
+    args = [str(root.outside / "bundle.tgz") if word == "BUNDLE" else word for word in command.split()]
     result = cli(args[0], f"bad-{damage}", *args[1:], "--root", str(root.path), "--json")
     assert result.code == 5, result.stdout + result.stderr
     check_error(result.json, damage)
     assert not (root.outside / "bundle.tgz").exists()
+    assert not (root.path / "sessions" / "forked-1").exists()
     root.untouched()
 
 

@@ -209,6 +209,10 @@ def _events(target: Any, at: int | None, types: list[str], since_seq: int | None
     from handshake_cli.journal import Start, list_segments, read_record_at, scan
 
     target.read_config()  # refuses a session of a newer format before reading its journal
+    if not list_segments(target.journal):  # record 1 is written with the session
+        raise IntegrityError(
+            f"session {target.session_id}: the journal holds no intact record ({target.journal})"
+        )
     first = read_record_at(target.journal, list_segments(target.journal)[0], 0) if since_seq else None
     start = None
     if since_seq:
