@@ -63,6 +63,16 @@ def _directory_at(name: str) -> Damage:
     return damage
 
 
+def _fifo_at(name: str) -> Damage:
+    """A named pipe: opening it to read would wait for a writer forever."""
+
+    def damage(session: Path, outside: Path) -> None:
+        (session / name).unlink()
+        os.mkfifo(session / name)
+
+    return damage
+
+
 def _file_at(name: str) -> Damage:
     def damage(session: Path, outside: Path) -> None:
         shutil.rmtree(session / name)
@@ -113,6 +123,7 @@ DAMAGES: dict[str, tuple[Damage, str, str]] = {
     "owner-link": (_link_to_copy("owner.json"), "integrity", "owner.json"),
     "head-link": (_link_to_copy("head.json"), "integrity", "head.json"),
     "head-dir": (_directory_at("head.json"), "integrity", "head.json"),
+    "head-fifo": (_fifo_at("head.json"), "integrity", "head.json"),
     "toml-link": (_link_to_copy("session.toml"), "integrity", "session.toml"),
     "toml-dir": (_directory_at("session.toml"), "integrity", "session.toml"),
     "toml-garbage": (_toml_garbage, "integrity", "session.toml"),
@@ -162,7 +173,7 @@ def snapshot(path: Path) -> dict[str, Any]:
         elif entry.is_file():
             found[key] = entry.read_bytes()
         else:
-            found[key] = "dir"
+            found[key] = "dir" if entry.is_dir() else "special"  # a named pipe: never opened here
     return found
 
 
