@@ -402,6 +402,8 @@ def test_a_link_in_place_of_sessions_is_refused_by_every_command(
     toml = source / "sessions" / "imported" / "session.toml"
     toml.write_text(toml.read_text().replace('session_id = "clean"', 'session_id = "imported"'))
     assert cli("export", "imported", "-o", str(bundle), "--root", str(source)).code == 0
+    # (in the linked directory too: an import that looked through the link would say it exists)
+    shutil.copytree(source / "sessions" / "imported", elsewhere / "imported")
     (root / "sessions").symlink_to(elsewhere)
     before = snapshot(elsewhere)
     workspace = tmp_path / "ws"
