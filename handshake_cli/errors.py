@@ -28,7 +28,7 @@ class ExitCode(IntEnum):
 
 # A command over many sessions (`recover --all`, the `inspect` listing, `gc`) exits with its
 # worst outcome: a bug, then damage, then what needs a person (blocked), a failed job, the
-# machine failing us, a lock, bad input, a stop.
+# machine failing us, a lock, bad input, a stop, a session gone.
 SEVERITY = (
     ExitCode.INTERNAL,
     ExitCode.INTEGRITY,
@@ -44,6 +44,7 @@ SEVERITY = (
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:
+    """The first of SEVERITY among `codes`; 0 when there are none."""
     found = set(codes)
     return int(next((code for code in SEVERITY if code in found), ExitCode.OK))
 
