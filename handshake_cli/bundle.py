@@ -356,6 +356,7 @@ class _Layout:
 
 def import_bundle(store: Store, bundle: Path) -> ImportReport:
     """Check every byte of `bundle`, then land its session under the root in one rename."""
+    store.check_sessions_dir()  # before anything looks through a link there
     with _open_bundle(bundle) as tar:
         try:
             members = tar.getmembers()

@@ -8,6 +8,7 @@ in one place; anything else that escapes is a bug and exits 1.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -23,6 +24,29 @@ class ExitCode(IntEnum):
     JOB_FAILED = 7
     ENVIRONMENT = 74
     STOPPED = 75
+
+
+# A command over many sessions (`recover --all`, the `inspect` listing, `gc`) exits with its
+# worst outcome: a bug, then damage, then what needs a person (blocked), a failed job, the
+# machine failing us, a lock, bad input, a stop, a session gone.
+SEVERITY = (
+    ExitCode.INTERNAL,
+    ExitCode.INTEGRITY,
+    ExitCode.BLOCKED,
+    ExitCode.JOB_FAILED,
+    ExitCode.ENVIRONMENT,
+    ExitCode.LOCKED,
+    ExitCode.USAGE,
+    ExitCode.STOPPED,
+    ExitCode.NOT_FOUND,
+    ExitCode.OK,
+)
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The first of SEVERITY among `codes`; 0 when there are none."""
+    found = set(codes)
+    return int(next((code for code in SEVERITY if code in found), ExitCode.OK))
 
 
 class HandshakeError(Exception):

@@ -37,8 +37,16 @@ from typing import Any
 from . import durable, faults
 from . import lock as session_lock
 from .artifacts import HEADER_BYTES
-from .errors import HandshakeError, IntegrityError, InvalidConfig, NotFound, UsageError
-from .inspection import directory_size, effective_state, named_artifacts
+from .errors import (
+    HandshakeError,
+    IntegrityError,
+    InvalidConfig,
+    JournalNeedsRepair,
+    NotFound,
+    UsageError,
+    worst_exit_code,
+)
+from .inspection import UNREADABLE, directory_size, effective_state, named_artifacts, session_problem
 from .journal import Record, read_last_record, scan
 from .model import ACTIVE, BLOCKED, CREATED, PAUSED, STATES, TERMINAL, fold, read_head
 from .paths import Paths
@@ -175,6 +183,11 @@ class Report:
     def reclaimed_bytes(self) -> int:
         return sum(item["bytes"] for item in [*self.removed, *self.swept])
 
+    @property
+    def exit_code(self) -> int:
+        """The worst error among the sessions skipped as damaged; 0 when there is none."""
+        return worst_exit_code(item["error"]["exit_code"] for item in self.skipped if item.get("error"))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.policy.dry_run,
@@ -198,12 +211,17 @@ class _Look:
     last_record: Record | None = None
     age: float | None = None
     holder: session_lock.LockHolder | None = None
-    problem: str | None = None
+    # Why its files cannot be trusted: the `error` of its skipped entry ({code, exit_code, message}).
+    error: dict[str, Any] | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self.error["message"] if self.error else None
 
     @property
     def state(self) -> str:
         if self.stored_state is None:
-            return "UNREADABLE"
+            return UNREADABLE
         return effective_state(self.stored_state, self.holder)
 
     @property
@@ -308,13 +326,11 @@ class _Run:
             look.session = self.store.session(session_id)
             look.stored_state, look.last_record = _stored_state(look.session)
             look.age = self.now() - _timestamp(look.last_record)
-        except (NotFound, FileNotFoundError) as exc:
-            if not os.path.lexists(look.session.path):
-                return None  # gone since the listing (another gc)
-            look.problem = _describe(exc)
+            look.holder = session_lock.holder(look.session.path)
         except Exception as exc:  # one broken session must never be removed, nor hide the others
-            look.problem = _describe(exc)
-        look.holder = session_lock.holder(look.session.path)
+            if isinstance(exc, NotFound | FileNotFoundError) and not os.path.lexists(look.session.path):
+                return None  # gone since the listing (another gc)
+            look.error = session_problem(exc)
         return look
 
     def _removal_verdict(self, look: _Look) -> str | None:
@@ -336,19 +352,26 @@ class _Run:
             return "unfinished"  # `run` takes the lock right after creating it: leave that instant alone
         return "candidate"
 
+    def _damaged(self, look: _Look, exc: Exception, prefix: str = "") -> None:
+        """Skip a session whose files cannot be trusted, with the error that says why."""
+        error = session_problem(exc)
+        look.error = {**error, "message": prefix + error["message"]}
+        self._skip(look, "damaged")
+
     def _skip(self, look: _Look, reason: str, detail: str | None = None) -> None:
         if look.session.session_id in self._skipped:
             return
         self._skipped.add(look.session.session_id)
-        self.report.skipped.append(
-            {
-                "session_id": look.session.session_id,
-                "state": look.state,
-                "reason": reason,
-                "detail": detail or self._detail(look, reason),
-                "last_record_at": look.last_record_at,
-            }
-        )
+        entry: dict[str, Any] = {
+            "session_id": look.session.session_id,
+            "state": look.state,
+            "reason": reason,
+            "detail": detail or self._detail(look, reason),
+            "last_record_at": look.last_record_at,
+        }
+        if reason == "damaged" and look.error is not None:
+            entry["error"] = look.error
+        self.report.skipped.append(entry)
 
     def _detail(self, look: _Look, reason: str) -> str:
         root_args = " ".join(self.paths.root_args())
@@ -391,8 +414,7 @@ class _Run:
                 session.check_identity()
                 last = read_last_record(session.journal)
             except Exception as exc:
-                look.problem = _describe(exc)
-                self._skip(look, "damaged")
+                self._damaged(look, exc)
                 return
             assert look.last_record is not None
             if last is None or (last.seq, last.sum) != (look.last_record.seq, look.last_record.sum):
@@ -423,8 +445,7 @@ class _Run:
         except FileNotFoundError:
             return None  # moved away since gc looked (another gc)
         except OSError as exc:  # e.g. ELOOP: a link planted at the lock path
-            look.problem = f"cannot lock it: {_describe(exc)}"
-            self._skip(look, "damaged")
+            self._damaged(look, IntegrityError(f"cannot lock it: {_describe(exc)}"))
             return None
         if fd is None:
             self._skip(look, "locked")
@@ -476,8 +497,7 @@ class _Run:
                 try:
                     stored, _last = _stored_state(session)
                 except Exception as exc:
-                    look.problem = _describe(exc)
-                    self._skip(look, "damaged")
+                    self._damaged(look, exc)
                     return
                 if stored in TERMINAL:
                     self._prune(look)
@@ -509,12 +529,10 @@ class _Run:
         try:
             unnamed = _unnamed_artifacts(session)
         except Exception as exc:
-            look.problem = f"artifacts left as they are: {_describe(exc)}"
-            self._skip(look, "damaged")
+            self._damaged(look, exc, "artifacts left as they are: ")
             return
-        if isinstance(unnamed, str):
-            look.problem = unnamed
-            self._skip(look, "damaged")
+        if isinstance(unnamed, HandshakeError):
+            self._damaged(look, unnamed)
             return
         for kind, path, size in unnamed:
             if not self.policy.dry_run:
@@ -622,19 +640,21 @@ def _has_artifacts(session: SessionDir) -> bool:
     return bool(store.loose_ids() or store.pack_names())
 
 
-def _unnamed_artifacts(session: SessionDir) -> list[tuple[str, Path, int]] | str:
+def _unnamed_artifacts(session: SessionDir) -> list[tuple[str, Path, int]] | HandshakeError:
     """Loose artifacts and whole pack segments that no journal record names.
 
-    Returns a problem (a string) instead when the journal cannot be read to its end: then
-    nobody can say what it names, and nothing is touched.
+    Returns the problem instead when the journal cannot be read to its end: then nobody can
+    say what it names, and nothing is touched.
     """
     result = scan(session.journal, session.session_id)
     if result.damage:
         damage = result.damage
-        return (
+        message = (
             f"artifacts left as they are: the journal has {damage.kind.replace('_', ' ')} at "
             f"{damage.segment} offset {damage.offset}"
         )
+        # A torn tail is what a writer refuses to append after (recover repairs it): the same error.
+        return JournalNeedsRepair(message) if damage.repairable else IntegrityError(message)
     named: set[str] = set()
     for record in result.records:
         named.update(named_artifacts(record.data))

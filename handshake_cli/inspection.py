@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lock
+from .errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
 from .history import IN_DOUBT, PENDING, replay
 from .journal import Record, ScanResult, read_last_record, scan
 from .model import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
@@ -56,46 +57,83 @@ def _head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
         record.updated_at = last.ts
         return record, True
     result = scan(session.journal, session.session_id)
+    if not result.records:  # record 1 is written with the session: its absence is damage
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
     return fold(session.session_id, result.records), False
+
+
+# The state of a session whose files cannot be read (its row carries an `error`).
+UNREADABLE = "UNREADABLE"
+
+
+def session_problem(exc: Exception) -> dict[str, Any]:
+    """Why one session of a root could not be served, as the `error` object of its row in the
+    listing, `recover --all` and `gc`: {code, exit_code, message}, as a command's own error."""
+    if isinstance(exc, HandshakeError):
+        code, exit_code, message = exc.code, int(exc.exit_code), exc.message
+    elif isinstance(exc, OSError):  # EIO, EACCES ...: the machine, not the files' content
+        where = f"{exc.filename}: " if exc.filename else ""
+        code, exit_code = EnvironmentFailure.code, int(ExitCode.ENVIRONMENT)
+        message = f"{where}{exc.strerror or exc}"
+    else:
+        code, exit_code = "internal", int(ExitCode.INTERNAL)
+        message = f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; please report it"
+    return {"code": code, "exit_code": exit_code, "message": message}
 
 
 def list_sessions(store: Store) -> list[dict[str, Any]]:
     """One row per session, cheaply: head.json checked against the journal's last record.
 
-    Damage in the middle of a journal is found by `describe` and `verify`, which read it all.
+    A session that cannot be read gets a row of its own (state UNREADABLE, and its `error`)
+    and the others are listed as usual. Damage in the middle of a journal is found by
+    `describe` and `verify`, which read it all.
     """
     rows = []
     for session_id in store.session_ids():
-        session = SessionDir(session_id, store.paths.sessions / session_id)
-        row: dict[str, Any] = {"session_id": session_id}
         try:
-            config = session.read_config()
-            record, head_matches = _head_or_fold(session)
+            rows.append(_row(store, session_id))
         except Exception as exc:  # one broken session must not hide the others
-            row.update({"state": "UNREADABLE", "error": str(exc), "needs_attention": True})
-            rows.append(row)
-            continue
-        holder = lock.holder(session.path)
-        state = effective_state(record.state, holder)
-        row.update(
-            {
-                "job_name": (config.get("job") or {}).get("name"),
-                "state": state,
-                "created_at": config.get("created_at"),
-                "updated_at": record.updated_at,
-                "last_checkpoint_at": record.last_checkpoint_at,
-                "checkpoint_count": record.checkpoint_count,
-                "size_bytes": directory_size(session.path),
-                "lock_holder": holder.as_json() if holder else None,
-                # A head that lags the journal is what a crash leaves behind: worth a look.
-                "head_matches": head_matches,
-                # (while a writer runs, head.json lags by design: that is no reason to look)
-                "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED)
-                or (not head_matches and holder is None),
-            }
-        )
-        rows.append(row)
+            if not os.path.lexists(store.paths.sessions / session_id):
+                continue  # removed (by gc) since the listing began
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "state": UNREADABLE,
+                    "error": session_problem(exc),
+                    "needs_attention": True,
+                }
+            )
     return rows
+
+
+def listing_exit_code(rows: list[dict[str, Any]]) -> int:
+    """The listing's exit code: the worst of its unreadable sessions' errors, else 0."""
+    return worst_exit_code(row["error"]["exit_code"] for row in rows if row.get("error"))
+
+
+def _row(store: Store, session_id: str) -> dict[str, Any]:
+    session = store.session(session_id)  # refuses links and files out of place
+    config = session.read_config()
+    record, head_matches = _head_or_fold(session)
+    holder = lock.holder(session.path)
+    state = effective_state(record.state, holder)
+    return {
+        "session_id": session_id,
+        "job_name": (config.get("job") or {}).get("name"),
+        "state": state,
+        "created_at": config.get("created_at"),
+        "updated_at": record.updated_at,
+        "last_checkpoint_at": record.last_checkpoint_at,
+        "checkpoint_count": record.checkpoint_count,
+        "size_bytes": directory_size(session.path),
+        "lock_holder": holder.as_json() if holder else None,
+        # A head that lags the journal is what a crash leaves behind: worth a look.
+        "head_matches": head_matches,
+        # (while a writer runs, head.json lags by design: that is no reason to look)
+        "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or (not head_matches and holder is None),
+    }
 
 
 @dataclass
@@ -183,6 +221,10 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     job = session.job_binding(session.read_config(check_job=False))
     # Only the records the checks read are decoded; every record's checksum and link is verified.
     result = result or scan(session.journal, session.session_id, decode=VERIFY_DECODES)
+    if result.last_seq == 0:  # record 1 is written with the session: nothing intact is damage
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
     store = session.artifact_store()
     checked, problems = store.verify()
     present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}

@@ -18,7 +18,7 @@ from typing import Any
 from handshake_cli import lock as session_lock
 from handshake_cli import requests
 from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter
-from handshake_cli.errors import SessionLocked, UsageError
+from handshake_cli.errors import IntegrityError, SessionLocked, UsageError
 from handshake_cli.jobs import Job
 from handshake_cli.journal import JournalWriter, scan
 from handshake_cli.model import fold, write_head
@@ -154,6 +154,10 @@ def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> Ch
         pack = session.artifact_store().pack_writer()
         try:
             records = scan(session.journal, session_id).records
+            if not records:  # record 1 is written with the session: appending would start a journal anew
+                raise IntegrityError(
+                    f"session {session_id}: the journal holds no intact record ({session.journal})"
+                )
             record = fold(session_id, records)
             thread = fold_thread(records)
             last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)

@@ -41,8 +41,11 @@ FORMAT_VERSION = 1
 # journal's is made with the session; the others are made by their first writer (artifacts,
 # recovery's quarantine, `handshake checkpoint`'s requests), so a session that never needs
 # them is three files in two directories, and cheaper to create and to delete.
-SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine")
+SUBDIRS = ("journal", "artifacts", "artifacts/objects", "artifacts/packs", "quarantine", "requests")
 MADE_WITH_SESSION = ("journal",)
+# The session's own files, each a regular file when present: a link (or a directory) in place
+# of one was not written by handshake, and no reader follows it nor writer replaces it.
+FILES = ("session.toml", "head.json", "owner.json", "lock")
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
@@ -195,13 +198,58 @@ def check_format_version(found: object, session_id: str) -> None:
     raise IntegrityError(f"session {session_id}: format_version {found!r} is not one handshake wrote")
 
 
+def _check_entries(session_id: str, path: Path) -> None:
+    """Each of a session's directories (SUBDIRS) a real directory, each of its FILES a regular
+    file, journal/ and session.toml present. One scandir, whose entries carry their types:
+    gc opens every session of a big root, and an lstat per name took 12 system calls a
+    session where this takes 7."""
+    with os.scandir(path) as it:
+        found = {entry.name: entry for entry in it if entry.name in _CHECKED}
+    for name in FILES:
+        entry = found.get(name)
+        if entry is None:
+            if name == "session.toml":
+                raise IntegrityError(f"session {session_id} has no session.toml ({path / name})")
+            continue  # the others are made by a writer
+        if not entry.is_file(follow_symlinks=False):
+            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+            raise IntegrityError(
+                f"{path / name} is {kind}; handshake never writes one there, "
+                "and neither reads nor replaces it"
+            )
+    for sub in SUBDIRS:
+        top, _, below = sub.partition("/")
+        if below:  # artifacts/objects, artifacts/packs: looked at only when artifacts/ is there
+            if top not in found:
+                continue
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(path / sub).st_mode)
+            except FileNotFoundError:
+                continue
+        elif sub in found:
+            is_dir = found[sub].is_dir(follow_symlinks=False)
+        elif sub in MADE_WITH_SESSION:
+            raise IntegrityError(f"session {session_id} has no {sub}/ ({path / sub})")
+        else:
+            continue  # made by their first writer (and git does not keep empty ones)
+        if not is_dir:
+            raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
+
+
+_CHECKED = frozenset({*FILES, *(sub.partition("/")[0] for sub in SUBDIRS)})
+
+
 class Store:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
 
     def session(self, session_id: str) -> SessionDir:
-        """An existing session's directory: validated id, no symlink, inside the root."""
+        """An existing session's directory: validated id, no symlink, inside the root.
+
+        Its journal/ must be there; its subdirectories must be directories and its files
+        regular files (FILES), or absent, else IntegrityError names the one that is not."""
         validate_session_id(session_id)
+        self.check_sessions_dir()
         path = self.paths.sessions / session_id
         try:
             st = os.lstat(path)
@@ -213,20 +261,30 @@ class Store:
             raise IntegrityError(f"{path} is a symbolic link; handshake never follows links in its store")
         if not stat.S_ISDIR(st.st_mode):
             raise IntegrityError(f"{path} is not a session directory")
-        prefix = f"{path}{os.sep}"  # plain strings: gc opens every session of a big root
-        for sub in SUBDIRS:
-            try:
-                if not stat.S_ISDIR(os.lstat(prefix + sub).st_mode):
-                    raise IntegrityError(f"{path / sub} is a link or a file; refusing to follow it")
-            except FileNotFoundError:
-                pass  # made by their first writer (and git does not keep empty ones)
+        try:
+            _check_entries(session_id, path)
+        except FileNotFoundError:
+            raise NotFound(f"session {session_id} was removed (by gc) just now") from None
         return SessionDir(session_id, path)
+
+    def check_sessions_dir(self) -> None:
+        """`<root>/sessions` is a real directory (or absent): a link there is never followed."""
+        try:
+            mode = os.lstat(self.paths.sessions).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+            raise IntegrityError(
+                f"{self.paths.sessions} is {kind}; handshake never follows links in its store"
+            )
 
     def list_hint(self) -> list[str]:
         return [" ".join(["handshake", "inspect", *self.paths.root_args()])]
 
     def session_ids(self) -> list[str]:
         """Every session directory under the root, in id order (time order for generated ids)."""
+        self.check_sessions_dir()
         try:
             entries = list(os.scandir(self.paths.sessions))
         except FileNotFoundError:
@@ -251,6 +309,7 @@ class Store:
         import tomli_w
 
         session_id = new_session_id() if session_id is None else validate_session_id(session_id)
+        self.check_sessions_dir()
         if os.path.lexists(self.paths.sessions / session_id):
             raise SessionExists(f"session {session_id} already exists under {self.paths.root}")
         durable.ensure_root(self.paths.root)

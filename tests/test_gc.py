@@ -98,11 +98,14 @@ def listing(cli: Cli, root: Path) -> dict[str, str]:
     return {row["session_id"]: row["state"] for row in result.json["sessions"]}
 
 
-def gc(cli: Cli, root: Path, *args: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def gc(
+    cli: Cli, root: Path, *args: str, extra_env: dict[str, str] | None = None, code: int = 0
+) -> dict[str, Any]:
+    """`gc --json`; `code` is the exit code expected (5 when a session is skipped as damaged)."""
     result = cli("gc", "--root", str(root), "--json", *args, extra_env=extra_env)
-    assert result.code == 0, result.stdout + result.stderr
+    assert result.code == code, result.stdout + result.stderr
     doc: dict[str, Any] = result.json
-    assert doc["command"] == "gc" and doc["status"] == "ok"
+    assert doc["command"] == "gc" and doc["status"] == ("ok" if code == 0 else "error")
     return doc
 
 
@@ -348,7 +351,7 @@ def test_a_damaged_session_is_never_removed(cli: Cli, root: Path) -> None:
     (torn.path / "head.json").unlink()  # so gc must fold the journal
     config = make_session(root, "bad-config-1")
     (config.path / "session.toml").write_text("format_version = [\n")
-    doc = gc(cli, root, "--older-than", "0s", "--include-unfinished")
+    doc = gc(cli, root, "--older-than", "0s", "--include-unfinished", code=5)
     assert doc["removed"] == []
     assert {s["session_id"]: s["reason"] for s in doc["skipped"]} == {
         "bad-config-1": "damaged",
@@ -367,7 +370,7 @@ def test_gc_reads_only_whose_session_it_is_from_session_toml(cli: Cli, root: Pat
     foreign.session_toml.write_text(text.replace('session_id = "foreign-1"', 'session_id = "other-1"'))
     odd_job = make_session(root, "odd-job-1")
     odd_job.session_toml.write_text(odd_job.session_toml.read_text() + "\n[job.extra]\nx = = 1\n")
-    doc = gc(cli, root, "--older-than", "0s")
+    doc = gc(cli, root, "--older-than", "0s", code=5)
     assert ids(doc["removed"]) == ["odd-job-1"]
     assert [(s["session_id"], s["reason"]) for s in doc["skipped"]] == [("foreign-1", "damaged")]
     assert "other-1" in doc["skipped"][0]["detail"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
-from handshake_cli.errors import NotFound
+from handshake_cli.errors import IntegrityError, NotFound
 from handshake_cli.journal import JournalWriter, Record, scan
 from handshake_cli.model import fold, write_head
 from handshake_cli.store import SessionDir, Store
@@ -29,6 +29,8 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
     source = store.session(source_id)
     config = source.read_config()
     result = scan(source.journal, source_id)  # the intact prefix, also of a damaged journal
+    if not result.records:  # not even record 1: there is nothing to fork from
+        raise IntegrityError(f"session {source_id}: the journal holds no intact record ({source.journal})")
     base = _pick(source.journal, source_id, result.records, checkpoint_id)
     # Without a checkpoint to start from, the fork takes every intact record there is.
     covers = base.covers_seq if base else result.last_seq

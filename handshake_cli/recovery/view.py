@@ -18,6 +18,7 @@ from typing import Any
 
 from handshake_cli import durable
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
+from handshake_cli.errors import IntegrityError
 from handshake_cli.jobs import Job
 from handshake_cli.journal import (
     Damage,
@@ -88,6 +89,10 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
             session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
         )
     result = _upto(scan(session.journal, session.session_id), at)
+    if not result.records:  # record 1 is written with the session: without it, nothing says what ran
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
     return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
 
 

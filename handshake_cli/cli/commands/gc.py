@@ -69,7 +69,10 @@ def gc(
         )
         with _progress_bar(enabled=not json_) as progress:
             report = collector.collect(store, policy, progress=progress)
-        return Result(report.as_json(), lambda out: _render(out, report))
+        # What could go went; a session skipped as damaged makes the exit code its error's (the worst).
+        code = report.exit_code
+        status = "ok" if code == 0 else "error"
+        return Result(report.as_json(), lambda out: _render(out, report), exit_code=code, status=status)
 
     return run_command("gc", json_, body)
 

@@ -73,6 +73,7 @@ def _listing(store: Store) -> Result:
     from handshake_cli import inspection
 
     rows = inspection.list_sessions(store)
+    exit_code = inspection.listing_exit_code(rows)
 
     def render(out: Printer) -> None:
         if not rows:
@@ -96,8 +97,13 @@ def _listing(store: Store) -> Result:
                 for r in rows
             ],
         )
+        for r in rows:
+            if r.get("error"):
+                out.line(f"{r['session_id']}: {r['error']['message']}")
 
-    return Result({"root": str(store.paths.root), "sessions": rows}, render)
+    data = {"root": str(store.paths.root), "sessions": rows}
+    # Every session that could be read is listed; the exit code says the worst found among the rest.
+    return Result(data, render, exit_code=exit_code, status="ok" if exit_code == 0 else "error")
 
 
 def _description(store: Store, target: Any) -> Result:
@@ -222,6 +228,10 @@ def _events(target: Any, at: int | None, types: list[str], since_seq: int | None
     from handshake_cli.journal import Start, list_segments, read_record_at, scan
 
     target.read_config()  # refuses a session of a newer format before reading its journal
+    if not list_segments(target.journal):  # record 1 is written with the session
+        raise IntegrityError(
+            f"session {target.session_id}: the journal holds no intact record ({target.journal})"
+        )
     first = read_record_at(target.journal, list_segments(target.journal)[0], 0) if since_seq else None
     start = None
     if since_seq:

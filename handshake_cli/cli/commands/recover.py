@@ -8,22 +8,7 @@ import typer
 
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
-from handshake_cli.errors import ExitCode
-
-# The worst outcome decides the exit code of `recover --all`: a bug, then damage, then what
-# needs a person (blocked), a failed job, the machine failing us, a lock, bad input, a stop.
-SEVERITY = [
-    ExitCode.INTERNAL,
-    ExitCode.INTEGRITY,
-    ExitCode.BLOCKED,
-    ExitCode.JOB_FAILED,
-    ExitCode.ENVIRONMENT,
-    ExitCode.LOCKED,
-    ExitCode.USAGE,
-    ExitCode.STOPPED,
-    ExitCode.NOT_FOUND,
-    ExitCode.OK,
-]
+from handshake_cli.errors import worst_exit_code
 
 
 def recover(
@@ -142,6 +127,7 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
 
 def _all(store: Any, options: Any, as_json: bool) -> Result:
     from handshake_cli.errors import HandshakeError
+    from handshake_cli.inspection import session_problem
     from handshake_cli.recovery.execute import recover as execute
     from handshake_cli.recovery.execute import sessions_to_recover
 
@@ -160,20 +146,21 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
                     "guidance": outcome.guidance,
                 }
             )
-        except HandshakeError as error:
+        except Exception as exc:  # one session that cannot be recovered must not stop the others
+            problem = session_problem(exc)
             rows.append(
                 {
                     "session_id": session_id,
                     "action": "error",
-                    "reason": error.code,
+                    "reason": problem["code"],
                     "state": None,
-                    "exit_code": int(error.exit_code),
-                    "message": error.message,
-                    "guidance": error.guidance,
+                    "exit_code": problem["exit_code"],
+                    "message": problem["message"],
+                    "error": problem,
+                    "guidance": exc.guidance if isinstance(exc, HandshakeError) else [],
                 }
             )
-    codes = {row["exit_code"] for row in rows}
-    worst = next((code for code in SEVERITY if code in codes), 0)
+    worst = worst_exit_code(row["exit_code"] for row in rows)
 
     def render(out: Printer) -> None:
         if not rows:
@@ -194,6 +181,8 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
             ],
         )
         for row in rows:
+            if row.get("error"):
+                out.line(f"{row['session_id']}: {row['error']['message']}")
             for line in row.get("guidance") or []:
                 out.line(line)
 
