@@ -1437,14 +1437,14 @@ def test_script_is_a_directory(tmp_path: Path) -> None:
 
 def test_script_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_job(tmp_path)
-    real_open = open
+    real_open = jobs.documents.open_regular
 
     def refuse_script(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith("script.toml"):
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "open", refuse_script, raising=False)
+    monkeypatch.setattr(jobs.documents, "open_regular", refuse_script)
     error = job_error(path)
     assert error.details == {"file": str(path), "key": "model.script"}
     assert "cannot be read: Permission denied" in error.message
