@@ -271,12 +271,21 @@ def test_an_honest_segment_over_the_limit_is_refused_by_its_header(
 def test_a_member_over_its_kind_s_limit_is_refused(
     relative: str, limit: int, stored_root: Path, tmp_path: Path
 ) -> None:
-    name = relative if relative == "manifest.json" else f"{PREFIX}/{relative}"
-    members = [m for m in good_members() if m.info.name != name]
-    # Declared one byte over the limit; the data need not even be there: the header decides.
-    members.insert(3, Member(file_info(name, limit + 1), b""))
-    path = write_bundle_raw(tmp_path / "over.tar.gz", members)
-    outcome = import_in_process(stored_root, path)
+    """Each honestly present, one byte over: refused from its header, naming it and the limit."""
+    members = good_members()
+    if relative == "manifest.json":
+        name = relative
+        body = json.dumps(manifest_of(members)).encode()
+        members = set_manifest(members, body + b" " * (limit + 1 - len(body)))
+    else:
+        name = f"{PREFIX}/{relative}"
+        members = [m for m in members if m.info.name != name]
+        doc = manifest_of(members)
+        doc["files"] = [f for f in doc["files"] if f["path"] != name]
+        digest = hashlib.sha256(bytes(limit + 1)).hexdigest()
+        doc["files"].append({"path": name, "size": limit + 1, "sha256": digest})
+        members = [*set_manifest(members, json.dumps(doc).encode()), big_member(name, limit + 1)]
+    outcome = import_in_process(stored_root, write_bundle(tmp_path / "over.tar.gz", members))
     assert outcome.code == 2, outcome
     assert name in outcome.message and str(limit) in outcome.message
 
