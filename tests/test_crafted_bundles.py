@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from handshake_cli import bundle
 from handshake_cli.errors import ExitCode, HandshakeError
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+from handshake_cli.store import SESSION_TOML_MAX_BYTES, Store
 from tests.conftest import GOLDEN, CliResult
 from tests.test_bundle import files_of
 
@@ -149,7 +149,7 @@ def write_bundle(path: Path, members: list[Member], *, level: int = 1) -> Path:
     with (
         open(path, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,  # type: ignore[call-overload]
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
     ):
         for member in members:
             if member.data is None:
@@ -263,7 +263,7 @@ def test_an_honest_segment_over_the_limit_is_refused_by_its_header(
     [
         ("head.json", bundle.SMALL_FILE_MAX_BYTES),
         ("requests/r1.json", bundle.SMALL_FILE_MAX_BYTES),
-        ("session.toml", bundle.SESSION_TOML_MAX_BYTES),
+        ("session.toml", SESSION_TOML_MAX_BYTES),
         ("artifacts/objects/" + "0" * 64, bundle.ARTIFACT_MAX_BYTES),
         ("manifest.json", bundle.MANIFEST_MAX_BYTES),
     ],

@@ -532,7 +532,8 @@ def model_specs(draw: st.DrawFn, tool_names: list[str]) -> ModelSpec:
             )
         )
         script = (*middle, ScriptedTurn(draw(texts)))
-        return ModelSpec("scripted", draw(words), True, draw(st.integers(*jobs.CHUNK_DELAY_MS)), script=script)
+        delay = draw(st.integers(*jobs.CHUNK_DELAY_MS))
+        return ModelSpec("scripted", draw(words), True, delay, script=script)
     if provider == "openai":
         optional = draw(
             st.fixed_dictionaries(
