@@ -8,11 +8,14 @@ once (append-only, so whatever was read is a prefix; a record half-written at th
 is a torn tail), then artifacts (a pack frame is synced before the record naming it, so every
 artifact the bundled journal names is in the bundle).
 
-`import` trusts nothing in a bundle until it has checked all of it: every member's name and
-type, the manifest against the members, every size and sha256, and session.toml's format,
-before it writes a byte. Then it extracts with tarfile's `data` filter into `staging/`,
-sets the store's modes, fsyncs, verifies the copy and lands it in `sessions/` with one
-rename, so a crash mid-import leaves no half session, only debris in `staging/`.
+`import` trusts nothing in a bundle. From the tar headers alone it checks every member's
+name, type and declared size against the limits below (docs/FORMAT.md, "Limits") and the
+manifest against the members, before it reads a byte of a session file. Then it streams each
+member into `staging/`, hashing it on the way (never holding a whole member in memory),
+checks every size and sha256 and session.toml's format, sets the store's modes, fsyncs,
+verifies the copy and lands it in `sessions/` with one rename. A refusal or a crash at any
+point leaves no session behind, and nothing under the root changes but debris in `staging/`
+(which a refusal removes).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import tarfile
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
-from . import __version__, durable, lock
+from . import __version__, documents, durable, lock
+from .artifacts import DEFAULT_PACK_BYTES
 from .errors import (
     BundleDamaged,
     HandshakeError,
@@ -44,8 +49,17 @@ from .errors import (
     UnsupportedFormat,
     UsageError,
 )
-from .journal import list_segments, utc_now
-from .store import FORMAT_VERSION, MADE_WITH_SESSION, SESSION_ID, SUBDIRS, SessionDir, Store, parse_config
+from .journal import DEFAULT_SEGMENT_BYTES, list_segments, utc_now
+from .store import (
+    FORMAT_VERSION,
+    MADE_WITH_SESSION,
+    SESSION_ID,
+    SESSION_TOML_MAX_BYTES,
+    SUBDIRS,
+    SessionDir,
+    Store,
+    parse_config,
+)
 
 if TYPE_CHECKING:
     from .inspection import Verification
@@ -59,8 +73,20 @@ NOT_EXPORTED = frozenset({lock.LOCK_FILE, lock.OWNER_FILE})
 # starts with a dot (temp files of interrupted writes), nothing a shell or tar could misread.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-MANIFEST_MAX_BYTES = 64 << 20
 CHUNK = 1 << 20
+
+# Limits on what a bundle may hold, all checked from the tar headers before a member is read.
+MAX_MEMBERS = 10_000
+MAX_TOTAL_BYTES = 4 << 30  # the session's files together
+MANIFEST_MAX_BYTES = 4 << 20  # a manifest lists at most MAX_MEMBERS files, ~250 bytes each
+HEADER_MAX_BYTES = CHUNK  # one pax or GNU long-name header: tarfile reads it whole
+# The largest journal record that can be written. A segment is rotated before the record that
+# would take it past DEFAULT_SEGMENT_BYTES, so it holds at most that plus one record.
+RECORD_MAX_BYTES = 64 << 20
+SEGMENT_MAX_BYTES = DEFAULT_SEGMENT_BYTES + RECORD_MAX_BYTES
+ARTIFACT_MAX_BYTES = 64 << 20
+PACK_MAX_BYTES = DEFAULT_PACK_BYTES + ARTIFACT_MAX_BYTES  # rotated the same way as a segment
+SMALL_FILE_MAX_BYTES = 1 << 20  # head.json, requests/, anything else
 
 
 @dataclass(frozen=True)
@@ -354,15 +380,15 @@ class _Layout:
     members: list[tarfile.TarInfo]  # everything to extract (not the manifest)
 
 
+# What reading a bundle's compressed tar stream raises when the bytes are cut short or corrupt.
+_DAMAGE: tuple[type[Exception], ...] = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error)
+
+
 def import_bundle(store: Store, bundle: Path) -> ImportReport:
     """Check every byte of `bundle`, then land its session under the root in one rename."""
     store.check_sessions_dir()  # before anything looks through a link there
     with _open_bundle(bundle) as tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise BundleDamaged(f"{bundle} is damaged (truncated or corrupt): {exc}") from None
-        layout = _check_members(members)
+        layout = _check_members(_members(tar, bundle))
         manifest = _read_manifest(tar, layout)
         target = store.paths.sessions / layout.session_id
         if os.path.lexists(target):
@@ -372,26 +398,112 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
                 guidance=[" ".join(["handshake", "inspect", layout.session_id, *store.paths.root_args()])],
             )
         config = _check_contents(tar, layout, manifest)
-        landed, verification = _land(store, tar, layout)
+        landed, verification = _land(store, tar, layout, manifest)
     return _report(store, layout, landed, config, manifest, verification)
 
 
-def _open_bundle(bundle: Path) -> tarfile.TarFile:
+class _HeaderTooLarge(Exception):
+    """tarfile asked for one read larger than any header of a bundle: a pax or GNU long-name
+    header it would otherwise read whole into memory, however large it says it is."""
+
+
+_DAMAGE_IN_A_MEMBER: tuple[type[Exception], ...] = (*_DAMAGE, _HeaderTooLarge)
+
+
+class _BoundedReads:
+    """The decompressed stream as tarfile sees it, refusing any single read over
+    HEADER_MAX_BYTES. Member data is read in CHUNK-sized pieces by this module, so only a
+    header tarfile reads for itself can ask for more."""
+
+    def __init__(self, stream: gzip.GzipFile) -> None:
+        self.stream = stream
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > HEADER_MAX_BYTES:
+            raise _HeaderTooLarge(size)
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+@contextmanager
+def _open_bundle(bundle: Path) -> Iterator[tarfile.TarFile]:
     try:
-        return tarfile.open(bundle, mode="r:gz")
+        fd = documents.open_regular(bundle)
     except FileNotFoundError:
         raise UsageError(f"no such bundle file: {bundle}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{bundle} is a directory, not a bundle file") from None
-    except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise InvalidBundle(f"{bundle} is not a gzip-compressed tar archive: {exc}") from None
+    except documents.DocumentError as exc:
+        raise UsageError(f"{bundle} {exc.problem}; a bundle is a file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {bundle}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        try:
+            tar = tarfile.TarFile(fileobj=cast(IO[bytes], _BoundedReads(stream)), mode="r")
+        except _HeaderTooLarge:
+            raise InvalidBundle(f"{bundle} starts with a tar header over {HEADER_MAX_BYTES} bytes") from None
+        except _DAMAGE as exc:
+            raise InvalidBundle(f"{bundle} is not a gzip-compressed tar archive: {exc}") from None
+        with tar:
+            yield tar
+
+
+def _members(tar: tarfile.TarFile, bundle: Path) -> list[tarfile.TarInfo]:
+    """Every member's header, refusing more than MAX_MEMBERS, one larger than its kind may
+    be, or more than MAX_TOTAL_BYTES together, before tarfile reads on past it."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    try:
+        while (member := tar.next()) is not None:
+            if len(members) == MAX_MEMBERS:
+                raise InvalidBundle(
+                    f"refusing the bundle: it holds more than {MAX_MEMBERS} members; nothing was imported"
+                )
+            if member.isfile():
+                limit, kind = member_limit(member.name)
+                if member.size > limit:
+                    raise _refuse(member.name, f"is {member.size} bytes; the limit for {kind} is {limit}")
+                total += member.size
+                if total > MAX_TOTAL_BYTES:
+                    raise _refuse(member.name, f"takes the session's files past {MAX_TOTAL_BYTES} bytes")
+            members.append(member)
+    except _HeaderTooLarge:
+        raise InvalidBundle(
+            f"refusing the bundle: a tar header after {len(members)} members is over {HEADER_MAX_BYTES} "
+            "bytes; nothing was imported"
+        ) from None
+    except _DAMAGE as exc:
+        raise BundleDamaged(f"{bundle} is damaged (truncated or corrupt): {exc}") from None
+    return members
+
+
+def member_limit(name: str) -> tuple[int, str]:
+    """The largest a bundle member named `name` (sessions/<id>/...) may be, and what it is."""
+    relative = name.split("/", 2)[2] if name.count("/") >= 2 else name
+    if name == MANIFEST:
+        return MANIFEST_MAX_BYTES, "manifest.json"
+    if relative == "session.toml":
+        return SESSION_TOML_MAX_BYTES, "session.toml"
+    if relative.startswith(("journal/", "quarantine/")):
+        return SEGMENT_MAX_BYTES, "a journal segment (or bytes quarantined from one)"
+    if relative.startswith("artifacts/packs/"):
+        return PACK_MAX_BYTES, "an artifact pack"
+    if relative.startswith("artifacts/objects/"):
+        return ARTIFACT_MAX_BYTES, "an artifact"
+    return SMALL_FILE_MAX_BYTES, "this file"
 
 
 def _refuse(member: str, why: str) -> InvalidBundle:
     shown = member if member.isprintable() and len(member) <= 200 else repr(member[:200])
-    return InvalidBundle(f"refusing the bundle: member {shown!r} {why}; nothing was imported")
+    return InvalidBundle(
+        f"refusing the bundle: member {shown!r} {why}; nothing was imported", details={"member": shown}
+    )
 
 
 def _check_members(members: list[tarfile.TarInfo]) -> _Layout:
@@ -418,6 +530,8 @@ def _check_members(members: list[tarfile.TarInfo]) -> _Layout:
             raise _refuse(name, "is a device or a fifo")
         if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
             raise _refuse(name, f"has a tar type ({member.type!r}) a bundle never holds")
+        if member.size < 0:
+            raise _refuse(name, "has a negative size")
         if name == MANIFEST:
             if not member.isfile():
                 raise _refuse(name, "is not a file")
@@ -460,19 +574,17 @@ def _check_members(members: list[tarfile.TarInfo]) -> _Layout:
 
 
 def _read_manifest(tar: tarfile.TarFile, layout: _Layout) -> dict[str, Any]:
-    if layout.manifest.size > MANIFEST_MAX_BYTES:
-        raise InvalidBundle(f"manifest.json is {layout.manifest.size} bytes; that is no manifest")
-    raw = _member_bytes(tar, layout.manifest)
+    raw = b"".join(_member_chunks(tar, layout.manifest))  # its size is within MANIFEST_MAX_BYTES
     try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidBundle(f"manifest.json is not JSON: {exc}") from None
+        manifest = documents.parse_json(raw)
+    except documents.DocumentError as exc:
+        raise InvalidBundle(f"manifest.json {exc.problem}", details={"member": MANIFEST}) from None
     if not isinstance(manifest, dict) or manifest.get("tool") != "handshake":
         raise InvalidBundle("manifest.json was not written by handshake export")
     for key, reads in (("bundle_format", BUNDLE_FORMAT), ("format_version", FORMAT_VERSION)):
         value = manifest.get(key)
         if type(value) is not int or value < 1:
-            raise InvalidBundle(f"manifest.json: {key} {value!r} is not one handshake writes")
+            raise InvalidBundle(f"manifest.json: {key} {value!r:.100} is not one handshake writes")
         if value > reads:
             raise UnsupportedFormat(
                 f"the bundle uses {key} {value}; this handshake reads {key} {reads}. "
@@ -480,7 +592,7 @@ def _read_manifest(tar: tarfile.TarFile, layout: _Layout) -> dict[str, Any]:
             )
     if manifest.get("session_id") != layout.session_id:
         raise InvalidBundle(
-            f"manifest.json names session {manifest.get('session_id')!r} but the bundle holds "
+            f"manifest.json names session {manifest.get('session_id')!r:.100} but the bundle holds "
             f"sessions/{layout.session_id}/"
         )
     entries = manifest.get("files")
@@ -492,12 +604,13 @@ def _read_manifest(tar: tarfile.TarFile, layout: _Layout) -> dict[str, Any]:
             not isinstance(entry, dict)
             or not isinstance(entry.get("path"), str)
             or type(entry.get("size")) is not int
+            or entry["size"] < 0
             or not isinstance(entry.get("sha256"), str)
             or not SHA256.fullmatch(entry["sha256"])
         ):
             raise InvalidBundle(f"manifest.json: a files entry is malformed: {entry!r:.200}")
         if entry["path"] in listed:
-            raise InvalidBundle(f"manifest.json lists {entry['path']} twice")
+            raise InvalidBundle(f"manifest.json lists {entry['path']!r:.200} twice")
         listed[entry["path"]] = entry
     unlisted = [name for name in layout.files if name not in listed]
     if unlisted:
@@ -507,92 +620,75 @@ def _read_manifest(tar: tarfile.TarFile, layout: _Layout) -> dict[str, Any]:
         raise InvalidBundle(f"the manifest lists files the bundle does not hold: {_few(absent)}")
     if f"{SESSIONS}/{layout.session_id}/session.toml" not in layout.files:
         raise InvalidBundle(f"the bundle holds no sessions/{layout.session_id}/session.toml")
+    for name, member in layout.files.items():
+        if member.size != listed[name]["size"]:
+            raise BundleDamaged(
+                f"{name} is {member.size} bytes in the bundle, the manifest says {listed[name]['size']}: "
+                "the bundle is damaged; nothing was imported",
+                details={"member": name},
+            )
     manifest["files"] = listed
     return manifest
 
 
 def _few(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    shown = [repr(name[:200]) if not name.isprintable() else name[:200] for name in names[:3]]
+    return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    stream = _open_member(tar, member)
-    try:
-        return stream.read()
-    except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise BundleDamaged(f"the bundle is damaged at {member.name}: {exc}") from None
-
-
-def _open_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+def _member_chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    """A member's bytes, CHUNK at a time; a stream cut short or corrupt is BundleDamaged."""
     stream = tar.extractfile(member)
     if stream is None:  # cannot happen for a regular file; checked above
         raise InvalidBundle(f"{member.name} is not a regular file")
-    return stream
+    left = member.size
+    try:
+        while left:
+            chunk = stream.read(min(CHUNK, left))
+            if not chunk:
+                raise EOFError("the archive ends inside this member")
+            left -= len(chunk)
+            yield chunk
+    except _DAMAGE_IN_A_MEMBER as exc:
+        raise BundleDamaged(
+            f"the bundle is damaged at {member.name}: {exc}; nothing was imported",
+            details={"member": member.name},
+        ) from None
 
 
 def _check_contents(tar: tarfile.TarFile, layout: _Layout, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Every file's size and sha256 against the manifest, then session.toml's format."""
+    """Every file's sha256 against the manifest, streamed, then session.toml's format: all
+    before anything is written, so that a damaged bundle leaves the root as it was."""
     listed: dict[str, dict[str, Any]] = manifest["files"]
     toml_name = f"{SESSIONS}/{layout.session_id}/session.toml"
-    toml_bytes = b""
+    toml = b""
     for name, member in layout.files.items():
-        entry = listed[name]
-        if member.size != entry["size"]:
-            raise BundleDamaged(
-                f"{name} is {member.size} bytes in the bundle, the manifest says {entry['size']}: "
-                "the bundle is damaged; nothing was imported"
-            )
         sha = hashlib.sha256()
-        stream = _open_member(tar, member)
-        try:
-            while chunk := stream.read(CHUNK):
-                sha.update(chunk)
-                if name == toml_name:
-                    toml_bytes += chunk
-        except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise BundleDamaged(f"the bundle is damaged at {name}: {exc}") from None
-        if sha.hexdigest() != entry["sha256"]:
-            raise BundleDamaged(
-                f"{name} does not match its sha256 in the manifest: the bundle is damaged; "
-                "nothing was imported",
-                guidance=["export the session again, or copy the bundle again"],
-            )
-    config = parse_config(toml_bytes, layout.session_id)
+        for chunk in _member_chunks(tar, member):
+            sha.update(chunk)
+            if name == toml_name:  # within SESSION_TOML_MAX_BYTES
+                toml += chunk
+        _check_sha(name, sha.hexdigest(), listed)
+    config = parse_config(toml, layout.session_id)
     if config["format_version"] != manifest["format_version"]:
         raise InvalidBundle("manifest.json and session.toml disagree about format_version")
     return config
 
 
-# tarfile's extraction filters arrived in 3.11.4; some 3.11 builds (Debian 12's 3.11.2) lack them.
-_HAS_FILTERS = hasattr(tarfile, "data_filter")
-_FILTER_ERRORS: tuple[type[Exception], ...] = (tarfile.FilterError,) if _HAS_FILTERS else ()
+def _check_sha(name: str, digest: str, listed: dict[str, dict[str, Any]]) -> None:
+    if digest != listed[name]["sha256"]:
+        raise BundleDamaged(
+            f"{name} does not match its sha256 in the manifest: the bundle is damaged; nothing was imported",
+            guidance=["export the session again, or copy the bundle again"],
+            details={"member": name},
+        )
 
 
-def _extract(tar: tarfile.TarFile, staging: Path, members: list[tarfile.TarInfo]) -> None:
-    """Extract the checked members: with tarfile's `data` filter where Python has it, else
-    by hand (the members are already known to be plain files and directories with safe names)."""
-    if _HAS_FILTERS:
-        tar.extractall(staging, members=members, filter="data")
-        return
-    for member in members:
-        destination = staging / member.name
-        if member.isdir():
-            os.makedirs(destination, durable.DIR_MODE, exist_ok=True)
-            continue
-        os.makedirs(destination.parent, durable.DIR_MODE, exist_ok=True)
-        source = tar.extractfile(member)
-        if source is None:
-            raise InvalidBundle(f"refusing the bundle: {member.name} is not a regular file")
-        fd = durable.create_file(destination)
-        try:
-            while chunk := source.read(1 << 20):
-                durable.write_all(fd, chunk)
-        finally:
-            os.close(fd)
-
-
-def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Verification | HandshakeError]:
-    """Extract into staging, make it look like a session the store created, verify, rename."""
+def _land(
+    store: Store, tar: tarfile.TarFile, layout: _Layout, manifest: dict[str, Any]
+) -> tuple[Path, Verification | HandshakeError]:
+    """Stream every member into staging (hashing it again: the bundle file could change under
+    us), make it look like a session the store created, verify, rename."""
     from .inspection import verify
 
     paths = store.paths
@@ -603,12 +699,7 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
     durable.make_dir(staging)
     target = paths.sessions / layout.session_id
     try:
-        try:
-            _extract(tar, staging, layout.members)
-        except _FILTER_ERRORS as exc:  # our own checks should have refused it first
-            raise InvalidBundle(f"refusing the bundle: {exc}; nothing was imported") from None
-        except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise BundleDamaged(f"the bundle is damaged: {exc}; nothing was imported") from None
+        _extract(tar, staging, layout, manifest["files"])
         staged = staging / SESSIONS / layout.session_id
         for sub in MADE_WITH_SESSION:  # tar drops an empty directory; the store makes this one
             if not os.path.lexists(staged / sub):
@@ -625,6 +716,36 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, verification
+
+
+def _extract(tar: tarfile.TarFile, staging: Path, layout: _Layout, listed: dict[str, dict[str, Any]]) -> None:
+    """Write the checked members below `staging`, each streamed and hashed, and refuse one
+    whose bytes are not those the manifest lists. The names are already known to be plain
+    relative paths of safe components, files and directories never in each other's place."""
+    for member in layout.members:
+        destination = staging / member.name
+        _make_dirs(staging, destination if member.isdir() else destination.parent)
+        if member.isdir():
+            continue
+        sha = hashlib.sha256()
+        fd = durable.create_file(destination)
+        try:
+            for chunk in _member_chunks(tar, member):
+                sha.update(chunk)
+                durable.write_all(fd, chunk)
+        finally:
+            os.close(fd)
+        _check_sha(member.name, sha.hexdigest(), listed)
+
+
+def _make_dirs(staging: Path, directory: Path) -> None:
+    """`directory` and any parent of it below `staging`, each 0700."""
+    missing: list[Path] = []
+    while directory != staging and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        durable.make_dir(path)
 
 
 def _seal(top: Path) -> None:

@@ -20,13 +20,13 @@ creations go too. Everything younger than `GRACE_SECONDS` stays: it may be in us
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import secrets
 import stat
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import durable, faults
+from . import documents, durable, faults
 from . import lock as session_lock
 from .artifacts import HEADER_BYTES
 from .errors import (
@@ -54,6 +54,7 @@ from .store import SessionDir, Store
 from .trash import Deleter, measure_and_delete
 
 CONFIG_FILE = "handshake.toml"
+CONFIG_MAX_BYTES = 1 << 20  # a [gc] table of four keys; anything near this is not a config
 TRASH_DIR = "trash"
 # Debris younger than this may belong to a write or a creation still in progress.
 GRACE_SECONDS = 3600.0
@@ -143,16 +144,27 @@ def load_policy(
 
 
 def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    def refuse(problem: str) -> InvalidConfig:
+        return InvalidConfig(f"{path}: {problem}", details={"file": str(path), "key": None})
+
     try:
-        raw = durable.read_bytes(path)
+        fd = documents.open_regular(path, follow_symlinks=False)
     except FileNotFoundError:
         return {}, None
+    except documents.DocumentError as exc:
+        raise refuse(exc.problem) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise refuse("is a symbolic link; handshake does not follow it") from None
+        if isinstance(exc, PermissionError):
+            raise refuse(f"cannot be read: {exc.strerror}") from None
+        raise
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidConfig(
-            f"{path} is not valid TOML: {exc}", details={"file": str(path), "key": None}
-        ) from None
+        doc = documents.parse_toml(documents.read_limited(fd, CONFIG_MAX_BYTES))
+    except documents.DocumentError as exc:
+        raise refuse(exc.problem) from None
+    finally:
+        os.close(fd)
     table = doc.get("gc", {})
     if not isinstance(table, dict):
         raise _bad(str(path), None, "must be a table ([gc])")

@@ -21,8 +21,6 @@ import json
 import math
 import os
 import re
-import stat
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from . import documents
 from .errors import IntegrityError, UsageError
 
 PROVIDERS = ("scripted", "openai", "command")
@@ -80,6 +79,22 @@ TURN_KEYS = ("text", "tool_calls")
 CALL_KEYS = ("tool", "args")
 CONFIG_KEYS = ("name", "source", *TOP_KEYS[1:])
 CONFIG_MODEL_KEYS = ("provider", "id", "deterministic", "chunk_delay_ms", "options", "turns")
+
+# Limits (docs/FORMAT.md, "Limits"; docs/JOBS.md). A value beyond its range is refused when
+# the job is loaded, so that no run or recovery meets it later (a chunk_delay_ms of 2**63
+# once validated, then made every run and recover die in time.sleep).
+JOB_FILE_MAX_BYTES = 8 << 20  # a job file, and a script file: each
+STORED_JOB_MAX_BYTES = 30 << 20  # the job as session.toml stores it (the script inline, resolved)
+INT64 = (-(1 << 63), (1 << 63) - 1)  # TOML's integers; any integer inside args or parameters
+CHUNK_DELAY_MS = (0, 60_000)
+EVERY_MESSAGES = (1, 1_000_000)
+EVERY_TOKENS = (1, 1_000_000_000)
+MAX_TURNS = (1, 10_000)
+MAX_OUTPUT_BYTES = (1, 1 << 20)  # what a tool result keeps inline; the whole output is an artifact
+TOOL_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MODEL_TIMEOUT_SECONDS = 3600.0
+TEMPERATURE = (0.0, 2.0)
+MAX_TOKENS = (1, 10_000_000)
 
 
 class JobError(UsageError):
@@ -247,7 +262,7 @@ def load_job(path: str | Path) -> Job:
     name = top.optional_string("name")
     tools = _tools(top)
     system, user = _prompt(top)
-    return Job(
+    job = Job(
         name=job_file.stem if name is None else name,
         source=str(job_file),
         user=user,
@@ -258,6 +273,21 @@ def load_job(path: str | Path) -> Job:
         limits=_limits(top.table("limits")),
         secret_env=top.names("secret_env"),
     )
+    _check_stored_size(job, source)
+    return job
+
+
+def _check_stored_size(job: Job, source: _Source) -> None:
+    """A job whose stored form (session.toml, with the script inline and every string escaped
+    as TOML needs) would pass the limit a reader of session.toml holds it to is refused now."""
+    import tomli_w
+
+    size = len(tomli_w.dumps({"job": job.to_config()}).encode("utf-8"))
+    if size > STORED_JOB_MAX_BYTES:
+        source.fail(
+            None,
+            f"with its script makes a stored job of {size} bytes; the limit is {STORED_JOB_MAX_BYTES}",
+        )
 
 
 # --- reading files ------------------------------------------------------------------------
@@ -265,46 +295,30 @@ def load_job(path: str | Path) -> Job:
 
 def _read_document(path: Path, source: _Source, cannot_open: Callable[[str], NoReturn]) -> dict[str, Any]:
     """The TOML document at `path`. Failing to open it is reported by `cannot_open` (the job
-    file's own error, or `model.script` for a script); bad bytes or syntax by `source`."""
+    file's own error, or `model.script` for a script); bad bytes, syntax, nesting or size by
+    `source`."""
     try:
-        # stat first: opening a FIFO for reading would block until someone writes to it.
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            cannot_open("is a directory, not a file")
-        if not stat.S_ISREG(mode):
-            cannot_open("is not a regular file")
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        # Opened without blocking, then checked: a FIFO would block until someone writes to it.
+        fd = documents.open_regular(path)
     except (FileNotFoundError, NotADirectoryError):
         cannot_open("does not exist")
+    except documents.DocumentError as exc:
+        cannot_open(exc.problem)
     except OSError as exc:
         cannot_open(f"cannot be read: {exc.strerror or exc}")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        source.fail(None, f"is not UTF-8 text: byte {exc.start} (line {line}) cannot be decoded")
-    # Some Windows editors start UTF-8 files with a byte order mark; TOML has no use for it.
-    text = text.removeprefix("\ufeff")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        reason, line, column = _toml_position(exc, text)
-        source.fail(None, f"invalid TOML at line {line}, column {column}: {reason}", line=line, column=column)
+        raw = documents.read_limited(fd, JOB_FILE_MAX_BYTES)
+        return documents.parse_toml(raw)
+    except documents.DocumentError as exc:
+        source.fail(None, exc.problem, **exc.position)
+    except OSError as exc:
+        cannot_open(f"cannot be read: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
 
 
-def _toml_position(exc: tomllib.TOMLDecodeError, text: str) -> tuple[str, int, int]:
-    """(reason, line, column) of a TOML syntax error. Python 3.14 has attributes for them;
-    3.11 puts them at the end of the message, or says "at end of document"."""
-    lineno, colno, msg = (getattr(exc, name, None) for name in ("lineno", "colno", "msg"))
-    if isinstance(lineno, int) and isinstance(colno, int) and isinstance(msg, str):
-        return msg, lineno, colno
-    message = str(exc)
-    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
-    if found:
-        return found[1], int(found[2]), int(found[3])
-    reason = message.removesuffix(" (at end of document)")
-    return reason, text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1
+# Kept under its old name for the tests that pin Python-version differences.
+_toml_position = documents.toml_position
 
 
 # --- typed reading with errors that name the key --------------------------------------------
@@ -412,22 +426,26 @@ class _Table:
             self.fail(name, f"is missing; expected one of {_choices(choices)}")
         return default
 
-    def optional_integer(self, name: str, *, minimum: int | None = None) -> int | None:
+    def optional_integer(self, name: str, bounds: tuple[int, int]) -> int | None:
+        """An integer within `bounds` (both included)."""
         value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, f"must be an integer, not {_kind(value)}")
-        if minimum is not None and value < minimum:
+        minimum, maximum = bounds
+        if value < minimum:
             self.fail(name, f"must be at least {minimum}, not {value}")
+        if value > maximum:
+            self.fail(name, f"must be at most {maximum}, not {value}")
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self.optional_integer(name, minimum=minimum)
+    def integer(self, name: str, default: int, bounds: tuple[int, int]) -> int:
+        value = self.optional_integer(name, bounds)
         return default if value is None else value
 
-    def optional_number(self, name: str, *, positive: bool) -> float | None:
-        """A finite float (an integer is welcome): > 0 when `positive`, else >= 0."""
+    def optional_number(self, name: str, *, positive: bool, maximum: float) -> float | None:
+        """A finite float (an integer is welcome): > 0 when `positive`, else >= 0; at most `maximum`."""
         value = self.data.get(name)
         if value is None:
             return None
@@ -443,6 +461,8 @@ class _Table:
             self.fail(name, f"must be greater than 0, not {value}")
         if not positive and number < 0:
             self.fail(name, f"must be at least 0, not {value}")
+        if number > maximum:
+            self.fail(name, f"must be at most {maximum:g}, not {value}")
         return number
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -537,6 +557,8 @@ class _Table:
             self.source.fail(key, "is a TOML date or time, which JSON cannot carry; write it as a string")
         elif isinstance(value, float) and not math.isfinite(value):
             self.source.fail(key, f"is {value}, which JSON cannot carry")
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+            self.source.fail(key, "is outside the 64-bit integer range TOML and most JSON readers hold")
 
 
 # --- the parts of a job ---------------------------------------------------------------------
@@ -553,8 +575,8 @@ def _checkpoint(table: _Table) -> CheckpointPolicy:
     table.only(CHECKPOINT_KEYS, "[checkpoint]")
     default = _DEFAULT_CHECKPOINT
     return CheckpointPolicy(
-        every_messages=table.integer("every_messages", default.every_messages, minimum=1),
-        every_tokens=table.integer("every_tokens", default.every_tokens, minimum=1),
+        every_messages=table.integer("every_messages", default.every_messages, EVERY_MESSAGES),
+        every_tokens=table.integer("every_tokens", default.every_tokens, EVERY_TOKENS),
         after_tool_call=table.boolean("after_tool_call", default.after_tool_call),
         on_state_change=table.boolean("on_state_change", default.on_state_change),
     )
@@ -562,7 +584,7 @@ def _checkpoint(table: _Table) -> CheckpointPolicy:
 
 def _limits(table: _Table) -> Limits:
     table.only(LIMITS_KEYS, "[limits]")
-    return Limits(max_turns=table.integer("max_turns", _DEFAULT_LIMITS.max_turns, minimum=1))
+    return Limits(max_turns=table.integer("max_turns", _DEFAULT_LIMITS.max_turns, MAX_TURNS))
 
 
 def _tools(top: _Table) -> tuple[ToolSpec, ...]:
@@ -601,7 +623,7 @@ def _tool(table: _Table) -> ToolSpec:
         table.fail("probe", "is only for command tools; it needs command")
     if "env" in table.data and command is None:
         table.fail("env", "is only for command tools; a builtin runs inside handshake")
-    timeout = table.optional_number("timeout_seconds", positive=True)
+    timeout = table.optional_number("timeout_seconds", positive=True, maximum=TOOL_TIMEOUT_SECONDS)
     return ToolSpec(
         name=name,
         side_effect=side_effect,
@@ -612,7 +634,7 @@ def _tool(table: _Table) -> ToolSpec:
         description=table.optional_string("description"),
         parameters=table.json_table("parameters"),
         timeout_seconds=ToolSpec.timeout_seconds if timeout is None else timeout,
-        max_output_bytes=table.integer("max_output_bytes", ToolSpec.max_output_bytes, minimum=1),
+        max_output_bytes=table.integer("max_output_bytes", ToolSpec.max_output_bytes, MAX_OUTPUT_BYTES),
         env=table.names("env"),
     )
 
@@ -647,7 +669,7 @@ def _file_model(table: _Table, tools: tuple[ToolSpec, ...]) -> ModelSpec:
     if provider == "scripted":
         if not table.boolean("deterministic", True):
             table.fail("deterministic", "cannot be false: the scripted provider is deterministic")
-        chunk_delay_ms = table.integer("chunk_delay_ms", 0, minimum=0)
+        chunk_delay_ms = table.integer("chunk_delay_ms", 0, CHUNK_DELAY_MS)
         return ModelSpec("scripted", "scripted", True, chunk_delay_ms, script=_script(table, tools))
     deterministic = table.boolean("deterministic", False)
     if provider == "openai":
@@ -663,7 +685,7 @@ def _stored_model(table: _Table, tools: tuple[ToolSpec, ...]) -> ModelSpec:
     table.only(CONFIG_MODEL_KEYS, "a stored model")
     provider = table.choice("provider", PROVIDERS)
     deterministic = table.boolean("deterministic", provider == "scripted")
-    chunk_delay_ms = table.integer("chunk_delay_ms", 0, minimum=0)
+    chunk_delay_ms = table.integer("chunk_delay_ms", 0, CHUNK_DELAY_MS)
     options = table.table("options")
     if provider == "scripted":
         if not deterministic:
@@ -689,19 +711,19 @@ def _openai_options(table: _Table) -> dict[str, Any]:
         if not ENV_NAME.fullmatch(api_key_env):
             table.fail("api_key_env", f"{api_key_env!r} is not an environment variable name")
         options["api_key_env"] = api_key_env
-    temperature = table.optional_number("temperature", positive=False)
+    temperature = table.optional_number("temperature", positive=False, maximum=TEMPERATURE[1])
     if temperature is not None:
         options["temperature"] = temperature
-    seed = table.optional_integer("seed")
+    seed = table.optional_integer("seed", INT64)
     if seed is not None:
         options["seed"] = seed
-    max_tokens = table.optional_integer("max_tokens", minimum=1)
+    max_tokens = table.optional_integer("max_tokens", MAX_TOKENS)
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
     headers = _headers(table)
     if headers is not None:
         options["headers"] = headers
-    timeout = table.optional_number("timeout_seconds", positive=True)
+    timeout = table.optional_number("timeout_seconds", positive=True, maximum=MODEL_TIMEOUT_SECONDS)
     if timeout is not None:
         options["timeout_seconds"] = timeout
     return options

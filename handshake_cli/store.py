@@ -17,12 +17,11 @@ import secrets
 import shutil
 import stat
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import durable
+from . import documents, durable
 from .artifacts import ArtifactStore
 from .errors import (
     IntegrityError,
@@ -37,6 +36,10 @@ from .model import ModelSession, write_head
 from .paths import Paths
 
 FORMAT_VERSION = 1
+# session.toml holds the resolved job (jobs.STORED_JOB_MAX_BYTES, refused at load beyond it)
+# and a few keys beside it; the job sits two tables deeper than in the job file.
+SESSION_TOML_MAX_BYTES = 32 << 20
+SESSION_TOML_NESTING = documents.MAX_NESTING + 8
 # Every directory a session may hold, checked for links when a session is opened. Only the
 # journal's is made with the session; the others are made by their first writer (artifacts,
 # recovery's quarantine, `handshake checkpoint`'s requests), so a session that never needs
@@ -150,8 +153,10 @@ class SessionDir:
         try:
             text = raw.decode("utf-8")
             end = text.find("\n[")
-            top = tomllib.loads(text[: end + 1] if end >= 0 else text)
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            top = documents.parse_toml(
+                text[: end + 1] if end >= 0 else text, max_nesting=SESSION_TOML_NESTING
+            )
+        except (UnicodeDecodeError, documents.DocumentError):
             top = {}
         found = top.get("format_version")
         if type(found) is not int or found != FORMAT_VERSION or top.get("session_id") != self.session_id:
@@ -173,11 +178,16 @@ def job_digest(job: object) -> str:
 
 
 def parse_config(raw: bytes, session_id: str) -> dict[str, Any]:
-    """session.toml's bytes, checked: readable, a format this version reads, this session's."""
+    """session.toml's bytes, checked: readable, within its limits, a format this version reads,
+    this session's."""
+    if len(raw) > SESSION_TOML_MAX_BYTES:
+        raise IntegrityError(
+            f"session {session_id}: session.toml is {len(raw)} bytes; the limit is {SESSION_TOML_MAX_BYTES}"
+        )
     try:
-        config = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise IntegrityError(f"session {session_id}: session.toml is unreadable: {exc}") from exc
+        config = documents.parse_toml(raw, max_nesting=SESSION_TOML_NESTING)
+    except documents.DocumentError as exc:
+        raise IntegrityError(f"session {session_id}: session.toml is unreadable: {exc.problem}") from None
     check_format_version(config.get("format_version"), session_id)
     if config.get("session_id") != session_id:
         raise IntegrityError(

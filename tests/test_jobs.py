@@ -496,7 +496,9 @@ json_values = st.recursive(
 )
 json_tables = st.dictionaries(texts, json_values, max_size=3)
 header_values = st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=12)
-positive_floats = st.floats(min_value=0.001, max_value=1e9)
+# Within the documented limits (docs/JOBS.md): beyond them a job is refused, as tested below.
+tool_timeouts = st.floats(min_value=0.001, max_value=jobs.TOOL_TIMEOUT_SECONDS)
+model_timeouts = st.floats(min_value=0.001, max_value=jobs.MODEL_TIMEOUT_SECONDS)
 
 
 @st.composite
@@ -513,8 +515,8 @@ def tool_specs(draw: st.DrawFn, name: str) -> ToolSpec:
         probe=draw(st.none() | argvs) if is_command else None,
         description=draw(st.none() | words),
         parameters=draw(st.none() | json_tables),
-        timeout_seconds=draw(positive_floats),
-        max_output_bytes=draw(st.integers(1, 2**40)),
+        timeout_seconds=draw(tool_timeouts),
+        max_output_bytes=draw(st.integers(*jobs.MAX_OUTPUT_BYTES)),
         env=tuple(draw(st.lists(env_names, unique=True, max_size=3))) if is_command else (),
     )
 
@@ -530,7 +532,8 @@ def model_specs(draw: st.DrawFn, tool_names: list[str]) -> ModelSpec:
             )
         )
         script = (*middle, ScriptedTurn(draw(texts)))
-        return ModelSpec("scripted", draw(words), True, draw(st.integers(0, 10**6)), script=script)
+        delay = draw(st.integers(*jobs.CHUNK_DELAY_MS))
+        return ModelSpec("scripted", draw(words), True, delay, script=script)
     if provider == "openai":
         optional = draw(
             st.fixed_dictionaries(
@@ -543,7 +546,7 @@ def model_specs(draw: st.DrawFn, tool_names: list[str]) -> ModelSpec:
                     "headers": st.dictionaries(
                         st.from_regex(r"X-[A-Za-z0-9-]{1,8}", fullmatch=True), header_values
                     ),
-                    "timeout_seconds": positive_floats,
+                    "timeout_seconds": model_timeouts,
                 },
             )
         )
@@ -1368,7 +1371,7 @@ def unreadable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: object, **kwargs: object) -> object:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(jobs, "open", refuse, raising=False)
+    monkeypatch.setattr(jobs.documents, "open_regular", refuse)
     yield
 
 
@@ -1435,14 +1438,14 @@ def test_script_is_a_directory(tmp_path: Path) -> None:
 
 def test_script_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_job(tmp_path)
-    real_open = open
+    real_open = jobs.documents.open_regular
 
     def refuse_script(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith("script.toml"):
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "open", refuse_script, raising=False)
+    monkeypatch.setattr(jobs.documents, "open_regular", refuse_script)
     error = job_error(path)
     assert error.details == {"file": str(path), "key": "model.script"}
     assert "cannot be read: Permission denied" in error.message

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable, faults
+from handshake_cli import documents, durable, faults
 from handshake_cli import lock as session_lock
 from handshake_cli.checkpoints import CheckpointWriter
 from handshake_cli.errors import ExitCode, HandshakeError, IntegrityError, SessionLocked, UsageError
@@ -328,11 +328,22 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
     return None
 
 
+# The result goes inline into a tool.result record, like a tool's output kept inline.
+RESULT_FILE_MAX_BYTES = 1 << 20
+
+
 def _read_result_file(path: str) -> str:
+    """The file's text: a regular file (never a FIFO or a device that could block or never end),
+    UTF-8, at most RESULT_FILE_MAX_BYTES, read with that bound."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--result-file {path}: {exc}") from exc
+        raw = documents.read_regular(path, RESULT_FILE_MAX_BYTES)
+        return documents.decode_utf8(raw)
+    except documents.DocumentError as exc:
+        raise UsageError(f"--result-file {path}: {exc.problem}", details={"file": path}) from None
+    except FileNotFoundError:
+        raise UsageError(f"--result-file {path}: no such file", details={"file": path}) from None
+    except OSError as exc:
+        raise UsageError(f"--result-file {path}: {exc.strerror or exc}", details={"file": path}) from None
 
 
 def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
