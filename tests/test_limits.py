@@ -31,7 +31,7 @@ from tests.conftest import CliResult
 from tests.test_bundle import files_of
 from tests.test_jobs import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error
 from tests.test_jobs import write_job as write_q_job
-from tests.test_recover import blocked, effects, home_env, hs, workspace  # noqa: F401 (fixtures)
+from tests.test_recover import blocked, effects, workspace  # noqa: F401 (fixtures)
 
 Cli = Callable[..., CliResult]
 
@@ -291,7 +291,7 @@ def result_file_case(case: str, tmp_path: Path) -> str:
 def test_a_result_file_that_cannot_be_a_result_is_exit_2_and_changes_nothing(
     case: str,
     blocked: str,  # noqa: F811
-    hs: Cli,  # noqa: F811
+    hs: Cli,
     root: Path,
     tmp_path: Path,
     workspace: Path,  # noqa: F811
@@ -307,7 +307,7 @@ def test_a_result_file_that_cannot_be_a_result_is_exit_2_and_changes_nothing(
 
 def test_a_result_file_at_the_limit_is_recorded(
     blocked: str,  # noqa: F811
-    hs: Cli,  # noqa: F811
+    hs: Cli,
     root: Path,
     tmp_path: Path,
 ) -> None:
