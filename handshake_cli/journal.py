@@ -646,7 +646,9 @@ def _refuse_beyond_limits(line: bytes, type_: str, data: dict[str, Any]) -> None
     """A record readers would call damage is never written: refuse it before any byte is."""
     problem = records.writer_problem(type_, data)
     if problem:
-        raise RecordRefused(f"a {type_!r} record is not one handshake writes ({problem}); nothing was written")
+        raise RecordRefused(
+            f"a {type_!r} record is not one handshake writes ({problem}); nothing was written"
+        )
     if len(line) > MAX_RECORD_BYTES:
         raise RecordRefused(
             f"a {type_} record of {len(line)} bytes is larger than the journal's limit of "

@@ -68,7 +68,7 @@ _B0 = (bool, _NONE)
 # Per record type: field -> (allowed exact types, required). `bool` is not an `int` here
 # (the check is on the exact type), and `None` is allowed only where the writer writes null.
 # Readers take a missing field as its default (`data.get`), so absence is no damage, except
-# where a reader indexes a field directly (a tool call's id and tool).
+# where a reader needs a field (a tool call's id and tool, a model request's turn).
 Spec = Mapping[str, tuple[tuple[type, ...], bool]]
 _FIELDS: dict[str, Spec] = {
     "session.created": {
@@ -80,7 +80,7 @@ _FIELDS: dict[str, Spec] = {
         "format_version": (_I, False),
     },
     "session.state_change": {"from": (_S, False), "to": (_S, False), "reason": (_S, False)},
-    "model.request": {"turn": (_I, False), "message_count": (_I, False)},
+    "model.request": {"turn": (_I, True), "message_count": (_I, False)},
     "model.retry": {
         "turn": (_I, False),
         "attempt": (_I, False),
@@ -220,6 +220,8 @@ def parse(content: bytes, seq: int, prev: bytes, digest: bytes) -> dict[str, Any
     """The JSON object of a checksum-intact record line (no newline), checked; `seq`,
     `prev` and `digest` are what the framing says, read from the bytes.
     Raises RecordInvalid with what is wrong (the caller adds where)."""
+    if len(content) >= MAX_RECORD_BYTES:  # with its newline, past the limit
+        raise RecordInvalid(f"record is {len(content) + 1} bytes, more than the limit of {MAX_RECORD_BYTES}")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.jobs import Job
 from handshake_cli.journal import (
@@ -27,6 +26,7 @@ from handshake_cli.journal import (
     check_content,
     list_segments,
     read_record_at,
+    read_segment,
     scan,
 )
 from handshake_cli.model import ModelSession
@@ -112,7 +112,7 @@ def checkpoint_candidates(journal_dir: Path, *, at_most: int | None = None) -> I
     for name in reversed(list_segments(journal_dir)):
         if at_most is not None and int(name.split(".")[0]) > at_most:
             continue  # every record in this segment comes after `at_most`
-        data = durable.read_bytes(journal_dir / name)
+        data = read_segment(journal_dir / name)[0]  # bounded: an oversized segment is not loaded
         end = len(data)
         while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:
             start = data.rfind(b"\n", 0, at) + 1
