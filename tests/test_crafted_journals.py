@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from handshake_cli import journal
@@ -231,7 +231,9 @@ def test_a_crafted_checkpoint_body_with_a_valid_hash_is_passed_over(
     verify = cli_in_process(root, "inspect", "interrupted", "--verify", "--json")
     assert_no_bug(verify, {0})
     problems = json.loads(verify.stdout)["artifacts"]["problems"]
-    assert [p["kind"] for p in problems] == ["checkpoint_invalid"], problems
+    # --verify checks each body on its own; a delta's missing parent is the loader's to find.
+    expected = [] if kind == "snapshot_false_no_parent" else ["checkpoint_invalid"]
+    assert [p["kind"] for p in problems] == expected, problems
     plan = cli_in_process(root, "recover", "interrupted", "--dry-run", "--json")
     assert_no_bug(plan, {0})
     assert json.loads(plan.stdout)["skipped_checkpoints"], plan.stdout
@@ -272,7 +274,7 @@ def test_a_5_mb_prompt_still_runs(tmp_path: Path) -> None:
 def test_an_oversized_segment_is_damage_and_never_loaded_whole(
     bases: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A last segment of 512 MiB (sparse: it costs no disk) is corrupt at the segment limit;
+    """A last segment of 512 MiB (sparse: it costs no disk) is corrupt where its records end;
     readers read at most MAX_SEGMENT_BYTES of it (the RSS check is the test's own bound)."""
     root, journal_dir = install(bases, "finished", tmp_path / "root")
     last = journal.list_segments(journal_dir)[-1]
@@ -309,11 +311,8 @@ def test_an_oversized_segment_is_damage_and_never_loaded_whole(
         if args[0] == "inspect" and "--verify" in args:
             assert proc.returncode == 5, proc.stdout + proc.stderr
             damage = json.loads(proc.stdout)["journal"]["damage"]
-            assert (damage["kind"], damage["segment"], damage["offset"]) == (
-                "corrupt",
-                last,
-                journal.MAX_SEGMENT_BYTES,
-            )
+            assert (damage["kind"], damage["segment"], damage["offset"]) == ("corrupt", last, size)
+            assert "more than the" in damage["detail"]
         else:
             assert proc.returncode in (0, 5), proc.stdout + proc.stderr
     assert size < journal.MAX_SEGMENT_BYTES
@@ -328,6 +327,13 @@ BASES = ("finished", "interrupted", "bare", "blocked")
 SMALL_RECORD = 32 * 1024  # the limits the suite runs with (the real ones are 64 MiB and 72 MiB)
 SMALL_SEGMENT = 256 * 1024
 CHECKS = {"suite_examples": 0}
+
+
+def _type(line: crafted.Line) -> str | None:
+    try:
+        return str(crafted.decoded(line.content)["type"])
+    except (ValueError, KeyError, TypeError):
+        return None  # an earlier edit left a line that is no record
 
 
 def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
@@ -352,6 +358,8 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
             ]
         )
     )
+    if not lines:
+        return f"{what} (no whole line left)"
     index = draw(st.integers(0, len(lines) - 1))
     line = lines[index]
     if what == "content":
@@ -360,25 +368,28 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
         candidates = [
             i
             for i, item in enumerate(lines)
-            if type_ is None or crafted.decoded(item.content)["type"] == type_
+            if type_ is None or _type(item) == type_
         ]
         if candidates:
             index = draw(st.sampled_from(candidates))
             try:
                 head = maker(crafted.decoded(lines[index].content), crafted.head_of(lines[index].content))
-            except AssertionError:
+            except (AssertionError, ValueError, KeyError, TypeError):
                 return "content (not applicable)"
             crafted.replace_head(journal_dir, session_id, index, head)
         return f"content {kind} at {index}"
     if what == "body":
         checkpoints = [
-            i for i, item in enumerate(lines) if crafted.decoded(item.content)["type"] == "checkpoint.created"
+            i for i, item in enumerate(lines) if _type(item) == "checkpoint.created"
         ]
         if not checkpoints:
             return "body (none)"
         index = draw(st.sampled_from(checkpoints))
         kind = draw(st.sampled_from(sorted(BODY_KINDS)))
-        head = crafted.resealed_checkpoint(crafted.head_of(lines[index].content), BODY_KINDS[kind])
+        try:
+            head = crafted.resealed_checkpoint(crafted.head_of(lines[index].content), BODY_KINDS[kind])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return "body (not applicable)"
         crafted.replace_head(journal_dir, session_id, index, head)
         return f"body {kind} at {index}"
     if what in ("flip", "cut", "junk_tail"):
@@ -408,7 +419,10 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
         del lines[index]
     elif what == "oversized":
         # A record past the record limit (scaled down by `small_limits`), sealed and chained.
-        last = crafted.decoded(lines[-1].content)
+        try:
+            last = crafted.decoded(lines[-1].content)
+        except ValueError:
+            return "oversized (no record to follow)"
         head = crafted._with_data(
             {"seq": last["seq"] + 1, "ts": last["ts"], "type": "model.chunk"},
             json.dumps({"turn": 1, "text": "y" * (SMALL_RECORD + 100)}).encode(),
@@ -488,7 +502,7 @@ def _one_example(bases: dict[str, Path], data: st.DataObject, work: Path) -> Non
     edits = [_edit(data.draw, journal_dir, base) for _ in range(data.draw(st.integers(1, 3)))]
     seen = _exercise(root, base)
     CHECKS["suite_examples"] += 1
-    data.note(f"{base}: {edits} -> {seen}")
+    note(f"{base}: {edits} -> {seen}")
 
 
 @pytest.fixture
@@ -502,7 +516,13 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+# No shrinking: an example is a whole session copied and read ~8 times; the note says what was done.
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 @given(data=st.data())
 def test_crafted_journals_ci(
     bases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, small_limits: None, data: st.DataObject
@@ -511,7 +531,12 @@ def test_crafted_journals_ci(
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=3000,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 @given(data=st.data())
 def test_crafted_journals_slow(
     bases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, small_limits: None, data: st.DataObject
