@@ -13,6 +13,11 @@ the line, the scanner checks a record without decoding its JSON.
 Segments are named after the seq of their first record (`00000001.jsonl`) and rotated by
 size. Appends happen under the session lock as one `os.write` per record; `sync=True`
 makes the record, and every unsynced one before it, durable before `append` returns.
+
+A checksum proves bytes, not that this encoder wrote them: a decoded record's content is
+checked by `records.parse` (a crafted one is corrupt damage), the writer refuses records
+beyond the limits (`MAX_RECORD_BYTES`, `records.MAX_DEPTH`), and no reader loads more of a
+segment file than `MAX_SEGMENT_BYTES`.
 """
 
 from __future__ import annotations
@@ -56,12 +61,6 @@ _ENCODE_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 # checks before appending); or only these types, in which case the content of every record
 # is still checked (what `inspect --verify` does).
 Decode = bool | frozenset[str]
-
-
-def _type_of(content: bytes) -> str:
-    """The `type` of an intact record, read from its bytes (it comes right after seq and ts)."""
-    at = content.find(b'"type":"', 0, 128) + 8
-    return content[at : content.find(b'"', at)].decode("ascii", "replace")
 
 
 def checksum(prefix: bytes) -> str:
@@ -254,12 +253,14 @@ def scan(
         data, size = read_segment(journal_dir / name)
         _scan_segment(data, name, index == len(segments) - 1 and size == len(data), result, decode, offset)
         offset = 0
-        if result.damage is None and size > len(data):
+        if size > len(data):  # never a torn tail: no crash leaves a segment this long
+            at = result.damage.offset if result.damage else len(data)
+            result.valid_ends[name] = at
             result.damage = Damage(
                 "corrupt",
                 name,
-                len(data),
-                size - len(data),
+                at,
+                size - at,
                 f"the segment is {size} bytes, more than the {MAX_SEGMENT_BYTES} a segment can hold",
             )
         if result.damage:
