@@ -261,7 +261,7 @@ def _record_problem(obj: Any, seq: int, prev: bytes, digest: bytes) -> str | Non
 # A model.chunk exactly as the runner writes it, checked without decoding: a JSON string
 # (no raw control character, only valid escapes) and small non-negative integers.
 _INT = rb"(?:0|[1-9][0-9]{0,17})"
-_STRING = rb'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_STRING = rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"'
 _PLAIN_CHUNK = re.compile(
     b"".join(
         (
