@@ -12,6 +12,7 @@ readers and recovery in-process (a few hundred examples by default, thousands un
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -537,7 +538,7 @@ def test_crafted_journals_ci(
 
 @pytest.mark.slow
 @settings(
-    max_examples=3000,
+    max_examples=int(os.environ.get("HANDSHAKE_CRAFTED_EXAMPLES", "3000")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
