@@ -88,7 +88,11 @@ def offset_of(journal_dir: Path, index: int) -> tuple[str, int]:
 
 
 def decoded(content: bytes) -> dict[str, Any]:
-    return dict(json.loads(content))
+    """A line as JSON; ValueError for one an earlier edit made unreadable (deep nesting too)."""
+    try:
+        return dict(json.loads(content))
+    except RecursionError:
+        raise ValueError("nested too deep to decode") from None
 
 
 # -- crafted record contents -----------------------------------------------------------------
