@@ -185,6 +185,79 @@ def body_problem(record: Record) -> str | None:
         return "its body names another checkpoint"
     if not isinstance(body.get("covers_seq"), int) or body["covers_seq"] >= record.seq:
         return "it covers records that come after it"
+    return shape_problem(body)
+
+
+_NONE = type(None)
+# What the loader and the folds after it read from a body, with the exact types the writer
+# writes (bool is not an int here). A body is hashed, so only a crafted one can differ.
+_BODY: dict[str, tuple[type, ...]] = {
+    "checkpoint_id": (str,),
+    "snapshot": (bool,),
+    "parent": (dict, _NONE),
+    "session": (dict,),
+    "turn": (int,),
+    "in_flight": (dict, _NONE),
+    "message_count": (int,),
+    "message_thread_tail_id": (str, _NONE),
+    "messages": (dict,),
+    "ledger": (dict,),
+    "pending_tool_calls": (list,),
+}
+_SESSION: dict[str, tuple[type, ...]] = {
+    "session_id": (str,),
+    "state": (str,),
+    "model_id": (str, _NONE),
+    "backend": (str, _NONE),
+    "created_at": (str, _NONE),
+    "updated_at": (str, _NONE),
+    "checkpoint_artifact_id": (str, _NONE),
+    "last_checkpoint_at": (str, _NONE),
+    "checkpoint_count": (int,),
+    "last_seq": (int,),
+}
+_IN_FLIGHT: dict[str, tuple[type, ...]] = {
+    "turn": (int,),
+    "request_seq": (int,),
+    "segment": (str,),
+    "offset": (int,),
+}
+_CALL: dict[str, tuple[type, ...]] = {"tool_call_id": (str,), "tool": (str,)}
+_ENTRY: dict[str, tuple[type, ...]] = {"tool_call_id": (str,)}
+
+
+def _mismatch(value: dict[str, Any], spec: dict[str, tuple[type, ...]], exact: bool = False) -> str | None:
+    for key, allowed in spec.items():
+        if type(value.get(key)) not in allowed:
+            return key
+    if exact and set(value) != set(spec):
+        return "its keys"
+    return None
+
+
+def shape_problem(body: dict[str, Any]) -> str | None:
+    """Why a body whose hash checks out still cannot be loaded (a shape the writer never
+    writes), or None."""
+    key = _mismatch(body, _BODY)
+    if key:
+        return f"its body's {key} is not what a checkpoint holds"
+    if _mismatch(body["session"], _SESSION, exact=True):
+        return "its body's session record is not what a checkpoint holds"
+    if body["in_flight"] is not None and _mismatch(body["in_flight"], _IN_FLIGHT):
+        return "its body's in_flight is not what a checkpoint holds"
+    parts = [("messages", None), ("ledger", _ENTRY)]
+    if "abandoned" in body:
+        parts.append(("abandoned", None))
+    for name, spec in parts:
+        part = body[name]
+        if type(part) is not dict or type(part.get("from")) is not int or type(part.get("items")) is not list:
+            return f"its body's {name} is not what a checkpoint holds"
+        for item in part["items"]:
+            if type(item) is not dict or (spec and _mismatch(item, spec)):
+                return f"its body's {name} hold an item that is not what a checkpoint holds"
+    for call in body["pending_tool_calls"]:
+        if type(call) is not dict or _mismatch(call, _CALL) or type(call.get("args", {})) is not dict:
+            return "its body's pending_tool_calls hold a call that is not what a checkpoint holds"
     return None
 
 

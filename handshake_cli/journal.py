@@ -13,6 +13,11 @@ the line, the scanner checks a record without decoding its JSON.
 Segments are named after the seq of their first record (`00000001.jsonl`) and rotated by
 size. Appends happen under the session lock as one `os.write` per record; `sync=True`
 makes the record, and every unsynced one before it, durable before `append` returns.
+
+A checksum proves bytes, not that this encoder wrote them: a decoded record's content is
+checked by `records.parse` (a crafted one is corrupt damage), the writer refuses records
+beyond the limits (`MAX_RECORD_BYTES`, `records.MAX_DEPTH`), and no reader loads more of a
+segment file than `MAX_SEGMENT_BYTES`.
 """
 
 from __future__ import annotations
@@ -26,11 +31,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import durable
+from . import durable, records
 from .errors import DurabilityError, IntegrityError, JournalNeedsRepair
+from .records import MAX_RECORD_BYTES, RecordInvalid, RecordRefused
+
+__all__ = ["MAX_RECORD_BYTES", "MAX_SEGMENT_BYTES", "RecordInvalid", "RecordRefused"]
 
 SEGMENT_SUFFIX = ".jsonl"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+# The most a segment file can hold as handshake writes it: a writer rotates before a record
+# that would take a segment past DEFAULT_SEGMENT_BYTES, unless the segment is empty, so the
+# last record can take it at most one record further. Readers never load more than this.
+MAX_SEGMENT_BYTES = DEFAULT_SEGMENT_BYTES + MAX_RECORD_BYTES
 
 _SEQ_OPEN = b'{"seq":'
 _SUM_KEY = b',"sum":"'
@@ -43,17 +55,12 @@ _PREV_FIELD = len(_PREV_KEY) + _HEX + 1  # ,"prev":"<hex>"
 # Built once: json.dumps/json.loads re-create these on every call with non-default options.
 _ENCODE_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _ENCODE_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_DECODE = json.JSONDecoder().decode
 
 
-# What a scan decodes: every record, none (verification only), or only these types.
+# What a scan decodes: every record; none (checksums, seq and chain only: what a writer
+# checks before appending); or only these types, in which case the content of every record
+# is still checked (what `inspect --verify` does).
 Decode = bool | frozenset[str]
-
-
-def _type_of(content: bytes) -> str:
-    """The `type` of an intact record, read from its bytes (it comes right after seq and ts)."""
-    at = content.find(b'"type":"', 0, 128) + 8
-    return content[at : content.find(b'"', at)].decode("ascii", "replace")
 
 
 def checksum(prefix: bytes) -> str:
@@ -101,6 +108,7 @@ _KEY_LEN = len(_SUM_KEY)
 _SEQ_LEN = len(_SEQ_OPEN)
 _PREV_FROM = _PREV_FIELD - len(_PREV_KEY)  # distance back from `cut` to where prev's hex starts
 _blake2b = hashlib.blake2b
+_plain_chunk = records.plain_chunk
 
 
 def check_content(content: bytes) -> tuple[int, str, str] | None:
@@ -117,10 +125,17 @@ def check_content(content: bytes) -> tuple[int, str, str] | None:
     stored = content[cut + _KEY_LEN : cut + _KEY_LEN + _HEX].decode("ascii", "replace")
     if _blake2b(content[:cut], digest_size=16).hexdigest() != stored:
         return None
-    # The checksum vouches for the bytes, and only the encoder above writes them.
-    prev = content[cut - _PREV_FROM : cut - 1].decode("ascii")
-    seq = int(content[_SEQ_LEN : content.index(b",", _SEQ_LEN)])
-    return seq, prev, stored
+    # The checksum vouches for the bytes, not that the encoder above wrote them: a crafted
+    # line may carry anything. A seq that is not a number is reported as 0 (never a valid seq),
+    # which the chain check turns into damage; the content itself is checked when decoded.
+    prev = content[cut - _PREV_FROM : cut - 1].decode("ascii", "replace")
+    return _seq_of(content), prev, stored
+
+
+def _seq_of(content: bytes) -> int:
+    """The seq a record's framing states, or 0 when it is not a plain decimal number."""
+    digits = content[_SEQ_LEN : content.find(b",", _SEQ_LEN)]
+    return int(digits) if digits.isdigit() and len(digits) < 19 else 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,15 @@ class Record:
 
     @classmethod
     def decode(cls, content: bytes, segment: str, offset: int) -> Record:
-        obj = _DECODE(content.decode("utf-8"))
+        """The record of a checksum-intact line (`check_content` passed). Its content is
+        checked against what handshake writes (records.parse); RecordInvalid if it is not,
+        naming the segment and offset."""
+        cut = len(content) - _SUM_TAIL
+        prev, digest = content[cut - _PREV_FROM : cut - 1], content[cut + _KEY_LEN : cut + _KEY_LEN + _HEX]
+        try:
+            obj = records.parse(content, _seq_of(content), prev, digest)
+        except RecordInvalid as exc:
+            raise RecordInvalid(f"journal record at {segment} offset {offset}: {exc.message}") from None
         return cls(obj["seq"], obj["ts"], obj["type"], obj["data"], obj["prev"], obj["sum"], segment, offset)
 
     def as_json(self) -> dict[str, Any]:
@@ -227,12 +250,39 @@ def scan(
         segments = segments[segments.index(start.segment) :]
         result.last_seq, result.last_sum, offset = start.seq - 1, start.prev, start.offset
     for index, name in enumerate(segments):
-        data = durable.read_bytes(journal_dir / name)
-        _scan_segment(data, name, index == len(segments) - 1, result, decode, offset)
+        data, size = read_segment(journal_dir / name)
+        _scan_segment(data, name, index == len(segments) - 1 and size == len(data), result, decode, offset)
         offset = 0
+        if size > len(data):  # never a torn tail: no crash leaves a segment this long
+            at = result.damage.offset if result.damage else len(data)
+            result.valid_ends[name] = at
+            result.damage = Damage(
+                "corrupt",
+                name,
+                at,
+                size - at,
+                f"the segment is {size} bytes, more than the {MAX_SEGMENT_BYTES} a segment can hold",
+            )
         if result.damage:
             break
     return result
+
+
+def read_segment(path: Path) -> tuple[bytes, int]:
+    """A segment's bytes, at most MAX_SEGMENT_BYTES of them, and the file's size: a file
+    larger than any segment handshake writes is damage, and is never loaded whole."""
+    fd = durable.open_read(path)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        remaining = MAX_SEGMENT_BYTES
+        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        return data, max(size, len(data))
+    finally:
+        os.close(fd)
 
 
 def _scan_segment(
@@ -284,7 +334,7 @@ def _scan_intact_lines(data: bytes, name: str, result: ScanResult, decode: Decod
     lines.pop()  # after the last newline: empty, or a line the slow path must look at
     wanted = None if isinstance(decode, bool) else frozenset(t.encode() for t in decode)
     last_seq, last_sum, count, start = result.last_seq, result.last_sum.encode("ascii"), 0, pos
-    blake2b, records = _blake2b, result.records
+    blake2b, records, plain_chunk = _blake2b, result.records, _plain_chunk
     for content in lines:
         cut = len(content) - _SUM_TAIL
         stored = content[cut + _KEY_LEN : cut + _KEY_LEN + _HEX]
@@ -295,15 +345,22 @@ def _scan_intact_lines(data: bytes, name: str, result: ScanResult, decode: Decod
             or content[cut : cut + _KEY_LEN] != _SUM_KEY
             or blake2b(content[:cut], digest_size=16).hexdigest().encode("ascii") != stored
             or content[cut - _PREV_FROM : cut - 1] != last_sum
-            or int(content[_SEQ_LEN : content.index(b",", _SEQ_LEN)]) != last_seq + 1
+            or not (digits := content[_SEQ_LEN : content.find(b",", _SEQ_LEN)]).isdigit()
+            or len(digits) > 18
+            or int(digits) != last_seq + 1
         ):
             break
-        if decode is True:
-            records.append(Record.decode(content, name, pos))
-        elif wanted:
-            at = content.find(b'"type":"', 0, 128) + 8
-            if content[at : content.find(b'"', at)] in wanted:
+        try:
+            if decode is True:
                 records.append(Record.decode(content, name, pos))
+            elif wanted is not None:
+                at = content.find(b'"type":"', 0, 128) + 8
+                if content[at : content.find(b'"', at)] in wanted:
+                    records.append(Record.decode(content, name, pos))
+                elif not plain_chunk(content):
+                    Record.decode(content, name, pos)  # its content is checked, the record not kept
+        except RecordInvalid:
+            break  # `_scan_segment` looks at this line again and reports it
         last_seq, last_sum = last_seq + 1, stored
         count += 1
         pos += len(content) + 1
@@ -325,7 +382,9 @@ def _accept_parsed(
     seq, prev, digest = parsed
     expected = result.last_seq + 1
     if seq != expected or prev != result.last_sum:
-        if seq < expected:
+        if seq == 0:
+            detail = "record's seq is not a number handshake writes"
+        elif seq < expected:
             detail = f"record seq {seq} repeats or comes back after seq {result.last_seq}"
         elif seq > expected:
             detail = f"record seq {seq} follows seq {result.last_seq}: records are missing"
@@ -333,8 +392,15 @@ def _accept_parsed(
             detail = f"record seq {seq} does not link to the record before it (chain broken)"
         result.damage = Damage("corrupt", name, pos, len(content) + 1, detail)
         return False
-    if decode is True or (decode and _type_of(content) in decode):
-        result.records.append(Record.decode(content, name, pos))
+    if decode is not False:
+        try:
+            record = Record.decode(content, name, pos)
+        except RecordInvalid as exc:
+            detail = exc.message.split(": ", 1)[-1]
+            result.damage = Damage("corrupt", name, pos, len(content) + 1, f"record seq {seq}: {detail}")
+            return False
+        if decode is True or record.type in decode:
+            result.records.append(record)
     result.count += 1
     result.last_seq = seq
     result.last_sum = digest
@@ -390,6 +456,11 @@ def read_last_record(journal_dir: Path, segment: str | None = None) -> Record | 
         fd = durable.open_read(journal_dir / name)
         try:
             size = os.fstat(fd).st_size
+            if size > MAX_SEGMENT_BYTES:
+                raise IntegrityError(
+                    f"journal segment {name} is {size} bytes, more than the {MAX_SEGMENT_BYTES} "
+                    "a segment can hold"
+                )
             block = 64 * 1024
             while True:
                 start = max(0, size - block)
@@ -509,6 +580,7 @@ class JournalWriter:
         seq, prev = self.last_seq + 1, self.last_sum
         ts = self.clock()
         line, digest = encode(seq, ts, type_, data, prev, encoded)
+        _refuse_beyond_limits(line, type_, data)
         if self._fd is None or (self._size and self._size + len(line) > self.segment_bytes):
             self._rotate(seq)
         assert self._fd is not None and self._segment is not None
@@ -571,6 +643,25 @@ class JournalWriter:
         self.close()
 
 
+def _refuse_beyond_limits(line: bytes, type_: str, data: dict[str, Any]) -> None:
+    """A record readers would call damage is never written: refuse it before any byte is."""
+    problem = records.writer_problem(type_, data)
+    if problem:
+        raise RecordRefused(
+            f"a {type_!r} record is not one handshake writes ({problem}); nothing was written"
+        )
+    if len(line) > MAX_RECORD_BYTES:
+        raise RecordRefused(
+            f"a {type_} record of {len(line)} bytes is larger than the journal's limit of "
+            f"{MAX_RECORD_BYTES} bytes per record; nothing was written"
+        )
+    if records.depth_exceeds(line, {"data": data}, records.MAX_DEPTH):
+        raise RecordRefused(
+            f"a {type_} record nests deeper than the journal's limit of {records.MAX_DEPTH} levels; "
+            "nothing was written"
+        )
+
+
 def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | None:
     """The intact record that starts at `offset` of `segment`, or None: one pread, no scan."""
     if not segment.endswith(SEGMENT_SUFFIX) or "/" in segment or offset < 0:
@@ -583,6 +674,8 @@ def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | Non
         line = bytearray()
         position = offset
         while b"\n" not in line:
+            if len(line) > MAX_RECORD_BYTES:
+                return None  # no record is this long
             block = os.pread(fd, 1 << 16, position)
             if not block:
                 break
@@ -593,4 +686,7 @@ def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | Non
     content = bytes(line.split(b"\n", 1)[0])
     if check_content(content) is None:
         return None
-    return Record.decode(content, segment, offset)
+    try:
+        return Record.decode(content, segment, offset)
+    except RecordInvalid:
+        return None  # its content is damage, which a scan reports with its place

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable
 from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.errors import IntegrityError
 from handshake_cli.jobs import Job
@@ -30,6 +29,7 @@ from handshake_cli.journal import (
     list_segments,
     read_last_record,
     read_record_at,
+    read_segment,
     scan,
 )
 from handshake_cli.model import ModelSession
@@ -130,7 +130,7 @@ def checkpoint_candidates(
         name = segments[index]
         if at_most is not None and int(name.split(".")[0]) > at_most:
             continue  # every record in this segment comes after `at_most`
-        data = durable.read_bytes(journal_dir / name)
+        data = read_segment(journal_dir / name)[0]  # bounded: an oversized segment is not loaded
         end = len(data)
         anchor: bool | None = None  # does this segment follow the one before it? (checked once)
         while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:

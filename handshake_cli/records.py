@@ -1,0 +1,287 @@
+"""What a journal record may hold: the decode boundary between a line's bytes and the folds.
+
+A record's checksum proves that its bytes are the ones written, not that handshake wrote
+them: someone can craft a line (invalid JSON, a raw NUL, `data` that is a string, a
+`covers_seq` that is text) and seal it with a correct checksum and chain. Such a record is
+damage, found here once, so that no fold, checkpoint loader or renderer ever sees a shape
+the encoder never writes. This module owns:
+
+- `parse`: bytes -> the record's JSON object, or `RecordInvalid` saying what is wrong;
+- the per-type schema of the `data` fields the folds read (model, thread, history,
+  checkpoints, recovery, inspect): each field, when present, has the type the runner writes;
+  fields the readers index directly are required;
+- `plain_chunk`: a cheap exact check of the commonest record (`model.chunk`) for scans that
+  verify content without keeping records (`inspect --verify`);
+- the size and depth limits of a record (docs/FORMAT.md, Limits).
+
+A checkpoint's `body` is not checked here beyond being present: `checkpoints.load` validates
+it (a bad body is `checkpoint_invalid`, which recovery falls back from, not damage).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import IntegrityError, UsageError
+
+# The largest record (line, newline included) the writer appends and a reader accepts. The
+# biggest legitimate records are a checkpoint snapshot (the whole thread, which is also what
+# every model call sends, so it stays far below this) and `session.created` (the prompt).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+# Nesting of JSON objects and arrays in one record, the record itself counting 1.
+MAX_DEPTH = 200
+
+
+class RecordInvalid(IntegrityError):
+    """A checksum-intact record whose content handshake never writes: journal damage."""
+
+
+class RecordRefused(UsageError):
+    """A record the writer will not append (too large, or nested too deep)."""
+
+    code = "record_refused"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON handshake writes")
+
+
+_DECODE = json.JSONDecoder(parse_constant=_no_constant).decode
+_TOP_KEYS = ["seq", "ts", "type", "data", "prev", "sum"]
+_TYPE = re.compile(r"[a-z][a-z_]*(?:\.[a-z_]+)+")
+_TS = re.compile(r"[0-9A-Za-z:.+-]{1,64}")
+
+_NONE = type(None)
+_S = (str,)
+_I = (int,)
+_B = (bool,)
+_D = (dict,)
+_L = (list,)
+_S0 = (str, _NONE)
+_I0 = (int, _NONE)
+_D0 = (dict, _NONE)
+_B0 = (bool, _NONE)
+
+# Per record type: field -> (allowed exact types, required). `bool` is not an `int` here
+# (the check is on the exact type), and `None` is allowed only where the writer writes null.
+# Readers take a missing field as its default (`data.get`), so absence is no damage, except
+# where a reader needs a field (a tool call's id and tool, a model request's turn).
+Spec = Mapping[str, tuple[tuple[type, ...], bool]]
+_FIELDS: dict[str, Spec] = {
+    "session.created": {
+        "job_name": (_S0, False),
+        "model": (_D, False),
+        "prompt": (_D, False),
+        "workspace": (_S0, False),
+        "session_id": (_S, False),
+        "format_version": (_I, False),
+    },
+    "session.state_change": {"from": (_S, False), "to": (_S, False), "reason": (_S, False)},
+    "model.request": {"turn": (_I, True), "message_count": (_I, False)},
+    "model.retry": {
+        "turn": (_I, False),
+        "attempt": (_I, False),
+        "reason": (_S, False),
+        "delay_ms": (_I, False),
+    },
+    "model.chunk": {"turn": (_I, False), "index": (_I, False), "count": (_I, False), "text": (_S, False)},
+    "model.completed": {"turn": (_I, False), "message": (_D, False), "finish_reason": (_S0, False)},
+    "model.stream_aborted": {"turn": (_I, False), "reason": (_S, False), "chunks": (_I, False)},
+    "tool.intent": {
+        "tool_call_id": (_S, False),
+        "tool": (_S, False),
+        "args": (_D, False),
+        "idempotency_key": (_S0, False),
+        "side_effect": (_S0, False),
+        "idempotency": (_S0, False),
+    },
+    "tool.result": {
+        "tool_call_id": (_S, False),
+        "tool": (_S0, False),
+        "error": (_D0, False),
+        "evidence": (_D0, False),
+    },
+    "checkpoint.created": {
+        "checkpoint_id": (_S, False),
+        "artifact_id": (_S, False),
+        "covers_seq": (_I, False),
+        "reason": (_S, False),
+        "parent": (_S0, False),
+        "snapshot": (_B, False),
+    },
+    "recovery.started": {
+        "action": (_S, False),
+        "reason": (_S0, False),
+        "checkpoint": (_S0, False),
+        "skipped_checkpoints": (_L, False),
+        "repaired_torn_tail": (_D0, False),
+        "in_doubt": (_L, False),
+    },
+    "recovery.resumed": {"checkpoint": (_S0, False), "in_flight": (_D0, False), "replaying": (_B0, False)},
+    "recovery.blocked": {"reason": (_S, False), "detail": (_S0, False), "in_doubt": (_L, False)},
+    "operator.resolution": {"tool_call_id": (_S, False), "resolution": (_S, False), "by": (_S0, False)},
+    "session.completed": {"reason": (_S0, False), "turns": (_I, False)},
+    "session.failed": {"reason": (_S0, False), "turns": (_I, False)},
+    "session.cancelled": {"reason": (_S0, False), "turns": (_I, False)},
+}
+
+KNOWN_TYPES = frozenset(_FIELDS)
+
+_MODEL_FIELDS: Spec = {"id": (_S0, False), "provider": (_S0, False)}
+_PROMPT_FIELDS: Spec = {"system": (_S0, False), "user": (_S0, False)}
+_MESSAGE_FIELDS: Spec = {"role": (_S, False), "content": (_S0, False), "tool_calls": (_L, False)}
+_CALL_FIELDS: Spec = {
+    "tool_call_id": (_S, True),
+    "tool": (_S, True),
+    "args": (_D, False),
+    "invalid_args": (_S, False),
+}
+
+
+def _fields(value: dict[str, Any], spec: Spec, where: str) -> str | None:
+    for key, (allowed, required) in spec.items():
+        if key in value:
+            if type(value[key]) not in allowed:
+                names = " or ".join("null" if t is _NONE else t.__name__ for t in allowed)
+                return f"{where}{key} is {_kind(value[key])}, not {names}"
+        elif required:
+            return f"{where}{key} is missing"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def data_problem(type_: str, data: dict[str, Any]) -> str | None:
+    """Why `data` is not what handshake writes for a record of `type_`, or None.
+
+    Types handshake does not know are accepted (readers ignore them: FORMAT section 5)."""
+    spec = _FIELDS.get(type_)
+    if spec is None:
+        return None
+    problem = _fields(data, spec, "data.")
+    if problem or type_ not in _NESTED:
+        return problem
+    return _NESTED[type_](data)
+
+
+def writer_problem(type_: str, data: dict[str, Any]) -> str | None:
+    """What readers would find wrong in a record the writer is asked to append, or None."""
+    if not _TYPE.fullmatch(type_):
+        return "its type is not a type name"
+    return data_problem(type_, data)
+
+
+def _session_created(data: dict[str, Any]) -> str | None:
+    return _fields(data.get("model") or {}, _MODEL_FIELDS, "data.model.") or _fields(
+        data.get("prompt") or {}, _PROMPT_FIELDS, "data.prompt."
+    )
+
+
+def _model_completed(data: dict[str, Any]) -> str | None:
+    message = data.get("message") or {}
+    problem = _fields(message, _MESSAGE_FIELDS, "data.message.")
+    if problem:
+        return problem
+    for index, call in enumerate(message.get("tool_calls") or []):
+        if type(call) is not dict:
+            return f"data.message.tool_calls[{index}] is {_kind(call)}, not dict"
+        problem = _fields(call, _CALL_FIELDS, f"data.message.tool_calls[{index}].")
+        if problem:
+            return problem
+    return None
+
+
+_NESTED = {"session.created": _session_created, "model.completed": _model_completed}
+
+
+def depth_exceeds(content: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` (decoded from `content`) nests deeper than `limit`. Cheap for almost
+    every record: nesting needs at least `limit` brackets, which one C-speed count rules out."""
+    if content.count(b"{") + content.count(b"[") < limit:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, dict | list))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return False
+
+
+def parse(content: bytes, seq: int, prev: bytes, digest: bytes) -> dict[str, Any]:
+    """The JSON object of a checksum-intact record line (no newline), checked; `seq`,
+    `prev` and `digest` are what the framing says, read from the bytes.
+    Raises RecordInvalid with what is wrong (the caller adds where)."""
+    if len(content) >= MAX_RECORD_BYTES:  # with its newline, past the limit
+        raise RecordInvalid(f"record is {len(content) + 1} bytes, more than the limit of {MAX_RECORD_BYTES}")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordInvalid(f"record bytes are not UTF-8 (at byte {exc.start})") from None
+    try:
+        obj = _DECODE(text)
+    except RecursionError:
+        raise RecordInvalid("record nests deeper than a JSON reader can follow") from None
+    except ValueError as exc:
+        raise RecordInvalid(f"record is not JSON handshake writes: {exc}") from None
+    problem = _record_problem(obj, seq, prev, digest)
+    if problem is None and depth_exceeds(content, obj):
+        problem = f"record nests deeper than {MAX_DEPTH} levels"
+    if problem:
+        raise RecordInvalid(problem)
+    return obj  # type: ignore[no-any-return]
+
+
+def _record_problem(obj: Any, seq: int, prev: bytes, digest: bytes) -> str | None:
+    if type(obj) is not dict or list(obj) != _TOP_KEYS:
+        return "record is not an object of the six keys seq, ts, type, data, prev, sum"
+    if type(obj["seq"]) is not int or obj["seq"] != seq:
+        return f"record's seq field says {obj['seq']!r}, its framing {seq}"
+    if obj["prev"] != prev.decode("ascii", "replace") or obj["sum"] != digest.decode("ascii", "replace"):
+        return "record's prev or sum field disagrees with its framing"
+    type_, ts, data = obj["type"], obj["ts"], obj["data"]
+    if type(type_) is not str or not _TYPE.fullmatch(type_):
+        return f"record type {type_!r} is not a type name handshake writes"
+    if type(ts) is not str or not _TS.fullmatch(ts):
+        return f"record ts {ts!r} is not a time handshake writes"
+    if type(data) is not dict:
+        return f"record data is {_kind(data)}, not an object"
+    problem = data_problem(type_, data)
+    return f"{type_} record: {problem}" if problem else None
+
+
+# A model.chunk exactly as the runner writes it, checked without decoding: a JSON string
+# (no raw control character, only valid escapes) and small non-negative integers.
+_INT = rb"(?:0|[1-9][0-9]{0,17})"
+_STRING = rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"'
+_PLAIN_CHUNK = re.compile(
+    b"".join(
+        (
+            rb'\{"seq":' + _INT + rb',"ts":"[0-9A-Za-z:.+-]{1,64}","type":"model\.chunk",',
+            rb'"data":\{"turn":' + _INT + rb',"index":' + _INT + rb'(?:,"count":' + _INT + rb")?,",
+            rb'"text":' + _STRING + rb'\},"prev":"[0-9a-f]{32}","sum":"[0-9a-f]{32}"\}',
+        )
+    )
+)
+
+
+def plain_chunk(content: bytes) -> bool:
+    """Whether `content` is a model.chunk record in exactly the shape the runner writes (so
+    decoding it would find nothing wrong). False means: decode it and see."""
+    if _PLAIN_CHUNK.fullmatch(content) is None:
+        return False
+    if content.isascii():
+        return True
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
