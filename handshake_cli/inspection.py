@@ -221,7 +221,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     job = session.job_binding(session.read_config(check_job=False))
     # Only the records the checks read are decoded; every record's checksum and link is verified.
     result = result or scan(session.journal, session.session_id, decode=VERIFY_DECODES)
-    if result.last_seq == 0:  # record 1 is written with the session: nothing intact is damage
+    if result.last_seq == 0 and result.damage is None:  # record 1 comes with the session: none is damage
         raise IntegrityError(
             f"session {session.session_id}: the journal holds no intact record ({session.journal})"
         )

@@ -90,8 +90,9 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
         )
     result = _upto(scan(session.journal, session.session_id), at)
     if not result.records:  # record 1 is written with the session: without it, nothing says what ran
+        where = f" (damage at {result.damage.segment} offset {result.damage.offset})" if result.damage else ""
         raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+            f"session {session.session_id}: the journal holds no intact record ({session.journal}){where}"
         )
     return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
 
