@@ -111,7 +111,8 @@ class _HashingReader:
         want = self.left if n < 0 else min(n, self.left)
         parts = []
         while want:
-            part = os.read(self.fd, want)
+            with durable.environment("read", self.where):
+                part = os.read(self.fd, want)
             if not part:
                 raise SessionChanged(
                     f"{self.where} shrank while it was exported (did a recovery cut a torn tail?)",
@@ -142,6 +143,7 @@ def export_session(store: Store, session_id: str, output: Path, *, force: bool =
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
     try:
         with (
+            durable.environment("write", output),
             os.fdopen(os.dup(fd), "wb") as raw,
             tarfile.open(
                 name=output.name, mode="w:gz", fileobj=raw, compresslevel=6, format=tarfile.PAX_FORMAT
@@ -171,8 +173,9 @@ def export_session(store: Store, session_id: str, output: Path, *, force: bool =
             info.size, info.mode = len(body), durable.FILE_MODE
             info.mtime = int(time.time())
             tar.addfile(info, _BytesReader(body))
-        durable.fsync_fd(fd)
-        _publish(tmp, output, force=force)
+        durable.fsync_fd(fd, path=output)
+        with durable.environment("rename into place", output):
+            _publish(tmp, output, force=force)
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -224,7 +227,9 @@ def _publish(tmp: Path, output: Path, *, force: bool) -> None:
             f"{output} appeared while the bundle was written; handshake export does not overwrite it",
             guidance=["add --force to replace it, or choose another -o FILE"],
         ) from None
-    except OSError:  # a filesystem without hard links
+    except OSError as exc:  # a filesystem without hard links
+        if durable.is_environment(exc):
+            raise
         if os.path.lexists(output):
             raise OutputExists(f"{output} already exists") from None
         os.rename(tmp, output)
@@ -356,7 +361,7 @@ class _Layout:
 
 def import_bundle(store: Store, bundle: Path) -> ImportReport:
     """Check every byte of `bundle`, then land its session under the root in one rename."""
-    with _open_bundle(bundle) as tar:
+    with _open_bundle(bundle) as tar, durable.environment("import", bundle):
         try:
             members = tar.getmembers()
         except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -385,6 +390,8 @@ def _open_bundle(bundle: Path) -> tarfile.TarFile:
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise InvalidBundle(f"{bundle} is not a gzip-compressed tar archive: {exc}") from None
     except OSError as exc:
+        if durable.is_environment(exc):
+            raise durable.environment_failure(exc, "read", bundle) from exc
         raise UsageError(f"cannot read {bundle}: {exc.strerror}") from None
 
 
@@ -603,7 +610,8 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
     target = paths.sessions / layout.session_id
     try:
         try:
-            _extract(tar, staging, layout.members)
+            with durable.environment("extract the bundle into", staging):
+                _extract(tar, staging, layout.members)
         except _FILTER_ERRORS as exc:  # our own checks should have refused it first
             raise InvalidBundle(f"refusing the bundle: {exc}; nothing was imported") from None
         except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -619,7 +627,8 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
             verification = exc
         if os.path.lexists(target):
             raise SessionExists(f"session {layout.session_id} appeared under {paths.root} during the import")
-        os.rename(staged, target)
+        with durable.environment("move the imported session into", target):
+            os.rename(staged, target)
         durable.fsync_dir(paths.sessions)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -638,13 +647,15 @@ def _seal(top: Path) -> None:
 
 def _seal_one(path: Path, *, directory: bool) -> None:
     flags = os.O_RDONLY | durable.NOFOLLOW | durable.CLOEXEC | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
+    with durable.environment("open", path):
+        fd = os.open(path, flags)
     try:
         kind = os.fstat(fd).st_mode
         if not (stat.S_ISDIR(kind) if directory else stat.S_ISREG(kind)):
             raise InvalidBundle(f"{path} is neither a plain file nor a directory after extraction")
-        os.fchmod(fd, durable.DIR_MODE if directory else durable.FILE_MODE)
-        durable.fsync_fd(fd)
+        with durable.environment("set the mode of", path):
+            os.fchmod(fd, durable.DIR_MODE if directory else durable.FILE_MODE)
+        durable.fsync_fd(fd, path=path)
     finally:
         os.close(fd)
 
