@@ -81,7 +81,12 @@ def make_job(directory: Path) -> Path:
         "prompt": {"user": "Write the notes, then tell the team."},
         "model": {"provider": "scripted", "script": "script.toml", "chunk_delay_ms": 0},
         "tools": [
-            {"name": "write_file", "builtin": "write_file", "side_effect": "write", "idempotency": "idempotent"},
+            {
+                "name": "write_file",
+                "builtin": "write_file",
+                "side_effect": "write",
+                "idempotency": "idempotent",
+            },
             {
                 "name": "notify",
                 "command": notify,
@@ -190,8 +195,15 @@ class Lab:
 
     def run(self, session_id: str, *, fault: str | None = None, crash_at: str | None = None) -> Outcome:
         return self.handshake(
-            "run", str(self.job), "--session-id", session_id, "--workspace", str(self.workspace), "--json",
-            fault=fault, crash_at=crash_at,
+            "run",
+            str(self.job),
+            "--session-id",
+            session_id,
+            "--workspace",
+            str(self.workspace),
+            "--json",
+            fault=fault,
+            crash_at=crash_at,
         )
 
     # -- templates ---------------------------------------------------------------------------
@@ -251,7 +263,9 @@ class Lab:
 def check_outcome(outcome: Outcome, clean: Iterable[int] = CLEAN) -> None:
     """The exit code and message a fault must give, and the fsync rule."""
     context = outcome.describe()
-    assert "Traceback" not in outcome.stderr and "internal error" not in outcome.stdout + outcome.stderr, context
+    assert "Traceback" not in outcome.stderr and "internal error" not in outcome.stdout + outcome.stderr, (
+        context
+    )
     assert outcome.code != 1, context
     if not outcome.injected:
         assert outcome.code in tuple(clean), context
@@ -261,7 +275,9 @@ def check_outcome(outcome: Outcome, clean: Iterable[int] = CLEAN) -> None:
         error = json.loads(outcome.stdout)["error"] if "--json" in outcome.args else None
         message = error["message"] if error else outcome.stderr
         if error:
-            assert error["code"] in ("environment", "durability") and error["exit_code"] == ENVIRONMENT, context
+            assert error["code"] in ("environment", "durability") and error["exit_code"] == ENVIRONMENT, (
+                context
+            )
         kinds = {e["kind"] for e in outcome.injected}
         assert any(k in message for k in kinds) or "short write" in message, context  # the cause
         assert "/" in message, context  # a file is named
