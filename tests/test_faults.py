@@ -244,12 +244,15 @@ def run_case(world: World, name: str, fault: str, tally: Tally) -> Outcome:
     return outcome
 
 
-def sample(counts: dict[str, int], rng: random.Random) -> Iterator[str]:
-    """One fault per syscall the command makes: a random N and kind (the first and the last
-    call get their turn across the commands)."""
-    for call in sorted(counts):
-        if call not in KINDS:
-            continue
+# The syscalls the CI sample injects into first: the durability rules before the rest.
+PRIORITY = ("fdatasync", "fsync", "write", "replace", "rename", "mkdir", "open", "read", "unlink", "pwrite")
+
+
+def sample(counts: dict[str, int], rng: random.Random, size: int = 4) -> Iterator[str]:
+    """`size` faults: the first syscalls of PRIORITY the command makes, each at a random N
+    (the first call, the last, or any) with a random kind."""
+    calls = [call for call in PRIORITY if counts.get(call)][:size]
+    for call in calls:
         n = rng.choice([1, counts[call], rng.randint(1, counts[call])])
         yield f"{call}:{n}:{rng.choice(KINDS[call])}"
 
