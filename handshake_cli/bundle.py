@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import __version__, durable, lock
 from .errors import (
     BundleDamaged,
+    EnvironmentFailure,
     HandshakeError,
     InvalidBundle,
     OutputExists,
@@ -623,6 +624,8 @@ def _land(store: Store, tar: tarfile.TarFile, layout: _Layout) -> tuple[Path, Ve
         _seal(staged)
         try:
             verification: Verification | HandshakeError = verify(SessionDir(layout.session_id, staged))
+        except EnvironmentFailure:
+            raise  # the disk failed, not the bundle: nothing lands
         except HandshakeError as exc:
             verification = exc
         if os.path.lexists(target):

@@ -222,7 +222,10 @@ def _site() -> str | None:
     that is not handshake's own I/O."""
     import sys
 
-    frame: FrameType | None = sys._getframe(2)
+    try:
+        frame: FrameType | None = sys._getframe(2)
+    except ValueError:  # called straight from C (an atexit hook, say): not handshake's I/O
+        return None
     while frame is not None and frame.f_globals.get("__name__") == _LAYER:
         frame = frame.f_back
     if frame is None:
