@@ -66,13 +66,19 @@ SCRIPT = {
             "text": "Telling the team, exactly once.",
             "tool_calls": [{"tool": "notify", "args": {"message": "notes are ready"}}],
         },
+        {
+            # Longer than the tool's max_output_bytes: the whole output goes to a pack artifact.
+            "text": "Reading the notes back.",
+            "tool_calls": [{"tool": "read_file", "args": {"path": "notes.txt"}}],
+        },
         {"text": "Done: the notes are written and the team knows."},
     ]
 }
 
 
 def make_job(directory: Path) -> Path:
-    """A quickstart-like job: a write tool, and a non_idempotent command tool with a probe."""
+    """A quickstart-like job: a write tool, a non_idempotent command tool with a probe, and a
+    read whose output is stored as an artifact (a pack frame, synced before its result)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "script.toml").write_text(tomli_w.dumps(SCRIPT))
     notify = [sys.executable, str(FIXTURES / "jobs" / "notify.py")]
@@ -86,6 +92,13 @@ def make_job(directory: Path) -> Path:
                 "builtin": "write_file",
                 "side_effect": "write",
                 "idempotency": "idempotent",
+            },
+            {
+                "name": "read_file",
+                "builtin": "read_file",
+                "side_effect": "read",
+                "idempotency": "idempotent",
+                "max_output_bytes": 8,
             },
             {
                 "name": "notify",
@@ -315,13 +328,16 @@ def finish(lab: Lab, session_id: str, reference: list[dict[str, Any]], context: 
 Case = Callable[[str], Outcome]
 
 
-def sweep(case: Case, call: str, kind: str, *, limit: int = 400, every: int = 1) -> list[Outcome]:
-    """Fail the 1st, then the 2nd, ... call of `call` with `kind` until `case` completes with
-    nothing injected (or, with `every` > 1, every that many)."""
+def sweep(
+    case: Case, call: str, kind: str, *, within: str | None = None, limit: int = 400, every: int = 1
+) -> list[Outcome]:
+    """Fail the 1st, then the 2nd, ... call of `call` (on a path containing `within`) with
+    `kind` until `case` completes with nothing injected (or, with `every` > 1, every that many)."""
     outcomes = []
     n = 1
+    suffix = f"@{within}" if within else ""
     while n <= limit:
-        outcome = case(f"{call}:{n}:{kind}")
+        outcome = case(f"{call}:{n}:{kind}{suffix}")
         outcomes.append(outcome)
         if not outcome.injected:
             return outcomes

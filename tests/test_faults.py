@@ -288,6 +288,39 @@ def test_fault_sweep(world: World, name: str) -> None:
     assert summary["total"] > 0
 
 
+ARTIFACT_FAULTS = [
+    ("mkdir", "ENOSPC"),
+    ("open", "ENOSPC"),
+    ("write", "EIO"),
+    ("write", "short"),
+    ("fdatasync", "EIO"),
+    ("fsync", "EIO"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"), [("run", "fdatasync:1:EIO@packs"), ("recover", "write:1:short@packs")]
+)
+def test_a_fault_in_the_artifact_store(world: World, name: str, fault: str) -> None:
+    """The read tool's output goes to a pack: a failed pack sync or a short frame write stops
+    the writer before the result naming it is written."""
+    outcome = run_case(world, name, fault, Tally())
+    assert outcome.injected and outcome.code == ENVIRONMENT, outcome.describe()
+    assert "packs/" in json.loads(outcome.stdout)["error"]["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["run", "recover"])
+def test_fault_sweep_of_the_artifact_store(world: World, name: str) -> None:
+    """Every call the pack writer makes, swept (the general sweep reaches them too, among
+    hundreds of others)."""
+    tally = Tally()
+    for call, kind in ARTIFACT_FAULTS:
+        sweep(lambda fault: run_case(world, name, fault, tally), call, kind, within="artifacts")
+    print(json.dumps({"command": f"{name} (artifacts)", **tally.summary()}))
+    assert any("handshake_cli.artifacts" in site for site in tally.sites), tally.summary()
+
+
 # -- defect 8, one test per place that called a full disk a bug -------------------------------
 
 
