@@ -248,7 +248,7 @@ def run_case(world: World, name: str, fault: str, tally: Tally) -> Outcome:
 PRIORITY = ("fdatasync", "fsync", "write", "replace", "rename", "mkdir", "open", "read", "unlink", "pwrite")
 
 
-def sample(counts: dict[str, int], rng: random.Random, size: int = 4) -> Iterator[str]:
+def sample(counts: dict[str, int], rng: random.Random, size: int = 3) -> Iterator[str]:
     """`size` faults: the first syscalls of PRIORITY the command makes, each at a random N
     (the first call, the last, or any) with a random kind."""
     calls = [call for call in PRIORITY if counts.get(call)][:size]
