@@ -471,3 +471,16 @@ def test_a_stray_environment_oserror_is_74_not_a_bug(capsys: pytest.CaptureFixtu
     assert (
         error["code"] == "environment" and "/some/file" in error["message"] and "ENOSPC" in error["message"]
     )
+
+
+def test_a_failed_fsync_ends_recover_all_there(world: World) -> None:
+    """A failed fsync is fatal to the writing process: `recover --all` recovers no further
+    session after it (before, it went on to the next one, fsyncing on the failing disk)."""
+    lab = world.lab
+    lab.restore("interrupted")
+    assert lab.run("t", crash_at="before_result:2").code == -signal.SIGKILL
+    outcome = lab.handshake("recover", "--all", "--json", fault="fdatasync:1+:EIO")
+    assert outcome.code == ENVIRONMENT, outcome.describe()
+    rows = json.loads(outcome.stdout)["sessions"]
+    assert [(row["session_id"], row["reason"]) for row in rows] == [(SID, "durability")], rows
+    assert [e["site"].split(":")[0] for e in outcome.injected] == ["handshake_cli.journal"]

@@ -139,7 +139,7 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
 
 
 def _all(store: Any, options: Any, as_json: bool) -> Result:
-    from handshake_cli.errors import HandshakeError
+    from handshake_cli.errors import DurabilityError, HandshakeError
     from handshake_cli.recovery.execute import recover as execute
     from handshake_cli.recovery.execute import sessions_to_recover
 
@@ -170,6 +170,8 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
                     "guidance": error.guidance,
                 }
             )
+            if isinstance(error, DurabilityError):
+                break  # a failed write or fsync is fatal to the writing process: no more sessions
     codes = {row["exit_code"] for row in rows}
     worst = next((code for code in SEVERITY if code in codes), 0)
 
