@@ -394,8 +394,11 @@ def test_a_full_disk_when_asking_a_running_session_for_a_checkpoint_is_exit_74(
     world: World, tmp_path: Path
 ) -> None:
     slow = Lab(tmp_path)
-    # Two seconds between words: the run is still streaming when the asking is done.
-    slow.job.write_text(slow.job.read_text().replace("chunk_delay_ms = 0", "chunk_delay_ms = 2000"))
+    # 2,000 words 50 ms apart: the run streams for 100 s, far longer than the asking takes,
+    # and stops within a word of SIGTERM.
+    script = slow.job.parent / "script.toml"
+    script.write_text(script.read_text().replace("Writing the notes down first.", "word " * 2000, 1))
+    slow.job.write_text(slow.job.read_text().replace("chunk_delay_ms = 0", "chunk_delay_ms = 50"))
     args = ["run", str(slow.job), "--session-id", SID, "--workspace", str(slow.workspace)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "handshake_cli", *args, "--root", str(slow.root)],
