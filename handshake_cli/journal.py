@@ -538,7 +538,11 @@ class JournalWriter:
             raise DurabilityError(
                 f"journal append to {self.journal_dir / self._segment} failed: {exc.strerror or exc}"
                 f"{_errno_name(exc)}; the record was not written and this process stops here",
-                details={"path": str(self.journal_dir / self._segment), "operation": "write"},
+                details={
+                    "path": str(self.journal_dir / self._segment),
+                    "errno": errno.errorcode.get(exc.errno or 0, ""),
+                    "operation": "write",
+                },
             ) from exc
         self._size += len(line)
         self.last_seq = seq

@@ -303,7 +303,8 @@ ARTIFACT_FAULTS = [
 
 
 @pytest.mark.parametrize(
-    ("name", "fault"), [("run", "fdatasync:1:EIO@packs"), ("recover", "write:1:short@packs")]
+    ("name", "fault"),
+    [("run", "fdatasync:1:EIO@packs"), ("run", "write:1:EIO@packs"), ("recover", "write:1:short@packs")],
 )
 def test_a_fault_in_the_artifact_store(world: World, name: str, fault: str) -> None:
     """The read tool's output goes to a pack: a failed pack sync or a short frame write stops
