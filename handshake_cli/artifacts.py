@@ -21,6 +21,7 @@ writer starts a new segment, so no intact frame ever follows garbage.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -145,19 +146,23 @@ class ArtifactStore:
         except FileNotFoundError as exc:
             raise NotFound(f"artifact {ident}: pack {location.pack} is missing") from exc
         try:
-            header = os.pread(fd, HEADER_BYTES, location.offset)
-            if len(header) != HEADER_BYTES or header[:4] != MAGIC or header[12:].hex() != ident:
-                raise ArtifactCorrupt(
-                    f"artifact {ident}: no intact frame at {location.pack} offset {location.offset}"
-                )
-            length = int.from_bytes(header[4:12], "big")
-            if location.offset + HEADER_BYTES + length > os.fstat(fd).st_size:
-                raise ArtifactCorrupt(
-                    f"artifact {ident}: the frame at {location.pack} offset {location.offset} is cut short"
-                )
-            data = os.pread(fd, length, location.offset + HEADER_BYTES)
+            with durable.environment("read", path):
+                return self._read_open_frame(fd, ident, location)
         finally:
             os.close(fd)
+
+    def _read_open_frame(self, fd: int, ident: str, location: Location) -> bytes:
+        header = os.pread(fd, HEADER_BYTES, location.offset)
+        if len(header) != HEADER_BYTES or header[:4] != MAGIC or header[12:].hex() != ident:
+            raise ArtifactCorrupt(
+                f"artifact {ident}: no intact frame at {location.pack} offset {location.offset}"
+            )
+        length = int.from_bytes(header[4:12], "big")
+        if location.offset + HEADER_BYTES + length > os.fstat(fd).st_size:
+            raise ArtifactCorrupt(
+                f"artifact {ident}: the frame at {location.pack} offset {location.offset} is cut short"
+            )
+        data = os.pread(fd, length, location.offset + HEADER_BYTES)
         if len(data) != length or artifact_id(data) != ident:
             raise ArtifactCorrupt(
                 f"artifact {ident} is damaged: its bytes no longer match its id",
@@ -217,29 +222,32 @@ class ArtifactStore:
 def _walk_pack(path: Path, name: str, *, verify: bool) -> Iterator[Frame | PackDamage]:
     fd = durable.open_read(path)
     try:
-        size = os.fstat(fd).st_size
-        offset = 0
-        while offset < size:
-            header = os.pread(fd, HEADER_BYTES, offset)
-            length = int.from_bytes(header[4:12], "big") if len(header) == HEADER_BYTES else -1
-            if header[:4] != MAGIC or length < 0 or offset + HEADER_BYTES + length > size:
-                at_end = not _intact_frame_after(fd, offset, size)
-                yield PackDamage(name, offset, "incomplete or damaged frame header", at_end)
-                return
-            ident = header[12:].hex()
-            if verify:
-                data = os.pread(fd, length, offset + HEADER_BYTES)
-                if artifact_id(data) != ident:
-                    at_end = offset + HEADER_BYTES + length == size
-                    yield PackDamage(
-                        name, offset, f"artifact {ident} does not match its bytes", at_end, ident
-                    )
-                    if at_end:
-                        return
-            yield Frame(ident, Location(name, offset), length)
-            offset += HEADER_BYTES + length
+        with durable.environment("read", path):
+            yield from _walk_open_pack(fd, name, verify=verify)
     finally:
         os.close(fd)
+
+
+def _walk_open_pack(fd: int, name: str, *, verify: bool) -> Iterator[Frame | PackDamage]:
+    size = os.fstat(fd).st_size
+    offset = 0
+    while offset < size:
+        header = os.pread(fd, HEADER_BYTES, offset)
+        length = int.from_bytes(header[4:12], "big") if len(header) == HEADER_BYTES else -1
+        if header[:4] != MAGIC or length < 0 or offset + HEADER_BYTES + length > size:
+            at_end = not _intact_frame_after(fd, offset, size)
+            yield PackDamage(name, offset, "incomplete or damaged frame header", at_end)
+            return
+        ident = header[12:].hex()
+        if verify:
+            data = os.pread(fd, length, offset + HEADER_BYTES)
+            if artifact_id(data) != ident:
+                at_end = offset + HEADER_BYTES + length == size
+                yield PackDamage(name, offset, f"artifact {ident} does not match its bytes", at_end, ident)
+                if at_end:
+                    return
+        yield Frame(ident, Location(name, offset), length)
+        offset += HEADER_BYTES + length
 
 
 def _frame_is_intact(fd: int, offset: int, size: int) -> bool:
@@ -286,9 +294,10 @@ class PackWriter:
                 not frames or _last_frame_intact(store.packs / last, frames[-1], size)
             )
             if ends_clean and size < pack_bytes:
-                self._fd = os.open(
-                    store.packs / last, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
-                )
+                with durable.environment("open for appending", store.packs / last):
+                    self._fd = os.open(
+                        store.packs / last, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
+                    )
                 self._name, self._size = last, size
         self._next_number = int(names[-1][: -len(PACK_SUFFIX)]) + 1 if names else 1
 
@@ -313,7 +322,13 @@ class PackWriter:
                 os.ftruncate(self._fd, self._size)
             except OSError as undo:
                 self._broken = f"a failed write could not be undone: {undo}"
-            raise DurabilityError(f"artifact write failed: {exc}") from exc
+            where = self.store.packs / self._name
+            code = errno.errorcode.get(exc.errno or 0, "")
+            raise DurabilityError(
+                f"artifact write to {where} failed: {exc.strerror or exc}{f' ({code})' if code else ''}; "
+                "the artifact was not stored and this process stops here",
+                details={"path": str(where), "errno": code, "operation": "write"},
+            ) from exc
         self._size += len(frame)
         self._dirty = True
         self.known[ident] = location
@@ -324,21 +339,25 @@ class PackWriter:
             raise DurabilityError(f"artifact writer is unusable after an earlier failure: {self._broken}")
         if self._fd is not None and self._dirty:
             try:
-                durable.fsync_fd(self._fd, data_only=True)
+                durable.fsync_fd(self._fd, data_only=True, path=self.store.packs / (self._name or ""))
             except DurabilityError as exc:
                 self._broken = exc.message  # never retried and acknowledged (DESIGN rule 4)
                 raise
             self._dirty = False
 
     def close(self) -> None:
+        """Let go of the pack; never raises (what had to be durable was synced)."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _new_pack(self) -> None:
         if self._fd is not None:
             self.sync()
-            os.close(self._fd)
+            self.close()
         self._name = f"{self._next_number:08d}{PACK_SUFFIX}"
         self._next_number += 1
         self.store.make_home(self.store.packs)
@@ -353,6 +372,7 @@ def _last_frame_intact(path: Path, item: Frame | PackDamage, size: int) -> bool:
         return False
     fd = durable.open_read(path)
     try:
-        return _frame_is_intact(fd, item.location.offset, size)
+        with durable.environment("read", path):
+            return _frame_is_intact(fd, item.location.offset, size)
     finally:
         os.close(fd)

@@ -41,6 +41,7 @@ from . import __version__, documents, durable, lock
 from .artifacts import DEFAULT_PACK_BYTES
 from .errors import (
     BundleDamaged,
+    EnvironmentFailure,
     HandshakeError,
     InvalidBundle,
     OutputExists,
@@ -137,7 +138,8 @@ class _HashingReader:
         want = self.left if n < 0 else min(n, self.left)
         parts = []
         while want:
-            part = os.read(self.fd, want)
+            with durable.environment("read", self.where):
+                part = os.read(self.fd, want)
             if not part:
                 raise SessionChanged(
                     f"{self.where} shrank while it was exported (did a recovery cut a torn tail?)",
@@ -168,6 +170,7 @@ def export_session(store: Store, session_id: str, output: Path, *, force: bool =
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
     try:
         with (
+            durable.environment("write", output),
             os.fdopen(os.dup(fd), "wb") as raw,
             tarfile.open(
                 name=output.name, mode="w:gz", fileobj=raw, compresslevel=6, format=tarfile.PAX_FORMAT
@@ -197,8 +200,9 @@ def export_session(store: Store, session_id: str, output: Path, *, force: bool =
             info.size, info.mode = len(body), durable.FILE_MODE
             info.mtime = int(time.time())
             tar.addfile(info, _BytesReader(body))
-        durable.fsync_fd(fd)
-        _publish(tmp, output, force=force)
+        durable.fsync_fd(fd, path=output)
+        with durable.environment("rename into place", output):
+            _publish(tmp, output, force=force)
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -250,7 +254,9 @@ def _publish(tmp: Path, output: Path, *, force: bool) -> None:
             f"{output} appeared while the bundle was written; handshake export does not overwrite it",
             guidance=["add --force to replace it, or choose another -o FILE"],
         ) from None
-    except OSError:  # a filesystem without hard links
+    except OSError as exc:  # a filesystem without hard links
+        if durable.is_environment(exc):
+            raise
         if os.path.lexists(output):
             raise OutputExists(f"{output} already exists") from None
         os.rename(tmp, output)
@@ -387,7 +393,7 @@ _DAMAGE: tuple[type[Exception], ...] = (tarfile.TarError, gzip.BadGzipFile, EOFE
 def import_bundle(store: Store, bundle: Path) -> ImportReport:
     """Check every byte of `bundle`, then land its session under the root in one rename."""
     store.check_sessions_dir()  # before anything looks through a link there
-    with _open_bundle(bundle) as tar:
+    with _open_bundle(bundle) as tar, durable.environment("import", bundle):
         layout = _check_members(_members(tar, bundle))
         manifest = _read_manifest(tar, layout)
         target = store.paths.sessions / layout.session_id
@@ -442,6 +448,8 @@ def _open_bundle(bundle: Path) -> Iterator[tarfile.TarFile]:
     except documents.DocumentError as exc:
         raise UsageError(f"{bundle} {exc.problem}; a bundle is a file") from None
     except OSError as exc:
+        if durable.is_environment(exc):
+            raise durable.environment_failure(exc, "read", bundle) from exc
         raise UsageError(f"cannot read {bundle}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
         try:
@@ -699,7 +707,8 @@ def _land(
     durable.make_dir(staging)
     target = paths.sessions / layout.session_id
     try:
-        _extract(tar, staging, layout, manifest["files"])
+        with durable.environment("extract the bundle into", staging):
+            _extract(tar, staging, layout, manifest["files"])
         staged = staging / SESSIONS / layout.session_id
         for sub in MADE_WITH_SESSION:  # tar drops an empty directory; the store makes this one
             if not os.path.lexists(staged / sub):
@@ -707,11 +716,14 @@ def _land(
         _seal(staged)
         try:
             verification: Verification | HandshakeError = verify(SessionDir(layout.session_id, staged))
+        except EnvironmentFailure:
+            raise  # the disk failed, not the bundle: nothing lands
         except HandshakeError as exc:
             verification = exc
         if os.path.lexists(target):
             raise SessionExists(f"session {layout.session_id} appeared under {paths.root} during the import")
-        os.rename(staged, target)
+        with durable.environment("move the imported session into", target):
+            os.rename(staged, target)
         durable.fsync_dir(paths.sessions)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -760,13 +772,15 @@ def _seal(top: Path) -> None:
 
 def _seal_one(path: Path, *, directory: bool) -> None:
     flags = os.O_RDONLY | durable.NOFOLLOW | durable.CLOEXEC | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
+    with durable.environment("open", path):
+        fd = os.open(path, flags)
     try:
         kind = os.fstat(fd).st_mode
         if not (stat.S_ISDIR(kind) if directory else stat.S_ISREG(kind)):
             raise InvalidBundle(f"{path} is neither a plain file nor a directory after extraction")
-        os.fchmod(fd, durable.DIR_MODE if directory else durable.FILE_MODE)
-        durable.fsync_fd(fd)
+        with durable.environment("set the mode of", path):
+            os.fchmod(fd, durable.DIR_MODE if directory else durable.FILE_MODE)
+        durable.fsync_fd(fd, path=path)
     finally:
         os.close(fd)
 

@@ -3,7 +3,8 @@
 Every error the core raises on purpose is a `HandshakeError`. Each class carries its
 exit code (DESIGN section 6), a stable `code` string for `--json`, and optional
 guidance: the exact commands that would move things on. The CLI catches this family
-in one place; anything else that escapes is a bug and exits 1.
+in one place; anything else that escapes is a bug and exits 1 (except an `OSError` that is
+the machine failing, a full disk or an I/O error: exit 74, see durable.py).
 """
 
 from __future__ import annotations

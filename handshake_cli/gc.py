@@ -441,6 +441,8 @@ class _Run:
             try:
                 os.rename(session.path, target)
             except OSError as exc:
+                if durable.is_environment(exc):  # a full disk or a failing one: stop, say which
+                    raise durable.environment_failure(exc, "move into the trash", session.path) from exc
                 self.report.errors.append({"path": self._rel(session.path), "error": _describe(exc)})
                 return
             faults.crash_point("gc_after_trash")

@@ -22,6 +22,7 @@ segment file than `MAX_SEGMENT_BYTES`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -455,32 +456,45 @@ def read_last_record(journal_dir: Path, segment: str | None = None) -> Record | 
     for name in [segment] if segment else reversed(list_segments(journal_dir)):
         fd = durable.open_read(journal_dir / name)
         try:
-            size = os.fstat(fd).st_size
-            if size > MAX_SEGMENT_BYTES:
-                raise IntegrityError(
-                    f"journal segment {name} is {size} bytes, more than the {MAX_SEGMENT_BYTES} "
-                    "a segment can hold"
-                )
-            block = 64 * 1024
-            while True:
-                start = max(0, size - block)
-                data = os.pread(fd, size - start, start)
-                lines = data.split(b"\n")
-                complete = lines[1:] if start > 0 else lines
-                for index in range(len(complete) - 1, -1, -1):
-                    content = complete[index]
-                    if check_content(content) is not None:
-                        offset = size - len(b"\n".join(complete[index:]))
-                        return Record.decode(content, name, offset)
-                if start == 0:
-                    break
-                block *= 4
+            with durable.environment("read", journal_dir / name):
+                found = _last_in(fd, name)
         finally:
             os.close(fd)
+        if found is not None:
+            return found
+    return None
+
+
+def _last_in(fd: int, name: str) -> Record | None:
+    """The last intact record of the segment open at `fd`, read back from its end."""
+    size = os.fstat(fd).st_size
+    if size > MAX_SEGMENT_BYTES:
+        raise IntegrityError(
+            f"journal segment {name} is {size} bytes, more than the {MAX_SEGMENT_BYTES} a segment can hold"
+        )
+    block = 64 * 1024
+    while True:
+        start = max(0, size - block)
+        data = os.pread(fd, size - start, start)
+        lines = data.split(b"\n")
+        complete = lines[1:] if start > 0 else lines
+        for index in range(len(complete) - 1, -1, -1):
+            content = complete[index]
+            if check_content(content) is not None:
+                offset = size - len(b"\n".join(complete[index:]))
+                return Record.decode(content, name, offset)
+        if start == 0:
+            break
+        block *= 4
     return None
 
 
 Clock = Callable[[], str]
+
+
+def _errno_name(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return f" ({name})" if name else ""
 
 
 class JournalWriter:
@@ -510,9 +524,10 @@ class JournalWriter:
         self._fd: int | None = None
         self._broken: str | None = None
         if segment is not None:
-            self._fd = os.open(
-                journal_dir / segment, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
-            )
+            with durable.environment("open for appending", journal_dir / segment):
+                self._fd = os.open(
+                    journal_dir / segment, os.O_WRONLY | os.O_APPEND | durable.NOFOLLOW | durable.CLOEXEC
+                )
 
     @classmethod
     def create(
@@ -591,7 +606,15 @@ class JournalWriter:
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
         except OSError as exc:
             self._undo_write()
-            raise DurabilityError(f"journal append failed: {exc}") from exc
+            raise DurabilityError(
+                f"journal append to {self.journal_dir / self._segment} failed: {exc.strerror or exc}"
+                f"{_errno_name(exc)}; the record was not written and this process stops here",
+                details={
+                    "path": str(self.journal_dir / self._segment),
+                    "errno": errno.errorcode.get(exc.errno or 0, ""),
+                    "operation": "write",
+                },
+            ) from exc
         self._size += len(line)
         self.last_seq = seq
         self.last_sum = digest
@@ -606,16 +629,21 @@ class JournalWriter:
         if self._fd is None or not self.unsynced:
             return
         try:
-            durable.fsync_fd(self._fd, data_only=True)
+            durable.fsync_fd(self._fd, data_only=True, path=self.journal_dir / (self._segment or ""))
         except DurabilityError as exc:
             self._broken = exc.message
             raise
         self.unsynced = 0
 
     def close(self) -> None:
+        """Let go of the segment. Never raises: what had to be durable was synced (and a
+        failed close, reported by some filesystems, changes nothing already acknowledged)."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _undo_write(self) -> None:
         """Cut a failed or partial write back to the last whole record."""
@@ -628,8 +656,7 @@ class JournalWriter:
     def _rotate(self, first_seq: int) -> None:
         if self._fd is not None:
             self.sync()  # everything in the old segment is durable before the new one takes over
-            os.close(self._fd)
-            self._fd = None
+            self.close()
         name = segment_name(first_seq)
         self._fd = durable.create_file(self.journal_dir / name, append=True)
         durable.fsync_dir(self.journal_dir)  # the new name is durable before any record in it
@@ -673,14 +700,15 @@ def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | Non
     try:
         line = bytearray()
         position = offset
-        while b"\n" not in line:
-            if len(line) > MAX_RECORD_BYTES:
-                return None  # no record is this long
-            block = os.pread(fd, 1 << 16, position)
-            if not block:
-                break
-            line += block
-            position += len(block)
+        with durable.environment("read", journal_dir / segment):
+            while b"\n" not in line:
+                if len(line) > MAX_RECORD_BYTES:
+                    return None  # no record is this long
+                block = os.pread(fd, 1 << 16, position)
+                if not block:
+                    break
+                line += block
+                position += len(block)
     finally:
         os.close(fd)
     content = bytes(line.split(b"\n", 1)[0])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .errors import IntegrityError, NotFound, SessionLocked
+from .errors import EnvironmentFailure, IntegrityError, NotFound, SessionLocked
 
 LOCK_FILE = "lock"
 OWNER_FILE = "owner.json"
@@ -90,8 +90,8 @@ def holder(session_dir: Path) -> LockHolder | None:
             str(info["command"]),
             info.get("pid_start"),
         )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, EnvironmentFailure, ValueError, KeyError, TypeError):
+        return None  # diagnostics only: the flock, not this file, is what excludes a writer
     return None if found.is_alive() is False else found
 
 
@@ -118,6 +118,8 @@ class SessionLock:
                 details={"lock_holder": found.as_json() if found else None},
             ) from None
         except OSError as exc:  # e.g. ELOOP: a symlink planted at the lock path
+            if durable.is_environment(exc):
+                raise durable.environment_failure(exc, "lock", self.session_dir / LOCK_FILE) from exc
             raise IntegrityError(
                 f"cannot lock session {self.session_id}: {self.session_dir / LOCK_FILE}: {exc.strerror}"
             ) from exc
@@ -138,14 +140,23 @@ class SessionLock:
             command=command or " ".join(["handshake", *sys.argv[1:]]),
             pid_start=_process_start(os.getpid()),
         )
-        durable.atomic_write(
-            self.session_dir / OWNER_FILE, json.dumps(me.as_json(), sort_keys=True).encode(), durable=False
-        )
+        try:
+            durable.atomic_write(
+                self.session_dir / OWNER_FILE,
+                json.dumps(me.as_json(), sort_keys=True).encode(),
+                durable=False,
+            )
+        except BaseException:
+            self._lock.release()  # nothing was written under it: let the next writer have it
+            raise
 
     def release(self) -> None:
+        """Never raises (it runs on the way out of every writer, an error's way included): an
+        owner.json that cannot be removed names a process that is about to end, which
+        `holder()` tells from a live one."""
         try:
             os.unlink(self.session_dir / OWNER_FILE)
-        except FileNotFoundError:
+        except OSError:
             pass
         self._lock.release()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .errors import IntegrityError
+from .errors import EnvironmentFailure, IntegrityError
 from .journal import Record
 
 CREATED = "CREATED"
@@ -123,12 +123,19 @@ def fold(session_id: str, records: Iterable[Record]) -> ModelSession:
     return session
 
 
-def write_head(session_dir: Path, session: ModelSession) -> None:
-    """Replace head.json atomically; not fsynced, because the journal can always rebuild it."""
+def write_head(session_dir: Path, session: ModelSession) -> bool:
+    """Replace head.json atomically; not fsynced, because the journal can always rebuild it.
+
+    Whether it was written: a full disk or an I/O error here never stops a session (the old
+    head.json stays, readers see it lag the journal and fold instead, and recovery rewrites
+    it), so that failure is swallowed."""
     payload = {"format_version": 1, **session.head()}
-    durable.atomic_write(
-        session_dir / HEAD_FILE, json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n", durable=False
-    )
+    data = json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n"
+    try:
+        durable.atomic_write(session_dir / HEAD_FILE, data, durable=False)
+    except EnvironmentFailure:
+        return False
+    return True
 
 
 def refresh_head(session_dir: Path, session: ModelSession) -> bool:
@@ -138,8 +145,7 @@ def refresh_head(session_dir: Path, session: ModelSession) -> bool:
     head = read_head(session_dir)
     if head is not None and all(head.get(name) == getattr(session, name) for name in HEAD_FIELDS):
         return False
-    write_head(session_dir, session)
-    return True
+    return write_head(session_dir, session)
 
 
 def read_head(session_dir: Path) -> dict[str, Any] | None:
@@ -150,7 +156,7 @@ def read_head(session_dir: Path) -> dict[str, Any] | None:
         return None
     except IntegrityError:
         raise
-    except (OSError, ValueError):
+    except (OSError, EnvironmentFailure, ValueError):
         return None
     # A head from another format version is a cache we cannot trust: rebuild instead.
     return head if isinstance(head, dict) and head.get("format_version") == 1 else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli import durable
+from handshake_cli.errors import EnvironmentFailure
 
 REQUESTS_DIR = "requests"
 _DONE = ".done.json"
@@ -46,6 +47,10 @@ def pending_requests(session_path: Path) -> list[CheckpointRequest]:
         )
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        if durable.is_environment(exc):
+            return []  # a request nobody can read is answered by nobody: its asker times out
+        raise
     found = []
     for name in names:
         nonce = name[: -len(".json")]
@@ -53,19 +58,25 @@ def pending_requests(session_path: Path) -> list[CheckpointRequest]:
             continue
         try:
             reason = json.loads(durable.read_bytes(directory / name)).get("reason")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, EnvironmentFailure, ValueError, AttributeError):
             reason = None
         found.append(CheckpointRequest(nonce, reason if isinstance(reason, str) else None))
     return found
 
 
-def answer(session_path: Path, request: CheckpointRequest, payload: dict[str, Any]) -> None:
+def answer(session_path: Path, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+    """Answer a request; whether the answer was written. A full disk here does not stop the
+    running session (its checkpoint is in the journal already): the asker times out instead."""
     directory = session_path / REQUESTS_DIR
-    durable.atomic_write(directory / f"{request.nonce}{_DONE}", json.dumps(payload).encode(), durable=False)
     try:
-        os.unlink(directory / f"{request.nonce}.json")
-    except FileNotFoundError:
-        pass
+        durable.atomic_write(
+            directory / f"{request.nonce}{_DONE}", json.dumps(payload).encode(), durable=False
+        )
+    except EnvironmentFailure:
+        return False
+    finally:
+        _unlink_quietly(directory / f"{request.nonce}.json")
+    return True
 
 
 def wait_for_answer(session_path: Path, request: CheckpointRequest, timeout: float) -> dict[str, Any] | None:
@@ -78,7 +89,7 @@ def wait_for_answer(session_path: Path, request: CheckpointRequest, timeout: flo
         except FileNotFoundError:
             payload = None
         if payload is not None:
-            os.unlink(path)
+            _unlink_quietly(path)  # the answer is read; one left behind is debris gc sweeps
             return payload if isinstance(payload, dict) else None
         if time.monotonic() >= deadline:
             return None
@@ -87,7 +98,13 @@ def wait_for_answer(session_path: Path, request: CheckpointRequest, timeout: flo
 
 def withdraw(session_path: Path, request: CheckpointRequest) -> None:
     """An unanswered request is removed, so a later run does not take a checkpoint nobody awaits."""
+    _unlink_quietly(session_path / REQUESTS_DIR / f"{request.nonce}.json")
+
+
+def _unlink_quietly(path: Path) -> None:
+    """A request file that cannot be removed costs at most one extra checkpoint (the runner
+    answers a request it finds), and gc sweeps it once it is old: never a reason to fail."""
     try:
-        os.unlink(session_path / REQUESTS_DIR / f"{request.nonce}.json")
-    except FileNotFoundError:
+        os.unlink(path)
+    except OSError:
         pass

@@ -337,8 +337,8 @@ class Store:
             }
             fd = durable.create_file(staging / "session.toml")
             try:
-                durable.write_all(fd, tomli_w.dumps(toml).encode("utf-8"))
-                durable.fsync_fd(fd)
+                durable.write_all(fd, tomli_w.dumps(toml).encode("utf-8"), staging / "session.toml")
+                durable.fsync_fd(fd, path=staging / "session.toml")
             finally:
                 os.close(fd)
             for name in MADE_WITH_SESSION:
@@ -368,6 +368,10 @@ class Store:
                 if os.path.lexists(self.paths.sessions / session_id):
                     raise SessionExists(
                         f"session {session_id} already exists under {self.paths.root}"
+                    ) from exc
+                if durable.is_environment(exc):
+                    raise durable.environment_failure(
+                        exc, "move the new session into", self.paths.sessions / session_id
                     ) from exc
                 raise
             durable.fsync_dir(self.paths.sessions)

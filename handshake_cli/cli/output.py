@@ -135,7 +135,12 @@ def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
 
 
 def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
-    """Anything that is not a HandshakeError is a bug: say so, and how to report it."""
+    """Anything that is not a HandshakeError is a bug: say so, and how to report it. Except
+    the machine failing (a full disk, an I/O error) where no call site said so: exit 74."""
+    from handshake_cli.durable import environment_failure, is_environment
+
+    if isinstance(exc, OSError) and is_environment(exc):
+        return fail(command, environment_failure(exc, "use"), as_json=as_json)
     message = (
         f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; "
         f"please report it at {REPORT_URL} with the command you ran and this message."

@@ -349,18 +349,22 @@ def _read_result_file(path: str) -> str:
 def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
     """Cut a torn tail off the newest segment; its bytes go to quarantine/ first, durably."""
     segment = session.journal / damage.segment
-    fd = os.open(segment, os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC)
+    with durable.environment("open for repair", segment):
+        fd = os.open(segment, os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
-        torn = os.pread(fd, size - damage.offset, damage.offset)
+        with durable.environment("read the torn tail of", segment):
+            size = os.fstat(fd).st_size
+            torn = os.pread(fd, size - damage.offset, damage.offset)
         quarantined = None
         if torn:
             quarantined = _quarantine(session, f"{damage.segment}.{damage.offset}", torn)
             faults.crash_point("recovery_after_quarantine")
-        os.ftruncate(fd, damage.offset)
-        if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
-            os.pwrite(fd, b"\n", damage.offset)
-        durable.fsync_fd(fd)
+        # A failure from here leaves the torn tail (safe in quarantine) for the next recovery.
+        with durable.environment("cut the torn tail of", segment):
+            os.ftruncate(fd, damage.offset)
+            if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
+                os.pwrite(fd, b"\n", damage.offset)
+        durable.fsync_fd(fd, path=segment)
     finally:
         os.close(fd)
     return {

@@ -126,7 +126,7 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
 
 
 def _all(store: Any, options: Any, as_json: bool) -> Result:
-    from handshake_cli.errors import HandshakeError
+    from handshake_cli.errors import DurabilityError, HandshakeError
     from handshake_cli.inspection import session_problem
     from handshake_cli.recovery.execute import recover as execute
     from handshake_cli.recovery.execute import sessions_to_recover
@@ -160,6 +160,8 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
                     "guidance": exc.guidance if isinstance(exc, HandshakeError) else [],
                 }
             )
+            if isinstance(exc, DurabilityError):
+                break  # a failed write or fsync is fatal to the writing process: no more sessions
     worst = worst_exit_code(row["exit_code"] for row in rows)
 
     def render(out: Printer) -> None:
