@@ -387,16 +387,17 @@ def _quarantine(session: SessionDir, stem: str, data: bytes) -> str:
     tmp = durable.temp_path_for(session.quarantine / f"{stem}.torn")
     fd = durable.create_file(tmp)
     try:
-        durable.write_all(fd, data)
-        durable.fsync_fd(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            durable.write_all(fd, data)
+            durable.fsync_fd(fd)
+        finally:
+            os.close(fd)
         number = 1
         while True:
             name = f"{stem}.torn" if number == 1 else f"{stem}.{number}.torn"
             try:
-                os.link(tmp, session.quarantine / name)
+                with durable.environment("name the quarantined bytes", session.quarantine / name):
+                    os.link(tmp, session.quarantine / name)
             except FileExistsError:
                 if not _holds(session.quarantine / name, data):
                     number += 1
@@ -404,7 +405,10 @@ def _quarantine(session: SessionDir, stem: str, data: bytes) -> str:
             durable.fsync_dir(session.quarantine)
             return f"quarantine/{name}"
     finally:
-        os.unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # a temporary name gc sweeps; the bytes are kept or the error says why
 
 
 def _holds(path: Path, data: bytes) -> bool:
