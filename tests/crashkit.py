@@ -156,3 +156,78 @@ def assert_equivalent(world: World, session_id: str, reference: dict[str, Any], 
     assert (workspace / "notes.txt").read_text() == "the sky is blue\n"
     verify = world.inspect(session_id, "--verify")
     assert verify["verdict"] == "intact", (verify, context)
+
+
+# In-process readers for the checks: what `inspect SESSION --json` and `inspect --verify`
+# say, without a process each (the commands under test are always real processes).
+
+
+def describe(root: Path, session_id: str) -> dict[str, Any]:
+    """`inspect SESSION --json`'s description."""
+    from handshake_cli import inspection
+    from handshake_cli.paths import Paths
+    from handshake_cli.store import Store
+
+    store = Store(Paths(root))
+    return inspection.describe(store, store.session(session_id))
+
+
+def verdict(root: Path, session_id: str) -> str:
+    """`inspect SESSION --verify`'s verdict."""
+    from handshake_cli import inspection
+    from handshake_cli.paths import Paths
+    from handshake_cli.store import Store
+
+    return inspection.verify(Store(Paths(root)).session(session_id)).verdict
+
+
+def records(root: Path, session_id: str) -> list[Any]:
+    """Every record of the session's journal, verified."""
+    from handshake_cli.journal import scan
+
+    result = scan(root / "sessions" / session_id / "journal", session_id)
+    assert result.damage is None, result.damage
+    return result.records
+
+
+def make_gated_job(directory: Path) -> Path:
+    """A job that stays live inside its first tool call until `gate.open` appears in its
+    workspace (see crash_jobs/gate.py); then it writes a file and answers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CRASH_JOBS / "gated.script.toml", directory / "script.toml")
+    job = {
+        "name": "gated",
+        "prompt": {"user": "Wait at the gate, then write that you passed."},
+        "model": {"provider": "scripted", "script": "script.toml", "chunk_delay_ms": 0},
+        "tools": [
+            {
+                "name": "gate",
+                "command": [sys.executable, str(CRASH_JOBS / "gate.py")],
+                "side_effect": "execute",
+                "idempotency": "idempotent",
+            },
+            {
+                "name": "write_file",
+                "builtin": "write_file",
+                "side_effect": "write",
+                "idempotency": "idempotent",
+            },
+        ],
+    }
+    path = directory / "job.toml"
+    path.write_text(tomli_w.dumps(job))
+    return path
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120) -> None:
+    """Wait until `path` exists (an event the process under test makes), failing early if
+    `proc` ends first. `timeout` is only a safety net for a hung test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.01)

@@ -36,10 +36,7 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import inspection
-from handshake_cli.paths import Paths
-from handshake_cli.store import Store
-from tests.crashkit import World
+from tests.crashkit import World, describe, verdict
 
 HEADS = ("kept", "stale", "empty", "missing")
 CI_STATES = 36
@@ -234,7 +231,7 @@ def check(state: State, base: Path, reference: list[Any]) -> str | None:
     )
     if proc.returncode != 0:
         return f"recover exit {proc.returncode}: {proc.stdout[-400:]!r} {proc.stderr[-600:]!r}"
-    info = _describe(world.root, state.source)
+    info = describe(world.root, state.source)
     if info.get("state") != "COMPLETED":
         return f"state {info.get('state')} after recover"
     if info["messages"] != reference:
@@ -261,22 +258,10 @@ def check(state: State, base: Path, reference: list[Any]) -> str | None:
         return f"the torn {len(torn)} bytes are not in quarantine ({sorted(new)})"
     if not torn and new:
         return f"quarantined {sorted(new)} with nothing torn"
-    verdict = _verdict(world.root, state.source)
-    if verdict != "intact":
-        return f"verify says {verdict}"
+    said = verdict(world.root, state.source)
+    if said != "intact":
+        return f"verify says {said}"
     return None
-
-
-def _describe(root: Path, session_id: str) -> dict[str, Any]:
-    """`inspect SESSION --json`'s description, in this process (a subprocess per check would
-    triple the suite's time; the recovery under test is always a real process)."""
-    store = Store(Paths(root))
-    return inspection.describe(store, store.session(session_id))
-
-
-def _verdict(root: Path, session_id: str) -> str:
-    """`inspect SESSION --verify`'s verdict, in this process."""
-    return inspection.verify(Store(Paths(root)).session(session_id)).verdict
 
 
 def _torn(data: bytes, cut: int) -> bytes:
