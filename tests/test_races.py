@@ -17,6 +17,7 @@ The default run plays a few rounds; `pytest -m slow` many more.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -258,3 +259,20 @@ def test_a_checkpoint_stops_waiting_when_the_running_session_it_asked_dies(tmp_p
     found = {r.seq: r for r in records(world.root, "live")}[answer["seq"]]
     assert found.type == "checkpoint.created" and found.data["checkpoint_id"] == answer["checkpoint_id"]
     assert verdict(world.root, "live") == "intact"
+
+
+def test_a_writer_that_lost_the_race_with_gc_never_makes_the_session_directory_again(tmp_path: Path) -> None:
+    """gc renames a session away between a writer's look and its lock. The writer must find
+    nothing there; it used to make `sessions/<id>/` again (filelock creates a missing parent)
+    for a moment, and a reader at that moment saw a session without session.toml: exit 5
+    instead of 6. The directory of sessions is not touched at all (its mtime is unchanged)."""
+    from handshake_cli.errors import NotFound
+    from handshake_cli.lock import SessionLock
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    before = os.stat(sessions).st_mtime_ns
+    with pytest.raises(NotFound, match="removed"):
+        SessionLock(sessions / "gone", "gone").acquire()
+    assert not (sessions / "gone").exists()
+    assert os.stat(sessions).st_mtime_ns == before
