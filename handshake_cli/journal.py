@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .errors import DurabilityError, IntegrityError, JournalNeedsRepair
+from .errors import DurabilityError, IntegrityError, JournalNeedsRepair, NotFound
 
 SEGMENT_SUFFIX = ".jsonl"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
@@ -219,6 +219,8 @@ def scan(
     try:
         segments = list_segments(journal_dir)
     except FileNotFoundError:
+        if not os.path.lexists(journal_dir.parent):  # moved away (by gc) while being read
+            raise NotFound(f"session {session_id} was removed (by gc) while it was being read") from None
         raise IntegrityError(f"{journal_dir} is missing: the session has no journal") from None
     offset = 0
     if start is not None:

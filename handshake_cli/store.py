@@ -96,12 +96,19 @@ class SessionDir:
     def artifact_store(self) -> ArtifactStore:
         return ArtifactStore(self.artifacts)
 
+    def _missing(self, what: str) -> NotFound | IntegrityError:
+        """A file of the session is not there: the session was moved away (by gc) while it
+        was being read, or, when its directory is still here, it is damaged."""
+        if not os.path.lexists(self.path):
+            return NotFound(f"session {self.session_id} was removed (by gc) while it was being read")
+        return IntegrityError(f"session {self.session_id} has no {what}")
+
     def read_config(self) -> dict[str, Any]:
         """session.toml, with a clear refusal for a format newer than this tool."""
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+            raise self._missing("session.toml") from exc
         return parse_config(raw, self.session_id)
 
     def check_identity(self) -> None:
@@ -115,7 +122,7 @@ class SessionDir:
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+            raise self._missing("session.toml") from exc
         try:
             text = raw.decode("utf-8")
             end = text.find("\n[")

@@ -77,9 +77,12 @@ def racers(world: World, rng: random.Random, round_no: int) -> list[Racer]:
         return Racer(what, target, args)
 
     chosen: list[Racer] = []
+    # gc --include-unfinished races in every round; in odd rounds it may take the interrupted
+    # session (any age), in even ones it only looks (nothing is an hour old).
+    age = "0s" if round_no % 2 else "1h"
     for what, target in [("recover", "stopped"), ("recover", "live"), ("gc", None)]:
         chosen.append(
-            make(what, target, ["--older-than", "0s", "--include-unfinished"] if what == "gc" else None)
+            make(what, target, ["--older-than", age, "--include-unfinished"] if what == "gc" else None)
         )
     pool: list[tuple[str, str | None]] = [
         (w, t) for w in ("recover", "checkpoint", "inspect", "export") for t in ("live", "stopped")
@@ -88,7 +91,7 @@ def racers(world: World, rng: random.Random, round_no: int) -> list[Racer]:
     while len(chosen) < 8:
         what, target = rng.choice(pool)
         extra = (
-            ["--older-than", "0s"] + (["--include-unfinished"] if rng.random() < 0.5 else [])
+            ["--older-than", "1h"] + (["--include-unfinished"] if rng.random() < 0.5 else [])
             if what == "gc"
             else None
         )
@@ -276,3 +279,19 @@ def test_a_writer_that_lost_the_race_with_gc_never_makes_the_session_directory_a
         SessionLock(sessions / "gone", "gone").acquire()
     assert not (sessions / "gone").exists()
     assert os.stat(sessions).st_mtime_ns == before
+
+
+def test_a_session_moved_away_while_being_read_is_not_found_not_damaged(tmp_path: Path) -> None:
+    """A reader (inspect, export, checkpoint) that looked up a session just before gc renamed
+    it into the trash then finds its files gone: that is exit 6 (not found), not 5 (damage)."""
+    from handshake_cli.errors import NotFound
+    from handshake_cli.journal import scan
+    from handshake_cli.store import SessionDir
+
+    gone = SessionDir("gone", tmp_path / "sessions" / "gone")
+    with pytest.raises(NotFound, match="removed"):
+        gone.read_config()
+    with pytest.raises(NotFound, match="removed"):
+        gone.check_identity()
+    with pytest.raises(NotFound, match="removed"):
+        scan(gone.journal, "gone")
