@@ -280,9 +280,16 @@ def _quarantine(session: Path) -> dict[str, bytes]:
 def run_states(states: list[State], base: Path, reference: list[Any], workers: int = 2) -> dict[str, Any]:
     started = time.monotonic()
 
+    done: list[str | None] = []
+
     def one(item: tuple[int, State]) -> tuple[State, str | None]:
         index, state = item
-        return state, check(state, base / f"state-{index}", reference)
+        problem = check(state, base / f"state-{index}", reference)
+        done.append(problem)  # progress, for a long run's log: failures as they happen
+        if problem or len(done) % 100 == 0:
+            failed = sum(1 for p in done if p)
+            print(f"  {len(done)}/{len(states)} states, {failed} failed; {state.name}: {problem}", flush=True)
+        return state, problem
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, enumerate(states)))
