@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -108,6 +109,7 @@ class SessionLock:
         self.session_dir = session_dir
         self.session_id = session_id
         self._fd: int | None = None
+        self._previous_usr1: Any = None
 
     def acquire(self, command: str | None = None) -> None:
         import fcntl
@@ -139,6 +141,7 @@ class SessionLock:
             os.close(fd)
             raise NotFound(f"session {self.session_id} was removed (by gc) just now")
         self._fd = fd
+        self._shield()
         me = LockHolder(
             pid=os.getpid(),
             host=socket.gethostname(),
@@ -158,6 +161,27 @@ class SessionLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
+        self._unshield()
+
+    def _shield(self) -> None:
+        """owner.json names this process, and `handshake checkpoint` sends SIGUSR1 to whoever
+        it names. A holder that serves requests (the runner) installs its own handler; until
+        then, and in holders that never serve them (a recovery that only blocks, a checkpoint
+        of a stopped session), the default action would kill the writer. Ignore it instead:
+        the asker waits, and takes the checkpoint itself once the lock is free."""
+        try:
+            if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+                self._previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals are the main thread's business
+            pass
+
+    def _unshield(self) -> None:
+        previous, self._previous_usr1 = self._previous_usr1, None
+        if previous is not None and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
+            try:
+                signal.signal(signal.SIGUSR1, previous)
+            except ValueError:
+                pass
 
     def __enter__(self) -> SessionLock:
         self.acquire()

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,3 +296,47 @@ def test_a_session_moved_away_while_being_read_is_not_found_not_damaged(tmp_path
         gone.check_identity()
     with pytest.raises(NotFound, match="removed"):
         scan(gone.journal, "gone")
+
+
+def test_a_checkpoint_request_never_kills_the_process_holding_the_lock(tmp_path: Path) -> None:
+    """owner.json names the lock holder, and `handshake checkpoint` signals it (SIGUSR1).
+    A holder that does not serve requests (a recovery that only blocks, a checkpoint of a
+    stopped session, a run before its handler is in place) used to die of it. It must live
+    on; the asker, unanswered, says so (exit 4) and leaves the session as it was."""
+    world = World(tmp_path, delay_ms=0)
+    assert world.run("s").wait(timeout=120) == 0
+    session = world.root / "sessions" / "s"
+    holding = "\n".join(
+        [
+            "import sys",
+            "from pathlib import Path",
+            "from handshake_cli.lock import SessionLock",
+            "held = SessionLock(Path(sys.argv[1]), 's')",
+            "held.acquire('handshake recover s')",
+            "print('held', flush=True)",
+            "sys.stdin.readline()",
+            "held.release()",
+        ]
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holding, str(session)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=world.env,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == b"held\n"
+    before = (session / "journal" / "00000001.jsonl").read_bytes()
+    asking = subprocess.run(
+        world.command("checkpoint", "s", "--json", "--wait", "2"),
+        capture_output=True,
+        env=world.env,
+        timeout=120,
+    )
+    assert asking.returncode == 4, asking
+    assert f"pid {holder.pid}" in json.loads(asking.stdout)["error"]["message"]
+    assert holder.poll() is None  # alive, still holding the lock
+    holder.stdin.write(b"done\n")
+    holder.stdin.flush()
+    assert holder.wait(timeout=120) == 0
+    assert (session / "journal" / "00000001.jsonl").read_bytes() == before
