@@ -260,16 +260,22 @@ def kill9(base: Path, target: int, seed: int, workers: int = WORKERS) -> Tally:
     timing, reference = spans(probe)
     total = Tally()
     started = time.monotonic()
+    failed: list[BaseException] = []
 
     def worker(index: int) -> None:
         world = World(base / f"w{index}", delay_ms=0)
         rng = random.Random(seed * 1000 + index)
         number = 0
-        while total.total_kills < target:
+        while total.total_kills < target and not failed:
             number += 1
             for attempt in range(10):
                 told = Story(world, f"k{index}-{number}.{attempt}", rng, timing, reference)
-                tally = told.tell()
+                try:
+                    tally = told.tell()
+                except BaseException as exc:
+                    failed.append(exc)  # the other workers stop at their next story
+                    print(f"  worker {index}: FAILED {told.session_id}: {exc}", flush=True)
+                    raise
                 total.add(told.tally)
                 if tally is not None:
                     break
