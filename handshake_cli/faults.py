@@ -82,8 +82,8 @@ SYSCALLS = (
     "rmdir",
     "unlink",
 )
-# The modules whose I/O is injected into: the store and its writers, and the two libraries
-# they delegate file work to (filelock's lock file, tarfile's directories on import).
+# The modules whose I/O is injected into: the store and its writers, and the library they
+# delegate file work to (tarfile, on import).
 SITES = (
     "handshake_cli.journal",
     "handshake_cli.artifacts",
@@ -99,7 +99,6 @@ SITES = (
     "handshake_cli.launch",
     "handshake_cli.runner",
     "handshake_cli.inspection",
-    "filelock",
     "tarfile",
 )
 _LAYER = "handshake_cli.durable"

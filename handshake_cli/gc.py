@@ -618,12 +618,12 @@ def _timestamp(record: Record) -> float:
 
 
 def _try_flock(session_path: Path) -> int | None:
-    """Take the session's writer lock without waiting: the flock SessionLock (filelock) takes
+    """Take the session's writer lock without waiting: the flock SessionLock takes
     on the same file, so each excludes the other. Returns the descriptor that holds it (close
     it to let go), or None when another process holds it.
 
     Not SessionLock itself: gc holds a lock for about a millisecond, and SessionLock's
-    owner.json (an atomic write, then an unlink) and filelock's bookkeeping cost ~0.9 ms per
+    owner.json (an atomic write, then an unlink) and (then) filelock's bookkeeping cost ~0.9 ms per
     session here, most of what gc spends on one. A writer that meets gc in that instant is
     refused as by any holder that has not said who it is yet.
     """

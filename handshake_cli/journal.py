@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable, records
-from .errors import DurabilityError, IntegrityError, JournalNeedsRepair
+from .errors import DurabilityError, IntegrityError, JournalNeedsRepair, NotFound
 from .records import MAX_RECORD_BYTES, RecordInvalid, RecordRefused
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_SEGMENT_BYTES", "RecordInvalid", "RecordRefused"]
@@ -243,6 +243,8 @@ def scan(
     try:
         segments = list_segments(journal_dir)
     except FileNotFoundError:
+        if not os.path.lexists(journal_dir.parent):  # moved away (by gc) while being read
+            raise NotFound(f"session {session_id} was removed (by gc) while it was being read") from None
         raise IntegrityError(f"{journal_dir} is missing: the session has no journal") from None
     offset = 0
     if start is not None:

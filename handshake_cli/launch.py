@@ -123,9 +123,15 @@ def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float
     except ProcessLookupError:
         requests.withdraw(session.path, request)
         return _checkpoint_stopped(store, session_id, reason)
-    payload = requests.wait_for_answer(session.path, request, wait)
+    # A holder that dies (a crash, a kill -9) never answers: stop waiting then, and take the
+    # checkpoint from the journal as for any stopped session.
+    payload = requests.wait_for_answer(
+        session.path, request, wait, alive=lambda: holder.is_alive() is not False
+    )
     if payload is None:
         requests.withdraw(session.path, request)
+        if holder.is_alive() is False:
+            return _checkpoint_stopped(store, session_id, reason)
         raise SessionLocked(
             f"session {session_id} is running ({holder.describe()}) and did not reach a boundary "
             f"within {wait:g} s; nothing was checkpointed",

@@ -1,6 +1,6 @@
-"""One writer per session: a filelock on `<session>/lock` plus `owner.json` for diagnostics.
+"""One writer per session: an flock on `<session>/lock` plus `owner.json` for diagnostics.
 
-The lock itself is an flock held by the writing process, so the kernel drops it when that
+The lock itself is an flock on `lock`, held by the writing process, so the kernel drops it when that
 process dies, however it dies. `owner.json` says who holds it (pid, host, start time,
 command); it is written after the lock is taken and removed before it is released. A
 crash leaves it behind, which is why `holder()` checks that the process is still the one
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -96,43 +97,53 @@ def holder(session_dir: Path) -> LockHolder | None:
 
 
 class SessionLock:
-    """Exclusive, non-blocking. `acquire` raises `SessionLocked` naming the holder."""
+    """Exclusive, non-blocking. `acquire` raises `SessionLocked` naming the holder.
+
+    An flock on `<session>/lock`, taken directly (as gc's `_try_flock` does on the same
+    file): the lock file is created in the session directory but never the directory
+    itself, so a writer that loses a race with gc (which renames the session away) finds
+    nothing, instead of making an empty session directory that readers would take for a
+    damaged session."""
 
     def __init__(self, session_dir: Path, session_id: str) -> None:
-        from filelock import FileLock  # filelock is only needed by writers
-
         self.session_dir = session_dir
         self.session_id = session_id
-        self._lock = FileLock(str(session_dir / LOCK_FILE), mode=durable.FILE_MODE, thread_local=False)
+        self._fd: int | None = None
+        self._previous_usr1: Any = None
 
     def acquire(self, command: str | None = None) -> None:
-        from filelock import Timeout
+        import fcntl
 
+        flags = os.O_RDWR | os.O_CREAT | durable.NOFOLLOW | durable.CLOEXEC
         try:
-            self._lock.acquire(blocking=False)
-        except Timeout:
-            found = holder(self.session_dir)
-            who = found.describe() if found else "another process (it has not said who yet)"
-            raise SessionLocked(
-                f"session {self.session_id} is locked by {who}",
-                details={"lock_holder": found.as_json() if found else None},
-            ) from None
+            fd = os.open(self.session_dir / LOCK_FILE, flags, durable.FILE_MODE)
+        except FileNotFoundError:
+            raise NotFound(f"session {self.session_id} was removed (by gc) just now") from None
         except OSError as exc:  # e.g. ELOOP: a symlink planted at the lock path
             if durable.is_environment(exc):
                 raise durable.environment_failure(exc, "lock", self.session_dir / LOCK_FILE) from exc
             raise IntegrityError(
                 f"cannot lock session {self.session_id}: {self.session_dir / LOCK_FILE}: {exc.strerror}"
             ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            found = holder(self.session_dir)
+            who = found.describe() if found else "another process (it has not said who yet)"
+            raise SessionLocked(
+                f"session {self.session_id} is locked by {who}",
+                details={"lock_holder": found.as_json() if found else None},
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
         if not os.path.lexists(self.session_dir / "session.toml"):
-            # gc moved the session away between our look and our lock; taking the lock made its
-            # directory again (filelock creates it): undo that, and say the session is gone.
-            self._lock.release()
-            try:
-                os.unlink(self.session_dir / LOCK_FILE)
-                os.rmdir(self.session_dir)
-            except OSError:
-                pass
+            # gc moved the session away between our look and our lock: say the session is gone.
+            os.close(fd)
             raise NotFound(f"session {self.session_id} was removed (by gc) just now")
+        self._fd = fd
+        self._shield()
         me = LockHolder(
             pid=os.getpid(),
             host=socket.gethostname(),
@@ -147,7 +158,7 @@ class SessionLock:
                 durable=False,
             )
         except BaseException:
-            self._lock.release()  # nothing was written under it: let the next writer have it
+            self.release()  # nothing was written under it: let the next writer have it
             raise
 
     def release(self) -> None:
@@ -158,7 +169,30 @@ class SessionLock:
             os.unlink(self.session_dir / OWNER_FILE)
         except OSError:
             pass
-        self._lock.release()
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+        self._unshield()
+
+    def _shield(self) -> None:
+        """owner.json names this process, and `handshake checkpoint` sends SIGUSR1 to whoever
+        it names. A holder that serves requests (the runner) installs its own handler; until
+        then, and in holders that never serve them (a recovery that only blocks, a checkpoint
+        of a stopped session), the default action would kill the writer. Ignore it instead:
+        the asker waits, and takes the checkpoint itself once the lock is free."""
+        try:
+            if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+                self._previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals are the main thread's business
+            pass
+
+    def _unshield(self) -> None:
+        previous, self._previous_usr1 = self._previous_usr1, None
+        if previous is not None and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
+            try:
+                signal.signal(signal.SIGUSR1, previous)
+            except ValueError:
+                pass
 
     def __enter__(self) -> SessionLock:
         self.acquire()

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,21 +80,36 @@ def answer(session_path: Path, request: CheckpointRequest, payload: dict[str, An
     return True
 
 
-def wait_for_answer(session_path: Path, request: CheckpointRequest, timeout: float) -> dict[str, Any] | None:
-    """Poll for the answer; returns None when `timeout` seconds pass without one."""
+def wait_for_answer(
+    session_path: Path,
+    request: CheckpointRequest,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> dict[str, Any] | None:
+    """Poll for the answer; returns None when `timeout` seconds pass without one, or as soon
+    as `alive` says the process asked is gone (it can never answer: waiting on would only
+    hold the caller up)."""
     path = session_path / REQUESTS_DIR / f"{request.nonce}{_DONE}"
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            payload = json.loads(durable.read_bytes(path))
-        except FileNotFoundError:
-            payload = None
+        payload = _read_answer(path)
+        if payload is None and not alive():
+            payload = _read_answer(path)  # it may have answered just before it ended
+            if payload is None:
+                return None
         if payload is not None:
             _unlink_quietly(path)  # the answer is read; one left behind is debris gc sweeps
             return payload if isinstance(payload, dict) else None
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
+
+
+def _read_answer(path: Path) -> Any:
+    try:
+        return json.loads(durable.read_bytes(path))
+    except FileNotFoundError:
+        return None
 
 
 def withdraw(session_path: Path, request: CheckpointRequest) -> None:

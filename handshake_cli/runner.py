@@ -118,6 +118,9 @@ class Cancellation:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+        # A request may have come while this process held the lock but had no handler yet
+        # (SessionLock ignores SIGUSR1 until then): look for one at the first boundary.
+        self.checkpoint_requested = True
         return restore
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:

@@ -111,6 +111,13 @@ class SessionDir:
     def artifact_store(self) -> ArtifactStore:
         return ArtifactStore(self.artifacts)
 
+    def _missing(self, what: str) -> NotFound | IntegrityError:
+        """A file of the session is not there: the session was moved away (by gc) while it
+        was being read, or, when its directory is still here, it is damaged."""
+        if not os.path.lexists(self.path):
+            return NotFound(f"session {self.session_id} was removed (by gc) while it was being read")
+        return IntegrityError(f"session {self.session_id} has no {what}")
+
     def read_config(self, *, check_job: bool = True) -> dict[str, Any]:
         """session.toml, with a clear refusal for a format newer than this tool, and (unless
         asked not to: `export` copies a session whatever its state) for a `[job]` that is not
@@ -118,7 +125,7 @@ class SessionDir:
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+            raise self._missing("session.toml") from exc
         config = parse_config(raw, self.session_id)
         if check_job and self.job_binding(config) == JOB_CHANGED:
             raise JobChanged(
@@ -149,7 +156,7 @@ class SessionDir:
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"session {self.session_id} has no session.toml") from exc
+            raise self._missing("session.toml") from exc
         try:
             text = raw.decode("utf-8")
             end = text.find("\n[")
