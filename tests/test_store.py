@@ -23,6 +23,7 @@ import pytest
 from handshake_cli import durable, journal
 from handshake_cli.errors import (
     DurabilityError,
+    EnvironmentFailure,
     ExitCode,
     IntegrityError,
     InvalidSessionId,
@@ -380,7 +381,7 @@ def _interrupt(*args: Any, **kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "replacement", "expected"),
     [
-        ("rename", _raise_eio, OSError),
+        ("rename", _raise_eio, EnvironmentFailure),
         ("rename", _interrupt, KeyboardInterrupt),
         ("fsync", _raise_eio, DurabilityError),
         ("fdatasync", _raise_eio, DurabilityError),
