@@ -30,8 +30,9 @@ from handshake_cli.paths import Paths
 from handshake_cli.store import SessionDir, Store
 from handshake_cli.trash import SPAWN_AFTER, Deleter
 from tests.conftest import CliResult
+from tests.test_output import gate_call, gate_tool
 from tests.test_recover import crash_run, long_turn_job, send_job, start
-from tests.test_run import wait_for
+from tests.test_run import wait_for, write_job
 
 Cli = Callable[..., CliResult]
 OLD = "2020-01-02T03:04:05.000000Z"
@@ -303,9 +304,13 @@ def test_a_running_session_is_never_removed(
     workspace = tmp_path / "ws"
     workspace.mkdir()
     home_env = {**env, "HANDSHAKE_HOME": str(root)}
-    job = long_turn_job(tmp_path, 120, 25)
+    # The run waits inside a tool call until the test opens the gate: it is live, holding its
+    # lock, for as long as gc needs, however slow or fast the machine.
+    turns = [{"text": "Waiting.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job-gated", turns, [gate_tool()])
     proc = start(home_env, "run", str(job), "--session-id", "live-1", "--workspace", str(workspace))
     try:
+        wait_for(lambda: (workspace / "waiting1").exists())
         wait_for(lambda: (h := lock.holder(root / "sessions" / "live-1")) is not None and h.pid == proc.pid)
         for extra in (["--dry-run"], []):
             doc = gc(cli, root, "--older-than", "0s", "--include-unfinished", *extra)
@@ -315,6 +320,7 @@ def test_a_running_session_is_never_removed(
             ]
             assert f"pid {proc.pid}" in doc["skipped"][0]["detail"]
         assert proc.poll() is None, "the run ended before gc could meet it"
+        (workspace / "open1").touch()
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
