@@ -21,7 +21,6 @@ writer starts a new segment, so no intact frame ever follows garbage.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -323,12 +322,7 @@ class PackWriter:
             except OSError as undo:
                 self._broken = f"a failed write could not be undone: {undo}"
             where = self.store.packs / self._name
-            code = errno.errorcode.get(exc.errno or 0, "")
-            raise DurabilityError(
-                f"artifact write to {where} failed: {exc.strerror or exc}{f' ({code})' if code else ''}; "
-                "the artifact was not stored and this process stops here",
-                details={"path": str(where), "errno": code, "operation": "write"},
-            ) from exc
+            raise durable.durability_error(exc, "write to", where, "the artifact was not stored") from exc
         self._size += len(frame)
         self._dirty = True
         self.known[ident] = location

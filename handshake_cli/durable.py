@@ -82,12 +82,18 @@ def fsync_fd(fd: int, *, data_only: bool = False, path: object = None) -> None:
             os.fsync(fd)
     except OSError as exc:
         where = path if path is not None else fd_path(fd)
-        code = errno.errorcode.get(exc.errno or 0, "")
-        raise DurabilityError(
-            f"fsync of {where} failed: {exc.strerror}{f' ({code})' if code else ''}; "
-            "the last write is not durable and this process stops here",
-            details={"path": str(where), "errno": code, "operation": "fsync"},
-        ) from exc
+        raise durability_error(exc, "fsync of", where, "the last write is not durable") from exc
+
+
+def durability_error(exc: OSError, what: str, where: object, lost: str) -> DurabilityError:
+    """The error for a failed write or fsync of the journal or a pack: names the file, the
+    cause and what was not made durable; the writing process stops (DESIGN rule 4)."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    return DurabilityError(
+        f"{what} {where} failed: {exc.strerror or exc}{f' ({code})' if code else ''}; "
+        f"{lost} and this process stops here",
+        details={"path": str(where), "errno": code, "operation": what.split()[0]},
+    )
 
 
 def fsync_dir(path: Path) -> None:

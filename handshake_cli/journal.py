@@ -22,7 +22,6 @@ segment file than `MAX_SEGMENT_BYTES`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -494,11 +493,6 @@ def _last_in(fd: int, name: str) -> Record | None:
 Clock = Callable[[], str]
 
 
-def _errno_name(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0)
-    return f" ({name})" if name else ""
-
-
 class JournalWriter:
     """Appends records to one session's journal. The caller holds the session lock."""
 
@@ -608,15 +602,8 @@ class JournalWriter:
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
         except OSError as exc:
             self._undo_write()
-            raise DurabilityError(
-                f"journal append to {self.journal_dir / self._segment} failed: {exc.strerror or exc}"
-                f"{_errno_name(exc)}; the record was not written and this process stops here",
-                details={
-                    "path": str(self.journal_dir / self._segment),
-                    "errno": errno.errorcode.get(exc.errno or 0, ""),
-                    "operation": "write",
-                },
-            ) from exc
+            where = self.journal_dir / self._segment
+            raise durable.durability_error(exc, "write to", where, "the record was not written") from exc
         self._size += len(line)
         self.last_seq = seq
         self.last_sum = digest

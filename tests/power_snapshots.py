@@ -28,11 +28,11 @@ def main() -> None:
     assert sys.argv[3] == "--"
     snapdir.mkdir(parents=True, exist_ok=True)
 
-    def fsync_fd(fd: int, *, data_only: bool = False) -> None:
-        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        if path.suffix == ".jsonl" and path.parent.name == "journal":
-            _photograph(snapdir, path, workspace)
-        _real_fsync(fd, data_only=data_only)
+    def fsync_fd(fd: int, *, data_only: bool = False, path: object = None) -> None:
+        named = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if named.suffix == ".jsonl" and named.parent.name == "journal":
+            _photograph(snapdir, named, workspace)
+        _real_fsync(fd, data_only=data_only, path=path)
 
     durable.fsync_fd = fsync_fd
     from handshake_cli.cli.app import main as cli_main
