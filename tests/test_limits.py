@@ -54,7 +54,7 @@ VALUE_LIMITS: dict[str, tuple[str, tuple[str | int, ...], object, object]] = {
     "chunk_delay_ms just over": ("job", ("model", "chunk_delay_ms"), 60_000, 60_001),
     "every_messages": ("job", ("checkpoint", "every_messages"), 1_000_000, 1_000_001),
     "every_tokens": ("job", ("checkpoint", "every_tokens"), 1_000_000_000, 1_000_000_001),
-    "max_turns": ("job", ("limits", "max_turns"), 10_000, 10_001),
+    "max_turns": ("job", ("limits", "max_turns"), 1_000_000, 1_000_001),
     "tool timeout_seconds": ("job", (*TOOL, "timeout_seconds"), 604_800, 604_800.5),
     "tool timeout_seconds huge": ("job", (*TOOL, "timeout_seconds"), 604_800, 1e300),
     "max_output_bytes": ("job", (*TOOL, "max_output_bytes"), 1 << 20, (1 << 20) + 1),
