@@ -77,13 +77,9 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
     config = session.read_config()
     job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
     skipped: list[dict[str, Any]] = []
-    for candidate in checkpoint_candidates(session.journal, session.session_id, at_most=at):
-        ref = CheckpointRef.from_record(candidate)
-        try:
-            loaded = load(session.journal, ref, session.session_id)
-        except CheckpointInvalid as exc:
-            skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
-            continue
+    base = _newest_loadable(session, at, skipped)
+    if base is not None:  # the search's segment is released by now: one in memory at a time
+        candidate, loaded = base
         result = _upto(_scan_from(session, candidate), at)
         return _assemble(
             session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
@@ -95,6 +91,19 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
             f"session {session.session_id}: the journal holds no intact record ({session.journal}){where}"
         )
     return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
+
+
+def _newest_loadable(
+    session: SessionDir, at: int | None, skipped: list[dict[str, Any]]
+) -> tuple[Record, LoadedCheckpoint] | None:
+    """The newest checkpoint candidate whose body loads; those that fail go to `skipped`."""
+    for candidate in checkpoint_candidates(session.journal, session.session_id, at_most=at):
+        ref = CheckpointRef.from_record(candidate)
+        try:
+            return candidate, load(session.journal, ref, session.session_id)
+        except CheckpointInvalid as exc:
+            skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
+    return None
 
 
 def _upto(result: ScanResult, at: int | None) -> ScanResult:
