@@ -23,16 +23,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handshake_cli.checkpoints import CheckpointWriter
-from handshake_cli.jobs import CheckpointPolicy, Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
-from handshake_cli.journal import JournalWriter, scan
-from handshake_cli.model import fold
+from handshake_cli.engine.jobs import CheckpointPolicy, Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
+from handshake_cli.engine.loop import Runner
+from handshake_cli.engine.providers.scripted import ScriptedProvider
+from handshake_cli.engine.secrets import SecretMasker
 from handshake_cli.paths import Paths
-from handshake_cli.providers.scripted import ScriptedProvider
-from handshake_cli.runner import Runner
-from handshake_cli.secrets import SecretMasker
-from handshake_cli.store import Store
-from handshake_cli.thread import fold_thread
+from handshake_cli.session.checkpoints import CheckpointWriter
+from handshake_cli.session.state import fold, initial_head
+from handshake_cli.session.thread import fold_thread
+from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.store import Store
 
 LINE = (
     b'{"seq":12,"ts":"2026-11-24T04:00:00.000000Z","type":"tool.intent","data":{"x":"' + b"y" * 200 + b'"}}\n'
@@ -92,7 +92,9 @@ def make_runner(tmp: Path, name: str, tools: tuple[ToolSpec, ...], turns: tuple[
         "model": {"provider": "scripted", "id": "scripted"},
         "prompt": {"user": "go"},
     }
-    session = store.create_session({"job": job.to_config(), "workspace": str(workspace)}, created)
+    session = store.create_session(
+        {"job": job.to_config(), "workspace": str(workspace)}, created, head_for=initial_head
+    )
     journal = JournalWriter.open(session.journal, session.session_id)
     pack = session.artifact_store().pack_writer()
     records = scan(session.journal, session.session_id).records

@@ -42,14 +42,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handshake_cli import durable
-from handshake_cli.gc import Policy, collect
-from handshake_cli.journal import JournalWriter
-from handshake_cli.lock import SessionLock
-from handshake_cli.model import ModelSession, fold, write_head
+from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
-from handshake_cli.trash import HELPERS, Deleter
+from handshake_cli.session.state import ModelSession, fold, initial_head, write_head
+from handshake_cli.storage import durable
+from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.lock import SessionLock
+from handshake_cli.storage.store import Store
+from handshake_cli.storage.trash import HELPERS, Deleter
 
 OLD = "2020-01-02T03:04:05.000000Z"
 # A resolved job as `run` writes it into session.toml (the shape of the golden fixtures'),
@@ -129,7 +129,9 @@ def _build_range(args: tuple[str, int, int, int]) -> None:
     created = {"job_name": "bench", "model": {"provider": "scripted", "id": "scripted"}}
     for index in range(start, stop):
         session_id = f"bench-{index:06d}"
-        session = store.create_session(config, created, session_id=session_id, clock=_clock)
+        session = store.create_session(
+            config, created, head_for=initial_head, session_id=session_id, clock=_clock
+        )
         kind = _kind(index)
         record = ModelSession(session_id)
         with (
@@ -162,7 +164,9 @@ def build(root: Path, sessions: int, records: int) -> float:
     workers = max(1, min(os.cpu_count() or 1, 8))
     step = -(-sessions // workers)
     ranges = [(str(root), lo, min(lo + step, sessions), records) for lo in range(0, sessions, step)]
-    Store(Paths(root)).create_session({}, {}, session_id="warm-up", clock=_clock)  # makes sessions/
+    Store(Paths(root)).create_session(
+        {}, {}, head_for=initial_head, session_id="warm-up", clock=_clock
+    )  # makes sessions/
     shutil.rmtree(root / "sessions" / "warm-up")
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         pool.map(_build_range, ranges)

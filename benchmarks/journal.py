@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handshake_cli import journal
+from handshake_cli.storage import journal
 
 DATA = {"turn": 3, "index": 17, "text": "streamed words "}
 

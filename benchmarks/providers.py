@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from handshake_cli import launch
-from handshake_cli.jobs import load_job
+from handshake_cli.engine import launch
+from handshake_cli.engine.jobs import load_job
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+from handshake_cli.storage.store import Store
 from tests.openai_server import FakeOpenAI, sse, text_events
 
 

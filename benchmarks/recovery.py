@@ -48,16 +48,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter, load
-from handshake_cli.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
-from handshake_cli.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, Record, list_segments, scan
-from handshake_cli.model import ACTIVE, CREATED, ModelSession, fold, write_head
+from handshake_cli.engine.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
+from handshake_cli.engine.tools import idempotency_key, tool_call_id
 from handshake_cli.paths import Paths
 from handshake_cli.recovery.plan import make_plan
 from handshake_cli.recovery.view import in_flight_text, rebuild
-from handshake_cli.store import SessionDir, Store
-from handshake_cli.thread import Thread, fold_thread
-from handshake_cli.tools import idempotency_key, tool_call_id
+from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter, load
+from handshake_cli.session.state import ACTIVE, CREATED, ModelSession, fold, initial_head, write_head
+from handshake_cli.session.thread import Thread, fold_thread
+from handshake_cli.storage.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, Record, list_segments, scan
+from handshake_cli.storage.store import SessionDir, Store
 
 DELTAS_PER_CHUNK = 8
 # A few chunk texts to cycle through (8 deltas each, as a batching runner writes them).
@@ -203,7 +203,10 @@ def build(
         "prompt": {"user": job.user},
     }
     session = Store(Paths(tmp / "root")).create_session(
-        {"job": job.to_config(), "workspace": str(workspace)}, created, session_id=f"recovery-{n}"
+        {"job": job.to_config(), "workspace": str(workspace)},
+        created,
+        head_for=initial_head,
+        session_id=f"recovery-{n}",
     )
     gen = Generator(session, job, segment_bytes)
     # The run starts: a transition to ACTIVE, its checkpoint, and head.json (runner._transition).

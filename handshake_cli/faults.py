@@ -85,23 +85,23 @@ SYSCALLS = (
 # The modules whose I/O is injected into: the store and its writers, and the library they
 # delegate file work to (tarfile, on import).
 SITES = (
-    "handshake_cli.journal",
-    "handshake_cli.artifacts",
-    "handshake_cli.model",
-    "handshake_cli.lock",
-    "handshake_cli.store",
-    "handshake_cli.gc",
-    "handshake_cli.trash",
-    "handshake_cli.bundle",
+    "handshake_cli.storage.journal",
+    "handshake_cli.storage.artifacts",
+    "handshake_cli.session.state",
+    "handshake_cli.storage.lock",
+    "handshake_cli.storage.store",
+    "handshake_cli.maintenance.gc",
+    "handshake_cli.storage.trash",
+    "handshake_cli.maintenance.bundle",
     "handshake_cli.recovery",
-    "handshake_cli.requests",
-    "handshake_cli.checkpoints",
-    "handshake_cli.launch",
-    "handshake_cli.runner",
-    "handshake_cli.inspection",
+    "handshake_cli.storage.requests",
+    "handshake_cli.session.checkpoints",
+    "handshake_cli.engine.launch",
+    "handshake_cli.engine.loop",
+    "handshake_cli.readers.inspection",
     "tarfile",
 )
-_LAYER = "handshake_cli.durable"
+_LAYER = "handshake_cli.storage.durable"
 _FD_CALLS = frozenset({"read", "pread", "write", "pwrite", "fsync", "fdatasync", "ftruncate"})
 
 

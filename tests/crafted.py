@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import journal
-from handshake_cli.thread import canonical
+from handshake_cli.session.thread import canonical
+from handshake_cli.storage import journal
 
 _PREV = b',"prev":"'
 

@@ -164,9 +164,9 @@ def assert_equivalent(world: World, session_id: str, reference: dict[str, Any], 
 
 def describe(root: Path, session_id: str) -> dict[str, Any]:
     """`inspect SESSION --json`'s description."""
-    from handshake_cli import inspection
     from handshake_cli.paths import Paths
-    from handshake_cli.store import Store
+    from handshake_cli.readers import inspection
+    from handshake_cli.storage.store import Store
 
     store = Store(Paths(root))
     return inspection.describe(store, store.session(session_id))
@@ -174,16 +174,16 @@ def describe(root: Path, session_id: str) -> dict[str, Any]:
 
 def verdict(root: Path, session_id: str) -> str:
     """`inspect SESSION --verify`'s verdict."""
-    from handshake_cli import inspection
     from handshake_cli.paths import Paths
-    from handshake_cli.store import Store
+    from handshake_cli.readers import inspection
+    from handshake_cli.storage.store import Store
 
     return inspection.verify(Store(Paths(root)).session(session_id)).verdict
 
 
 def records(root: Path, session_id: str) -> list[Any]:
     """Every record of the session's journal, verified."""
-    from handshake_cli.journal import scan
+    from handshake_cli.storage.journal import scan
 
     result = scan(root / "sessions" / session_id / "journal", session_id)
     assert result.damage is None, result.damage

@@ -244,17 +244,17 @@ class Lab:
 
     def journal_state(self, session_id: str) -> tuple[str | None, list[dict[str, Any]], str | None]:
         """(state, messages, damage kind) of the journal as it stands."""
-        from handshake_cli.journal import scan
-        from handshake_cli.model import fold
-        from handshake_cli.thread import fold_thread
+        from handshake_cli.session.state import fold
+        from handshake_cli.session.thread import fold_thread
+        from handshake_cli.storage.journal import scan
 
         result = scan(self.session_dir(session_id) / "journal", session_id)
         damage = result.damage.kind if result.damage else None
         return fold(session_id, result.records).state, fold_thread(result.records).messages, damage
 
     def verdict(self, session_id: str) -> str:
-        from handshake_cli.inspection import verify
-        from handshake_cli.store import SessionDir
+        from handshake_cli.readers.inspection import verify
+        from handshake_cli.storage.store import SessionDir
 
         return verify(SessionDir(session_id, self.session_dir(session_id))).verdict
 

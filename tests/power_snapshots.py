@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from handshake_cli import durable
+from handshake_cli.storage import durable
 
 _real_fsync = durable.fsync_fd
 

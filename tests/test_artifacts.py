@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from handshake_cli.artifacts import (
-    HEADER_BYTES,
-    ArtifactStore,
-    Location,
-    artifact_id,
-)
 from handshake_cli.errors import ArtifactCorrupt, DurabilityError, ExitCode, NotFound
+from handshake_cli.storage.artifacts import HEADER_BYTES, ArtifactStore, Location, artifact_id
 
 BLOBS = [
     b"",

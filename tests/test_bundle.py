@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import bundle
+from handshake_cli.maintenance import bundle
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+from handshake_cli.storage.store import Store
 from tests.conftest import FIXTURES, GOLDEN, CliResult
 from tests.test_run import WRITE, wait_for, write_job
 

@@ -36,10 +36,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handshake_cli import bundle
 from handshake_cli.errors import ExitCode, HandshakeError
+from handshake_cli.maintenance import bundle
 from handshake_cli.paths import Paths
-from handshake_cli.store import SESSION_TOML_MAX_BYTES, Store
+from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES, Store
 from tests.conftest import GOLDEN, CliResult
 from tests.peak_memory import PEAK_KIB
 from tests.test_bundle import files_of

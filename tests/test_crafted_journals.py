@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from handshake_cli import journal
+from handshake_cli.storage import journal
 from tests import crafted
 from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
 from tests.peak_memory import PEAK_KIB
@@ -516,7 +516,7 @@ def _one_example(bases: dict[str, Path], data: st.DataObject, work: Path, *, eve
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Limits scaled down so an oversized line or segment is a few KiB, not 64 MiB."""
-    from handshake_cli import records
+    from handshake_cli.storage import records
 
     monkeypatch.setattr(records, "MAX_RECORD_BYTES", SMALL_RECORD)
     monkeypatch.setattr(journal, "MAX_RECORD_BYTES", SMALL_RECORD)

@@ -189,9 +189,9 @@ def _export_after(world: World, outcome: Outcome) -> None:
     else:
         assert names == ["b.tgz"], (names, context)
     if "b.tgz" in names:
-        from handshake_cli.bundle import import_bundle
+        from handshake_cli.maintenance.bundle import import_bundle
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         scratch = lab.base / "scratch"
         shutil.rmtree(scratch, ignore_errors=True)
@@ -328,7 +328,7 @@ def test_fault_sweep_of_the_artifact_store(world: World, name: str) -> None:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"command": f"{name} (artifacts)", **tally.summary()}, indent=2))
     print(json.dumps({"command": f"{name} (artifacts)", **tally.summary()}))
-    assert any("handshake_cli.artifacts" in site for site in tally.sites), tally.summary()
+    assert any("handshake_cli.storage.artifacts" in site for site in tally.sites), tally.summary()
 
 
 # -- defect 8, one test per place that called a full disk a bug -------------------------------
@@ -496,4 +496,4 @@ def test_a_failed_fsync_ends_recover_all_there(world: World) -> None:
     assert outcome.code == ENVIRONMENT, outcome.describe()
     rows = json.loads(outcome.stdout)["sessions"]
     assert [(row["session_id"], row["reason"]) for row in rows] == [(SID, "durability")], rows
-    assert [e["site"].split(":")[0] for e in outcome.injected] == ["handshake_cli.journal"]
+    assert [e["site"].split(":")[0] for e in outcome.injected] == ["handshake_cli.storage.journal"]

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import lock
-from handshake_cli.gc import GRACE_SECONDS, parse_duration
-from handshake_cli.journal import JournalWriter, scan, utc_now
-from handshake_cli.model import fold, write_head
+from handshake_cli.maintenance.gc import GRACE_SECONDS, parse_duration
 from handshake_cli.paths import Paths
-from handshake_cli.store import SessionDir, Store
-from handshake_cli.trash import SPAWN_AFTER, Deleter
+from handshake_cli.session.state import fold, initial_head, write_head
+from handshake_cli.storage import lock
+from handshake_cli.storage.journal import JournalWriter, scan, utc_now
+from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.trash import SPAWN_AFTER, Deleter
 from tests.conftest import CliResult
 from tests.test_output import gate_call, gate_tool
 from tests.test_recover import crash_run, long_turn_job, send_job, start
@@ -57,6 +57,7 @@ def make_session(
     session = store.create_session(
         {"job": {"name": "gc-test"}},
         {"model": {"provider": "scripted", "id": "scripted"}},
+        head_for=initial_head,
         session_id=session_id,
         clock=clock,
     )
@@ -187,7 +188,7 @@ def held_lock(env: dict[str, str]) -> Iterator[Callable[[Path], subprocess.Popen
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from handshake_cli.lock import SessionLock\n"
+        "from handshake_cli.storage.lock import SessionLock\n"
         "held = SessionLock(Path(sys.argv[1]), Path(sys.argv[1]).name)\n"
         "held.acquire('a test holding the lock')\n"
         "print('ready', flush=True)\n"
@@ -280,8 +281,10 @@ def test_a_session_never_started_goes_only_with_include_unfinished_and_not_at_on
 ) -> None:
     store = Store(Paths(root))
     model = {"model": {"provider": "scripted", "id": "scripted"}}
-    store.create_session({}, model, session_id="created-old", clock=lambda: OLD)
-    store.create_session({}, model, session_id="created-now")  # `run` is about to take its lock
+    store.create_session({}, model, head_for=initial_head, session_id="created-old", clock=lambda: OLD)
+    store.create_session(
+        {}, model, head_for=initial_head, session_id="created-now"
+    )  # `run` is about to take its lock
     plain = gc(cli, root, "--older-than", "0s")
     assert {s["session_id"]: s["reason"] for s in plain["skipped"]} == {
         "created-now": "unfinished",
@@ -710,7 +713,9 @@ def test_durations() -> None:
 def session_with_artifacts(root: Path, session_id: str, state: str) -> tuple[SessionDir, dict[str, str]]:
     """packs 1 [named], 2 [unnamed], 3 [unnamed, named]; loose: one named, one not."""
     store = Store(Paths(root))
-    session = store.create_session({"job": {"name": "gc-test"}}, {"model": {}}, session_id=session_id)
+    session = store.create_session(
+        {"job": {"name": "gc-test"}}, {"model": {}}, head_for=initial_head, session_id=session_id
+    )
     artifacts = session.artifact_store()
     small = artifacts.pack_writer(pack_bytes=64)  # every frame starts a new pack
     named_1, _ = small.add(b"named output one " * 8)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import inspection
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
-from handshake_cli.thread import fold_thread
+from handshake_cli.readers import inspection
+from handshake_cli.session.thread import fold_thread
+from handshake_cli.storage.store import Store
 from tests.conftest import FIXTURES, CliResult
 from tests.test_output import gate_call, gate_tool
 from tests.test_run import only_session, records_of, start_run, wait_for, write_job

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli.journal import encode, genesis
+from handshake_cli.storage.journal import encode, genesis
 from tests.test_recover import Cli, crash_run, effects, send_job, session_dir, snapshot
 
 
@@ -192,7 +192,7 @@ def edit_job(root: Path, session_id: str, change: Any) -> None:
 def test_record_one_carries_the_digest_of_the_stored_job(
     hs: Cli, root: Path, tmp_path: Path, workspace: Path
 ) -> None:
-    from handshake_cli.store import job_digest
+    from handshake_cli.storage.store import job_digest
 
     completed_send_session(hs, tmp_path, workspace, "bound")
     first = json.loads(journal_lines(root, "bound")[0])

@@ -21,9 +21,8 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handshake_cli import jobs
-from handshake_cli.errors import ExitCode
-from handshake_cli.jobs import (
+from handshake_cli.engine import jobs
+from handshake_cli.engine.jobs import (
     CheckpointPolicy,
     Job,
     JobConfigError,
@@ -35,6 +34,7 @@ from handshake_cli.jobs import (
     ToolSpec,
     load_job,
 )
+from handshake_cli.errors import ExitCode
 
 JOBS = Path(__file__).resolve().parent / "jobs"
 

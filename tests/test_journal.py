@@ -24,14 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handshake_cli import journal, records
-from handshake_cli.errors import (
-    DurabilityError,
-    ExitCode,
-    IntegrityError,
-    JournalNeedsRepair,
-)
-from handshake_cli.journal import JournalWriter, Record
+from handshake_cli.errors import DurabilityError, ExitCode, IntegrityError, JournalNeedsRepair
+from handshake_cli.storage import journal, records
+from handshake_cli.storage.journal import JournalWriter, Record
 
 SID = "01234567-test-session"
 

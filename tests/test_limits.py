@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli import documents, gc, jobs
+from handshake_cli import documents
+from handshake_cli.engine import jobs
+from handshake_cli.engine.jobs import JobConfigError, load_job
 from handshake_cli.errors import IntegrityError
-from handshake_cli.jobs import JobConfigError, load_job
+from handshake_cli.maintenance import gc
 from handshake_cli.recovery import execute
-from handshake_cli.store import SESSION_TOML_MAX_BYTES
+from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 from tests.conftest import CliResult
 from tests.peak_memory import PEAK_KIB
 from tests.test_bundle import files_of
@@ -264,7 +266,7 @@ def test_a_deeply_nested_session_toml_is_exit_5_not_a_crash(
 
 
 def test_session_toml_over_its_limit_is_damage() -> None:
-    from handshake_cli.store import parse_config
+    from handshake_cli.storage.store import parse_config
 
     with pytest.raises(IntegrityError, match=f"the limit is {SESSION_TOML_MAX_BYTES}"):
         parse_config(b"#" * (SESSION_TOML_MAX_BYTES + 1), "s")
@@ -344,7 +346,7 @@ def test_refusing_a_hostile_job_takes_little_memory(tmp_path: Path) -> None:
     path.write_text(HOSTILE_TOML["a dotted key of many parts"] + path.read_text())
     code = (
         "import sys\n"
-        "from handshake_cli.jobs import load_job, JobError\n"
+        "from handshake_cli.engine.jobs import load_job, JobError\n"
         "try:\n    load_job(sys.argv[1])\nexcept JobError as e:\n    print(e.message[-40:])\n"
         f"print({PEAK_KIB})\n"
     )

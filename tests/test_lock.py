@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import journal, lock
 from handshake_cli.errors import ExitCode, IntegrityError, SessionLocked
-from handshake_cli.lock import LockHolder, SessionLock
 from handshake_cli.paths import Paths
-from handshake_cli.store import SessionDir, Store
+from handshake_cli.session.state import initial_head
+from handshake_cli.storage import journal, lock
+from handshake_cli.storage.lock import LockHolder, SessionLock
+from handshake_cli.storage.store import SessionDir, Store
 
 SID = "locked-session"
 HOLDER_COMMAND = "handshake run job.toml --session-id locked-session"
@@ -36,8 +37,8 @@ HOLDER_COMMAND = "handshake run job.toml --session-id locked-session"
 HOLDER = """
 import os, sys
 from pathlib import Path
-from handshake_cli.journal import JournalWriter
-from handshake_cli.lock import SessionLock
+from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.lock import SessionLock
 
 session_dir, session_id, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock = SessionLock(session_dir, session_id)
@@ -61,7 +62,7 @@ CONTENDER = """
 import json, sys
 from pathlib import Path
 from handshake_cli.errors import SessionLocked
-from handshake_cli.lock import SessionLock
+from handshake_cli.storage.lock import SessionLock
 
 try:
     SessionLock(Path(sys.argv[1]), sys.argv[2]).acquire("handshake recover " + sys.argv[2])
@@ -75,7 +76,7 @@ print(json.dumps({"acquired": True}))
 READER = """
 import json, sys, time
 from pathlib import Path
-from handshake_cli.lock import holder
+from handshake_cli.storage.lock import holder
 
 session_dir, seconds = Path(sys.argv[1]), float(sys.argv[2])
 print("reading", flush=True)
@@ -92,7 +93,7 @@ TIMEOUT = 30.0
 
 @pytest.fixture
 def session(tmp_path: Path) -> SessionDir:
-    return Store(Paths(tmp_path / "root")).create_session({}, {}, session_id=SID)
+    return Store(Paths(tmp_path / "root")).create_session({}, {}, head_for=initial_head, session_id=SID)
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> str:

@@ -23,10 +23,10 @@ from typing import IO, Any
 import pytest
 import tomli_w
 
-from handshake_cli import inspection
 from handshake_cli.cli import streams
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+from handshake_cli.readers import inspection
+from handshake_cli.storage.store import Store
 from tests.conftest import CliResult
 from tests.test_run import only_session, records_of, wait_for, workspace, write_job
 

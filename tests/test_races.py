@@ -271,7 +271,7 @@ def test_a_writer_that_lost_the_race_with_gc_never_makes_the_session_directory_a
     for a moment, and a reader at that moment saw a session without session.toml: exit 5
     instead of 6. The directory of sessions is not touched at all (its mtime is unchanged)."""
     from handshake_cli.errors import NotFound
-    from handshake_cli.lock import SessionLock
+    from handshake_cli.storage.lock import SessionLock
 
     sessions = tmp_path / "sessions"
     sessions.mkdir()
@@ -286,8 +286,8 @@ def test_a_session_moved_away_while_being_read_is_not_found_not_damaged(tmp_path
     """A reader (inspect, export, checkpoint) that looked up a session just before gc renamed
     it into the trash then finds its files gone: that is exit 6 (not found), not 5 (damage)."""
     from handshake_cli.errors import NotFound
-    from handshake_cli.journal import scan
-    from handshake_cli.store import SessionDir
+    from handshake_cli.storage.journal import scan
+    from handshake_cli.storage.store import SessionDir
 
     gone = SessionDir("gone", tmp_path / "sessions" / "gone")
     with pytest.raises(NotFound, match="removed"):
@@ -310,7 +310,7 @@ def test_a_checkpoint_request_never_kills_the_process_holding_the_lock(tmp_path:
         [
             "import sys",
             "from pathlib import Path",
-            "from handshake_cli.lock import SessionLock",
+            "from handshake_cli.storage.lock import SessionLock",
             "held = SessionLock(Path(sys.argv[1]), 's')",
             "held.acquire('handshake recover s')",
             "print('held', flush=True)",

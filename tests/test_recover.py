@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli import lock
-from handshake_cli.journal import JournalWriter
+from handshake_cli.storage import lock
+from handshake_cli.storage.journal import JournalWriter
 from tests.conftest import CliResult
 from tests.test_run import WRITE, records_of, wait_for, write_job
 
@@ -817,7 +817,7 @@ def two_tool_job(tmp_path: Path) -> Path:
 
 def forge(data: dict[str, Any], how: str) -> dict[str, Any]:
     """A `checkpoint.created` record's data that must not load, made from a good one's."""
-    from handshake_cli.thread import digest
+    from handshake_cli.session.thread import digest
 
     forged = copy.deepcopy(data)
     forged["checkpoint_id"] = forged["body"]["checkpoint_id"] = "ck-99"

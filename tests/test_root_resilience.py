@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from handshake_cli.journal import JournalWriter, scan
-from handshake_cli.model import fold, write_head
 from handshake_cli.paths import Paths
-from handshake_cli.store import Store
+from handshake_cli.session.state import fold, initial_head, write_head
+from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.store import Store
 from tests.conftest import GOLDEN, CliResult
 from tests.test_recover import crash_run, send_job
 
@@ -183,6 +183,7 @@ def interrupted_like(root: Path, session_id: str, config: dict[str, Any]) -> Pat
     session = Store(Paths(root)).create_session(
         {"job": config["job"], "workspace": config["workspace"]},
         {"model": {"provider": "scripted", "id": "scripted"}},
+        head_for=initial_head,
         session_id=session_id,
     )
     with JournalWriter.open(session.journal, session_id) as journal:

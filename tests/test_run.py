@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli.journal import Record, scan
+from handshake_cli.storage.journal import Record, scan
 from tests.conftest import FIXTURES, REPO, CliResult
 
 RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"
@@ -154,10 +154,10 @@ def test_intent_is_synced_before_the_tool_runs(tmp_path: Path, workspace: Path) 
         "    hello = os.path.exists(os.path.join(sys.argv[2], 'quickstart-output', 'hello.txt'))\n"
         "    synced.append((path, os.fstat(fd).st_size, hello))\n"
         "os.fdatasync = spy\n"
-        "from handshake_cli import launch\n"
-        "from handshake_cli.jobs import load_job\n"
+        "from handshake_cli.engine import launch\n"
+        "from handshake_cli.engine.jobs import load_job\n"
         "from handshake_cli.paths import Paths\n"
-        "from handshake_cli.store import Store\n"
+        "from handshake_cli.storage.store import Store\n"
         "from pathlib import Path\n"
         "store = Store(Paths(Path(sys.argv[1])))\n"
         "r = launch.start(load_job(sys.argv[3]), store, workspace=Path(sys.argv[2]))\n"
@@ -514,10 +514,10 @@ def test_checkpoint_of_an_unknown_session_is_exit_6(cli: Callable[..., CliResult
 
 def test_checkpoint_bytes_grow_linearly(tmp_path: Path) -> None:
     """Checkpoints write what is new since their parent plus a bounded amount."""
-    from handshake_cli import launch
-    from handshake_cli.jobs import load_job
+    from handshake_cli.engine import launch
+    from handshake_cli.engine.jobs import load_job
     from handshake_cli.paths import Paths
-    from handshake_cli.store import Store
+    from handshake_cli.storage.store import Store
 
     def total_checkpoint_bytes(calls: int) -> tuple[int, int]:
         turns = [
@@ -547,8 +547,8 @@ def test_checkpoint_bytes_grow_linearly(tmp_path: Path) -> None:
 def test_a_checkpoint_reads_back_as_the_journal_tells_it(
     cli: Callable[..., CliResult], root: Path, workspace: Path
 ) -> None:
-    from handshake_cli.checkpoints import CheckpointRef, load
-    from handshake_cli.thread import fold_thread
+    from handshake_cli.session.checkpoints import CheckpointRef, load
+    from handshake_cli.session.thread import fold_thread
 
     run = cli("run", str(QUICKSTART), "--root", str(root), "--workspace", str(workspace), "--json").json
     session_id = run["session_id"]

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handshake_cli.secrets import MASK, SecretMasker, StreamMasker
+from handshake_cli.engine.secrets import MASK, SecretMasker, StreamMasker
 from tests.conftest import FIXTURES
 
 CORPUS = json.loads((FIXTURES / "secrets" / "corpus.json").read_text(encoding="utf-8"))

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from handshake_cli import durable, journal
 from handshake_cli.errors import (
     DurabilityError,
     EnvironmentFailure,
@@ -31,10 +30,11 @@ from handshake_cli.errors import (
     SessionExists,
     UnsupportedFormat,
 )
-from handshake_cli.journal import JournalWriter
-from handshake_cli.model import read_head
 from handshake_cli.paths import Paths
-from handshake_cli.store import (
+from handshake_cli.session.state import initial_head, read_head
+from handshake_cli.storage import durable, journal
+from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.store import (
     FORMAT_VERSION,
     SessionDir,
     Store,
@@ -80,7 +80,7 @@ def umask() -> Iterator[Any]:
 
 
 def create(store: Store, session_id: str | None = None) -> SessionDir:
-    return store.create_session(CONFIG, CREATED, session_id=session_id)
+    return store.create_session(CONFIG, CREATED, head_for=initial_head, session_id=session_id)
 
 
 # -- session ids ---------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_files_written_later_are_0600_too(store: Store, umask: Any) -> None:
 def test_missing_parents_of_the_root_are_not_world_writable(tmp_path: Path, umask: Any) -> None:
     root = tmp_path / "home" / ".local" / "share" / "handshake"
     umask(0)
-    Store(Paths(root)).create_session(CONFIG, CREATED, session_id="deep")
+    Store(Paths(root)).create_session(CONFIG, CREATED, head_for=initial_head, session_id="deep")
     umask(0o022)
 
     for made in (tmp_path / "home", tmp_path / "home" / ".local", root.parent):
@@ -288,7 +288,9 @@ def test_missing_parents_of_the_root_are_not_world_writable(tmp_path: Path, umas
 @pytest.fixture
 def elsewhere(tmp_path: Path) -> SessionDir:
     """A real, valid session with the id the planted links use, under another root."""
-    return Store(Paths(tmp_path / "elsewhere")).create_session(CONFIG, CREATED, session_id="planted")
+    return Store(Paths(tmp_path / "elsewhere")).create_session(
+        CONFIG, CREATED, head_for=initial_head, session_id="planted"
+    )
 
 
 def test_a_linked_session_directory_is_refused_and_not_listed(

@@ -22,9 +22,16 @@ from typing import Any
 
 import pytest
 
+from handshake_cli.engine.jobs import ToolSpec
+from handshake_cli.engine.tools import (
+    ToolContext,
+    ToolOutcome,
+    idempotency_key,
+    run_probe,
+    run_tool,
+    tool_call_id,
+)
 from handshake_cli.errors import DurabilityError
-from handshake_cli.jobs import ToolSpec
-from handshake_cli.tools import ToolContext, ToolOutcome, idempotency_key, run_probe, run_tool, tool_call_id
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 FAKE_TOOL = (sys.executable, str(TOOLS / "fake_tool.py"))

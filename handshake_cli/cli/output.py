@@ -137,7 +137,7 @@ def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
 def internal_error(command: str, exc: BaseException, *, as_json: bool) -> int:
     """Anything that is not a HandshakeError is a bug: say so, and how to report it. Except
     the machine failing (a full disk, an I/O error) where no call site said so: exit 74."""
-    from handshake_cli.durable import environment_failure, is_environment
+    from handshake_cli.storage.durable import environment_failure, is_environment
 
     if isinstance(exc, OSError) and is_environment(exc):
         return fail(command, environment_failure(exc, "use"), as_json=as_json)

@@ -17,13 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import documents, durable, faults
-from handshake_cli import lock as session_lock
-from handshake_cli.checkpoints import CheckpointWriter
+from handshake_cli import documents, faults
+from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
+from handshake_cli.engine.providers import make_provider
+from handshake_cli.engine.secrets import SecretMasker
 from handshake_cli.errors import ExitCode, HandshakeError, IntegrityError, SessionLocked, UsageError
-from handshake_cli.journal import Damage, JournalWriter
-from handshake_cli.model import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
-from handshake_cli.providers import make_provider
 from handshake_cli.recovery.plan import (
     BLOCK,
     PROBE,
@@ -35,9 +33,12 @@ from handshake_cli.recovery.plan import (
     stopped_guidance,
 )
 from handshake_cli.recovery.view import in_flight_text, rebuild
-from handshake_cli.runner import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
-from handshake_cli.secrets import SecretMasker
-from handshake_cli.store import SessionDir, Store
+from handshake_cli.session.checkpoints import CheckpointWriter
+from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
+from handshake_cli.storage import durable
+from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage.journal import Damage, JournalWriter
+from handshake_cli.storage.store import SessionDir, Store
 
 
 @dataclass
@@ -268,7 +269,7 @@ def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
 def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: SecretMasker) -> str | None:
     """Record what the operator or a probe says about each in-doubt call. Returns why the
     session must block (an inconclusive probe), or None."""
-    from handshake_cli.tools import ToolContext, run_probe
+    from handshake_cli.engine.tools import ToolContext, run_probe
 
     by = getpass.getuser()
     for call in plan.in_doubt:
@@ -429,7 +430,7 @@ class _NoModel:
 
 def sessions_to_recover(store: Store) -> list[str]:
     """Every session that is not terminal and whose lock nobody holds."""
-    from handshake_cli.inspection import list_sessions
+    from handshake_cli.session.status import list_sessions
 
     out = []
     for row in list_sessions(store):

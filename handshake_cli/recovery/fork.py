@@ -14,13 +14,13 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from handshake_cli import lock as session_lock
-from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
 from handshake_cli.errors import IntegrityError, NotFound
-from handshake_cli.journal import JournalWriter, Record, scan
-from handshake_cli.model import fold, write_head
-from handshake_cli.store import SessionDir, Store
-from handshake_cli.thread import fold_thread
+from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
+from handshake_cli.session.state import fold, initial_head, write_head
+from handshake_cli.session.thread import fold_thread, named_artifacts
+from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage.journal import JournalWriter, Record, scan
+from handshake_cli.storage.store import SessionDir, Store
 
 STORE_KEYS = ("format_version", "session_id", "created_at")
 
@@ -41,7 +41,10 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
     created = {k: v for k, v in first.data.items() if k not in ("session_id", "format_version")}
     new_config = {k: v for k, v in config.items() if k not in STORE_KEYS}
     new = store.create_session(
-        {**new_config, "forked_from": origin}, {**created, "forked_from": origin}, session_id=new_id
+        {**new_config, "forked_from": origin},
+        {**created, "forked_from": origin},
+        head_for=initial_head,
+        session_id=new_id,
     )
     copied = [r for r in result.records[1:] if r.seq <= covers and r.type != "checkpoint.created"]
     held = session_lock.SessionLock(new.path, new_id)
@@ -104,6 +107,4 @@ def _pick(
 
 
 def _named_artifacts(record: Record) -> list[str]:
-    from handshake_cli.inspection import named_artifacts
-
     return named_artifacts(record.data) if record.type == "tool.result" else []

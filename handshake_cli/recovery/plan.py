@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handshake_cli.errors import IntegrityError, UsageError
-from handshake_cli.model import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
 from handshake_cli.recovery.view import SessionView
+from handshake_cli.session.state import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
 
 # What recovery does with a call whose intent is on record but whose result is not.
 RERUN = "rerun"  # idempotent: run it again

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake_cli.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
+from handshake_cli.engine.jobs import Job
 from handshake_cli.errors import IntegrityError
-from handshake_cli.jobs import Job
-from handshake_cli.journal import (
+from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
+from handshake_cli.session.state import ModelSession
+from handshake_cli.session.thread import Thread, fold_thread
+from handshake_cli.storage.journal import (
     Damage,
     Record,
     ScanResult,
@@ -32,9 +34,7 @@ from handshake_cli.journal import (
     read_segment,
     scan,
 )
-from handshake_cli.model import ModelSession
-from handshake_cli.store import SessionDir
-from handshake_cli.thread import Thread, fold_thread
+from handshake_cli.storage.store import SessionDir
 
 _CHECKPOINT_TYPE = b'"type":"checkpoint.created"'
 

@@ -25,9 +25,9 @@ def checkpoint(
     """Take a checkpoint of SESSION (a running one checkpoints at its next boundary)."""
 
     def body() -> Result:
-        from handshake_cli import launch
+        from handshake_cli.engine import launch
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         answer = launch.checkpoint(Store(Paths.resolve(root)), session, reason=reason, wait=wait)
         data = answer.as_json()

@@ -24,9 +24,9 @@ def export(
     def body() -> Result:
         from pathlib import Path
 
-        from handshake_cli.bundle import export_session
+        from handshake_cli.maintenance.bundle import export_session
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         report = export_session(Store(Paths.resolve(root)), session, Path(output), force=force)
         data = report.as_json()

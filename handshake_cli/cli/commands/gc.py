@@ -14,7 +14,7 @@ from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import Printer, Result, run_command
 
 if TYPE_CHECKING:
-    from handshake_cli.gc import Report
+    from handshake_cli.maintenance.gc import Report
 
 # The core is imported inside the function: `--help` and every TAB press load this module.
 
@@ -55,9 +55,9 @@ def gc(
     """
 
     def body() -> Result:
-        from handshake_cli import gc as collector
+        from handshake_cli.maintenance import gc as collector
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         store = Store(Paths.resolve(root))
         policy = collector.load_policy(

@@ -20,9 +20,9 @@ def import_(
     def body() -> Result:
         from pathlib import Path
 
-        from handshake_cli.bundle import import_bundle
+        from handshake_cli.maintenance.bundle import import_bundle
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         store = Store(Paths.resolve(root))
         report = import_bundle(store, Path(bundle))

@@ -11,7 +11,7 @@ from handshake_cli.cli.output import Printer, Result, run_command
 from handshake_cli.errors import ExitCode, IntegrityError, UsageError
 
 if TYPE_CHECKING:
-    from handshake_cli.store import Store
+    from handshake_cli.storage.store import Store
 
 # The core is imported inside the functions that use it: `--help`, `--version` and every
 # TAB press load this module, and should not pay for the journal and the store.
@@ -48,7 +48,7 @@ def inspect(
 
     def body() -> Result:
         from handshake_cli.paths import Paths
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         store = Store(Paths.resolve(root))
         if session is None:
@@ -70,10 +70,10 @@ def inspect(
 
 
 def _listing(store: Store) -> Result:
-    from handshake_cli import inspection
+    from handshake_cli.session import status
 
-    rows = inspection.list_sessions(store)
-    exit_code = inspection.listing_exit_code(rows)
+    rows = status.list_sessions(store)
+    exit_code = status.listing_exit_code(rows)
 
     def render(out: Printer) -> None:
         if not rows:
@@ -107,7 +107,7 @@ def _listing(store: Store) -> Result:
 
 
 def _description(store: Store, target: Any) -> Result:
-    from handshake_cli import inspection
+    from handshake_cli.readers import inspection
 
     info = inspection.describe(store, target)
 
@@ -186,7 +186,7 @@ def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str =
 
 
 def _verification(store: Store, target: Any) -> Result:
-    from handshake_cli import inspection
+    from handshake_cli.readers import inspection
 
     report = inspection.verify(target)
     data = {"session_id": target.session_id, **report.as_json()}
@@ -225,7 +225,7 @@ def _verification(store: Store, target: Any) -> Result:
 
 
 def _events(target: Any, at: int | None, types: list[str], since_seq: int | None, tail: int | None) -> Result:
-    from handshake_cli.journal import Start, list_segments, read_record_at, scan
+    from handshake_cli.storage.journal import Start, list_segments, read_record_at, scan
 
     target.read_config()  # refuses a session of a newer format before reading its journal
     if not list_segments(target.journal):  # record 1 is written with the session
@@ -285,7 +285,7 @@ def _parse_ts(ts: str | None) -> Any:
 
 
 def _session_start(target: Any) -> Any:
-    from handshake_cli.journal import list_segments, read_record_at
+    from handshake_cli.storage.journal import list_segments, read_record_at
 
     segments = list_segments(target.journal)
     first = read_record_at(target.journal, segments[0], 0) if segments else None
@@ -322,9 +322,9 @@ def _fmt_elapsed(value: float | None) -> str:
 
 
 def _at(target: Any, at: int) -> Result:
-    from handshake_cli.history import replay
-    from handshake_cli.journal import read_last_record
     from handshake_cli.recovery.view import rebuild
+    from handshake_cli.session.history import replay
+    from handshake_cli.storage.journal import read_last_record
 
     last = read_last_record(target.journal)
     _check_at(at, last.seq if last else 0)

@@ -49,7 +49,7 @@ def recover(
         from handshake_cli.paths import Paths
         from handshake_cli.recovery.execute import Options
         from handshake_cli.recovery.plan import parse_resolutions
-        from handshake_cli.store import Store
+        from handshake_cli.storage.store import Store
 
         store = Store(Paths.resolve(root))
         options = Options(parse_resolutions(resolve or []), result_file, cancel, accept_divergence, dry_run)
@@ -75,7 +75,7 @@ def recover(
 def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
     import sys
 
-    from handshake_cli.cli.commands.run import Progress
+    from handshake_cli.cli.progress import Progress
     from handshake_cli.recovery.execute import recover as execute
 
     observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
@@ -127,9 +127,9 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
 
 def _all(store: Any, options: Any, as_json: bool) -> Result:
     from handshake_cli.errors import DurabilityError, HandshakeError
-    from handshake_cli.inspection import session_problem
     from handshake_cli.recovery.execute import recover as execute
     from handshake_cli.recovery.execute import sessions_to_recover
+    from handshake_cli.session.status import session_problem
 
     rows: list[dict[str, Any]] = []
     for session_id in sessions_to_recover(store):

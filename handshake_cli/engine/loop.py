@@ -28,10 +28,18 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from handshake_cli import faults
-from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.engine.providers import (
+    ModelRequest,
+    Provider,
+    ProviderError,
+    Retry,
+    StreamInterrupted,
+    TextChunk,
+    ToolCallRequest,
+)
 from handshake_cli.errors import ExitCode
-from handshake_cli.journal import JournalWriter, Record
-from handshake_cli.model import (
+from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.session.state import (
     ACTIVE,
     BLOCKED,
     CANCELLED,
@@ -41,22 +49,14 @@ from handshake_cli.model import (
     ModelSession,
     write_head,
 )
-from handshake_cli.providers import (
-    ModelRequest,
-    Provider,
-    ProviderError,
-    Retry,
-    StreamInterrupted,
-    TextChunk,
-    ToolCallRequest,
-)
-from handshake_cli.thread import Thread
+from handshake_cli.session.thread import Thread
+from handshake_cli.storage.journal import JournalWriter, Record
 
 if TYPE_CHECKING:
-    from handshake_cli.artifacts import PackWriter
-    from handshake_cli.jobs import Job
-    from handshake_cli.secrets import SecretMasker
-    from handshake_cli.store import SessionDir
+    from handshake_cli.engine.jobs import Job
+    from handshake_cli.engine.secrets import SecretMasker
+    from handshake_cli.storage.artifacts import PackWriter
+    from handshake_cli.storage.store import SessionDir
 
 EXIT_FOR_STATE = {
     COMPLETED: ExitCode.OK,
@@ -270,7 +270,7 @@ class Runner:
             text.add(tail)
         self._check_replay(turn, text, final=True)
         text.flush()
-        from handshake_cli.tools import tool_call_id
+        from handshake_cli.engine.tools import tool_call_id
 
         tool_calls = [{"tool_call_id": tool_call_id(turn, i), **call} for i, call in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text.content()}
@@ -363,7 +363,7 @@ class Runner:
     # -- tools -------------------------------------------------------------------------
 
     def _tool_step(self) -> None:
-        from handshake_cli.tools import ToolContext, ToolOutcome, idempotency_key, run_tool
+        from handshake_cli.engine.tools import ToolContext, ToolOutcome, idempotency_key, run_tool
 
         call = self.thread.pending[0]
         call_id, name, args = call["tool_call_id"], call["tool"], call.get("args") or {}
@@ -480,7 +480,7 @@ class Runner:
     # -- `handshake checkpoint` while running --------------------------------------------
 
     def _serve_checkpoint_requests(self) -> None:
-        from handshake_cli.requests import answer, pending_requests
+        from handshake_cli.storage.requests import answer, pending_requests
 
         for request in pending_requests(self.session.path):
             reason = self.masker.mask(request.reason) if request.reason else None

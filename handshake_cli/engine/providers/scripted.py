@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
-from handshake_cli.providers import ModelRequest, ProviderError, TextChunk, ToolCallRequest
+from handshake_cli.engine.providers import ModelRequest, ProviderError, TextChunk, ToolCallRequest
 
 if TYPE_CHECKING:
-    from handshake_cli.jobs import ModelSpec
+    from handshake_cli.engine.jobs import ModelSpec
 
 _WORD = re.compile(r"\s*\S+\s*|\s+")
 

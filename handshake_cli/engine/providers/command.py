@@ -28,11 +28,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from handshake_cli.providers import ModelRequest, ProviderError, Retry, TextChunk, ToolCallRequest
-from handshake_cli.tools import ignore_stop_signals
+from handshake_cli.engine.providers import ModelRequest, ProviderError, Retry, TextChunk, ToolCallRequest
+from handshake_cli.engine.tools import ignore_stop_signals
 
 if TYPE_CHECKING:
-    from handshake_cli.jobs import ModelSpec
+    from handshake_cli.engine.jobs import ModelSpec
 
 QUOTE_LIMIT = 200
 STDERR_TAIL = 500

@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from .durable import CLOEXEC, NOFOLLOW, fsync_fd, write_all
+from handshake_cli.storage.durable import CLOEXEC, NOFOLLOW, fsync_fd, write_all
 
 if TYPE_CHECKING:
-    from .jobs import ToolSpec
+    from handshake_cli.engine.jobs import ToolSpec
 
 # Passed through from handshake's environment when present; everything else must be named
 # in the tool's `env`, so credentials reach only the tools that were given them.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from handshake_cli import __version__
-from handshake_cli.providers import (
+from handshake_cli.engine.providers import (
     ModelRequest,
     ProviderError,
     Retry,
@@ -37,7 +37,7 @@ from handshake_cli.providers import (
 )
 
 if TYPE_CHECKING:
-    from handshake_cli.jobs import ModelSpec, ToolSpec
+    from handshake_cli.engine.jobs import ModelSpec, ToolSpec
 
 MAX_ATTEMPTS = 5
 FIRST_DELAY = 0.5  # seconds; doubled after each failed attempt

@@ -38,7 +38,7 @@ SPAWN_AFTER = 64
 Done = Callable[[int, str | None], None]
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_SERVE = "import sys; sys.path.append(sys.argv[1]); from handshake_cli.trash import serve; serve()"
+_SERVE = "import sys; sys.path.append(sys.argv[1]); from handshake_cli.storage.trash import serve; serve()"
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from . import documents
-from .errors import IntegrityError, UsageError
+from handshake_cli import documents
+from handshake_cli.errors import IntegrityError, UsageError
 
 PROVIDERS = ("scripted", "openai", "command")
 SIDE_EFFECTS = ("read", "write", "execute")

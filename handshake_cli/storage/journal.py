@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import durable, records
-from .errors import DurabilityError, IntegrityError, JournalNeedsRepair, NotFound
-from .records import MAX_RECORD_BYTES, RecordInvalid, RecordRefused
+from handshake_cli.errors import DurabilityError, IntegrityError, JournalNeedsRepair, NotFound
+from handshake_cli.storage import durable, records
+from handshake_cli.storage.records import MAX_RECORD_BYTES, RecordInvalid, RecordRefused
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_SEGMENT_BYTES", "RecordInvalid", "RecordRefused"]
 

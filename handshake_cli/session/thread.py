@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from handshake_cli.journal import Record
+from handshake_cli.storage.journal import Record
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _CANONICAL_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
@@ -132,3 +132,18 @@ def fold_thread(records: list[Record], base: Thread | None = None) -> Thread:
     for record in records:
         thread.apply(record)
     return thread
+
+
+def named_artifacts(value: Any) -> list[str]:
+    """Artifact ids a tool result names (large output kept outside the record)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.endswith("artifact_id") and isinstance(item, str):
+                found.append(item)
+            else:
+                found.extend(named_artifacts(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(named_artifacts(item))
+    return found

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import IntegrityError, UsageError
+from handshake_cli.errors import IntegrityError, UsageError
 
 # The largest record (line, newline included) the writer appends and a reader accepts. The
 # biggest legitimate records are a checkpoint snapshot (the whole thread, which is also what

@@ -7,15 +7,13 @@ reads it checks it against the journal's last record and folds again when they d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import durable
-from .errors import EnvironmentFailure, IntegrityError
-from .journal import Record
+from handshake_cli.storage import head
+from handshake_cli.storage.journal import Record
 
 CREATED = "CREATED"
 ACTIVE = "ACTIVE"
@@ -41,7 +39,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # Records that end a session, and the state each one leaves it in.
 ENDINGS = {"session.completed": COMPLETED, "session.failed": FAILED, "session.cancelled": CANCELLED}
 
-HEAD_FILE = "head.json"
+HEAD_FILE = head.HEAD_FILE
 HEAD_FIELDS = ("state", "checkpoint_artifact_id", "last_checkpoint_at", "checkpoint_count", "last_seq")
 
 
@@ -124,39 +122,28 @@ def fold(session_id: str, records: Iterable[Record]) -> ModelSession:
 
 
 def write_head(session_dir: Path, session: ModelSession) -> bool:
-    """Replace head.json atomically; not fsynced, because the journal can always rebuild it.
-
-    Whether it was written: a full disk or an I/O error here never stops a session (the old
-    head.json stays, readers see it lag the journal and fold instead, and recovery rewrites
-    it), so that failure is swallowed."""
-    payload = {"format_version": 1, **session.head()}
-    data = json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n"
-    try:
-        durable.atomic_write(session_dir / HEAD_FILE, data, durable=False)
-    except EnvironmentFailure:
-        return False
-    return True
+    """Replace head.json with `session`'s fields; whether it was written (a cache: a failure
+    to write it never stops a session)."""
+    return head.write(session_dir, session.head())
 
 
 def refresh_head(session_dir: Path, session: ModelSession) -> bool:
     """Rewrite head.json if it disagrees with `session` (the journal, folded) on any field
     `inspect --verify` compares; whether it did. A crash between a session's last record and
     the head.json that follows it leaves such a head, and nothing else would rewrite it."""
-    head = read_head(session_dir)
-    if head is not None and all(head.get(name) == getattr(session, name) for name in HEAD_FIELDS):
+    cached = head.read(session_dir)
+    if cached is not None and all(cached.get(name) == getattr(session, name) for name in HEAD_FIELDS):
         return False
     return write_head(session_dir, session)
 
 
 def read_head(session_dir: Path) -> dict[str, Any] | None:
     """The cached head, or None when it is missing or unreadable (it is only a cache)."""
-    try:
-        head = json.loads(durable.read_bytes(session_dir / HEAD_FILE))
-    except FileNotFoundError:
-        return None
-    except IntegrityError:
-        raise
-    except (OSError, EnvironmentFailure, ValueError):
-        return None
-    # A head from another format version is a cache we cannot trust: rebuild instead.
-    return head if isinstance(head, dict) and head.get("format_version") == 1 else None
+    return head.read(session_dir)
+
+
+def initial_head(created: Record) -> dict[str, Any]:
+    """The head.json a new session starts with, from its `session.created` record."""
+    session = ModelSession(str(created.data["session_id"]))
+    session.apply(created)
+    return session.head()

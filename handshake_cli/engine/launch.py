@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import lock as session_lock
-from handshake_cli import requests
-from handshake_cli.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.engine.jobs import Job
+from handshake_cli.engine.loop import Cancellation, Observer, QuietObserver, Runner, RunResult
+from handshake_cli.engine.providers import make_provider
+from handshake_cli.engine.secrets import SecretMasker
 from handshake_cli.errors import IntegrityError, SessionLocked, UsageError
-from handshake_cli.jobs import Job
-from handshake_cli.journal import JournalWriter, scan
-from handshake_cli.model import fold, write_head
-from handshake_cli.providers import make_provider
-from handshake_cli.runner import Cancellation, Observer, QuietObserver, Runner, RunResult
-from handshake_cli.secrets import SecretMasker
-from handshake_cli.store import Store
-from handshake_cli.thread import fold_thread
+from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter
+from handshake_cli.session.state import fold, initial_head, write_head
+from handshake_cli.session.thread import fold_thread
+from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage import requests
+from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.store import Store
 
 
 def start(
@@ -55,7 +55,7 @@ def start(
             "workspace": str(workspace),
         }
     )
-    session = store.create_session(config, created, session_id=session_id)
+    session = store.create_session(config, created, head_for=initial_head, session_id=session_id)
     if on_created is not None:
         on_created(session.session_id)
     held = session_lock.SessionLock(session.path, session.session_id)

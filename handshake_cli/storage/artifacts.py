@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import durable
-from .errors import ArtifactCorrupt, DurabilityError, NotFound
+from handshake_cli.errors import ArtifactCorrupt, DurabilityError, NotFound
+from handshake_cli.storage import durable
 
 MAGIC = b"HSA1"
 HEADER_BYTES = len(MAGIC) + 8 + 32

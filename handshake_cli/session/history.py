@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .journal import Record
-from .thread import Thread
+from handshake_cli.session.thread import Thread
+from handshake_cli.storage.journal import Record
 
 # Tool call states as inspect reports them.
 PENDING = "pending"  # the model asked for it; no intent journaled yet

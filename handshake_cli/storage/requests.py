@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake_cli import durable
 from handshake_cli.errors import EnvironmentFailure
+from handshake_cli.storage import durable
 
 REQUESTS_DIR = "requests"
 _DONE = ".done.json"

@@ -17,13 +17,13 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import documents, durable
-from .artifacts import ArtifactStore
-from .errors import (
+from handshake_cli import documents
+from handshake_cli.errors import (
     IntegrityError,
     InvalidSessionId,
     JobChanged,
@@ -31,9 +31,10 @@ from .errors import (
     SessionExists,
     UnsupportedFormat,
 )
-from .journal import Clock, JournalWriter, read_record_at, segment_name, utc_now
-from .model import ModelSession, write_head
-from .paths import Paths
+from handshake_cli.paths import Paths
+from handshake_cli.storage import durable, head
+from handshake_cli.storage.artifacts import ArtifactStore
+from handshake_cli.storage.journal import Clock, JournalWriter, Record, read_record_at, segment_name, utc_now
 
 FORMAT_VERSION = 1
 # session.toml holds the resolved job (jobs.STORED_JOB_MAX_BYTES, refused at load beyond it)
@@ -315,13 +316,15 @@ class Store:
         config: dict[str, Any],
         created_data: dict[str, Any],
         *,
+        head_for: Callable[[Record], dict[str, Any]],
         session_id: str | None = None,
         clock: Clock = utc_now,
     ) -> SessionDir:
         """Build a new session in staging and rename it into place in one step.
 
         `config` goes into session.toml (format_version, session_id and created_at are
-        added); `created_data` is the `session.created` record's data.
+        added); `created_data` is the `session.created` record's data; `head_for` gives the
+        first head.json from that record (what a head holds is the session layer's business).
         """
         import tomli_w
 
@@ -364,9 +367,7 @@ class Store:
                         "job_sha256": job_digest(config.get("job")),
                     },
                 )
-            session = ModelSession(session_id)
-            session.apply(record)
-            write_head(staging, session)
+            head.write(staging, head_for(record))
             for sub in (*MADE_WITH_SESSION, ""):
                 durable.fsync_dir(staging / sub if sub else staging)
             try:

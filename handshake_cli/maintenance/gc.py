@@ -34,10 +34,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import documents, durable, faults
-from . import lock as session_lock
-from .artifacts import HEADER_BYTES
-from .errors import (
+from handshake_cli import documents, faults
+from handshake_cli.errors import (
     HandshakeError,
     IntegrityError,
     InvalidConfig,
@@ -46,12 +44,16 @@ from .errors import (
     UsageError,
     worst_exit_code,
 )
-from .inspection import UNREADABLE, directory_size, effective_state, named_artifacts, session_problem
-from .journal import Record, read_last_record, scan
-from .model import ACTIVE, BLOCKED, CREATED, PAUSED, STATES, TERMINAL, fold, read_head
-from .paths import Paths
-from .store import SessionDir, Store
-from .trash import Deleter, measure_and_delete
+from handshake_cli.paths import Paths
+from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, STATES, TERMINAL, fold, read_head
+from handshake_cli.session.status import UNREADABLE, directory_size, effective_state, session_problem
+from handshake_cli.session.thread import named_artifacts
+from handshake_cli.storage import durable
+from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage.artifacts import HEADER_BYTES
+from handshake_cli.storage.journal import Record, read_last_record, scan
+from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.trash import Deleter, measure_and_delete
 
 CONFIG_FILE = "handshake.toml"
 CONFIG_MAX_BYTES = 1 << 20  # a [gc] table of four keys; anything near this is not a config

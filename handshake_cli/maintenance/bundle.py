@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from . import __version__, documents, durable, lock
-from .artifacts import DEFAULT_PACK_BYTES
-from .errors import (
+from handshake_cli import __version__, documents
+from handshake_cli.errors import (
     BundleDamaged,
     EnvironmentFailure,
     HandshakeError,
@@ -50,8 +49,10 @@ from .errors import (
     UnsupportedFormat,
     UsageError,
 )
-from .journal import DEFAULT_SEGMENT_BYTES, list_segments, utc_now
-from .store import (
+from handshake_cli.storage import durable, lock
+from handshake_cli.storage.artifacts import DEFAULT_PACK_BYTES
+from handshake_cli.storage.journal import DEFAULT_SEGMENT_BYTES, list_segments, utc_now
+from handshake_cli.storage.store import (
     FORMAT_VERSION,
     MADE_WITH_SESSION,
     SESSION_ID,
@@ -63,7 +64,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from .inspection import Verification
+    from handshake_cli.readers.inspection import Verification
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -697,7 +698,7 @@ def _land(
 ) -> tuple[Path, Verification | HandshakeError]:
     """Stream every member into staging (hashing it again: the bundle file could change under
     us), make it look like a session the store created, verify, rename."""
-    from .inspection import verify
+    from handshake_cli.readers.inspection import verify
 
     paths = store.paths
     durable.ensure_root(paths.root)
@@ -793,8 +794,8 @@ def _report(
     manifest: dict[str, Any],
     verification: Verification | HandshakeError,
 ) -> ImportReport:
-    from .inspection import effective_state
-    from .model import fold
+    from handshake_cli.session.state import fold
+    from handshake_cli.session.status import effective_state
 
     session_id = layout.session_id
     root_args = store.paths.root_args()

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import durable
-from .errors import EnvironmentFailure, IntegrityError, NotFound, SessionLocked
+from handshake_cli.errors import EnvironmentFailure, IntegrityError, NotFound, SessionLocked
+from handshake_cli.storage import durable
 
 LOCK_FILE = "lock"
 OWNER_FILE = "owner.json"

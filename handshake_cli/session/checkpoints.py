@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake_cli.artifacts import PackWriter
 from handshake_cli.errors import IntegrityError
 from handshake_cli.faults import crash_point
-from handshake_cli.journal import JournalWriter, Record, read_record_at
-from handshake_cli.model import ModelSession
-from handshake_cli.thread import Thread, canonical, digest
+from handshake_cli.session.state import ModelSession
+from handshake_cli.session.thread import Thread, canonical, digest
+from handshake_cli.storage.artifacts import PackWriter
+from handshake_cli.storage.journal import JournalWriter, Record, read_record_at
 
 CHECKPOINT_FORMAT = 1
 

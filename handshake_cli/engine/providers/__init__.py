@@ -24,7 +24,7 @@ from handshake_cli.errors import ExitCode, HandshakeError, UsageError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from handshake_cli.jobs import ModelSpec, ToolSpec
+    from handshake_cli.engine.jobs import ModelSpec, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,15 @@ def make_provider(spec: ModelSpec, environ: Mapping[str, str], workspace: Path) 
     """The provider a job names. Reads what it needs from the environment now, so that a
     missing key is a usage error before a session is created or a recovery writes anything."""
     if spec.provider == "scripted":
-        from handshake_cli.providers.scripted import ScriptedProvider
+        from handshake_cli.engine.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(spec)
     if spec.provider == "openai":
-        from handshake_cli.providers.openai import OpenAIProvider
+        from handshake_cli.engine.providers.openai import OpenAIProvider
 
         return OpenAIProvider(spec, api_key(spec, environ))
     if spec.provider == "command":
-        from handshake_cli.providers.command import CommandProvider
+        from handshake_cli.engine.providers.command import CommandProvider
 
         return CommandProvider(spec, environ, workspace)
     raise UsageError(f"unknown provider {spec.provider!r}")

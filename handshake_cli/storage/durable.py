@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import faults  # noqa: F401  (installs HANDSHAKE_FAULT's injected faults, when set)
-from .errors import DurabilityError, EnvironmentFailure, IntegrityError
+from handshake_cli import faults  # noqa: F401  (installs HANDSHAKE_FAULT's injected faults, when set)
+from handshake_cli.errors import DurabilityError, EnvironmentFailure, IntegrityError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

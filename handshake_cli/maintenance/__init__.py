@@ -1,0 +1,1 @@
+"""Maintenance: keeping a root small (gc) and moving sessions between roots (bundles)."""

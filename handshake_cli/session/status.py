@@ -1,0 +1,138 @@
+"""A session's status as every reader sees it: the one derivation of each rule.
+
+- The stored state: head.json when it agrees with the journal's last record, else a fold of
+  the journal (`head_or_fold`).
+- The state a reader shows: ACTIVE with nobody holding the lock is INTERRUPTED
+  (`effective_state`).
+- The listing of a root: one row per session, cheaply; a session that cannot be read gets a
+  row of its own (UNREADABLE, with its `error`) and the others are served as usual.
+
+`inspect`, `recover --all`, `gc` and bundles all read sessions through here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
+from handshake_cli.session.state import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
+from handshake_cli.storage import lock
+from handshake_cli.storage.journal import read_last_record, scan
+from handshake_cli.storage.store import SessionDir, Store
+
+
+def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
+    """ACTIVE in the journal with nobody holding the lock means the writer died."""
+    return INTERRUPTED if stored == ACTIVE and holder is None else stored
+
+
+# The state of a session whose files cannot be read (its row carries an `error`).
+UNREADABLE = "UNREADABLE"
+
+
+def session_problem(exc: Exception) -> dict[str, Any]:
+    """Why one session of a root could not be served, as the `error` object of its row in the
+    listing, `recover --all` and `gc`: {code, exit_code, message}, as a command's own error."""
+    if isinstance(exc, HandshakeError):
+        code, exit_code, message = exc.code, int(exc.exit_code), exc.message
+    elif isinstance(exc, OSError):  # EIO, EACCES ...: the machine, not the files' content
+        where = f"{exc.filename}: " if exc.filename else ""
+        code, exit_code = EnvironmentFailure.code, int(ExitCode.ENVIRONMENT)
+        message = f"{where}{exc.strerror or exc}"
+    else:
+        code, exit_code = "internal", int(ExitCode.INTERNAL)
+        message = f"internal error: {type(exc).__name__}: {exc}. This is a bug in handshake; please report it"
+    return {"code": code, "exit_code": exit_code, "message": message}
+
+
+def head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
+    """The session record from head.json when it agrees with the journal's last record,
+    else folded from the journal. Returns the record and whether head.json was trusted."""
+    head = read_head(session.path)
+    last = read_last_record(session.journal)
+    if head and last and head.get("last_seq") == last.seq and head.get("state"):
+        record = ModelSession(session.session_id)
+        for name in (
+            "state",
+            "checkpoint_artifact_id",
+            "last_checkpoint_at",
+            "checkpoint_count",
+            "last_seq",
+            "checkpoint_location",
+        ):
+            if name in head:
+                setattr(record, name, head[name])
+        record.updated_at = last.ts
+        return record, True
+    result = scan(session.journal, session.session_id)
+    if not result.records:  # record 1 is written with the session: its absence is damage
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
+    return fold(session.session_id, result.records), False
+
+
+def list_sessions(store: Store) -> list[dict[str, Any]]:
+    """One row per session, cheaply: head.json checked against the journal's last record.
+
+    A session that cannot be read gets a row of its own (state UNREADABLE, and its `error`)
+    and the others are listed as usual. Damage in the middle of a journal is found by
+    `describe` and `verify`, which read it all.
+    """
+    rows = []
+    for session_id in store.session_ids():
+        try:
+            rows.append(_row(store, session_id))
+        except Exception as exc:  # one broken session must not hide the others
+            if not os.path.lexists(store.paths.sessions / session_id):
+                continue  # removed (by gc) since the listing began
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "state": UNREADABLE,
+                    "error": session_problem(exc),
+                    "needs_attention": True,
+                }
+            )
+    return rows
+
+
+def listing_exit_code(rows: list[dict[str, Any]]) -> int:
+    """The listing's exit code: the worst of its unreadable sessions' errors, else 0."""
+    return worst_exit_code(row["error"]["exit_code"] for row in rows if row.get("error"))
+
+
+def _row(store: Store, session_id: str) -> dict[str, Any]:
+    session = store.session(session_id)  # refuses links and files out of place
+    config = session.read_config()
+    record, head_matches = head_or_fold(session)
+    holder = lock.holder(session.path)
+    state = effective_state(record.state, holder)
+    return {
+        "session_id": session_id,
+        "job_name": (config.get("job") or {}).get("name"),
+        "state": state,
+        "created_at": config.get("created_at"),
+        "updated_at": record.updated_at,
+        "last_checkpoint_at": record.last_checkpoint_at,
+        "checkpoint_count": record.checkpoint_count,
+        "size_bytes": directory_size(session.path),
+        "lock_holder": holder.as_json() if holder else None,
+        # A head that lags the journal is what a crash leaves behind: worth a look.
+        "head_matches": head_matches,
+        # (while a writer runs, head.json lags by design: that is no reason to look)
+        "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or (not head_matches and holder is None),
+    }
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
