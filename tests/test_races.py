@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -340,3 +341,47 @@ def test_a_checkpoint_request_never_kills_the_process_holding_the_lock(tmp_path:
     holder.stdin.flush()
     assert holder.wait(timeout=120) == 0
     assert (session / "journal" / "00000001.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["run", "recover"])
+def test_a_late_checkpoint_request_never_kills_a_writer_that_has_let_go(tmp_path: Path, command: str) -> None:
+    """`handshake checkpoint` reads owner.json, then signals the pid it names. When the writer
+    lets go of the lock in between (its session just COMPLETED), the signal arrives after the
+    release; the writer used to die of it on its way out (exit -10, seen in the kill -9 suite).
+    Here the writer pauses after its command returns, and the late signal is sent then."""
+    world = World(tmp_path, delay_ms=0)
+    if command == "recover":
+        assert world.run("s", crash_at="after_intent").wait(timeout=120) != 0
+        argv = ["recover", "s", "--root", str(world.root)]
+    else:
+        argv = ["run", str(world.job), "--session-id", "s", "--workspace", str(world.workspace("s"))]
+        argv += ["--root", str(world.root)]
+    writer = "\n".join(
+        [
+            "import sys",
+            "from handshake_cli.cli.app import main",
+            "try:",
+            "    main(sys.argv[1:])",
+            "except SystemExit as exc:",
+            "    code = exc.code",
+            "print('ended', code, flush=True)",
+            "sys.stdin.readline()",
+            "sys.exit(code)",
+        ]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=world.env,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    lines = iter(proc.stdout.readline, b"")
+    ended = next(line for line in lines if line.startswith(b"ended"))
+    assert ended == b"ended 0\n", ended
+    os.kill(proc.pid, signal.SIGUSR1)  # what the asker sends, a moment too late
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 0
+    assert world.inspect("s")["state"] == "COMPLETED"

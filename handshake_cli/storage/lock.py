@@ -109,7 +109,6 @@ class SessionLock:
         self.session_dir = session_dir
         self.session_id = session_id
         self._fd: int | None = None
-        self._previous_usr1: Any = None
 
     def acquire(self, command: str | None = None) -> None:
         import fcntl
@@ -172,27 +171,22 @@ class SessionLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
-        self._unshield()
 
     def _shield(self) -> None:
         """owner.json names this process, and `handshake checkpoint` sends SIGUSR1 to whoever
         it names. A holder that serves requests (the runner) installs its own handler; until
         then, and in holders that never serve them (a recovery that only blocks, a checkpoint
         of a stopped session), the default action would kill the writer. Ignore it instead:
-        the asker waits, and takes the checkpoint itself once the lock is free."""
+        the asker waits, and takes the checkpoint itself once the lock is free.
+
+        For the rest of the process's life, not only while the lock is held: an asker that
+        read owner.json just before the release sends its signal just after, and a run that
+        had completed its session would then die of it (exit -10) on its way out."""
         try:
             if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
-                self._previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         except ValueError:  # not the main thread: signals are the main thread's business
             pass
-
-    def _unshield(self) -> None:
-        previous, self._previous_usr1 = self._previous_usr1, None
-        if previous is not None and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
-            try:
-                signal.signal(signal.SIGUSR1, previous)
-            except ValueError:
-                pass
 
     def __enter__(self) -> SessionLock:
         self.acquire()
