@@ -65,10 +65,12 @@ def reseal_from(lines: list[Line], index: int, session_id: str) -> None:
     """Recompute prev and sum of lines[index:] so the chain holds again."""
     prev = journal.genesis(session_id)
     for position, line in enumerate(lines):
+        if _PREV not in line.content[: len(line.content) - 40]:
+            continue  # junk an earlier edit wrote: it stays junk, and the chain goes past it
         if position >= index:
             line.content, prev = seal(head_of(line.content), prev)
         else:
-            prev = line.content[-34:-2].decode("ascii")
+            prev = line.content[-34:-2].decode("ascii", "replace")
 
 
 def replace_head(journal_dir: Path, session_id: str, index: int, head: bytes) -> Line:
