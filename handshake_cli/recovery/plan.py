@@ -258,7 +258,7 @@ def stopped_guidance(
     session_id: str, state: str, root_args: list[str], hint: str | None, *, indent: str = ""
 ) -> list[str]:
     """What to do after a run or a recovery that stopped (PAUSED) or failed; `run` prints the
-    command flush (FORMAT.md section 9), `recover` indents it under its sentence."""
+    command flush (docs/JSON.md, `run --json`), `recover` indents it under its sentence."""
     if state == PAUSED:
         again = " ".join(["handshake", "recover", session_id, *root_args])
         return ["stopped at a safe boundary; resume it with:", f"{indent}{again}"]
