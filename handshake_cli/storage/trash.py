@@ -39,7 +39,7 @@ Done = Callable[[int, str | None], None]
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _SERVE = "import sys; sys.path.append(sys.argv[1]); from handshake_cli.storage.trash import serve; serve()"
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the directory that holds handshake_cli/
 
 
 def measure_and_delete(path: str | os.PathLike[str]) -> tuple[int, str | None]:
