@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
-from handshake_cli.session.state import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
+from handshake_cli.session.state import (
+    ACTIVE,
+    BLOCKED,
+    INTERRUPTED,
+    PAUSED,
+    STATES,
+    ModelSession,
+    fold,
+    read_head,
+)
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal import read_last_record, scan
 from handshake_cli.storage.store import SessionDir, Store
@@ -48,11 +57,12 @@ def session_problem(exc: Exception) -> dict[str, Any]:
 
 
 def head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
-    """The session record from head.json when it agrees with the journal's last record,
-    else folded from the journal. Returns the record and whether head.json was trusted."""
+    """The session record from head.json when it agrees with the journal's last record and
+    names a state handshake writes, else folded from the journal. Returns the record and
+    whether head.json was trusted."""
     head = read_head(session.path)
     last = read_last_record(session.journal)
-    if head and last and head.get("last_seq") == last.seq and head.get("state"):
+    if head and last and head.get("last_seq") == last.seq and head.get("state") in STATES:
         record = ModelSession(session.session_id)
         for name in (
             "state",
