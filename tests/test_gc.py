@@ -385,6 +385,17 @@ def test_a_head_naming_an_unknown_state_is_not_trusted(cli: Cli, root: Path) -> 
     assert [(s["state"], s["reason"]) for s in doc["skipped"]] == [("PAUSED", "unfinished")]
 
 
+def test_a_journal_with_no_intact_record_is_named(cli: Cli, root: Path) -> None:
+    session = make_session(root, "empty-1")
+    (session.journal / "00000001.jsonl").write_bytes(b"not a record\n")
+    doc = gc(cli, root, "--older-than", "0s", code=5)
+    [skipped] = doc["skipped"]
+    assert skipped["error"]["message"] == (
+        f"session empty-1: the journal holds no intact record ({session.journal})"
+    )
+    assert session_names(root) == ["empty-1"]
+
+
 def test_gc_reads_only_whose_session_it_is_from_session_toml(cli: Cli, root: Path) -> None:
     """session.toml must name the session and a format gc reads; the job below it is not parsed."""
     foreign = make_session(root, "foreign-1")

@@ -600,7 +600,9 @@ def _stored_state(session: SessionDir) -> tuple[str, Record]:
     with that record, else from a fold of the journal. Damage a fold cannot get past raises."""
     last = read_last_record(session.journal)
     if last is None:
-        raise IntegrityError(f"session {session.session_id}: the journal holds no intact record")
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
     head = read_head(session.path)
     if head and head.get("last_seq") == last.seq and head.get("state") in STATES:
         return str(head["state"]), last
@@ -611,7 +613,9 @@ def _stored_state(session: SessionDir) -> tuple[str, Record]:
             f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
         )
     if not result.records:
-        raise IntegrityError(f"session {session.session_id}: the journal holds no intact record")
+        raise IntegrityError(
+            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
+        )
     return fold(session.session_id, result.records).state, result.records[-1]
 
 
