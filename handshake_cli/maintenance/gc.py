@@ -45,8 +45,14 @@ from handshake_cli.errors import (
     worst_exit_code,
 )
 from handshake_cli.paths import Paths
-from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, STATES, TERMINAL, fold, read_head
-from handshake_cli.session.status import UNREADABLE, directory_size, effective_state, session_problem
+from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMINAL
+from handshake_cli.session.status import (
+    UNREADABLE,
+    directory_size,
+    effective_state,
+    head_or_fold,
+    session_problem,
+)
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage import durable
 from handshake_cli.storage import lock as session_lock
@@ -338,7 +344,8 @@ class _Run:
         look = _Look(SessionDir(session_id, self.paths.sessions / session_id))
         try:
             look.session = self.store.session(session_id)
-            look.stored_state, look.last_record = _stored_state(look.session)
+            stored = head_or_fold(look.session, refuse_corruption=True)
+            look.stored_state, look.last_record = stored.record.state, stored.last_record
             look.age = self.now() - _timestamp(look.last_record)
             look.holder = session_lock.holder(look.session.path)
         except Exception as exc:  # one broken session must never be removed, nor hide the others
@@ -511,11 +518,11 @@ class _Run:
             self._sweep_items(debris)
             if prune:
                 try:
-                    stored, _last = _stored_state(session)
+                    stored = head_or_fold(session, refuse_corruption=True)
                 except Exception as exc:
                     self._damaged(look, exc)
                     return
-                if stored in TERMINAL:
+                if stored.record.state in TERMINAL:
                     self._prune(look)
         finally:
             os.close(fd)
@@ -593,30 +600,6 @@ class _Run:
             return str(path.relative_to(self.paths.root))
         except ValueError:
             return str(path)
-
-
-def _stored_state(session: SessionDir) -> tuple[str, Record]:
-    """The stored state and the journal's last record: the state from head.json when it agrees
-    with that record, else from a fold of the journal. Damage a fold cannot get past raises."""
-    last = read_last_record(session.journal)
-    if last is None:
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    head = read_head(session.path)
-    if head and head.get("last_seq") == last.seq and head.get("state") in STATES:
-        return str(head["state"]), last
-    result = scan(session.journal, session.session_id)
-    if result.corruption:
-        damage = result.corruption
-        raise IntegrityError(
-            f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
-        )
-    if not result.records:
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    return fold(session.session_id, result.records).state, result.records[-1]
 
 
 def _timestamp(record: Record) -> float:
