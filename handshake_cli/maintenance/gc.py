@@ -21,7 +21,6 @@ creations go too. Everything younger than `GRACE_SECONDS` stays: it may be in us
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import secrets
@@ -464,7 +463,7 @@ class _Run:
     def _lock(self, look: _Look) -> int | None:
         """The session's flock, without waiting; None (and the reason reported) when busy or gone."""
         try:
-            fd = _try_flock(look.session.path)
+            fd = session_lock.try_lock(look.session.path)
         except FileNotFoundError:
             return None  # moved away since gc looked (another gc)
         except OSError as exc:  # e.g. ELOOP: a link planted at the lock path
@@ -604,38 +603,6 @@ class _Run:
 
 def _timestamp(record: Record) -> float:
     return datetime.fromisoformat(record.ts).timestamp()
-
-
-def _try_flock(session_path: Path) -> int | None:
-    """Take the session's writer lock without waiting: the flock SessionLock takes
-    on the same file, so each excludes the other. Returns the descriptor that holds it (close
-    it to let go), or None when another process holds it.
-
-    Not SessionLock itself: gc holds a lock for about a millisecond, and SessionLock's
-    owner.json (an atomic write, then an unlink) and (then) filelock's bookkeeping cost ~0.9 ms per
-    session here, most of what gc spends on one. A writer that meets gc in that instant is
-    refused as by any holder that has not said who it is yet.
-    """
-    path = session_path / session_lock.LOCK_FILE
-    flags = os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        try:
-            fd = durable.create_file(path)  # 0600, O_EXCL; raises FileNotFoundError if the session went
-            os.close(fd)
-        except FileExistsError:
-            pass
-        fd = os.open(path, flags)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _has_artifacts(session: SessionDir) -> bool:
