@@ -106,7 +106,7 @@ def _clock() -> str:
 
 
 def _unsynced() -> None:
-    durable.fsync_fd = lambda fd, *, data_only=False: None
+    durable.fsync_fd = lambda fd, *, data_only=False, path=None: None
     durable.fsync_dir = lambda path: None
 
 

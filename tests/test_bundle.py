@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from handshake_cli.maintenance import bundle
+from handshake_cli.maintenance.bundle import import_ as importing
 from handshake_cli.paths import Paths
 from handshake_cli.storage.store import Store
 from tests.conftest import FIXTURES, GOLDEN, CliResult
@@ -429,7 +430,7 @@ def test_a_failure_while_landing_leaves_no_half_session(
     def crash(top: Path) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(bundle, "_seal", crash)
+    monkeypatch.setattr(importing, "_seal", crash)
     paths = Paths(tmp_path / "dest")
     with pytest.raises(OSError, match="disk on fire"):
         bundle.import_bundle(Store(paths), good_bundle)

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from handshake_cli.errors import ExitCode, HandshakeError
 from handshake_cli.maintenance import bundle
+from handshake_cli.maintenance.bundle import checks
 from handshake_cli.paths import Paths
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES, Store
 from tests.conftest import GOLDEN, CliResult
@@ -322,7 +323,7 @@ def test_the_total_size_limit(stored_root: Path, tmp_path: Path, monkeypatch: py
     # Four GiB of real members would take minutes to write; the check is the same at any size.
     members = good_members()
     total = sum(len(m.data) for m in members if m.data is not None and m.info.name != "manifest.json")
-    monkeypatch.setattr(bundle, "MAX_TOTAL_BYTES", total - 1)
+    monkeypatch.setattr(checks, "MAX_TOTAL_BYTES", total - 1)  # read where the headers are checked
     outcome = import_in_process(stored_root, write_bundle(tmp_path / "total.tar.gz", members))
     assert outcome.code == 2 and f"past {total - 1} bytes" in outcome.message
 

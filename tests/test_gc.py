@@ -372,6 +372,30 @@ def test_a_damaged_session_is_never_removed(cli: Cli, root: Path) -> None:
     assert session_names(root) == ["bad-config-1", "corrupt-1"]
 
 
+def test_a_head_naming_an_unknown_state_is_not_trusted(cli: Cli, root: Path) -> None:
+    """head.json is a cache: one edited by hand to name a state handshake never writes, even
+    with the journal's last seq, is rebuilt from the journal by the listing as by gc."""
+    session = make_session(root, "bogus-1", "PAUSED")
+    head = json.loads((session.path / "head.json").read_text())
+    assert head["last_seq"] == 3
+    (session.path / "head.json").write_text(json.dumps({**head, "state": "BOGUS"}))
+    rows = cli("inspect", "--root", str(root), "--json").json["sessions"]
+    assert [(row["state"], row["head_matches"]) for row in rows] == [("PAUSED", False)]
+    doc = gc(cli, root, "--older-than", "0s")
+    assert [(s["state"], s["reason"]) for s in doc["skipped"]] == [("PAUSED", "unfinished")]
+
+
+def test_a_journal_with_no_intact_record_is_named(cli: Cli, root: Path) -> None:
+    session = make_session(root, "empty-1")
+    (session.journal / "00000001.jsonl").write_bytes(b"not a record\n")
+    doc = gc(cli, root, "--older-than", "0s", code=5)
+    [skipped] = doc["skipped"]
+    assert skipped["error"]["message"] == (
+        f"session empty-1: the journal holds no intact record ({session.journal})"
+    )
+    assert session_names(root) == ["empty-1"]
+
+
 def test_gc_reads_only_whose_session_it_is_from_session_toml(cli: Cli, root: Path) -> None:
     """session.toml must name the session and a format gc reads; the job below it is not parsed."""
     foreign = make_session(root, "foreign-1")

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
-from handshake_cli.session.state import ACTIVE, BLOCKED, INTERRUPTED, PAUSED, ModelSession, fold, read_head
+from handshake_cli.session.state import (
+    ACTIVE,
+    BLOCKED,
+    INTERRUPTED,
+    PAUSED,
+    STATES,
+    ModelSession,
+    fold,
+    read_head,
+)
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import read_last_record, scan
+from handshake_cli.storage.journal import Record, read_last_record, scan
 from handshake_cli.storage.store import SessionDir, Store
 
 
@@ -47,12 +56,24 @@ def session_problem(exc: Exception) -> dict[str, Any]:
     return {"code": code, "exit_code": exit_code, "message": message}
 
 
-def head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
-    """The session record from head.json when it agrees with the journal's last record,
-    else folded from the journal. Returns the record and whether head.json was trusted."""
+class StoredSession(NamedTuple):
+    """What `head_or_fold` found."""
+
+    record: ModelSession
+    head_trusted: bool  # False: head.json disagreed with the journal, which was folded
+    last_record: Record  # the journal record `record` is as of
+
+
+def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> StoredSession:
+    """The session record from head.json when it agrees with the journal's last record and
+    names a state handshake writes, else folded from the journal.
+
+    A fold stops at damage in the journal and folds the records before it, as a listing
+    should; `refuse_corruption` raises IntegrityError instead for damage other than a torn
+    tail (gc, which must not decide a removal from part of a journal)."""
     head = read_head(session.path)
     last = read_last_record(session.journal)
-    if head and last and head.get("last_seq") == last.seq and head.get("state"):
+    if head and last and head.get("last_seq") == last.seq and head.get("state") in STATES:
         record = ModelSession(session.session_id)
         for name in (
             "state",
@@ -65,13 +86,18 @@ def head_or_fold(session: SessionDir) -> tuple[ModelSession, bool]:
             if name in head:
                 setattr(record, name, head[name])
         record.updated_at = last.ts
-        return record, True
+        return StoredSession(record, True, last)
     result = scan(session.journal, session.session_id)
+    if refuse_corruption and result.corruption:
+        damage = result.corruption
+        raise IntegrityError(
+            f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
+        )
     if not result.records:  # record 1 is written with the session: its absence is damage
         raise IntegrityError(
             f"session {session.session_id}: the journal holds no intact record ({session.journal})"
         )
-    return fold(session.session_id, result.records), False
+    return StoredSession(fold(session.session_id, result.records), False, result.records[-1])
 
 
 def list_sessions(store: Store) -> list[dict[str, Any]]:
@@ -107,7 +133,7 @@ def listing_exit_code(rows: list[dict[str, Any]]) -> int:
 def _row(store: Store, session_id: str) -> dict[str, Any]:
     session = store.session(session_id)  # refuses links and files out of place
     config = session.read_config()
-    record, head_matches = head_or_fold(session)
+    record, head_matches, _ = head_or_fold(session)
     holder = lock.holder(session.path)
     state = effective_state(record.state, holder)
     return {
