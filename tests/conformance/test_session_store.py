@@ -28,7 +28,7 @@ from handshake_cli.errors import (
     SessionExists,
     SessionLocked,
 )
-from handshake_cli.storage.contract import Durability, JournalAppender, SessionStore
+from handshake_cli.storage.contract import Durability, JournalAppender, Lease, SessionStore
 from handshake_cli.storage.journal import Record, Start, encode
 from handshake_cli.storage.records import RecordRefused
 from tests.conformance.stores import STORES, Harness, make_harness
@@ -59,8 +59,22 @@ def new_session(store: SessionStore, session_id: str | None = None) -> str:
     return store.create_session(CONFIG, CREATED, head_for=head_for, session_id=session_id)
 
 
-def notes(appender: JournalAppender, count: int, durability: Durability = Durability.NOW) -> list[Record]:
-    return [appender.append("test.note", {"n": n}, durability=durability) for n in range(count)]
+def notes(appender: JournalAppender, count: int) -> list[Record]:
+    return [appender.append("test.note", {"n": n}) for n in range(count)]
+
+
+def append_notes(lease: Lease, count: int) -> list[Record]:
+    """`count` records appended under `lease`, through an appender opened for them."""
+    journal = lease.open_journal()
+    try:
+        return notes(journal, count)
+    finally:
+        journal.close()
+
+
+def write_notes(store: SessionStore, session_id: str, count: int) -> list[Record]:
+    with store.acquire(session_id) as lease:
+        return append_notes(lease, count)
 
 
 def start_at(record: Record) -> Start:
@@ -146,9 +160,7 @@ def test_a_removed_session_is_gone_whole_and_the_others_stay(store: SessionStore
     kept, removed = new_session(store, "kept"), new_session(store, "removed")
     with store.acquire(removed) as lease:
         lease.put_artifact(b"an artifact")
-        journal = lease.open_journal()
-        notes(journal, 2)
-        journal.close()
+        append_notes(lease, 2)
         with pytest.raises(SessionLocked):  # never under a writer
             store.remove_session(removed)
 
@@ -321,10 +333,7 @@ def test_an_artifact_added_to_the_journal_is_durable_with_the_record_that_names_
 def test_a_damaged_record_in_the_middle_is_corruption_and_is_never_returned(
     harness: Harness, store: SessionStore, session_id: str
 ) -> None:
-    with store.acquire(session_id) as lease:
-        journal = lease.open_journal()
-        appended = notes(journal, 5)
-        journal.close()
+    appended = write_notes(store, session_id, 5)
     damaged = appended[2]
     harness.flip_bit(session_id, damaged, 30)
 
@@ -353,10 +362,7 @@ def test_any_flipped_bit_is_damage_and_no_damaged_record_is_returned(
 ) -> None:
     store = harness.store
     session_id = new_session(store)
-    with store.acquire(session_id) as lease:
-        journal = lease.open_journal()
-        appended = notes(journal, 4)
-        journal.close()
+    appended = write_notes(store, session_id, 4)
     damaged = appended[which]
     harness.flip_bit(session_id, damaged, int(where * (_line_length(damaged) - 1)), bit)  # not the newline
 
@@ -442,9 +448,7 @@ def test_the_head_cache_is_what_was_written_and_may_lag_the_journal(
 ) -> None:
     with store.acquire(session_id) as lease:
         assert lease.write_head({"state": "ACTIVE", "last_seq": 2, "checkpoint_count": 0})
-        journal = lease.open_journal()
-        notes(journal, 3)
-        journal.close()
+        append_notes(lease, 3)
 
         head = store.read_head(session_id)
         assert head is not None
@@ -463,10 +467,7 @@ def test_the_head_cache_is_what_was_written_and_may_lag_the_journal(
 def test_a_torn_tail_is_cut_off_into_quarantine_and_the_journal_goes_on(
     harness: Harness, store: SessionStore, session_id: str
 ) -> None:
-    with store.acquire(session_id) as lease:
-        journal = lease.open_journal()
-        appended = notes(journal, 2)
-        journal.close()
+    appended = write_notes(store, session_id, 2)
     cut_short = encode(4, "2026-01-01T00:00:00Z", "test.note", {"n": "lost"}, appended[-1].sum)[0][:40]
     harness.tear(session_id, cut_short)
 
