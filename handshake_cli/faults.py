@@ -90,6 +90,7 @@ SITES = (
     "handshake_cli.session.state",
     "handshake_cli.storage.lock",
     "handshake_cli.storage.store",
+    "handshake_cli.storage.filesystem",
     "handshake_cli.maintenance.gc",
     "handshake_cli.storage.trash",
     "handshake_cli.maintenance.bundle",

@@ -21,7 +21,7 @@ from handshake_cli import documents, faults
 from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
 from handshake_cli.engine.providers import make_provider
 from handshake_cli.engine.secrets import SecretMasker
-from handshake_cli.errors import ExitCode, HandshakeError, IntegrityError, SessionLocked, UsageError
+from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.recovery.plan import (
     BLOCK,
     PROBE,
@@ -35,9 +35,9 @@ from handshake_cli.recovery.plan import (
 from handshake_cli.recovery.view import in_flight_text, rebuild
 from handshake_cli.session.checkpoints import CheckpointWriter
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
-from handshake_cli.storage import durable
 from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.journal import Damage, JournalWriter
+from handshake_cli.storage.filesystem import repair_torn_tail
+from handshake_cli.storage.journal import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 
@@ -345,78 +345,6 @@ def _read_result_file(path: str) -> str:
         raise UsageError(f"--result-file {path}: no such file", details={"file": path}) from None
     except OSError as exc:
         raise UsageError(f"--result-file {path}: {exc.strerror or exc}", details={"file": path}) from None
-
-
-def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
-    """Cut a torn tail off the newest segment; its bytes go to quarantine/ first, durably."""
-    segment = session.journal / damage.segment
-    with durable.environment("open for repair", segment):
-        fd = os.open(segment, os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC)
-    try:
-        with durable.environment("read the torn tail of", segment):
-            size = os.fstat(fd).st_size
-            torn = os.pread(fd, size - damage.offset, damage.offset)
-        quarantined = None
-        if torn:
-            quarantined = _quarantine(session, f"{damage.segment}.{damage.offset}", torn)
-            faults.crash_point("recovery_after_quarantine")
-        # A failure from here leaves the torn tail (safe in quarantine) for the next recovery.
-        with durable.environment("cut the torn tail of", segment):
-            os.ftruncate(fd, damage.offset)
-            if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
-                os.pwrite(fd, b"\n", damage.offset)
-        durable.fsync_fd(fd, path=segment)
-    finally:
-        os.close(fd)
-    return {
-        "segment": damage.segment,
-        "offset": damage.offset,
-        "length": damage.length,
-        "quarantined": quarantined,
-    }
-
-
-def _quarantine(session: SessionDir, stem: str, data: bytes) -> str:
-    """Keep `data` under `quarantine/<stem>.torn`, durably, never replacing a file there.
-
-    The same offset can be cut twice (a tail cut at X, records appended at X, power lost,
-    another cut at X), so a taken name moves on to `<stem>.2.torn`, `<stem>.3.torn`...; a
-    file already holding exactly these bytes (a recovery that died after quarantining them)
-    is kept as it is. The bytes reach their name by a hard link, which fails rather than
-    replace, and only after they are synced: a name in quarantine/ never holds a part."""
-    durable.ensure_subdir(session.quarantine, durable=True)
-    tmp = durable.temp_path_for(session.quarantine / f"{stem}.torn")
-    fd = durable.create_file(tmp)
-    try:
-        try:
-            durable.write_all(fd, data)
-            durable.fsync_fd(fd)
-        finally:
-            os.close(fd)
-        number = 1
-        while True:
-            name = f"{stem}.torn" if number == 1 else f"{stem}.{number}.torn"
-            try:
-                with durable.environment("name the quarantined bytes", session.quarantine / name):
-                    os.link(tmp, session.quarantine / name)
-            except FileExistsError:
-                if not _holds(session.quarantine / name, data):
-                    number += 1
-                    continue
-            durable.fsync_dir(session.quarantine)
-            return f"quarantine/{name}"
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass  # a temporary name gc sweeps; the bytes are kept or the error says why
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    try:
-        return durable.read_bytes(path) == data
-    except (OSError, IntegrityError):
-        return False
 
 
 class _NoModel:

@@ -1,0 +1,319 @@
+"""The filesystem store: the session-store contract (`storage.contract`) over the files of
+DESIGN section 2, `<root>/sessions/<id>/`.
+
+An adapter: what each operation does on disk is written once, in the modules it calls
+(`store` for making and opening sessions, `journal` for scans and appends, `artifacts`,
+`lock`, `head`, `trash`). What lives here is what had no home in storage before: cutting a
+torn tail with its bytes kept in `quarantine/`, and removing a session whole.
+
+"Durable" here is fsynced: a file's data, and the directory of a new name. The lease is the
+session's flock, which the kernel drops when its process ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from handshake_cli import faults
+from handshake_cli.errors import IntegrityError, NotFound
+from handshake_cli.paths import Paths
+from handshake_cli.storage import durable, head, lock
+from handshake_cli.storage.artifacts import PackWriter
+from handshake_cli.storage.contract import (
+    Durability,
+    HeadFor,
+    JournalAppender,
+    Lease,
+    SessionStore,
+    TailRepair,
+)
+from handshake_cli.storage.journal import (
+    Clock,
+    Damage,
+    JournalWriter,
+    Record,
+    ScanResult,
+    Start,
+    read_last_record,
+    read_record_at,
+    scan,
+    utc_now,
+)
+from handshake_cli.storage.lock import LockHolder, SessionLock
+from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.trash import measure_and_delete
+
+# Where a removed session goes before it is deleted; gc empties what a crash leaves there.
+TRASH_DIR = "trash"
+QUARANTINE = "quarantine/"
+TORN = ".torn"
+
+
+class FilesystemStore(SessionStore):
+    """Sessions as directories under one root."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.store = Store(paths)
+
+    def session(self, session_id: str) -> SessionDir:
+        """An existing session's directory, checked (`Store.session`)."""
+        return self.store.session(session_id)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def session_ids(self) -> list[str]:
+        return self.store.session_ids()
+
+    def create_session(
+        self,
+        config: dict[str, Any],
+        created_data: dict[str, Any],
+        *,
+        head_for: HeadFor,
+        session_id: str | None = None,
+        clock: Clock | None = None,
+    ) -> str:
+        made = self.store.create_session(
+            config, created_data, head_for=head_for, session_id=session_id, clock=clock or utc_now
+        )
+        return made.session_id
+
+    def remove_session(self, session_id: str) -> None:
+        """Under the lease, one rename into `<root>/trash/` (made durable), then the tree is
+        deleted: a crash leaves the session whole in `sessions/` or out of it."""
+        session = self.session(session_id)
+        trash = self.paths.root / TRASH_DIR
+        target = trash / f"{session_id}.{secrets.token_hex(4)}"
+        with self.acquire(session_id, command=f"remove session {session_id}"):
+            durable.ensure_subdir(trash)
+            with durable.environment("move into the trash", session.path):
+                os.rename(session.path, target)
+        durable.fsync_dir(self.paths.sessions)
+        durable.fsync_dir(trash)
+        measure_and_delete(target)  # what it cannot delete stays in the trash, for gc
+
+    def read_config(self, session_id: str) -> dict[str, Any]:
+        return self.session(session_id).read_config()
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def scan(
+        self, session_id: str, *, start: Start | None = None, decode: bool | frozenset[str] = True
+    ) -> ScanResult:
+        return scan(self.session(session_id).journal, session_id, decode=decode, start=start)
+
+    def last_record(self, session_id: str) -> Record | None:
+        return read_last_record(self.session(session_id).journal)
+
+    def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
+        return read_record_at(self.session(session_id).journal, segment, offset)
+
+    # -- artifacts, the head cache, quarantine --------------------------------------------
+
+    def get_artifact(self, session_id: str, artifact_id: str) -> bytes:
+        return self.session(session_id).artifact_store().get(artifact_id)
+
+    def read_head(self, session_id: str) -> dict[str, Any] | None:
+        return head.read(self.session(session_id).path)
+
+    def quarantined(self, session_id: str) -> list[str]:
+        folder = self.session(session_id).quarantine
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        return sorted(
+            QUARANTINE + e.name
+            for e in entries
+            if e.name.endswith(TORN)
+            and not e.name.startswith(durable.TEMP_PREFIX)
+            and e.is_file(follow_symlinks=False)
+        )
+
+    def read_quarantined(self, session_id: str, name: str) -> bytes:
+        session = self.session(session_id)
+        stem = name.removeprefix(QUARANTINE)
+        if not name.startswith(QUARANTINE) or "/" in stem or not stem.endswith(TORN):
+            raise NotFound(f"{name!r} is not a name quarantine gives")
+        try:
+            return durable.read_bytes(session.quarantine / stem)
+        except FileNotFoundError:
+            raise NotFound(f"session {session_id} keeps nothing under {name}") from None
+
+    # -- the lease ------------------------------------------------------------------------
+
+    def acquire(self, session_id: str, *, command: str | None = None) -> FilesystemLease:
+        session = self.session(session_id)
+        held = SessionLock(session.path, session_id)
+        held.acquire(command)
+        found = lock.holder(session.path)
+        if found is None:  # owner.json was just written by this live process
+            held.release()
+            raise IntegrityError(f"session {session_id}: {lock.OWNER_FILE} vanished as it was written")
+        return FilesystemLease(session, held, found)
+
+    def holder(self, session_id: str) -> LockHolder | None:
+        return lock.holder(self.session(session_id).path)
+
+
+class FilesystemLease(Lease):
+    """The session's flock, held by this process, and what only its holder may do."""
+
+    def __init__(self, session: SessionDir, held: SessionLock, holder: LockHolder) -> None:
+        self.session = session
+        self.session_id = session.session_id
+        self.holder = holder
+        self._lock = held
+
+    def open_journal(self, *, clock: Clock | None = None) -> FilesystemAppender:
+        journal = JournalWriter.open(self.session.journal, self.session_id, clock=clock or utc_now)
+        try:
+            pack = self.session.artifact_store().pack_writer()
+        except BaseException:
+            journal.close()
+            raise
+        return FilesystemAppender(journal, pack)
+
+    def put_artifact(self, data: bytes) -> str:
+        return self.session.artifact_store().put_loose(data)
+
+    def write_head(self, fields: dict[str, Any]) -> bool:
+        return head.write(self.session.path, fields)
+
+    def repair_torn_tail(self, damage: Damage) -> TailRepair:
+        if not damage.repairable:
+            raise IntegrityError(
+                f"session {self.session_id}: the damage at {damage.segment} offset {damage.offset} is "
+                f"corruption ({damage.detail}), which is never cut off"
+            )
+        done = repair_torn_tail(self.session, damage)
+        return TailRepair(
+            segment=done["segment"],
+            offset=done["offset"],
+            length=done["length"],
+            quarantined=done["quarantined"],
+        )
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> FilesystemLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class FilesystemAppender(JournalAppender):
+    """A journal writer and a pack writer, synced in DESIGN section 2's order: artifacts first."""
+
+    def __init__(self, journal: JournalWriter, pack: PackWriter) -> None:
+        self.journal = journal
+        self.pack = pack
+
+    @property
+    def last_seq(self) -> int:
+        return self.journal.last_seq
+
+    def append(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        durability: Durability = Durability.NOW,
+        encoded: bytes | None = None,
+    ) -> Record:
+        now = durability is Durability.NOW
+        if now:
+            self.pack.sync()  # an artifact a record names is durable before the record
+        return self.journal.append(type_, data, sync=now, encoded=encoded)
+
+    def add_artifact(self, data: bytes) -> str:
+        return self.pack.add(data)[0]
+
+    def sync(self) -> None:
+        self.pack.sync()
+        self.journal.sync()
+
+    def close(self) -> None:
+        self.journal.close()
+        self.pack.close()
+
+
+# -- cutting a torn tail ------------------------------------------------------------------
+
+
+def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
+    """Cut a torn tail off the newest segment; its bytes go to quarantine/ first, durably."""
+    segment = session.journal / damage.segment
+    with durable.environment("open for repair", segment):
+        fd = os.open(segment, os.O_RDWR | durable.NOFOLLOW | durable.CLOEXEC)
+    try:
+        with durable.environment("read the torn tail of", segment):
+            size = os.fstat(fd).st_size
+            torn = os.pread(fd, size - damage.offset, damage.offset)
+        quarantined = None
+        if torn:
+            quarantined = quarantine(session, f"{damage.segment}.{damage.offset}", torn)
+            faults.crash_point("recovery_after_quarantine")
+        # A failure from here leaves the torn tail (safe in quarantine) for the next recovery.
+        with durable.environment("cut the torn tail of", segment):
+            os.ftruncate(fd, damage.offset)
+            if damage.offset and os.pread(fd, 1, damage.offset - 1) != b"\n":
+                os.pwrite(fd, b"\n", damage.offset)
+        durable.fsync_fd(fd, path=segment)
+    finally:
+        os.close(fd)
+    return {
+        "segment": damage.segment,
+        "offset": damage.offset,
+        "length": damage.length,
+        "quarantined": quarantined,
+    }
+
+
+def quarantine(session: SessionDir, stem: str, data: bytes) -> str:
+    """Keep `data` under `quarantine/<stem>.torn`, durably, never replacing a file there.
+
+    The same offset can be cut twice (a tail cut at X, records appended at X, power lost,
+    another cut at X), so a taken name moves on to `<stem>.2.torn`, `<stem>.3.torn`...; a
+    file already holding exactly these bytes (a recovery that died after quarantining them)
+    is kept as it is. The bytes reach their name by a hard link, which fails rather than
+    replace, and only after they are synced: a name in quarantine/ never holds a part."""
+    durable.ensure_subdir(session.quarantine, durable=True)
+    tmp = durable.temp_path_for(session.quarantine / f"{stem}{TORN}")
+    fd = durable.create_file(tmp)
+    try:
+        try:
+            durable.write_all(fd, data)
+            durable.fsync_fd(fd)
+        finally:
+            os.close(fd)
+        number = 1
+        while True:
+            name = f"{stem}{TORN}" if number == 1 else f"{stem}.{number}{TORN}"
+            try:
+                with durable.environment("name the quarantined bytes", session.quarantine / name):
+                    os.link(tmp, session.quarantine / name)
+            except FileExistsError:
+                if not _holds(session.quarantine / name, data):
+                    number += 1
+                    continue
+            durable.fsync_dir(session.quarantine)
+            return QUARANTINE + name
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # a temporary name gc sweeps; the bytes are kept or the error says why
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return durable.read_bytes(path) == data
+    except (OSError, IntegrityError):
+        return False

@@ -1,0 +1,398 @@
+"""The in-memory store: the session-store contract's reference implementation.
+
+Nothing here is shaped by files. A journal is a list of appended lines (the codec's exact
+bytes), a position is a line's index in it, a lease is an entry in a table, and "durable"
+is a mark: `Memory.crash()` keeps what was synced and forgets the rest, as a machine that
+loses its power would. It runs the conformance suite in milliseconds, gives tests of the
+layers above a store without a disk, and proves that the contract asks for behaviour, not
+for the filesystem store's layout.
+
+Lines are verified on every read with the journal codec (`storage.journal`), exactly as
+the filesystem store verifies them: checksum, seq and chain, then the record's content.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from handshake_cli.errors import (
+    ArtifactCorrupt,
+    IntegrityError,
+    JournalNeedsRepair,
+    NotFound,
+    SessionExists,
+    SessionLocked,
+)
+from handshake_cli.storage import journal as codec
+from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
+from handshake_cli.storage.contract import (
+    Durability,
+    HeadFor,
+    JournalAppender,
+    Lease,
+    SessionStore,
+    TailRepair,
+)
+from handshake_cli.storage.head import HEAD_FORMAT
+from handshake_cli.storage.journal import Clock, Damage, Record, ScanResult, Start, utc_now
+from handshake_cli.storage.lock import LockHolder
+from handshake_cli.storage.records import RecordInvalid
+from handshake_cli.storage.store import FORMAT_VERSION, job_digest, new_session_id, validate_session_id
+
+# Every record's position is (JOURNAL, index of its line).
+JOURNAL = "journal"
+
+
+@dataclass
+class _Session:
+    config: dict[str, Any]
+    lines: list[bytes] = field(default_factory=list)  # one per append, newline included
+    synced: int = 0  # how many of `lines` are durable
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    unsynced_artifacts: set[str] = field(default_factory=set)
+    head: bytes | None = None  # the head cache, as JSON text
+    quarantine: dict[str, bytes] = field(default_factory=dict)
+    lease: LockHolder | None = None
+
+
+class Memory:
+    """What the sessions live in: shared by every `MemoryStore` made over it, the way a disk
+    is shared by the processes that open it."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, _Session] = {}
+
+    def crash(self) -> None:
+        """The machine stops: what was not synced is lost, and every lease is let go."""
+        for session in self.sessions.values():
+            del session.lines[session.synced :]
+            for ident in session.unsynced_artifacts:
+                session.artifacts.pop(ident, None)
+            session.unsynced_artifacts.clear()
+            session.lease = None
+
+
+class MemoryStore(SessionStore):
+    def __init__(self, memory: Memory | None = None) -> None:
+        self.memory = memory if memory is not None else Memory()
+
+    def _session(self, session_id: str) -> _Session:
+        validate_session_id(session_id)
+        found = self.memory.sessions.get(session_id)
+        if found is None:
+            raise NotFound(f"no session {session_id} in this memory store")
+        return found
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def session_ids(self) -> list[str]:
+        return sorted(self.memory.sessions)
+
+    def create_session(
+        self,
+        config: dict[str, Any],
+        created_data: dict[str, Any],
+        *,
+        head_for: HeadFor,
+        session_id: str | None = None,
+        clock: Clock | None = None,
+    ) -> str:
+        session_id = new_session_id() if session_id is None else validate_session_id(session_id)
+        if session_id in self.memory.sessions:
+            raise SessionExists(f"session {session_id} already exists in this memory store")
+        clock = clock or utc_now
+        created_at = clock()
+        stored = copy.deepcopy(config)
+        stored.update(format_version=FORMAT_VERSION, session_id=session_id, created_at=created_at)
+        session = _Session(stored)
+        first_ts = iter([created_at])  # record 1 carries the config's created_at
+        appender = MemoryAppender(session, session_id, lambda: next(first_ts, None) or clock())
+        data = {
+            **created_data,
+            "session_id": session_id,
+            "format_version": FORMAT_VERSION,
+            "job_sha256": job_digest(config.get("job")),
+        }
+        record = appender.append("session.created", data)
+        session.head = _head_bytes(head_for(record))
+        self.memory.sessions[session_id] = session  # whole, in one step
+        return session_id
+
+    def remove_session(self, session_id: str) -> None:
+        session = self._session(session_id)
+        if session.lease is not None:
+            raise _locked(session_id, session.lease)
+        del self.memory.sessions[session_id]
+
+    def read_config(self, session_id: str) -> dict[str, Any]:
+        return copy.deepcopy(self._session(session_id).config)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def scan(
+        self, session_id: str, *, start: Start | None = None, decode: bool | frozenset[str] = True
+    ) -> ScanResult:
+        return _scan(self._session(session_id).lines, session_id, start, decode)
+
+    def last_record(self, session_id: str) -> Record | None:
+        lines = self._session(session_id).lines
+        for index in range(len(lines) - 1, -1, -1):
+            found = _intact(lines, index)
+            if found is not None:
+                return found
+        return None
+
+    def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
+        lines = self._session(session_id).lines
+        if segment != JOURNAL or not 0 <= offset < len(lines):
+            return None
+        return _intact(lines, offset)
+
+    # -- artifacts, the head cache, quarantine --------------------------------------------
+
+    def get_artifact(self, session_id: str, ident: str) -> bytes:
+        if not ARTIFACT_ID.fullmatch(ident):
+            raise ArtifactCorrupt(f"{ident!r} is not an artifact id")
+        data = self._session(session_id).artifacts.get(ident)
+        if data is None:
+            raise NotFound(f"artifact {ident} is not in this session", details={"artifact_id": ident})
+        if artifact_id(data) != ident:
+            raise ArtifactCorrupt(
+                f"artifact {ident} is damaged: its bytes no longer match its id",
+                details={"artifact_id": ident},
+            )
+        return data
+
+    def read_head(self, session_id: str) -> dict[str, Any] | None:
+        raw = self._session(session_id).head
+        found = json.loads(raw) if raw is not None else None
+        return found if isinstance(found, dict) and found.get("format_version") == HEAD_FORMAT else None
+
+    def quarantined(self, session_id: str) -> list[str]:
+        return sorted(self._session(session_id).quarantine)
+
+    def read_quarantined(self, session_id: str, name: str) -> bytes:
+        found = self._session(session_id).quarantine.get(name)
+        if found is None:
+            raise NotFound(f"session {session_id} keeps nothing under {name}")
+        return found
+
+    # -- the lease ------------------------------------------------------------------------
+
+    def acquire(self, session_id: str, *, command: str | None = None) -> MemoryLease:
+        session = self._session(session_id)
+        if session.lease is not None:
+            raise _locked(session_id, session.lease)
+        session.lease = LockHolder(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            command=command or "handshake",
+        )
+        return MemoryLease(session, session_id, session.lease)
+
+    def holder(self, session_id: str) -> LockHolder | None:
+        return self._session(session_id).lease
+
+
+def _locked(session_id: str, holder: LockHolder) -> SessionLocked:
+    return SessionLocked(
+        f"session {session_id} is locked by {holder.describe()}",
+        details={"lock_holder": holder.as_json()},
+    )
+
+
+def _head_bytes(fields: dict[str, Any]) -> bytes:
+    return json.dumps({"format_version": HEAD_FORMAT, **fields}, sort_keys=True).encode()
+
+
+class MemoryLease(Lease):
+    def __init__(self, session: _Session, session_id: str, holder: LockHolder) -> None:
+        self.session = session
+        self.session_id = session_id
+        self.holder = holder
+
+    def open_journal(self, *, clock: Clock | None = None) -> MemoryAppender:
+        result = _scan(self.session.lines, self.session_id, None, False)
+        if result.corruption:
+            damage = result.corruption
+            raise IntegrityError(
+                f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
+            )
+        if result.torn_tail:
+            raise JournalNeedsRepair(
+                f"journal ends in a torn tail at line {result.torn_tail.offset}; "
+                "recovery must cut it off before anything is appended"
+            )
+        return MemoryAppender(
+            self.session, self.session_id, clock or utc_now, result.last_seq, result.last_sum
+        )
+
+    def put_artifact(self, data: bytes) -> str:
+        ident = artifact_id(data)
+        self.session.artifacts[ident] = data
+        self.session.unsynced_artifacts.discard(ident)
+        return ident
+
+    def write_head(self, fields: dict[str, Any]) -> bool:
+        self.session.head = _head_bytes(fields)
+        return True
+
+    def repair_torn_tail(self, damage: Damage) -> TailRepair:
+        lines = self.session.lines
+        if not damage.repairable or damage.segment != JOURNAL or not 0 <= damage.offset <= len(lines):
+            raise IntegrityError(
+                f"session {self.session_id}: the damage at {damage.segment} offset {damage.offset} "
+                f"is not a torn tail of this journal ({damage.detail}); it is never cut off"
+            )
+        torn = b"".join(lines[damage.offset :])
+        name = self._quarantine(f"{JOURNAL}.{damage.offset}", torn) if torn else None
+        del lines[damage.offset :]
+        self.session.synced = len(lines)  # the cut is durable, with everything before it
+        return TailRepair(segment=JOURNAL, offset=damage.offset, length=len(torn), quarantined=name)
+
+    def _quarantine(self, stem: str, data: bytes) -> str:
+        """Keep `data` under a name no bytes have yet (or the one already holding them)."""
+        kept = self.session.quarantine
+        number = 1
+        while True:
+            name = f"quarantine/{stem}.torn" if number == 1 else f"quarantine/{stem}.{number}.torn"
+            if kept.setdefault(name, data) == data:
+                return name
+            number += 1
+
+    def release(self) -> None:
+        if self.session.lease is self.holder:
+            self.session.lease = None
+
+    def __enter__(self) -> MemoryLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class MemoryAppender(JournalAppender):
+    def __init__(
+        self,
+        session: _Session,
+        session_id: str,
+        clock: Clock,
+        last_seq: int = 0,
+        last_sum: str | None = None,
+    ) -> None:
+        self.session = session
+        self.clock = clock
+        self._last_seq = last_seq
+        self.last_sum = last_sum if last_sum is not None else codec.genesis(session_id)
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def append(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        durability: Durability = Durability.NOW,
+        encoded: bytes | None = None,
+    ) -> Record:
+        seq, prev = self._last_seq + 1, self.last_sum
+        ts = self.clock()
+        line, digest = codec.encode(seq, ts, type_, data, prev, encoded)
+        codec._refuse_beyond_limits(line, type_, data)  # the codec's limits, as every store's
+        self.session.lines.append(line)
+        self._last_seq, self.last_sum = seq, digest
+        if durability is Durability.NOW:
+            self.sync()
+        return Record(seq, ts, type_, data, prev, digest, JOURNAL, len(self.session.lines) - 1)
+
+    def add_artifact(self, data: bytes) -> str:
+        ident = artifact_id(data)
+        if ident not in self.session.artifacts:
+            self.session.artifacts[ident] = data
+            self.session.unsynced_artifacts.add(ident)
+        return ident
+
+    def sync(self) -> None:
+        self.session.unsynced_artifacts.clear()
+        self.session.synced = len(self.session.lines)
+
+    def close(self) -> None:
+        pass
+
+
+# -- reading lines back, with the codec ----------------------------------------------------
+
+
+def _intact(lines: list[bytes], index: int) -> Record | None:
+    """The record of line `index` when its bytes are intact (checksum and content)."""
+    content = lines[index].removesuffix(b"\n")
+    if not lines[index].endswith(b"\n") or codec.check_content(content) is None:
+        return None
+    try:
+        return Record.decode(content, JOURNAL, index)
+    except RecordInvalid:
+        return None
+
+
+def _scan(
+    lines: list[bytes], session_id: str, start: Start | None, decode: bool | frozenset[str]
+) -> ScanResult:
+    """Verify every line from `start` (or the first): checksum, seq and chain, then content.
+
+    At the first line that fails: a line whose bytes fail their checksum with no intact line
+    after it is a torn tail (a write a crash cut short); anything else is corruption."""
+    result = ScanResult(last_sum=codec.genesis(session_id))
+    first = 0
+    if start is not None:
+        if start.segment != JOURNAL or not 0 <= start.offset < len(lines):
+            raise IntegrityError(f"journal position {start.segment} {start.offset} is not in the journal")
+        first, result.last_seq, result.last_sum = start.offset, start.seq - 1, start.prev
+    result.valid_ends[JOURNAL] = first
+    for index in range(first, len(lines)):
+        problem = _accept(lines[index], index, result, decode)
+        if problem is None:
+            result.valid_ends[JOURNAL] = index + 1
+            continue
+        rest = lines[index:]
+        torn = problem == _TORN and not any(_intact(lines, i) for i in range(index + 1, len(lines)))
+        if torn:
+            detail = f"the last {sum(map(len, rest))} bytes are an incomplete or damaged record"
+            result.damage = Damage("torn_tail", JOURNAL, index, sum(map(len, rest)), detail)
+        else:
+            detail = "damaged bytes followed by an intact record" if problem == _TORN else problem
+            result.damage = Damage("corrupt", JOURNAL, index, len(lines[index]), detail)
+        break
+    return result
+
+
+_TORN = "the record's bytes fail their checksum"
+
+
+def _accept(line: bytes, index: int, result: ScanResult, decode: bool | frozenset[str]) -> str | None:
+    """Take line `index` into `result`; or what is wrong with it."""
+    content = line.removesuffix(b"\n")
+    parsed = codec.check_content(content) if line.endswith(b"\n") else None
+    if parsed is None:
+        return _TORN
+    seq, prev, digest = parsed
+    if seq != result.last_seq + 1 or prev != result.last_sum:
+        return f"record seq {seq} does not follow seq {result.last_seq} (chain broken)"
+    if decode is not False:
+        try:
+            record = Record.decode(content, JOURNAL, index)
+        except RecordInvalid as exc:
+            return f"record seq {seq}: {exc.message.split(': ', 1)[-1]}"
+        if decode is True or record.type in decode:
+            result.records.append(record)
+    result.count += 1
+    result.last_seq, result.last_sum = seq, digest
+    return None
