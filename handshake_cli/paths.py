@@ -42,6 +42,11 @@ class Paths:
         """Sessions are built here and renamed into `sessions/` whole."""
         return self.root / "staging"
 
+    @property
+    def trash(self) -> Path:
+        """gc renames a session here (one durable step) before anything in it is deleted."""
+        return self.root / "trash"
+
     def root_args(self) -> list[str]:
         """The `--root` words a printed command must repeat to reach the same sessions."""
         return ["--root", str(self.root)] if self.root_from_flag else []

@@ -47,7 +47,6 @@ from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import measure_and_delete
 
 # Where a removed session goes before it is deleted; gc empties what a crash leaves there.
-TRASH_DIR = "trash"
 QUARANTINE = "quarantine/"
 TORN = ".torn"
 
@@ -86,7 +85,7 @@ class FilesystemStore(SessionStore):
         """Under the lease, one rename into `<root>/trash/` (made durable), then the tree is
         deleted: a crash leaves the session whole in `sessions/` or out of it."""
         session = self.session(session_id)
-        trash = self.paths.root / TRASH_DIR
+        trash = self.paths.trash
         target = trash / f"{session_id}.{secrets.token_hex(4)}"
         with self.acquire(session_id, command=f"remove session {session_id}"):
             durable.ensure_subdir(trash)

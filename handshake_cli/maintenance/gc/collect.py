@@ -40,7 +40,6 @@ from handshake_cli.storage.journal import Record, read_last_record
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import Deleter, measure_and_delete
 
-TRASH_DIR = "trash"
 # Sessions renamed into the trash between two fsyncs of `sessions/`.
 BATCH = 256
 # What --include-unfinished may take, besides finished sessions (ACTIVE here means nobody
@@ -128,7 +127,7 @@ class _Run:
         self.policy = policy
         self.now = now
         self.report = report
-        self.trash = self.paths.root / TRASH_DIR
+        self.trash = self.paths.trash
         self._trash_ready = False
         self._batch: list[tuple[dict[str, Any], Path]] = []
         self._skipped: set[str] = set()
