@@ -21,6 +21,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handshake_cli import documents
 from handshake_cli.engine import jobs
 from handshake_cli.engine.jobs import (
     CheckpointPolicy,
@@ -34,6 +35,7 @@ from handshake_cli.engine.jobs import (
     ToolSpec,
     load_job,
 )
+from handshake_cli.engine.providers import openai_options
 from handshake_cli.errors import ExitCode
 
 JOBS = Path(__file__).resolve().parent / "jobs"
@@ -498,7 +500,7 @@ json_tables = st.dictionaries(texts, json_values, max_size=3)
 header_values = st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=12)
 # Within the documented limits (docs/JOBS.md): beyond them a job is refused, as tested below.
 tool_timeouts = st.floats(min_value=0.001, max_value=jobs.TOOL_TIMEOUT_SECONDS)
-model_timeouts = st.floats(min_value=0.001, max_value=jobs.MODEL_TIMEOUT_SECONDS)
+model_timeouts = st.floats(min_value=0.001, max_value=openai_options.MODEL_TIMEOUT_SECONDS)
 
 
 @st.composite
@@ -1371,7 +1373,7 @@ def unreadable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: object, **kwargs: object) -> object:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(jobs.documents, "open_regular", refuse)
+    monkeypatch.setattr(documents, "open_regular", refuse)
     yield
 
 
@@ -1438,14 +1440,14 @@ def test_script_is_a_directory(tmp_path: Path) -> None:
 
 def test_script_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_job(tmp_path)
-    real_open = jobs.documents.open_regular
+    real_open = documents.open_regular
 
     def refuse_script(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith("script.toml"):
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(jobs.documents, "open_regular", refuse_script)
+    monkeypatch.setattr(documents, "open_regular", refuse_script)
     error = job_error(path)
     assert error.details == {"file": str(path), "key": "model.script"}
     assert "cannot be read: Permission denied" in error.message
@@ -1473,4 +1475,4 @@ def test_toml_position_from_newer_pythons() -> None:
     """Python 3.14 gives the position as attributes; older ones only in the message."""
     error = tomllib.TOMLDecodeError("Invalid value (at line 9, column 9)")
     error.msg, error.lineno, error.colno = "Invalid value", 2, 3  # type: ignore[attr-defined]
-    assert jobs._toml_position(error, "") == ("Invalid value", 2, 3)
+    assert documents.toml_position(error, "") == ("Invalid value", 2, 3)

@@ -3,6 +3,7 @@ driven through the console script as a user would, then read back from the sessi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from handshake_cli.engine.providers.openai import _lines
 from tests.conftest import CliResult
 from tests.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
 from tests.test_run import READ, WRITE, only_session, records_of, start_run, wait_for
@@ -485,3 +487,30 @@ def test_a_lone_surrogate_the_server_streamed_does_not_break_the_next_request(
     result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
     assert result.code == 0, result.stderr
     assert server.requests[1]["body"]["messages"][2]["content"] == "half an emoji: \ud83d then a call"
+
+
+def test_line_separators_inside_the_json_are_text_not_line_ends(
+    cli: Callable[..., CliResult], server: FakeOpenAI, root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """JSON leaves U+2028, U+2029 and U+0085 unescaped, as some servers send them; only CR and
+    LF end a line of the stream (httpx's iter_lines split there too, and the session failed)."""
+    pieces = ["one\u2028two", "\u2029three\x85four"]
+    events = [json.dumps(e, ensure_ascii=False) if isinstance(e, dict) else e for e in text_events(pieces)]
+    server.reply(sse(events))
+    result = run(cli, openai_job(tmp_path / "job", server.url), root, workspace, "--json")
+    assert result.code == 0, result.stderr
+    records = records_of(root, result.json["session_id"])
+    assert "".join(r.data["text"] for r in records if r.type == "model.chunk") == "".join(pieces)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["data: a\r\n\r\ndata: b\n\n"],
+        ["data: a\r", "\n\r", "\ndata: b\n", "\n"],
+        ["data: a\r\rdata: b\r\r"],
+        ["da", "ta: a\n", "\nda", "ta: b\n\n"],
+    ],
+)
+def test_lines_end_at_crlf_cr_or_lf_wherever_the_chunks_break(chunks: list[str]) -> None:
+    assert list(_lines(chunks)) == ["data: a", "", "data: b", ""]

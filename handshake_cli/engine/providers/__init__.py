@@ -11,6 +11,9 @@ A provider tells the runner three ways that a call did not give an answer:
   unavailable: the session stops recoverable (PAUSED) and the call is made again on recovery;
 - it raises `ProviderError` when asking again cannot help (a refused key, a bad request, a
   program that prints nonsense): the session ends FAILED.
+
+Each provider also owns its keys in a job's [model] table: `job_options` names the module
+that reads them (`<provider>_options.py`, light enough to import whenever a job is read).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from handshake_cli.engine.jobs import ModelSpec, ToolSpec
+    from handshake_cli.engine.jobs.tables import Table
+
+PROVIDERS = ("scripted", "openai", "command")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,35 @@ class Provider(Protocol):
     deterministic: bool
 
     def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]: ...
+
+
+class JobOptions(Protocol):
+    """How a job configures one provider: the keys of [model] in a job file, and how they read
+    from the job file and back from session.toml's stored job (`id`, `options`)."""
+
+    @property
+    def JOB_KEYS(self) -> tuple[str, ...]: ...  # a module constant: [model] keys in a job file
+
+    def from_job_file(self, model: Table, tools: tuple[ToolSpec, ...]) -> ModelSpec: ...
+
+    def from_stored(self, model: Table, tools: tuple[ToolSpec, ...]) -> ModelSpec: ...
+
+
+def job_options(provider: str) -> JobOptions:
+    """The module that reads `provider`'s keys in a job (one of `PROVIDERS`)."""
+    if provider == "scripted":
+        from handshake_cli.engine.providers import scripted_options
+
+        return scripted_options
+    if provider == "openai":
+        from handshake_cli.engine.providers import openai_options
+
+        return openai_options
+    if provider == "command":
+        from handshake_cli.engine.providers import command_options
+
+        return command_options
+    raise ValueError(f"unknown provider {provider!r}")  # a job's provider is checked against PROVIDERS
 
 
 def make_provider(spec: ModelSpec, environ: Mapping[str, str], workspace: Path) -> Provider:

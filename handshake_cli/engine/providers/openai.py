@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ MAX_RETRY_AFTER = 60.0
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0  # the longest silence accepted from the server, unless the job says otherwise
 ERROR_BODY_LIMIT = 2000
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class OpenAIProvider:
@@ -202,7 +204,7 @@ class _Stream:
 
     def events(self, response: httpx.Response) -> Iterator[TextChunk]:
         data: list[str] = []
-        for line in response.iter_lines():
+        for line in _lines(response.iter_text()):
             if line.startswith("data:"):
                 data.append(line[5:].removeprefix(" "))
             elif not line and data:
@@ -285,6 +287,26 @@ class _Stream:
                 yield ToolCallRequest(call.name, args)
             else:
                 yield ToolCallRequest(call.name, {}, invalid_args=call.arguments)
+
+
+def _lines(chunks: Iterable[str]) -> Iterator[str]:
+    """The stream's lines, split only where server-sent events end a line: CRLF, CR or LF.
+    httpx's `iter_lines` also splits at U+2028, U+2029 and U+0085, which JSON leaves
+    unescaped inside a string: a model that wrote one failed the session."""
+    partial: list[str] = []  # the line being read, in pieces (a long one spans many chunks)
+    after_cr = False  # the last chunk ended in CR: an LF that starts this one completes a CRLF
+    for chunk in chunks:
+        if after_cr and chunk.startswith("\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith("\r")
+        pieces = _LINE_END.split(chunk) if "\r" in chunk else chunk.split("\n")
+        if len(pieces) > 1:
+            yield "".join([*partial, pieces[0]])
+            yield from pieces[1:-1]
+            partial = []
+        partial.append(pieces[-1])
+    if any(partial):
+        yield "".join(partial)
 
 
 # -- the wire format --------------------------------------------------------------------------
