@@ -98,7 +98,8 @@ SITES = (
     "handshake_cli.session.checkpoints",
     "handshake_cli.engine.launch",
     "handshake_cli.engine.loop",
-    "handshake_cli.readers.inspection",
+    "handshake_cli.readers.describe",
+    "handshake_cli.readers.verify",
     "tarfile",
 )
 _LAYER = "handshake_cli.storage.durable"

@@ -64,7 +64,7 @@ from handshake_cli.storage.store import (
 )
 
 if TYPE_CHECKING:
-    from handshake_cli.readers.inspection import Verification
+    from handshake_cli.readers.verify import Verification
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -698,7 +698,7 @@ def _land(
 ) -> tuple[Path, Verification | HandshakeError]:
     """Stream every member into staging (hashing it again: the bundle file could change under
     us), make it look like a session the store created, verify, rename."""
-    from handshake_cli.readers.inspection import verify
+    from handshake_cli.readers.verify import verify
 
     paths = store.paths
     durable.ensure_root(paths.root)
