@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from recovery import build  # noqa: E402
 
-from handshake_cli.readers.inspection import verify  # noqa: E402
+from handshake_cli.readers.verify import verify  # noqa: E402
 from handshake_cli.storage.journal import list_segments  # noqa: E402
 
 

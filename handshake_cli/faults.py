@@ -88,6 +88,7 @@ SITES = (
     "handshake_cli.storage.journal",
     "handshake_cli.storage.artifacts",
     "handshake_cli.session.state",
+    "handshake_cli.storage.head",
     "handshake_cli.storage.lock",
     "handshake_cli.storage.store",
     "handshake_cli.storage.filesystem",
@@ -99,7 +100,8 @@ SITES = (
     "handshake_cli.session.checkpoints",
     "handshake_cli.engine.launch",
     "handshake_cli.engine.loop",
-    "handshake_cli.readers.inspection",
+    "handshake_cli.readers.describe",
+    "handshake_cli.readers.verify",
     "tarfile",
 )
 _LAYER = "handshake_cli.storage.durable"

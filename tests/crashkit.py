@@ -165,20 +165,20 @@ def assert_equivalent(world: World, session_id: str, reference: dict[str, Any], 
 def describe(root: Path, session_id: str) -> dict[str, Any]:
     """`inspect SESSION --json`'s description."""
     from handshake_cli.paths import Paths
-    from handshake_cli.readers import inspection
+    from handshake_cli.readers.describe import describe
     from handshake_cli.storage.store import Store
 
     store = Store(Paths(root))
-    return inspection.describe(store, store.session(session_id))
+    return describe(store, store.session(session_id))
 
 
 def verdict(root: Path, session_id: str) -> str:
     """`inspect SESSION --verify`'s verdict."""
     from handshake_cli.paths import Paths
-    from handshake_cli.readers import inspection
+    from handshake_cli.readers.verify import verify
     from handshake_cli.storage.store import Store
 
-    return inspection.verify(Store(Paths(root)).session(session_id)).verdict
+    return verify(Store(Paths(root)).session(session_id)).verdict
 
 
 def records(root: Path, session_id: str) -> list[Any]:

@@ -253,7 +253,7 @@ class Lab:
         return fold(session_id, result.records).state, fold_thread(result.records).messages, damage
 
     def verdict(self, session_id: str) -> str:
-        from handshake_cli.readers.inspection import verify
+        from handshake_cli.readers.verify import verify
         from handshake_cli.storage.store import SessionDir
 
         return verify(SessionDir(session_id, self.session_dir(session_id))).verdict

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from handshake_cli.paths import Paths
-from handshake_cli.readers import inspection
+from handshake_cli.readers import describe
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage.store import Store
 from tests.conftest import FIXTURES, CliResult
@@ -84,9 +84,9 @@ def test_the_summary_of_a_long_session_reads_from_its_newest_checkpoint(
     """Past FULL_CHECK_BYTES, inspect reads the newest checkpoint and the tail, and says so;
     what it shows is the same story the whole journal tells."""
     store = Store(Paths(root))
-    full = inspection.describe(store, store.session(finished))
-    monkeypatch.setattr(inspection, "FULL_CHECK_BYTES", 0)
-    quick = inspection.describe(store, store.session(finished))
+    full = describe.describe(store, store.session(finished))
+    monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
+    quick = describe.describe(store, store.session(finished))
     assert full["integrity"]["scope"] == "full"
     assert quick["integrity"]["scope"] == "from_checkpoint"
     assert quick["integrity"]["verdict"] == "intact" and quick["integrity"]["checked_from_seq"] > 1

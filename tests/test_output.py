@@ -25,7 +25,8 @@ import tomli_w
 
 from handshake_cli.cli import streams
 from handshake_cli.paths import Paths
-from handshake_cli.readers import inspection
+from handshake_cli.readers.describe import describe
+from handshake_cli.readers.verify import verify
 from handshake_cli.storage.store import Store
 from tests.conftest import CliResult
 from tests.test_run import only_session, records_of, wait_for, workspace, write_job
@@ -107,12 +108,12 @@ def assert_no_bug(code: int, err: str) -> None:
 def state_of(root: Path, session_id: str) -> str:
     """As `inspect SESSION --json` says it (read in this process: no interpreter to start)."""
     store = Store(Paths(root))
-    return str(inspection.describe(store, store.session(session_id))["state"])
+    return str(describe(store, store.session(session_id))["state"])
 
 
 def assert_intact(root: Path, session_id: str) -> None:
     """As `inspect SESSION --verify` says it: every checksum, link, artifact and head.json."""
-    assert inspection.verify(Store(Paths(root)).session(session_id)).verdict == "intact"
+    assert verify(Store(Paths(root)).session(session_id)).verdict == "intact"
 
 
 def assert_completed_whole(root: Path, session_id: str) -> None:

@@ -8,11 +8,13 @@ byte for byte: no times, no PIDs, no temporary paths; its commands run exactly a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from handshake_cli.errors import IntegrityError, UsageError
 from handshake_cli.recovery.view import SessionView
+from handshake_cli.session.calls import in_doubt_calls
 from handshake_cli.session.state import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
 
 # What recovery does with a call whose intent is on record but whose result is not.
@@ -136,7 +138,7 @@ def make_plan(
             "turn": thread.in_flight.get("turn"),
             "request_seq": thread.in_flight.get("request_seq"),
         }
-    open_calls = [call for call in thread.pending if call.get("intent_seq")]
+    open_calls = in_doubt_calls(thread.pending)
     unknown = set(resolutions) - {str(call.get("tool_call_id")) for call in open_calls}
     if unknown:
         in_doubt = ", ".join(str(c.get("tool_call_id")) for c in open_calls) or "none"
@@ -158,7 +160,7 @@ def make_plan(
     return plan
 
 
-def _decide(view: SessionView, call: dict[str, Any], resolutions: dict[str, str]) -> InDoubt:
+def _decide(view: SessionView, call: Mapping[str, Any], resolutions: dict[str, str]) -> InDoubt:
     call_id = str(call.get("tool_call_id"))
     spec = view.job.tool(str(call.get("tool")))
     idempotency = spec.idempotency if spec else None

@@ -1,8 +1,8 @@
-"""What the journal says happened: the message thread and the state of every tool call.
+"""What the journal says happened: the message thread and every tool call with its status.
 
 A pure fold over records for `inspect`. The thread itself comes from `thread.Thread`, the
-same fold the runner and checkpoints use; this adds each tool call's state as a person
-reading the post-mortem wants it.
+same fold the runner and checkpoints use; this adds each tool call as a person reading the
+post-mortem wants it, its status by the rule in `calls`.
 """
 
 from __future__ import annotations
@@ -11,21 +11,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from handshake_cli.session.calls import (
+    ToolCall,
+    ToolCallStatus,
+    ledger_status,
+    open_call_status,
+    resolved_status,
+    result_status,
+)
 from handshake_cli.session.thread import Thread
 from handshake_cli.storage.journal import Record
-
-# Tool call states as inspect reports them.
-PENDING = "pending"  # the model asked for it; no intent journaled yet
-IN_DOUBT = "in_doubt"  # intent journaled, no result: it may or may not have happened
-DONE = "done"
-FAILED = "failed"
-RESOLVED = "resolved"  # an operator said what happened
 
 
 @dataclass
 class History:
     thread: Thread = field(default_factory=Thread)
-    tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tool_calls: dict[str, ToolCall] = field(default_factory=dict)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -47,24 +48,22 @@ class History:
                         "tool_call_id": call_id,
                         "tool": call.get("tool"),
                         "args": call.get("args"),
-                        "state": PENDING,
+                        "state": ToolCallStatus.PENDING,
                     }
         elif kind == "tool.intent":
             call_id = str(data.get("tool_call_id"))
             entry = self.tool_calls.setdefault(call_id, {"tool_call_id": call_id})
-            entry.update(
-                {
-                    key: data.get(key)
-                    for key in ("tool", "args", "idempotency_key", "side_effect", "idempotency")
-                }
-            )
-            entry["state"] = IN_DOUBT
+            entry["tool"] = data.get("tool")
+            entry["args"] = data.get("args")
+            entry["idempotency_key"] = data.get("idempotency_key")
+            entry["side_effect"] = data.get("side_effect")
+            entry["idempotency"] = data.get("idempotency")
+            entry["state"] = ToolCallStatus.IN_DOUBT
             entry["intent_seq"] = record.seq
         elif kind == "tool.result":
             call_id = str(data.get("tool_call_id"))
             entry = self.tool_calls.setdefault(call_id, {"tool_call_id": call_id, "tool": data.get("tool")})
-            resolved = (entry.get("resolution") or {}).get("resolution") == "done"
-            entry["state"] = RESOLVED if resolved else FAILED if data.get("error") else DONE
+            entry["state"] = result_status(data.get("error"), entry.get("resolution"))
             entry["result_seq"] = record.seq
             if data.get("evidence"):
                 entry["evidence"] = data["evidence"]
@@ -72,7 +71,7 @@ class History:
             call_id = str(data.get("tool_call_id"))
             if call_id in self.tool_calls:
                 entry = self.tool_calls[call_id]
-                entry["state"] = RESOLVED if data.get("resolution") == "done" else entry["state"]
+                entry["state"] = resolved_status(entry["state"], data.get("resolution"))
                 entry["resolution"] = {"resolution": data.get("resolution"), "by": data.get("by")}
 
 
@@ -81,3 +80,29 @@ def replay(records: Iterable[Record]) -> History:
     for record in records:
         history.apply(record)
     return history
+
+
+def calls_since_checkpoint(thread: Thread, tail: History) -> dict[str, ToolCall]:
+    """Every tool call of a session read from a checkpoint on: finished ones from the
+    checkpoint's ledger, open ones from the thread, with the details the records after the
+    checkpoint (`tail`, their replay) add."""
+    calls: dict[str, ToolCall] = {}
+    for entry in thread.ledger:
+        calls[entry["tool_call_id"]] = {
+            "tool_call_id": entry["tool_call_id"],
+            "tool": entry.get("tool"),
+            "idempotency_key": entry.get("idempotency_key"),
+            "state": ledger_status(entry),
+        }
+    for call in thread.pending:
+        calls[call["tool_call_id"]] = {
+            "tool_call_id": call["tool_call_id"],
+            "tool": call.get("tool"),
+            "args": call.get("args"),
+            "idempotency_key": call.get("idempotency_key"),
+            "state": open_call_status(call),
+        }
+    for call_id, detail in tail.tool_calls.items():
+        if call_id in calls:
+            calls[call_id] = {**calls[call_id], **detail}
+    return calls

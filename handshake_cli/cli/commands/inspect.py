@@ -11,7 +11,9 @@ from handshake_cli.cli.output import Printer, Result, run_command
 from handshake_cli.errors import ExitCode, IntegrityError, UsageError
 
 if TYPE_CHECKING:
-    from handshake_cli.storage.store import Store
+    from datetime import datetime
+
+    from handshake_cli.storage.store import SessionDir, Store
 
 # The core is imported inside the functions that use it: `--help`, `--version` and every
 # TAB press load this module, and should not pay for the journal and the store.
@@ -106,10 +108,10 @@ def _listing(store: Store) -> Result:
     return Result(data, render, exit_code=exit_code, status="ok" if exit_code == 0 else "error")
 
 
-def _description(store: Store, target: Any) -> Result:
-    from handshake_cli.readers import inspection
+def _description(store: Store, target: SessionDir) -> Result:
+    from handshake_cli.readers.describe import describe
 
-    info = inspection.describe(store, target)
+    info = describe(store, target)
 
     def render(out: Printer) -> None:
         out.line(f"session     {info['session_id']}", style="bold")
@@ -152,7 +154,7 @@ def _description(store: Store, target: Any) -> Result:
 
 def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str = "") -> None:
     """Either report: a full one (`--verify`, small journals) or, for a journal over
-    inspection.FULL_CHECK_BYTES, the records from the newest checkpoint on, which has no
+    describe.FULL_CHECK_BYTES, the records from the newest checkpoint on, which has no
     artifact or head.json findings and says how to check everything."""
     verdict = integrity["verdict"]
     style = {"intact": "green", "repairable": "yellow"}.get(verdict, "red")
@@ -185,10 +187,10 @@ def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str =
         out.line("  session.toml: [job] is not bound to the journal (made before handshake bound jobs)")
 
 
-def _verification(store: Store, target: Any) -> Result:
-    from handshake_cli.readers import inspection
+def _verification(store: Store, target: SessionDir) -> Result:
+    from handshake_cli.readers.verify import verify
 
-    report = inspection.verify(target)
+    report = verify(target)
     data = {"session_id": target.session_id, **report.as_json()}
 
     def render(out: Printer) -> None:
@@ -198,14 +200,7 @@ def _verification(store: Store, target: Any) -> Result:
         _render_integrity(out, data)
 
     if report.verdict == "damaged":
-        damage = report.journal.corruption
-        message = f"session {target.session_id} is damaged beyond what recovery repairs" + (
-            f": {damage.detail} ({damage.segment}, byte {damage.offset})"
-            if damage
-            else ": the [job] in session.toml is not the one record 1 was written with"
-            if report.job == "changed"
-            else ""
-        )
+        message = report.damage_message(target.session_id)
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
         guidance = [
@@ -224,34 +219,12 @@ def _verification(store: Store, target: Any) -> Result:
     return Result(data, render)
 
 
-def _events(target: Any, at: int | None, types: list[str], since_seq: int | None, tail: int | None) -> Result:
-    from handshake_cli.storage.journal import Start, list_segments, read_record_at, scan
+def _events(
+    target: SessionDir, at: int | None, types: list[str], since_seq: int | None, tail: int | None
+) -> Result:
+    from handshake_cli.readers.events import events as read_events
 
-    target.read_config()  # refuses a session of a newer format before reading its journal
-    if not list_segments(target.journal):  # record 1 is written with the session
-        raise IntegrityError(
-            f"session {target.session_id}: the journal holds no intact record ({target.journal})"
-        )
-    first = read_record_at(target.journal, list_segments(target.journal)[0], 0) if since_seq else None
-    start = None
-    if since_seq:
-        # Begin at the segment holding since_seq: segments are named after their first seq.
-        names = [n for n in list_segments(target.journal) if int(n.split(".")[0]) <= since_seq]
-        head = read_record_at(target.journal, names[-1], 0) if names else None
-        if head is not None:
-            start = Start(head.segment, 0, head.seq, head.prev)
-    records = scan(target.journal, target.session_id, start=start).records
-    if at is not None:
-        _check_at(at, records[-1].seq if records else 0)
-        records = [r for r in records if r.seq <= at]
-    if since_seq:
-        records = [r for r in records if r.seq >= since_seq]
-    if types:
-        records = [r for r in records if any(_matches(r.type, t) for t in types)]
-    if tail is not None:
-        records = records[-tail:] if tail else []
-    origin = _parse_ts(first.ts if first else None) or _session_start(target)
-    events = [{**r.as_json(), "elapsed": _elapsed(origin, r.ts)} for r in records]
+    events = read_events(target, at=at, types=types, since_seq=since_seq, tail=tail)
 
     def render(out: Printer) -> None:
         out.table(
@@ -262,52 +235,17 @@ def _events(target: Any, at: int | None, types: list[str], since_seq: int | None
     return Result({"session_id": target.session_id, "events": events}, render)
 
 
-def _matches(kind: str, wanted: str) -> bool:
-    """`tool.intent` matches exactly; `tool` or `tool.` matches every tool.* record."""
-    family = wanted.rstrip(".")
-    return kind == wanted or kind.startswith(family + ".")
-
-
-def _check_at(at: int, last: int) -> None:
-    if at < 1 or at > last:
-        raise UsageError(f"--at {at} is outside this session's records (1 to {last})")
-
-
-def _parse_ts(ts: str | None) -> Any:
-    from datetime import datetime
-
-    if not ts:
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _session_start(target: Any) -> Any:
-    from handshake_cli.storage.journal import list_segments, read_record_at
-
-    segments = list_segments(target.journal)
-    first = read_record_at(target.journal, segments[0], 0) if segments else None
-    return _parse_ts(first.ts if first else None)
-
-
-def _elapsed(origin: Any, ts: str) -> float | None:
-    moment = _parse_ts(ts)
-    if origin is None or moment is None:
-        return None
-    return float(round((moment - origin).total_seconds(), 6))
-
-
-def _now() -> Any:
+def _now() -> datetime:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
 
 
-def _ago(now: Any, ts: str | None) -> str:
+def _ago(now: datetime, ts: str | None) -> str:
     """A timestamp as a person reads it in a listing: how long ago (for display only)."""
-    moment = _parse_ts(ts)
+    from handshake_cli.readers.events import parse_ts
+
+    moment = parse_ts(ts)
     if moment is None:
         return "-"
     seconds = max(0, int((now - moment).total_seconds()))
@@ -321,30 +259,15 @@ def _fmt_elapsed(value: float | None) -> str:
     return "-" if value is None else f"+{value:.3f}"
 
 
-def _at(target: Any, at: int) -> Result:
-    from handshake_cli.recovery.view import rebuild
-    from handshake_cli.session.history import replay
-    from handshake_cli.storage.journal import read_last_record
+def _at(target: SessionDir, at: int) -> Result:
+    from handshake_cli.readers.events import session_at
 
-    last = read_last_record(target.journal)
-    _check_at(at, last.seq if last else 0)
-    view = rebuild(target, at=at)  # the nearest checkpoint at or before `at`, plus replay
-    record, thread = view.record, view.thread
-    calls = replay(view.records).tool_calls
-    data = {
-        "session_id": target.session_id,
-        "at_seq": at,
-        **record.as_json(),
-        "from_checkpoint": view.base.checkpoint_id if view.base else None,
-        "messages": thread.messages,
-        "pending_tool_calls": thread.pending,
-        "tool_calls": list(calls.values()),
-    }
+    data = session_at(target, at)
 
     def render(out: Printer) -> None:
-        base = f" (from checkpoint {view.base.checkpoint_id})" if view.base else ""
-        out.line(f"session {target.session_id} at seq {at}: {record.state}{base}")
-        for message in thread.messages:
+        base = f" (from checkpoint {data['from_checkpoint']})" if data["from_checkpoint"] else ""
+        out.line(f"session {target.session_id} at seq {at}: {data['state']}{base}")
+        for message in data["messages"]:
             out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
 
     return Result(data, render)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_command
-from handshake_cli.errors import worst_exit_code
+
+if TYPE_CHECKING:
+    from handshake_cli.recovery.execute import Options
+    from handshake_cli.storage.store import Store
+
+# The core is imported inside the functions that use it, for start-up (see inspect.py).
 
 
 def recover(
@@ -58,7 +63,7 @@ def recover(
                 raise UsageError(
                     "--all recovers every interrupted session; it takes no SESSION, --resolve or --cancel"
                 )
-            return _all(store, options, json_)
+            return _all(store, options)
         if not session:
             raise UsageError("name a SESSION to recover, or use --all")
         if fork:
@@ -72,7 +77,7 @@ def recover(
     return run_command("recover", json_, body)
 
 
-def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
+def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Result:
     import sys
 
     from handshake_cli.cli.progress import Progress
@@ -109,7 +114,7 @@ def _one(store: Any, session_id: str, options: Any, as_json: bool) -> Result:
     return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
 
 
-def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Result:
+def _fork(store: Store, source: str, new_id: str, checkpoint_id: str | None) -> Result:
     from handshake_cli.recovery.fork import fork
 
     data = fork(store, source, new_id, checkpoint_id)
@@ -125,44 +130,11 @@ def _fork(store: Any, source: str, new_id: str, checkpoint_id: str | None) -> Re
     return Result(data, render, guidance=guidance)
 
 
-def _all(store: Any, options: Any, as_json: bool) -> Result:
-    from handshake_cli.errors import DurabilityError, HandshakeError
-    from handshake_cli.recovery.execute import recover as execute
-    from handshake_cli.recovery.execute import sessions_to_recover
-    from handshake_cli.session.status import session_problem
+def _all(store: Store, options: Options) -> Result:
+    from handshake_cli.recovery.recover_all import recover_all
 
-    rows: list[dict[str, Any]] = []
-    for session_id in sessions_to_recover(store):
-        try:
-            outcome = execute(store, session_id, options)
-            rows.append(
-                {
-                    "session_id": session_id,
-                    "state_before": outcome.plan.state,
-                    "action": outcome.plan.action,
-                    "reason": outcome.plan.reason,
-                    "state": outcome.state,
-                    "exit_code": outcome.exit_code,
-                    "guidance": outcome.guidance,
-                }
-            )
-        except Exception as exc:  # one session that cannot be recovered must not stop the others
-            problem = session_problem(exc)
-            rows.append(
-                {
-                    "session_id": session_id,
-                    "action": "error",
-                    "reason": problem["code"],
-                    "state": None,
-                    "exit_code": problem["exit_code"],
-                    "message": problem["message"],
-                    "error": problem,
-                    "guidance": exc.guidance if isinstance(exc, HandshakeError) else [],
-                }
-            )
-            if isinstance(exc, DurabilityError):
-                break  # a failed write or fsync is fatal to the writing process: no more sessions
-    worst = worst_exit_code(row["exit_code"] for row in rows)
+    done = recover_all(store, options)
+    rows = done.sessions
 
     def render(out: Printer) -> None:
         if not rows:
@@ -188,5 +160,5 @@ def _all(store: Any, options: Any, as_json: bool) -> Result:
             for line in row.get("guidance") or []:
                 out.line(line)
 
-    status = STATUS_FOR_EXIT.get(worst, "error")
-    return Result({"sessions": rows, "exit_code": worst}, render, exit_code=worst, status=status)
+    status = STATUS_FOR_EXIT.get(done.exit_code, "error")
+    return Result(done.as_json(), render, exit_code=done.exit_code, status=status)

@@ -35,7 +35,7 @@ from handshake_cli.storage import durable
 from handshake_cli.storage.store import MADE_WITH_SESSION, SessionDir, Store
 
 if TYPE_CHECKING:
-    from handshake_cli.readers.inspection import Verification
+    from handshake_cli.readers.verify import Verification
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _land(
 ) -> tuple[Path, Verification | HandshakeError]:
     """Stream every member into staging (hashing it again: the bundle file could change under
     us), make it look like a session the store created, verify, rename."""
-    from handshake_cli.readers.inspection import verify
+    from handshake_cli.readers.verify import verify
 
     paths = store.paths
     durable.ensure_root(paths.root)
