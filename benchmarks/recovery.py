@@ -56,7 +56,9 @@ from handshake_cli.recovery.view import in_flight_text, rebuild
 from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter, load
 from handshake_cli.session.state import ACTIVE, CREATED, ModelSession, fold, initial_head, write_head
 from handshake_cli.session.thread import Thread, fold_thread
-from handshake_cli.storage.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, Record, list_segments, scan
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
+from handshake_cli.storage.journal.scan import list_segments, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 DELTAS_PER_CHUNK = 8

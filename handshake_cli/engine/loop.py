@@ -50,7 +50,8 @@ from handshake_cli.session.state import (
     write_head,
 )
 from handshake_cli.session.thread import Thread
-from handshake_cli.storage.journal import JournalWriter, Record
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.writer import JournalWriter
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job

@@ -17,7 +17,8 @@ from handshake_cli.session.state import fold, read_head
 from handshake_cli.session.status import effective_state
 from handshake_cli.session.thread import fold_thread, named_artifacts
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import Record, ScanResult, scan
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import ScanResult, scan
 from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, SessionDir, Store
 
 

@@ -37,7 +37,7 @@ from handshake_cli.session.checkpoints import CheckpointWriter
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage.filesystem import repair_torn_tail
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handshake_cli.session.thread import Thread
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 
 # Tool call states as inspect reports them.
 PENDING = "pending"  # the model asked for it; no intent journaled yet

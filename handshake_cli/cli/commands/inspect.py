@@ -225,7 +225,7 @@ def _verification(store: Store, target: Any) -> Result:
 
 
 def _events(target: Any, at: int | None, types: list[str], since_seq: int | None, tail: int | None) -> Result:
-    from handshake_cli.storage.journal import Start, list_segments, read_record_at, scan
+    from handshake_cli.storage.journal.scan import Start, list_segments, read_record_at, scan
 
     target.read_config()  # refuses a session of a newer format before reading its journal
     if not list_segments(target.journal):  # record 1 is written with the session
@@ -285,7 +285,7 @@ def _parse_ts(ts: str | None) -> Any:
 
 
 def _session_start(target: Any) -> Any:
-    from handshake_cli.storage.journal import list_segments, read_record_at
+    from handshake_cli.storage.journal.scan import list_segments, read_record_at
 
     segments = list_segments(target.journal)
     first = read_record_at(target.journal, segments[0], 0) if segments else None
@@ -324,7 +324,7 @@ def _fmt_elapsed(value: float | None) -> str:
 def _at(target: Any, at: int) -> Result:
     from handshake_cli.recovery.view import rebuild
     from handshake_cli.session.history import replay
-    from handshake_cli.storage.journal import read_last_record
+    from handshake_cli.storage.journal.scan import read_last_record
 
     last = read_last_record(target.journal)
     _check_at(at, last.seq if last else 0)
