@@ -49,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from handshake_cli.engine.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
-from handshake_cli.engine.tools import idempotency_key, tool_call_id
+from handshake_cli.engine.tools.gate import idempotency_key, tool_call_id
 from handshake_cli.paths import Paths
 from handshake_cli.recovery.plan import make_plan
 from handshake_cli.recovery.view import in_flight_text, rebuild

@@ -269,7 +269,7 @@ def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
 def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: SecretMasker) -> str | None:
     """Record what the operator or a probe says about each in-doubt call. Returns why the
     session must block (an inconclusive probe), or None."""
-    from handshake_cli.engine.tools import ToolContext, run_probe
+    from handshake_cli.engine.tools.gate import ToolContext, run_probe
 
     by = getpass.getuser()
     for call in plan.in_doubt:
