@@ -31,7 +31,8 @@ from handshake_cli.paths import Paths
 from handshake_cli.session.checkpoints import CheckpointWriter
 from handshake_cli.session.state import fold, initial_head
 from handshake_cli.session.thread import fold_thread
-from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import Store
 
 LINE = (

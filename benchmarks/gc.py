@@ -46,7 +46,7 @@ from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import ModelSession, fold, initial_head, write_head
 from handshake_cli.storage import durable
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import SessionLock
 from handshake_cli.storage.store import Store
 from handshake_cli.storage.trash import HELPERS, Deleter

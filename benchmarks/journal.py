@@ -20,13 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handshake_cli.storage import journal
+from handshake_cli.storage.journal.codec import encode, utc_now
+from handshake_cli.storage.journal.scan import list_segments, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 
 DATA = {"turn": 3, "index": 17, "text": "streamed words "}
 
 
 def bench_synced(tmp: Path, n: int) -> tuple[float, float]:
-    line, _ = journal.encode(1, journal.utc_now(), "model.chunk", DATA, "0" * 32)
+    line, _ = encode(1, utc_now(), "model.chunk", DATA, "0" * 32)
     fd = os.open(tmp / "floor", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
     start = time.perf_counter()
     for _ in range(n):
@@ -35,7 +37,7 @@ def bench_synced(tmp: Path, n: int) -> tuple[float, float]:
     floor = (time.perf_counter() - start) / n
     os.close(fd)
     (tmp / "j1").mkdir()
-    writer = journal.JournalWriter.create(tmp / "j1", "bench")
+    writer = JournalWriter.create(tmp / "j1", "bench")
     start = time.perf_counter()
     for _ in range(n):
         writer.append("model.chunk", DATA, sync=True)
@@ -45,7 +47,7 @@ def bench_synced(tmp: Path, n: int) -> tuple[float, float]:
 
 
 def bench_unsynced(tmp: Path, n: int) -> tuple[float, float, Path]:
-    line, _ = journal.encode(1, journal.utc_now(), "model.chunk", DATA, "0" * 32)
+    line, _ = encode(1, utc_now(), "model.chunk", DATA, "0" * 32)
     fd = os.open(tmp / "floor2", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
     start = time.perf_counter()
     for _ in range(n):
@@ -54,7 +56,7 @@ def bench_unsynced(tmp: Path, n: int) -> tuple[float, float, Path]:
     os.close(fd)
     path = tmp / "j2"
     path.mkdir()
-    writer = journal.JournalWriter.create(path, "bench")
+    writer = JournalWriter.create(path, "bench")
     start = time.perf_counter()
     for _ in range(n):
         writer.append("model.chunk", DATA, sync=False)
@@ -65,16 +67,16 @@ def bench_unsynced(tmp: Path, n: int) -> tuple[float, float, Path]:
 
 
 def bench_scan(path: Path) -> tuple[float, float, float, int]:
-    lines = b"".join((path / name).read_bytes() for name in journal.list_segments(path)).splitlines()
+    lines = b"".join((path / name).read_bytes() for name in list_segments(path)).splitlines()
     start = time.perf_counter()
     for line in lines:
         json.loads(line)
     loads = len(lines) / (time.perf_counter() - start)
     start = time.perf_counter()
-    result = journal.scan(path, "bench", decode=False)
+    result = scan(path, "bench", decode=False)
     verify = result.count / (time.perf_counter() - start)
     start = time.perf_counter()
-    result = journal.scan(path, "bench", decode=True)
+    result = scan(path, "bench", decode=True)
     full = result.count / (time.perf_counter() - start)
     return loads, verify, full, result.count
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from recovery import build  # noqa: E402
 
 from handshake_cli.readers.verify import verify  # noqa: E402
-from handshake_cli.storage.journal import list_segments  # noqa: E402
+from handshake_cli.storage.journal.scan import list_segments  # noqa: E402
 
 
 def wall(argv: list[str], env: dict[str, str], runs: int) -> float:

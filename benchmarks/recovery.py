@@ -49,14 +49,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from handshake_cli.engine.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
-from handshake_cli.engine.tools import idempotency_key, tool_call_id
+from handshake_cli.engine.tools.gate import idempotency_key, tool_call_id
 from handshake_cli.paths import Paths
 from handshake_cli.recovery.plan import make_plan
 from handshake_cli.recovery.view import in_flight_text, rebuild
 from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter, load
 from handshake_cli.session.state import ACTIVE, CREATED, ModelSession, fold, initial_head, write_head
 from handshake_cli.session.thread import Thread, fold_thread
-from handshake_cli.storage.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, Record, list_segments, scan
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
+from handshake_cli.storage.journal.scan import list_segments, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 DELTAS_PER_CHUNK = 8

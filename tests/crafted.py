@@ -1,5 +1,5 @@
 """Crafting journals: take a real session's journal, change a record's content and re-seal it
-(checksum and chain, with journal.checksum), so that only the content is wrong; plus the
+(checksum and chain, with codec.checksum), so that only the content is wrong; plus the
 blunter edits (bit flips, cuts, moved lines, junk segments) and a way to run the CLI in-process.
 
 Used by tests/test_crafted_journals.py.
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli.session.thread import canonical
-from handshake_cli.storage import journal
+from handshake_cli.storage.journal.codec import checksum, genesis
+from handshake_cli.storage.journal.scan import list_segments
 
 _PREV = b',"prev":"'
 
@@ -35,7 +36,7 @@ class Line:
 
 def read_lines(journal_dir: Path) -> list[Line]:
     lines = []
-    for name in journal.list_segments(journal_dir):
+    for name in list_segments(journal_dir):
         data = (journal_dir / name).read_bytes()
         for content in data.split(b"\n")[:-1]:
             lines.append(Line(name, content))
@@ -43,7 +44,7 @@ def read_lines(journal_dir: Path) -> list[Line]:
 
 
 def write_lines(journal_dir: Path, lines: list[Line]) -> None:
-    by_segment: dict[str, list[bytes]] = {name: [] for name in journal.list_segments(journal_dir)}
+    by_segment: dict[str, list[bytes]] = {name: [] for name in list_segments(journal_dir)}
     for line in lines:
         by_segment.setdefault(line.segment, []).append(line.content + b"\n")
     for name, contents in by_segment.items():
@@ -57,13 +58,13 @@ def head_of(content: bytes) -> bytes:
 
 def seal(head: bytes, prev: str) -> tuple[bytes, str]:
     prefix = head + _PREV + prev.encode("ascii") + b'"'
-    digest = journal.checksum(prefix)
+    digest = checksum(prefix)
     return prefix + b',"sum":"' + digest.encode("ascii") + b'"}', digest
 
 
 def reseal_from(lines: list[Line], index: int, session_id: str) -> None:
     """Recompute prev and sum of lines[index:] so the chain holds again."""
-    prev = journal.genesis(session_id)
+    prev = genesis(session_id)
     for position, line in enumerate(lines):
         if _PREV not in line.content[: len(line.content) - 40]:
             continue  # junk an earlier edit wrote: it stays junk, and the chain goes past it

@@ -183,7 +183,7 @@ def verdict(root: Path, session_id: str) -> str:
 
 def records(root: Path, session_id: str) -> list[Any]:
     """Every record of the session's journal, verified."""
-    from handshake_cli.storage.journal import scan
+    from handshake_cli.storage.journal.scan import scan
 
     result = scan(root / "sessions" / session_id / "journal", session_id)
     assert result.damage is None, result.damage

@@ -246,7 +246,7 @@ class Lab:
         """(state, messages, damage kind) of the journal as it stands."""
         from handshake_cli.session.state import fold
         from handshake_cli.session.thread import fold_thread
-        from handshake_cli.storage.journal import scan
+        from handshake_cli.storage.journal.scan import scan
 
         result = scan(self.session_dir(session_id) / "journal", session_id)
         damage = result.damage.kind if result.damage else None

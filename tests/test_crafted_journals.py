@@ -27,7 +27,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from handshake_cli.storage import journal
+from handshake_cli.storage.journal import codec, records
+from handshake_cli.storage.journal.codec import segment_name
+from handshake_cli.storage.journal.scan import list_segments, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from tests import crafted
 from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
 from tests.peak_memory import PEAK_KIB
@@ -249,16 +252,16 @@ def test_a_crafted_checkpoint_body_with_a_valid_hash_is_passed_over(
 def test_a_record_larger_than_the_limit_is_refused_before_it_is_written(tmp_path: Path) -> None:
     journal_dir = tmp_path / "journal"
     journal_dir.mkdir()
-    with journal.JournalWriter.create(journal_dir, "big") as writer:
+    with JournalWriter.create(journal_dir, "big") as writer:
         writer.append("session.created", {"job_name": "x"})
-        with pytest.raises(journal.RecordRefused, match="limit"):
-            writer.append("model.chunk", {"turn": 1, "text": "x" * journal.MAX_RECORD_BYTES})
-        with pytest.raises(journal.RecordRefused, match="nests deeper"):
+        with pytest.raises(records.RecordRefused, match="limit"):
+            writer.append("model.chunk", {"turn": 1, "text": "x" * records.MAX_RECORD_BYTES})
+        with pytest.raises(records.RecordRefused, match="nests deeper"):
             writer.append("note.deep", {"x": json.loads("[" * 250 + "]" * 250)})
-        with pytest.raises(journal.RecordRefused, match="not one handshake writes"):
+        with pytest.raises(records.RecordRefused, match="not one handshake writes"):
             writer.append("model.completed", {"turn": 1, "message": "hello"})
         writer.append("session.completed", {"reason": "ok", "turns": 0})
-    result = journal.scan(journal_dir, "big")
+    result = scan(journal_dir, "big")
     assert result.damage is None and result.count == 2
 
 
@@ -279,12 +282,12 @@ def test_an_oversized_segment_is_damage_and_never_loaded_whole(
     """A last segment of 512 MiB (sparse: it costs no disk) is corrupt where its records end;
     readers read at most MAX_SEGMENT_BYTES of it (the RSS check is the test's own bound)."""
     root, journal_dir = install(bases, "finished", tmp_path / "root")
-    last = journal.list_segments(journal_dir)[-1]
+    last = list_segments(journal_dir)[-1]
     path = journal_dir / last
     size = path.stat().st_size
     with path.open("r+b") as handle:
         handle.truncate(512 * 1024 * 1024)
-    before = {name: (journal_dir / name).stat().st_size for name in journal.list_segments(journal_dir)}
+    before = {name: (journal_dir / name).stat().st_size for name in list_segments(journal_dir)}
     probe = (
         "import sys\n"
         "from handshake_cli.cli.app import main\n"
@@ -318,10 +321,8 @@ def test_an_oversized_segment_is_damage_and_never_loaded_whole(
             assert "more than the" in damage["detail"]
         else:
             assert proc.returncode in (0, 5), proc.stdout + proc.stderr
-    assert size < journal.MAX_SEGMENT_BYTES
-    assert {
-        name: (journal_dir / name).stat().st_size for name in journal.list_segments(journal_dir)
-    } == before
+    assert size < codec.MAX_SEGMENT_BYTES
+    assert {name: (journal_dir / name).stat().st_size for name in list_segments(journal_dir)} == before
 
 
 # -- the hypothesis suite ----------------------------------------------------------------------
@@ -342,7 +343,7 @@ def _type(line: crafted.Line) -> str | None:
 def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
     """Apply one random edit to the journal; return its description."""
     lines = lines_of(journal_dir)
-    segments = journal.list_segments(journal_dir)
+    segments = list_segments(journal_dir)
     what = draw(
         st.sampled_from(
             [
@@ -432,7 +433,7 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
         return "oversized_segment"
     elif what == "junk_segment":
         last_seq = len(lines)
-        name = journal.segment_name(draw(st.sampled_from([last_seq + 1, last_seq, 1, last_seq + 5])))
+        name = segment_name(draw(st.sampled_from([last_seq + 1, last_seq, 1, last_seq + 5])))
         if name in segments:
             return "junk_segment (exists)"
         (journal_dir / name).write_bytes(draw(st.binary(max_size=300)))
@@ -515,12 +516,10 @@ def _one_example(bases: dict[str, Path], data: st.DataObject, work: Path, *, eve
 
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Limits scaled down so an oversized line or segment is a few KiB, not 64 MiB."""
-    from handshake_cli.storage import records
-
+    """Limits scaled down so an oversized line or segment is a few KiB, not 64 MiB. The
+    journal's modules read both through the module that defines them, so one patch each."""
     monkeypatch.setattr(records, "MAX_RECORD_BYTES", SMALL_RECORD)
-    monkeypatch.setattr(journal, "MAX_RECORD_BYTES", SMALL_RECORD)
-    monkeypatch.setattr(journal, "MAX_SEGMENT_BYTES", SMALL_SEGMENT)
+    monkeypatch.setattr(codec, "MAX_SEGMENT_BYTES", SMALL_SEGMENT)
     yield
 
 

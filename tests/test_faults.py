@@ -496,4 +496,4 @@ def test_a_failed_fsync_ends_recover_all_there(world: World) -> None:
     assert outcome.code == ENVIRONMENT, outcome.describe()
     rows = json.loads(outcome.stdout)["sessions"]
     assert [(row["session_id"], row["reason"]) for row in rows] == [(SID, "durability")], rows
-    assert [e["site"].split(":")[0] for e in outcome.injected] == ["handshake_cli.storage.journal"]
+    assert [e["site"].split(":")[0] for e in outcome.injected] == ["handshake_cli.storage.journal.writer"]

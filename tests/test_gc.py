@@ -26,7 +26,9 @@ from handshake_cli.maintenance.gc import GRACE_SECONDS, parse_duration
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import fold, initial_head, write_head
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import JournalWriter, scan, utc_now
+from handshake_cli.storage.journal.codec import utc_now
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import SPAWN_AFTER, Deleter
 from tests.conftest import CliResult

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli.storage.journal import encode, genesis
+from handshake_cli.storage.journal.codec import encode, genesis
 from tests.test_recover import Cli, crash_run, effects, send_job, session_dir, snapshot
 
 

@@ -24,9 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import handshake_cli.storage.journal.scan as scan_module
 from handshake_cli.errors import DurabilityError, ExitCode, IntegrityError, JournalNeedsRepair
-from handshake_cli.storage import journal, records
-from handshake_cli.storage.journal import JournalWriter, Record
+from handshake_cli.storage.journal import records
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record, encode, genesis, segment_name
+from handshake_cli.storage.journal.scan import Decode, ScanResult, list_segments, read_last_record, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 
 SID = "01234567-test-session"
 
@@ -35,7 +38,7 @@ def write_journal(
     journal_dir: Path,
     count: int,
     *,
-    segment_bytes: int = journal.DEFAULT_SEGMENT_BYTES,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     data: Any = None,
 ) -> list[Record]:
     """A journal of `count` records, every one synced, as a writer under the lock makes it."""
@@ -49,7 +52,7 @@ def write_journal(
 
 
 def only_segment(journal_dir: Path) -> Path:
-    names = journal.list_segments(journal_dir)
+    names = list_segments(journal_dir)
     assert len(names) == 1, names
     return journal_dir / names[0]
 
@@ -106,7 +109,7 @@ def test_any_records_read_back_identical(
             appended = [writer.append(t, d, sync=s) for t, d, s in records]
             writer.sync()
 
-        result = journal.scan(journal_dir, SID)
+        result = scan(journal_dir, SID)
 
         assert result.damage is None
         assert triples(result.records) == [(i + 1, t, d) for i, (t, d, _) in enumerate(records)]
@@ -114,30 +117,30 @@ def test_any_records_read_back_identical(
         assert result.records == appended
         assert (result.count, result.last_seq) == (len(records), len(records))
         assert result.last_sum == appended[-1].sum
-        assert journal.read_last_record(journal_dir) == appended[-1]
+        assert read_last_record(journal_dir) == appended[-1]
 
         # Rotation: each segment is named after the seq of its first record, and only a
         # record that is alone in its segment may make it bigger than `segment_bytes`.
         by_segment: dict[str, list[Record]] = {}
         for record in result.records:
             by_segment.setdefault(record.segment, []).append(record)
-        assert journal.list_segments(journal_dir) == list(by_segment)
+        assert list_segments(journal_dir) == list(by_segment)
         for name, held in by_segment.items():
-            assert name == journal.segment_name(held[0].seq)
+            assert name == segment_name(held[0].seq)
             size = (journal_dir / name).stat().st_size
             assert size <= segment_bytes or len(held) == 1
 
 
 def test_a_journal_without_segments_scans_empty(tmp_path: Path) -> None:
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
     assert (result.records, result.count, result.damage) == ([], 0, None)
-    assert journal.read_last_record(tmp_path) is None
+    assert read_last_record(tmp_path) is None
 
 
 def test_a_journal_belongs_to_its_session(tmp_path: Path) -> None:
     """The chain starts from the session id, so one session's journal cannot pass for another's."""
     write_journal(tmp_path / "j", 3)
-    result = journal.scan(tmp_path / "j", "another-session")
+    result = scan(tmp_path / "j", "another-session")
     assert result.damage is not None
     assert (result.damage.kind, result.damage.offset, result.count) == ("corrupt", 0, 0)
 
@@ -155,8 +158,8 @@ def test_torn_tail_at_every_byte_of_the_last_record(tmp_path: Path) -> None:
 
     for cut in range(start, end + 1):
         segment.write_bytes(original[:cut])
-        result = journal.scan(journal_dir, SID)
-        last = journal.read_last_record(journal_dir)
+        result = scan(journal_dir, SID)
+        last = read_last_record(journal_dir)
 
         if cut in (start, end):  # a whole number of records: nothing is torn
             expected = appended[:9] if cut == start else appended
@@ -204,13 +207,13 @@ def test_garbage_after_the_last_good_record_is_a_torn_tail(tmp_path: Path, garba
     with segment.open("ab") as fh:
         fh.write(garbage)
 
-    result = journal.scan(journal_dir, SID)
+    result = scan(journal_dir, SID)
 
     assert result.damage is not None
     assert result.damage.kind == "torn_tail"
     assert (result.damage.offset, result.damage.length) == (good_size, len(garbage))
     assert result.records == appended
-    assert journal.read_last_record(journal_dir) == appended[-1]
+    assert read_last_record(journal_dir) == appended[-1]
 
 
 def test_last_record_zeroed_in_place_is_a_torn_tail(tmp_path: Path) -> None:
@@ -222,7 +225,7 @@ def test_last_record_zeroed_in_place_is_a_torn_tail(tmp_path: Path) -> None:
     start, end = record_spans(data)[-1]
     segment.write_bytes(data[:start] + b"\x00" * (end - start))
 
-    result = journal.scan(journal_dir, SID)
+    result = scan(journal_dir, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.offset) == ("torn_tail", start)
@@ -237,7 +240,7 @@ def test_zeroed_record_in_the_middle_is_corrupt(tmp_path: Path) -> None:
     start, end = record_spans(data)[4]
     segment.write_bytes(data[:start] + b"\x00" * (end - start) + data[end:])
 
-    result = journal.scan(journal_dir, SID)
+    result = scan(journal_dir, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.offset) == ("corrupt", start)
@@ -271,7 +274,7 @@ def test_every_single_bit_flip_is_detected(tmp_path: Path) -> None:
             start, end = spans[index]
             for bit in range(8):
                 os.pwrite(fd, bytes([byte ^ (1 << bit)]), pos)
-                result = journal.scan(journal_dir, SID, decode=False)
+                result = scan(journal_dir, SID, decode=False)
                 damage = result.damage
                 where = f"byte {pos} bit {bit} (record {index + 1})"
 
@@ -288,12 +291,12 @@ def test_every_single_bit_flip_is_detected(tmp_path: Path) -> None:
             os.pwrite(fd, bytes([byte]), pos)
     finally:
         os.close(fd)
-    assert journal.scan(journal_dir, SID).damage is None
+    assert scan(journal_dir, SID).damage is None
 
 
 def test_every_single_bit_flip_in_a_segment_that_is_not_the_last_is_corrupt(tmp_path: Path) -> None:
     write_journal(tmp_path, 12, segment_bytes=500, data=lambda i: {"t": "J*Ê", "i": i})
-    names = journal.list_segments(tmp_path)
+    names = list_segments(tmp_path)
     assert len(names) >= 2
     segment = tmp_path / names[0]
     original = segment.read_bytes()
@@ -303,7 +306,7 @@ def test_every_single_bit_flip_in_a_segment_that_is_not_the_last_is_corrupt(tmp_
         for pos, byte in enumerate(original):
             for bit in range(8):
                 os.pwrite(fd, bytes([byte ^ (1 << bit)]), pos)
-                damage = journal.scan(tmp_path, SID, decode=False).damage
+                damage = scan(tmp_path, SID, decode=False).damage
                 assert damage is not None, f"flip at byte {pos} bit {bit} went unnoticed"
                 assert (damage.kind, damage.segment) == ("corrupt", names[0]), f"byte {pos} bit {bit}"
             os.pwrite(fd, bytes([byte]), pos)
@@ -346,7 +349,7 @@ def test_removed_duplicated_or_reordered_records_are_corrupt(tmp_path: Path, ord
     data, first_bad = _rebuild(lines, order)
     segment.write_bytes(data)
 
-    result = journal.scan(journal_dir, SID)
+    result = scan(journal_dir, SID)
 
     assert result.damage is not None
     assert result.damage.kind == "corrupt", result.damage
@@ -397,9 +400,7 @@ def _damage(data: bytes, edits: list[tuple[str, int, int]], foreign: bytes) -> b
         elif kind == "renumber":
             try:
                 old = json.loads(lines[line])
-                sealed, _sum = journal.encode(
-                    old["seq"] + value, old["ts"], old["type"], old["data"], old["prev"]
-                )
+                sealed, _sum = encode(old["seq"] + value, old["ts"], old["type"], old["data"], old["prev"])
             except (ValueError, KeyError, TypeError):
                 continue  # not a record any more (an earlier edit)
             data = b"\n".join([*lines[:line], sealed.rstrip(b"\n"), *lines[line + 1 :]])
@@ -411,19 +412,19 @@ def _damage(data: bytes, edits: list[tuple[str, int, int]], foreign: bytes) -> b
     return data
 
 
-def _outcome(result: journal.ScanResult) -> tuple[Any, ...]:
+def _outcome(result: ScanResult) -> tuple[Any, ...]:
     return (result.records, result.count, result.last_seq, result.last_sum, result.damage, result.valid_ends)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     count=st.integers(min_value=0, max_value=14),
-    segment_bytes=st.sampled_from([300, 700, journal.DEFAULT_SEGMENT_BYTES]),
+    segment_bytes=st.sampled_from([300, 700, DEFAULT_SEGMENT_BYTES]),
     edits=_edits,
     decode=st.sampled_from([True, False, frozenset({"tool.result", "checkpoint.created"})]),
 )
 def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
-    count: int, segment_bytes: int, edits: list[tuple[str, int, int]], decode: journal.Decode
+    count: int, segment_bytes: int, edits: list[tuple[str, int, int]], decode: Decode
 ) -> None:
     """scan() takes whole intact lines in one fast loop and leaves anything else to the
     line-by-line path; on any journal, damaged or not, both must find the same."""
@@ -435,7 +436,7 @@ def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
             with JournalWriter.create(journal_dir, session_id, segment_bytes=segment_bytes) as writer:
                 for i in range(count):
                     writer.append(types[i % 4], {"i": i, "t": "J*Ê\n" if i % 3 == 0 else f"c{i}"})
-        names = journal.list_segments(journal_dir)
+        names = list_segments(journal_dir)
         journal_dir = Path(tmp) / SID
         if names:
             name = names[edits[0][1] % len(names) if edits else -1]
@@ -443,13 +444,13 @@ def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
             victim = journal_dir / name
             victim.write_bytes(_damage(victim.read_bytes(), edits, foreign))
 
-        fast = journal.scan(journal_dir, SID, decode=decode)
-        real = journal._scan_intact_lines
-        journal._scan_intact_lines = lambda data, name, result, decode, pos: pos  # type: ignore[assignment]
+        fast = scan(journal_dir, SID, decode=decode)
+        real = scan_module._scan_intact_lines
+        scan_module._scan_intact_lines = lambda data, name, result, decode, pos: pos  # type: ignore[assignment]
         try:
-            slow = journal.scan(journal_dir, SID, decode=decode)
+            slow = scan(journal_dir, SID, decode=decode)
         finally:
-            journal._scan_intact_lines = real
+            scan_module._scan_intact_lines = real
 
         assert _outcome(fast) == _outcome(slow)
 
@@ -459,19 +460,19 @@ def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
 
 def _rotated(journal_dir: Path) -> tuple[list[Record], list[str]]:
     appended = write_journal(journal_dir, 30, segment_bytes=600)
-    names = journal.list_segments(journal_dir)
+    names = list_segments(journal_dir)
     assert len(names) >= 4, names
     return appended, names
 
 
 def test_segments_are_named_by_first_seq_and_scan_clean(tmp_path: Path) -> None:
     appended, names = _rotated(tmp_path)
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is None
     assert result.records == appended
     firsts = [r.seq for r in appended if r.offset == 0]
-    assert names == [journal.segment_name(seq) for seq in firsts]
+    assert names == [segment_name(seq) for seq in firsts]
     assert names[0] == "00000001.jsonl"
     for name in names:
         assert (tmp_path / name).stat().st_size <= 600
@@ -484,7 +485,7 @@ def test_torn_end_of_a_segment_that_is_not_the_last_is_corrupt(tmp_path: Path) -
     start, _ = record_spans(data)[-1]
     segment.write_bytes(data[: start + 10])
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.segment, result.damage.offset) == ("corrupt", names[1], start)
@@ -496,7 +497,7 @@ def test_missing_newline_at_the_end_of_a_segment_that_is_not_the_last_is_corrupt
     segment = tmp_path / names[0]
     segment.write_bytes(segment.read_bytes()[:-1])
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.segment) == ("corrupt", names[0])
@@ -509,7 +510,7 @@ def test_flipped_bit_in_a_segment_that_is_not_the_last_is_corrupt(tmp_path: Path
     data[-20] ^= 0x04  # inside the sum of the segment's last record
     segment.write_bytes(bytes(data))
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.segment) == ("corrupt", names[1])
@@ -519,7 +520,7 @@ def test_a_missing_segment_is_corrupt(tmp_path: Path) -> None:
     _, names = _rotated(tmp_path)
     os.unlink(tmp_path / names[2])
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.segment, result.damage.offset) == ("corrupt", names[3], 0)
@@ -528,10 +529,10 @@ def test_a_missing_segment_is_corrupt(tmp_path: Path) -> None:
 def test_a_segment_under_the_wrong_name_is_corrupt(tmp_path: Path) -> None:
     _, names = _rotated(tmp_path)
     last = names[-1]
-    wrong = journal.segment_name(int(last.split(".")[0]) + 1)
+    wrong = segment_name(int(last.split(".")[0]) + 1)
     os.rename(tmp_path / last, tmp_path / wrong)
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is not None
     assert (result.damage.kind, result.damage.segment) == ("corrupt", wrong)
@@ -546,7 +547,7 @@ def test_open_continues_the_chain_and_the_seq(tmp_path: Path) -> None:
         assert writer.last_seq == 5
         more = [writer.append("tool.intent", {"k": i}) for i in range(20)]
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
 
     assert result.damage is None
     assert result.records == first + more
@@ -554,14 +555,14 @@ def test_open_continues_the_chain_and_the_seq(tmp_path: Path) -> None:
     assert more[0].prev == first[-1].sum
     # The writer went on in the last segment rather than starting a new one at once.
     assert more[0].segment == first[-1].segment
-    assert len(journal.list_segments(tmp_path)) > 1
+    assert len(list_segments(tmp_path)) > 1
 
 
 def test_open_on_an_empty_journal_starts_at_seq_1(tmp_path: Path) -> None:
     with JournalWriter.open(tmp_path, SID) as writer:
         record = writer.append("session.created", {})
-    assert (record.seq, record.prev, record.segment) == (1, journal.genesis(SID), "00000001.jsonl")
-    assert journal.scan(tmp_path, SID).records == [record]
+    assert (record.seq, record.prev, record.segment) == (1, genesis(SID), "00000001.jsonl")
+    assert scan(tmp_path, SID).records == [record]
 
 
 def test_open_refuses_a_torn_journal(tmp_path: Path) -> None:
@@ -615,7 +616,7 @@ def test_a_failed_fsync_is_fatal_to_the_writer(tmp_path: Path, monkeypatch: pyte
         writer.append("model.chunk", {"text": "x"}, sync=False)
     writer.close()
     # Nothing after the failure reached the journal.
-    assert [r.seq for r in journal.scan(tmp_path, SID).records] == [1, 2, 3]
+    assert [r.seq for r in scan(tmp_path, SID).records] == [1, 2, 3]
 
 
 def test_a_failed_group_commit_is_fatal_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -690,14 +691,14 @@ def test_a_failed_write_leaves_the_journal_clean(
         writer.append("tool.intent", {"call": "c1"})
     assert failed, "the patched write was not reached"
 
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
     assert result.damage is None
     assert result.records == first
 
     # The half-written record was cut off, so the writer goes on from where it was.
     again = writer.append("tool.intent", {"call": "c1"})
     writer.close()
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
     assert result.damage is None
     assert result.records == [*first, again]
     assert again.seq == 4
@@ -712,7 +713,7 @@ def test_a_failed_write_of_the_first_record_of_a_new_segment(
 
     with pytest.raises(DurabilityError):
         writer.append("tool.intent", {"call": "c1"})
-    result = journal.scan(tmp_path, SID)
+    result = scan(tmp_path, SID)
     assert result.damage is None
     assert result.records == first
     writer.close()
@@ -723,7 +724,7 @@ def test_a_failed_write_of_the_first_record_of_a_new_segment(
 
 def test_read_last_record_on_a_clean_journal(tmp_path: Path) -> None:
     appended = write_journal(tmp_path, 7, segment_bytes=400)
-    assert journal.read_last_record(tmp_path) == appended[-1]
+    assert read_last_record(tmp_path) == appended[-1]
 
 
 def test_read_last_record_skips_a_torn_tail(tmp_path: Path) -> None:
@@ -731,28 +732,28 @@ def test_read_last_record_skips_a_torn_tail(tmp_path: Path) -> None:
     segment = only_segment(tmp_path)
     with segment.open("ab") as fh:
         fh.write(b'{"seq":8,"ts":"2025-01')
-    assert journal.read_last_record(tmp_path) == appended[-1]
+    assert read_last_record(tmp_path) == appended[-1]
 
 
 def test_read_last_record_when_the_newest_segment_holds_only_a_torn_record(tmp_path: Path) -> None:
     appended = write_journal(tmp_path, 12, segment_bytes=400)
-    names = journal.list_segments(tmp_path)
+    names = list_segments(tmp_path)
     newest = tmp_path / names[-1]
     newest.write_bytes(newest.read_bytes()[:15])  # the rotation's first record, torn
     expected = [r for r in appended if r.segment == names[-2]][-1]
 
-    assert journal.read_last_record(tmp_path) == expected
-    assert journal.scan(tmp_path, SID).torn_tail is not None
+    assert read_last_record(tmp_path) == expected
+    assert scan(tmp_path, SID).torn_tail is not None
 
 
 def test_read_last_record_finds_a_record_larger_than_its_read_block(tmp_path: Path) -> None:
     big = {"text": "x" * 200_000}
     appended = write_journal(tmp_path, 3, data=lambda i: big if i == 2 else {"i": i})
-    assert journal.read_last_record(tmp_path) == appended[-1]
+    assert read_last_record(tmp_path) == appended[-1]
     segment = only_segment(tmp_path)
     with segment.open("ab") as fh:
         fh.write(b"\x00" * 70_000)  # a torn tail bigger than one read block
-    assert journal.read_last_record(tmp_path) == appended[-1]
+    assert read_last_record(tmp_path) == appended[-1]
 
 
 # -- readable with the usual tools ---------------------------------------------------------------
@@ -778,7 +779,7 @@ def test_every_line_is_a_json_object_with_the_documented_fields(tmp_path: Path) 
     lines = text.split("\n")
     assert lines[-1] == ""  # every record ends with a newline
 
-    prev = journal.genesis(SID)
+    prev = genesis(SID)
     for line, record in zip(lines[:-1], appended, strict=True):
         obj = json.loads(line)
         assert list(obj) == ["seq", "ts", "type", "data", "prev", "sum"]

@@ -26,7 +26,9 @@ import pytest
 from handshake_cli.errors import ExitCode, IntegrityError, SessionLocked
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import initial_head
-from handshake_cli.storage import journal, lock
+from handshake_cli.storage import lock
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import LockHolder, SessionLock
 from handshake_cli.storage.store import SessionDir, Store
 
@@ -37,7 +39,7 @@ HOLDER_COMMAND = "handshake run job.toml --session-id locked-session"
 HOLDER = """
 import os, sys
 from pathlib import Path
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import SessionLock
 
 session_dir, session_id, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -190,7 +192,7 @@ def test_a_second_process_is_refused_and_told_who_holds_the_session(
     assert lock.holder(session.path) is None
     assert not (session.path / lock.OWNER_FILE).exists()
     assert contend(session) == (0, {"acquired": True})
-    result = journal.scan(session.journal, SID)
+    result = scan(session.journal, SID)
     assert result.damage is None
     assert [r.type for r in result.records] == ["session.created", "session.state_change", "model.chunk"]
 
@@ -232,9 +234,9 @@ def test_the_lock_is_free_again_after_the_holder_dies(
         code, refused = contend(session)
         assert code == 4 and f"pid {os.getpid()}" in refused["message"]
         # What the dead holder synced is all there, and the journal takes more.
-        with journal.JournalWriter.open(session.journal, SID) as writer:
+        with JournalWriter.open(session.journal, SID) as writer:
             writer.append("recovery.started", {})
-        assert [r.seq for r in journal.scan(session.journal, SID).records] == [1, 2, 3]
+        assert [r.seq for r in scan(session.journal, SID).records] == [1, 2, 3]
     finally:
         mine.release()
     assert contend(session) == (0, {"acquired": True})

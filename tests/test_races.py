@@ -287,7 +287,7 @@ def test_a_session_moved_away_while_being_read_is_not_found_not_damaged(tmp_path
     """A reader (inspect, export, checkpoint) that looked up a session just before gc renamed
     it into the trash then finds its files gone: that is exit 6 (not found), not 5 (damage)."""
     from handshake_cli.errors import NotFound
-    from handshake_cli.storage.journal import scan
+    from handshake_cli.storage.journal.scan import scan
     from handshake_cli.storage.store import SessionDir
 
     gone = SessionDir("gone", tmp_path / "sessions" / "gone")

@@ -29,7 +29,7 @@ import pytest
 import tomli_w
 
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.journal.writer import JournalWriter
 from tests.conftest import CliResult
 from tests.test_run import WRITE, records_of, wait_for, write_job
 

@@ -22,7 +22,8 @@ import pytest
 
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import fold, initial_head, write_head
-from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import Store
 from tests.conftest import GOLDEN, CliResult
 from tests.test_recover import crash_run, send_job

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from handshake_cli.storage.journal import Record, scan
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import scan
 from tests.conftest import FIXTURES, REPO, CliResult
 
 RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"

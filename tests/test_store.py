@@ -32,8 +32,9 @@ from handshake_cli.errors import (
 )
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import initial_head, read_head
-from handshake_cli.storage import durable, journal
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage import durable
+from handshake_cli.storage.journal.scan import read_last_record, scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
     SessionDir,
@@ -183,7 +184,7 @@ def test_a_new_session_is_whole(store: Store, root: Path) -> None:
     assert config["job"] == CONFIG["job"] and config["workspace"] == CONFIG["workspace"]
     assert isinstance(config["created_at"], str)
 
-    result = journal.scan(session.journal, "whole-1")
+    result = scan(session.journal, "whole-1")
     assert result.damage is None
     [record] = result.records
     assert (record.seq, record.type) == (1, "session.created")
@@ -349,9 +350,9 @@ def test_a_linked_journal_segment_is_refused(store: Store, elsewhere: SessionDir
     with pytest.raises(IntegrityError):
         durable.open_read(segment)
     with pytest.raises(IntegrityError):
-        journal.scan(session.journal, "planted")
+        scan(session.journal, "planted")
     with pytest.raises(IntegrityError):
-        journal.read_last_record(session.journal)
+        read_last_record(session.journal)
     with pytest.raises(IntegrityError):
         JournalWriter.open(session.journal, "planted")
 

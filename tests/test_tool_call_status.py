@@ -18,7 +18,7 @@ from handshake_cli.session.calls import (
 )
 from handshake_cli.session.history import calls_since_checkpoint, replay
 from handshake_cli.session.thread import fold_thread
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 
 
 def _records(*items: tuple[str, dict[str, Any]]) -> list[Record]:

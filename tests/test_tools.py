@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from handshake_cli.engine.jobs import ToolSpec
-from handshake_cli.engine.tools import (
+from handshake_cli.engine.tools.gate import (
     ToolContext,
     ToolOutcome,
     idempotency_key,

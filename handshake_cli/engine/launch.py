@@ -25,7 +25,8 @@ from handshake_cli.session.state import fold, initial_head, write_head
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage import requests
-from handshake_cli.storage.journal import JournalWriter, scan
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import Store
 
 

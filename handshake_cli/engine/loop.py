@@ -50,7 +50,8 @@ from handshake_cli.session.state import (
     write_head,
 )
 from handshake_cli.session.thread import Thread
-from handshake_cli.storage.journal import JournalWriter, Record
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.writer import JournalWriter
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job
@@ -270,7 +271,7 @@ class Runner:
             text.add(tail)
         self._check_replay(turn, text, final=True)
         text.flush()
-        from handshake_cli.engine.tools import tool_call_id
+        from handshake_cli.engine.tools.gate import tool_call_id
 
         tool_calls = [{"tool_call_id": tool_call_id(turn, i), **call} for i, call in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text.content()}
@@ -363,7 +364,7 @@ class Runner:
     # -- tools -------------------------------------------------------------------------
 
     def _tool_step(self) -> None:
-        from handshake_cli.engine.tools import ToolContext, ToolOutcome, idempotency_key, run_tool
+        from handshake_cli.engine.tools.gate import ToolContext, ToolOutcome, idempotency_key, run_tool
 
         call = self.thread.pending[0]
         call_id, name, args = call["tool_call_id"], call["tool"], call.get("args") or {}

@@ -25,7 +25,8 @@ from handshake_cli.session.state import fold
 from handshake_cli.session.status import effective_state
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import Record, scan
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir, Store
 
 # Journals up to this size are verified in full by `inspect SESSION`; larger ones from their

@@ -13,7 +13,7 @@ from typing import Any
 
 from handshake_cli.errors import IntegrityError, UsageError
 from handshake_cli.session.history import replay
-from handshake_cli.storage.journal import Start, list_segments, read_last_record, read_record_at, scan
+from handshake_cli.storage.journal.scan import Start, list_segments, read_last_record, read_record_at, scan
 from handshake_cli.storage.store import SessionDir
 
 

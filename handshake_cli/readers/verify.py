@@ -15,7 +15,7 @@ from handshake_cli.errors import IntegrityError
 from handshake_cli.session.state import fold, read_head
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import ScanResult, scan
+from handshake_cli.storage.journal.scan import ScanResult, scan
 from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, SessionDir
 
 

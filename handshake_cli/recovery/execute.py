@@ -37,7 +37,7 @@ from handshake_cli.session.checkpoints import CheckpointWriter
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage.filesystem import repair_torn_tail
-from handshake_cli.storage.journal import JournalWriter
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 
@@ -269,7 +269,7 @@ def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
 def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: SecretMasker) -> str | None:
     """Record what the operator or a probe says about each in-doubt call. Returns why the
     session must block (an inconclusive probe), or None."""
-    from handshake_cli.engine.tools import ToolContext, run_probe
+    from handshake_cli.engine.tools.gate import ToolContext, run_probe
 
     by = getpass.getuser()
     for call in plan.in_doubt:

@@ -19,7 +19,9 @@ from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, 
 from handshake_cli.session.state import fold, initial_head, write_head
 from handshake_cli.session.thread import fold_thread, named_artifacts
 from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.journal import JournalWriter, Record, scan
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import scan
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 STORE_KEYS = ("format_version", "session_id", "created_at")

@@ -21,13 +21,11 @@ from handshake_cli.errors import IntegrityError
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.session.state import ModelSession
 from handshake_cli.session.thread import Thread, fold_thread
-from handshake_cli.storage.journal import (
+from handshake_cli.storage.journal.codec import Record, check_content, genesis
+from handshake_cli.storage.journal.scan import (
     Damage,
-    Record,
     ScanResult,
     Start,
-    check_content,
-    genesis,
     list_segments,
     read_last_record,
     read_record_at,

@@ -29,7 +29,9 @@ from handshake_cli.faults import crash_point
 from handshake_cli.session.state import ModelSession
 from handshake_cli.session.thread import Thread, canonical, digest
 from handshake_cli.storage.artifacts import PackWriter
-from handshake_cli.storage.journal import JournalWriter, Record, read_record_at
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import read_record_at
+from handshake_cli.storage.journal.writer import JournalWriter
 
 CHECKPOINT_FORMAT = 1
 

@@ -20,7 +20,7 @@ from handshake_cli.session.calls import (
     result_status,
 )
 from handshake_cli.session.thread import Thread
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 
 
 @dataclass

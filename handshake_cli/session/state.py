@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli.storage import head
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 
 CREATED = "CREATED"
 ACTIVE = "ACTIVE"

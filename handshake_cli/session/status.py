@@ -28,7 +28,8 @@ from handshake_cli.session.state import (
     read_head,
 )
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal import Record, read_last_record, scan
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import read_last_record, scan
 from handshake_cli.storage.store import SessionDir, Store
 
 

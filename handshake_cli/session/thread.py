@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _CANONICAL_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode

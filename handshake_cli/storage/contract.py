@@ -8,7 +8,7 @@ database store is meant to be the third. A store is anything that passes the con
 suite (tests/conformance/test_session_store.py), which is written against this module only.
 
 Encoding is not storage. A record's line (its JSON, `prev` chaining it to the record before,
-`sum` proving its bytes) is the journal codec's (`storage.journal`: `encode`,
+`sum` proving its bytes) is the journal codec's (`storage.journal.codec`: `encode`,
 `check_content`, `Record.decode`, `genesis`). Every store keeps exactly the codec's line
 bytes, so a session reads the same and exports the same from any of them, and every store
 verifies those bytes with the codec when it reads them back: a record whose bytes were
@@ -36,7 +36,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Protocol, TypedDict
 
-from handshake_cli.storage.journal import Clock, Damage, Record, ScanResult, Start
+from handshake_cli.storage.journal.codec import Clock, Record
+from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
 
 

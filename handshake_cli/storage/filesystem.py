@@ -30,18 +30,16 @@ from handshake_cli.storage.contract import (
     SessionStore,
     TailRepair,
 )
-from handshake_cli.storage.journal import (
-    Clock,
+from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal.scan import (
     Damage,
-    JournalWriter,
-    Record,
     ScanResult,
     Start,
     read_last_record,
     read_record_at,
     scan,
-    utc_now,
 )
+from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import LockHolder, SessionLock
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import measure_and_delete

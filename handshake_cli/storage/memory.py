@@ -7,7 +7,7 @@ loses its power would. It runs the conformance suite in milliseconds, gives test
 layers above a store without a disk, and proves that the contract asks for behaviour, not
 for the filesystem store's layout.
 
-Lines are verified on every read with the journal codec (`storage.journal`), exactly as
+Lines are verified on every read with the journal codec (`storage.journal.codec`), exactly as
 the filesystem store verifies them: checksum, seq and chain, then the record's content.
 """
 
@@ -29,7 +29,6 @@ from handshake_cli.errors import (
     SessionExists,
     SessionLocked,
 )
-from handshake_cli.storage import journal as codec
 from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
 from handshake_cli.storage.contract import (
     Durability,
@@ -40,9 +39,11 @@ from handshake_cli.storage.contract import (
     TailRepair,
 )
 from handshake_cli.storage.head import HEAD_FORMAT
-from handshake_cli.storage.journal import Clock, Damage, Record, ScanResult, Start, utc_now
+from handshake_cli.storage.journal import codec, records
+from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal.records import RecordInvalid
+from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
-from handshake_cli.storage.records import RecordInvalid
 from handshake_cli.storage.store import FORMAT_VERSION, job_digest, new_session_id, validate_session_id
 
 # Every record's position is (JOURNAL, index of its line).
@@ -307,7 +308,7 @@ class MemoryAppender(JournalAppender):
         seq, prev = self._last_seq + 1, self.last_sum
         ts = self.clock()
         line, digest = codec.encode(seq, ts, type_, data, prev, encoded)
-        codec._refuse_beyond_limits(line, type_, data)  # the codec's limits, as every store's
+        records.refuse_beyond_limits(line, type_, data)  # the journal's limits, as every store's
         self.session.lines.append(line)
         self._last_seq, self.last_sum = seq, digest
         if durability is Durability.NOW:

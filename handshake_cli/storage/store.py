@@ -34,7 +34,9 @@ from handshake_cli.errors import (
 from handshake_cli.paths import Paths
 from handshake_cli.storage import durable, head
 from handshake_cli.storage.artifacts import ArtifactStore
-from handshake_cli.storage.journal import Clock, JournalWriter, Record, read_record_at, segment_name, utc_now
+from handshake_cli.storage.journal.codec import Clock, Record, segment_name, utc_now
+from handshake_cli.storage.journal.scan import read_record_at
+from handshake_cli.storage.journal.writer import JournalWriter
 
 FORMAT_VERSION = 1
 # session.toml holds the resolved job (jobs.STORED_JOB_MAX_BYTES, refused at load beyond it)

@@ -19,7 +19,7 @@ from handshake_cli.paths import Paths
 from handshake_cli.storage.artifacts import HEADER_BYTES, ArtifactStore
 from handshake_cli.storage.contract import SessionStore
 from handshake_cli.storage.filesystem import FilesystemStore
-from handshake_cli.storage.journal import Record
+from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.memory import Memory, MemoryStore
 

@@ -29,8 +29,9 @@ from handshake_cli.errors import (
     SessionLocked,
 )
 from handshake_cli.storage.contract import Durability, JournalAppender, Lease, SessionStore
-from handshake_cli.storage.journal import Record, Start, encode
-from handshake_cli.storage.records import RecordRefused
+from handshake_cli.storage.journal.codec import Record, encode
+from handshake_cli.storage.journal.records import RecordRefused
+from handshake_cli.storage.journal.scan import Start
 from tests.conformance.stores import STORES, Harness, make_harness
 
 CONFIG = {"job": {"name": "conformance", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from handshake_cli.engine.jobs import ToolSpec
-from handshake_cli.engine.tools import ToolContext, run_tool
+from handshake_cli.engine.tools.gate import ToolContext, run_tool
 
 workspace, mode = Path(sys.argv[1]), sys.argv[2]
 interrupted = []

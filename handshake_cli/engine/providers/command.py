@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from handshake_cli.engine.providers import ModelRequest, ProviderError, Retry, TextChunk, ToolCallRequest
-from handshake_cli.engine.tools import ignore_stop_signals
+from handshake_cli.engine.tools.process import ignore_stop_signals
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import ModelSpec

@@ -33,7 +33,8 @@ from handshake_cli.maintenance.bundle.manifest import (
     BundledFile,
 )
 from handshake_cli.storage import durable, lock
-from handshake_cli.storage.journal import list_segments, utc_now
+from handshake_cli.storage.journal.codec import utc_now
+from handshake_cli.storage.journal.scan import list_segments
 from handshake_cli.storage.store import SessionDir, Store
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from handshake_cli.storage import lock
 from handshake_cli.storage.artifacts import DEFAULT_PACK_BYTES
-from handshake_cli.storage.journal import DEFAULT_SEGMENT_BYTES
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 
 BUNDLE_FORMAT = 1

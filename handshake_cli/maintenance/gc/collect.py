@@ -36,7 +36,8 @@ from handshake_cli.session.status import (
 )
 from handshake_cli.storage import durable
 from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.journal import Record, read_last_record
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import read_last_record
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import Deleter, measure_and_delete
 

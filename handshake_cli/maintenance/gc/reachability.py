@@ -9,7 +9,7 @@ from pathlib import Path
 from handshake_cli.errors import HandshakeError, IntegrityError, JournalNeedsRepair
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage.artifacts import HEADER_BYTES
-from handshake_cli.storage.journal import scan
+from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir
 
 

@@ -12,10 +12,17 @@ the encoder never writes. This module owns:
   fields the readers index directly are required;
 - `plain_chunk`: a cheap exact check of the commonest record (`model.chunk`) for scans that
   verify content without keeping records (`inspect --verify`);
-- the size and depth limits of a record (docs/FORMAT.md, Limits).
+- the size and depth limits of a record (docs/FORMAT.md, Limits), and
+  `refuse_beyond_limits`, which keeps a store from appending what readers would call damage.
 
 A checkpoint's `body` is not checked here beyond being present: `checkpoints.load` validates
 it (a bad body is `checkpoint_invalid`, which recovery falls back from, not damage).
+
+It sits inside the journal package because it is part of the journal's format, not a
+service of storage at large: `codec` applies it when a line is decoded, and every store's
+appender (the journal writer, the memory store) calls `refuse_beyond_limits` before a
+record is appended. Other modules read `MAX_RECORD_BYTES` through this module when they use
+it, so a test that scales the limit down patches one place.
 """
 
 from __future__ import annotations
@@ -214,6 +221,26 @@ def depth_exceeds(content: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
     return False
+
+
+def refuse_beyond_limits(line: bytes, type_: str, data: dict[str, Any]) -> None:
+    """A record readers would call damage is never written: every store refuses it, with
+    RecordRefused, before any byte is. `line` is the record as `codec.encode` framed it."""
+    problem = writer_problem(type_, data)
+    if problem:
+        raise RecordRefused(
+            f"a {type_!r} record is not one handshake writes ({problem}); nothing was written"
+        )
+    if len(line) > MAX_RECORD_BYTES:
+        raise RecordRefused(
+            f"a {type_} record of {len(line)} bytes is larger than the journal's limit of "
+            f"{MAX_RECORD_BYTES} bytes per record; nothing was written"
+        )
+    if depth_exceeds(line, {"data": data}, MAX_DEPTH):
+        raise RecordRefused(
+            f"a {type_} record nests deeper than the journal's limit of {MAX_DEPTH} levels; "
+            "nothing was written"
+        )
 
 
 def parse(content: bytes, seq: int, prev: bytes, digest: bytes) -> dict[str, Any]:
