@@ -169,8 +169,10 @@ def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> Ch
             last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)
             parent = CheckpointRef.from_record(last) if last else None
             writer = CheckpointWriter(session_id, journal, pack, count=record.checkpoint_count, parent=parent)
-            secret_env = (session.read_config().get("job") or {}).get("secret_env") or []
-            masked = SecretMasker.from_environment(secret_env).mask(reason) if reason else None
+            # The masker of a run of this job: `secret_env` and the provider's key variable.
+            stored = session.read_config().get("job") or {}
+            job = Job.from_config(stored, origin=f"{session.session_toml} [job]")
+            masked = SecretMasker.from_environment(job.masked_variables).mask(reason) if reason else None
             text = f"requested: {masked}" if masked else "requested"
             ref, created = writer.take(text, thread, record)
             record.apply(created)
