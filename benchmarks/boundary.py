@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from handshake_cli.engine.jobs import CheckpointPolicy, Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
 from handshake_cli.engine.loop import Runner
 from handshake_cli.engine.providers.scripted import ScriptedProvider
-from handshake_cli.engine.secrets import SecretMasker
+from handshake_cli.engine.writer import open_writer
 from handshake_cli.paths import Paths
-from handshake_cli.session.checkpoints import CheckpointWriter
-from handshake_cli.session.state import fold, initial_head
-from handshake_cli.session.thread import fold_thread
-from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.journal.writer import JournalWriter
+from handshake_cli.session.state import ACTIVE, initial_head
 from handshake_cli.storage.store import Store
 
 LINE = (
@@ -75,7 +72,10 @@ def floor_write(tmp: Path, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def make_runner(tmp: Path, name: str, tools: tuple[ToolSpec, ...], turns: tuple[ScriptedTurn, ...]) -> Runner:
+def make_runner(
+    tmp: Path, name: str, tools: tuple[ToolSpec, ...], turns: tuple[ScriptedTurn, ...], closing: ExitStack
+) -> Runner:
+    """A started session's runner, as `handshake run` makes it; its writer closes with `closing`."""
     job = Job(
         name=name,
         source=str(tmp / "job.toml"),
@@ -96,30 +96,18 @@ def make_runner(tmp: Path, name: str, tools: tuple[ToolSpec, ...], turns: tuple[
     session = store.create_session(
         {"job": job.to_config(), "workspace": str(workspace)}, created, head_for=initial_head
     )
-    journal = JournalWriter.open(session.journal, session.session_id)
-    pack = session.artifact_store().pack_writer()
-    records = scan(session.journal, session.session_id).records
-    runner = Runner(
-        session=session,
-        job=job,
-        workspace=workspace,
-        journal=journal,
-        pack=pack,
-        record=fold(session.session_id, records),
-        thread=fold_thread(records),
-        checkpoints=CheckpointWriter(session.session_id, journal, pack),
-        masker=SecretMasker(),
-        provider=ScriptedProvider(job.model),
-    )
-    runner.start()
+    writer = closing.enter_context(open_writer(session, job=job, environ={}))
+    runner = Runner(writer, job, workspace, ScriptedProvider(job.model))
+    writer.transition(ACTIVE, "run started")
     return runner
 
 
 class Boundary:
-    """Tool-call boundaries through the real runner, one `_tool_step` at a time."""
+    """Tool-call boundaries through the real runner, one `run_tool_call` at a time."""
 
     def __init__(self, tmp: Path, name: str, spec: ToolSpec, args_for: Any) -> None:
-        self.runner = make_runner(tmp, name, (spec,), (ScriptedTurn("done"),))
+        self.closing = ExitStack()
+        self.runner = make_runner(tmp, name, (spec,), (ScriptedTurn("done"),), self.closing)
         self.spec = spec
         self.args_for = args_for
         self.calls = 0
@@ -135,13 +123,12 @@ class Boundary:
                 "tool": self.spec.name,
                 "args": self.args_for(self.calls),
             }
-            self.runner.thread.pending = [call]
-            self.runner._tool_step()
+            self.runner.thread.pending = [call]  # as if the model had asked for it
+            self.runner.run_tool_call()
         return (time.perf_counter() - start) / n
 
     def close(self) -> None:
-        self.runner.journal.close()
-        self.runner.pack.close()
+        self.closing.close()
 
 
 def interleaved(floor: Any, ours: Boundary, n: int, rounds: int) -> tuple[float, float, float]:
@@ -160,12 +147,11 @@ def interleaved(floor: Any, ours: Boundary, n: int, rounds: int) -> tuple[float,
 
 def words_per_second(tmp: Path, words: int) -> float:
     text = " ".join(f"w{i}" for i in range(words))
-    runner = make_runner(tmp, "stream", (), (ScriptedTurn(text),))
-    start = time.perf_counter()
-    runner.drive()
-    elapsed = time.perf_counter() - start
-    runner.journal.close()
-    runner.pack.close()
+    with ExitStack() as closing:
+        runner = make_runner(tmp, "stream", (), (ScriptedTurn(text),), closing)
+        start = time.perf_counter()
+        runner.drive()
+        elapsed = time.perf_counter() - start
     return words / elapsed
 
 

@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,15 +51,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from handshake_cli.engine.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
 from handshake_cli.engine.tools.gate import idempotency_key, tool_call_id
+from handshake_cli.engine.writer import open_writer
 from handshake_cli.paths import Paths
 from handshake_cli.recovery.plan import make_plan
 from handshake_cli.recovery.view import in_flight_text, rebuild
-from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter, load
-from handshake_cli.session.state import ACTIVE, CREATED, ModelSession, fold, initial_head, write_head
-from handshake_cli.session.thread import Thread, fold_thread
+from handshake_cli.session.checkpoints import CheckpointRef, load
+from handshake_cli.session.state import ACTIVE, ModelSession, initial_head, write_head
+from handshake_cli.session.thread import Thread
 from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
 from handshake_cli.storage.journal.scan import list_segments, scan
-from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 DELTAS_PER_CHUNK = 8
@@ -88,35 +89,38 @@ class Built:
 
 
 class Generator:
-    """Appends a session's records through the real writers, keeping only the live Thread."""
+    """Appends a session's records through the real session writer, keeping only the live Thread."""
 
     def __init__(self, session: SessionDir, job: Job, segment_bytes: int) -> None:
         self.session = session
         self.sid = session.session_id
-        self.journal = JournalWriter.open(session.journal, self.sid, segment_bytes=segment_bytes)
-        self.pack = session.artifact_store().pack_writer()
-        records = scan(session.journal, self.sid).records
-        self.record: ModelSession = fold(self.sid, records)
-        self.thread: Thread = fold_thread(records)
-        self.writer = CheckpointWriter(self.sid, self.journal, self.pack)
+        self._closing = ExitStack()
+        self.writer = self._closing.enter_context(
+            open_writer(session, job=job, environ={}, segment_bytes=segment_bytes)
+        )
+        self.record: ModelSession = self.writer.record
+        self.thread: Thread = self.writer.thread
         self.job = job
         self.last_checkpoint_seq = 0
         self._text = 0
 
     @property
     def seq(self) -> int:
-        return self.journal.last_seq
+        return self.writer.last_seq
 
     def append(self, type_: str, data: dict[str, Any]) -> Record:
-        record = self.journal.append(type_, data, sync=False)
-        self.record.apply(record)
-        self.thread.apply(record)
-        return record
+        return self.writer.append(type_, data, sync=False)
+
+    def start(self) -> CheckpointRef:
+        """The run starts: a transition to ACTIVE, its checkpoint, and head.json."""
+        ref = self.writer.transition(ACTIVE, "run started")
+        assert ref is not None  # the default policy checkpoints at every transition
+        self.last_checkpoint_seq = self.seq
+        return ref
 
     def checkpoint(self, reason: str) -> CheckpointRef:
-        ref, record = self.writer.take(reason, self.thread, self.record)  # synced, as the runner does
-        self.record.apply(record)
-        self.last_checkpoint_seq = record.seq
+        ref = self.writer.checkpoint(reason)  # synced, as the runner does
+        self.last_checkpoint_seq = self.seq
         return ref
 
     def request(self) -> int:
@@ -168,9 +172,8 @@ class Generator:
         )
 
     def close(self) -> None:
-        self.journal.sync()
-        self.journal.close()
-        self.pack.close()
+        self.writer.sync()
+        self._closing.close()
 
 
 def make_job(tmp: Path) -> Job:
@@ -211,10 +214,7 @@ def build(
         session_id=f"recovery-{n}",
     )
     gen = Generator(session, job, segment_bytes)
-    # The run starts: a transition to ACTIVE, its checkpoint, and head.json (runner._transition).
-    gen.append("session.state_change", {"from": CREATED, "to": ACTIVE, "reason": "run started"})
-    first = gen.checkpoint(f"state change to {ACTIVE}")
-    write_head(session.path, gen.record)
+    first = gen.start()
     stale_head = copy.deepcopy(gen.record)
 
     history_end = n - tail  # the seq of the newest checkpoint
@@ -247,7 +247,7 @@ def build(
     gen.chunks(turn, index, n - gen.seq)  # the tail: the stream the crash cut short
     assert gen.seq == n, (gen.seq, n)
     messages = len(gen.thread.messages)
-    count, written = gen.writer.count, gen.writer.bytes_written
+    count, written = gen.record.checkpoint_count, gen.writer.checkpoint_bytes
     gen.close()
     return Built(
         session=session,

@@ -1,9 +1,9 @@
 """Starting a session from a job, and checkpointing a session on request.
 
 `start` creates the session (nothing exists on disk until the job has been validated and its
-provider is available), takes its lock, and drives it with the runner. `checkpoint` asks a
-running session for a checkpoint through its request channel, or, for a stopped one, takes
-the lock and folds the journal into a new checkpoint itself.
+provider is available), opens its writer, and drives it with the runner. `checkpoint` asks a
+running session for a checkpoint through its request channel, or, for a stopped one, opens
+its writer (the lock, the journal folded) and takes the checkpoint itself.
 """
 
 from __future__ import annotations
@@ -18,15 +18,11 @@ from typing import Any
 from handshake_cli.engine.jobs import Job
 from handshake_cli.engine.loop import Cancellation, Observer, QuietObserver, Runner, RunResult
 from handshake_cli.engine.providers import make_provider
-from handshake_cli.engine.secrets import SecretMasker
-from handshake_cli.errors import IntegrityError, SessionLocked, UsageError
-from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter
-from handshake_cli.session.state import fold, initial_head, write_head
-from handshake_cli.session.thread import fold_thread
+from handshake_cli.engine.writer import open_writer, session_masker
+from handshake_cli.errors import SessionLocked, UsageError
+from handshake_cli.session.state import ACTIVE, initial_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage import requests
-from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import Store
 
 
@@ -45,7 +41,7 @@ def start(
         raise UsageError(f"workspace {workspace} is not a directory")
     # A missing API key is refused before anything exists.
     provider = make_provider(job.model, env, workspace)
-    masker = SecretMasker.from_environment(job.masked_variables, env)
+    masker = session_masker(job, env)
     # Secrets never enter a session: the prompt, the script and every path are masked too.
     config = masker.mask_json({"job": job.to_config(), "workspace": str(workspace)})
     created = masker.mask_json(
@@ -59,36 +55,16 @@ def start(
     session = store.create_session(config, created, head_for=initial_head, session_id=session_id)
     if on_created is not None:
         on_created(session.session_id)
-    held = session_lock.SessionLock(session.path, session.session_id)
-    held.acquire()
-    cancel = Cancellation()
-    restore = cancel.install()
-    journal = JournalWriter.open(session.journal, session.session_id)
-    pack = session.artifact_store().pack_writer()
-    try:
-        records = scan(session.journal, session.session_id).records
-        runner = Runner(
-            session=session,
-            job=job,
-            workspace=workspace,
-            journal=journal,
-            pack=pack,
-            record=fold(session.session_id, records),
-            thread=fold_thread(records),
-            checkpoints=CheckpointWriter(session.session_id, journal, pack),
-            masker=masker,
-            provider=provider,
-            observer=observer or QuietObserver(),
-            cancel=cancel,
-            environ=env,
-        )
-        runner.start()
-        return runner.drive()
-    finally:
-        restore()
-        journal.close()
-        pack.close()
-        held.release()
+    observer = observer or QuietObserver()
+    with open_writer(session, job=job, environ=env, observer=observer) as writer:
+        cancel = Cancellation()
+        restore = cancel.install()
+        try:
+            runner = Runner(writer, job, workspace, provider, observer=observer, cancel=cancel, environ=env)
+            writer.transition(ACTIVE, "run started")
+            return runner.drive()
+        finally:
+            restore()
 
 
 @dataclass
@@ -154,31 +130,11 @@ def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float
 
 def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> CheckpointAnswer:
     session = store.session(session_id)
-    held = session_lock.SessionLock(session.path, session_id)
-    held.acquire()
-    try:
-        journal = JournalWriter.open(session.journal, session_id)
-        pack = session.artifact_store().pack_writer()
-        try:
-            records = scan(session.journal, session_id).records
-            if not records:  # record 1 is written with the session: appending would start a journal anew
-                raise IntegrityError(
-                    f"session {session_id}: the journal holds no intact record ({session.journal})"
-                )
-            record = fold(session_id, records)
-            thread = fold_thread(records)
-            last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)
-            parent = CheckpointRef.from_record(last) if last else None
-            writer = CheckpointWriter(session_id, journal, pack, count=record.checkpoint_count, parent=parent)
-            secret_env = (session.read_config().get("job") or {}).get("secret_env") or []
-            masked = SecretMasker.from_environment(secret_env).mask(reason) if reason else None
-            text = f"requested: {masked}" if masked else "requested"
-            ref, created = writer.take(text, thread, record)
-            record.apply(created)
-            write_head(session.path, record)
-            return CheckpointAnswer(session_id, ref.as_json(), running=False)
-        finally:
-            journal.close()
-            pack.close()
-    finally:
-        held.release()
+    # The job gives the masker a run of it has: `secret_env` and the provider's key variable.
+    stored = session.read_config().get("job") or {}
+    job = Job.from_config(stored, origin=f"{session.session_toml} [job]")
+    with open_writer(session, job=job) as writer:
+        masked = writer.masker.mask(reason) if reason else None
+        ref = writer.checkpoint(f"requested: {masked}" if masked else "requested")
+        writer.write_head()
+        return CheckpointAnswer(session_id, ref.as_json(), running=False)

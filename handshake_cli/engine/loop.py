@@ -1,18 +1,15 @@
 """The model_run loop: stream the model, call tools through the gate, checkpoint at every
 boundary, and stop cooperatively.
 
-Durability (DESIGN section 2) as this loop applies it:
-- chunks, model requests and completions are group-committed (sync=False);
-- a tool's intent is synced before the tool starts, except for `read` tools, whose intent
-  rides on the next sync because they have no effect to protect;
-- large tool output packed as an artifact is synced before the result that names it is
-  written; the result itself is appended unsynced, and the checkpoint that follows every
-  tool call travels in a `checkpoint.created` record appended with sync=True, which makes
-  the result durable too, all before the next model request;
-- head.json is rewritten (atomically, without fsync) at state transitions.
+Everything it writes goes through its `SessionWriter` (engine/writer.py, where DESIGN
+section 2's durability rules are kept). What the loop decides is when: chunks, model
+requests and completions are appended unsynced; a tool's intent is synced before the tool
+starts, except a `read` tool's (no effect to protect); each result is followed by a
+checkpoint (or a sync), before the next model request.
 
-The loop runs from a `Thread`, not from the start of a session, so recovery can rebuild a
-thread from a checkpoint plus the journal after it and continue through this same code.
+The loop runs from the writer's `Thread`, not from the start of a session, so recovery can
+rebuild a thread from a checkpoint plus the journal after it and continue through this
+same code.
 """
 
 from __future__ import annotations
@@ -38,26 +35,14 @@ from handshake_cli.engine.providers import (
     ToolCallRequest,
 )
 from handshake_cli.errors import ExitCode
-from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter
-from handshake_cli.session.state import (
-    ACTIVE,
-    BLOCKED,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PAUSED,
-    ModelSession,
-    write_head,
-)
-from handshake_cli.session.thread import Thread
-from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.journal.writer import JournalWriter
+from handshake_cli.session.checkpoints import CheckpointRef
+from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, COMPLETED, FAILED, PAUSED
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job
     from handshake_cli.engine.secrets import SecretMasker
-    from handshake_cli.storage.artifacts import PackWriter
-    from handshake_cli.storage.store import SessionDir
+    from handshake_cli.engine.writer import SessionWriter
+    from handshake_cli.session.thread import Thread
 
 EXIT_FOR_STATE = {
     COMPLETED: ExitCode.OK,
@@ -169,15 +154,12 @@ class Stop(Exception):
 
 @dataclass
 class Runner:
-    session: SessionDir
+    """Drives a session through its writer. `observer` sees the text, the tool calls and the
+    retries; the writer's own observer (give it the same one) sees checkpoints and states."""
+
+    writer: SessionWriter
     job: Job
     workspace: Path
-    journal: JournalWriter
-    pack: PackWriter
-    record: ModelSession
-    thread: Thread
-    checkpoints: CheckpointWriter
-    masker: SecretMasker
     provider: Provider
     observer: Observer = field(default_factory=QuietObserver)
     cancel: Cancellation = field(default_factory=Cancellation)
@@ -188,18 +170,25 @@ class Runner:
     replay: dict[int, str] = field(default_factory=dict)
     _messages_since: int = 0
     _tokens_since: int = 0
-    _reason: str = ""
     _hint: str | None = None
+
+    @property
+    def thread(self) -> Thread:
+        return self.writer.thread
+
+    @property
+    def masker(self) -> SecretMasker:
+        return self.writer.masker
 
     # -- the loop ----------------------------------------------------------------------
 
     def drive(self) -> RunResult:
         """Run until the session ends, fails, or stops at a boundary."""
         try:
-            while self.record.state == ACTIVE:
+            while self.writer.record.state == ACTIVE:
                 self._boundary()
                 if self.thread.pending:
-                    self._tool_step()
+                    self.run_tool_call()
                 elif self.thread.answered:  # a crash came between the answer and the end
                     self._end(COMPLETED, "the model answered")
                 elif self.thread.turn >= self.job.limits.max_turns:
@@ -211,15 +200,16 @@ class Runner:
         return self.result()
 
     def result(self) -> RunResult:
+        record = self.writer.record
         return RunResult(
-            session_id=self.session.session_id,
-            state=self.record.state,
-            reason=self._reason,
+            session_id=self.writer.session.session_id,
+            state=record.state,
+            reason=self.writer.reason,
             turns=self.thread.turn,
             tool_calls=self.tool_calls_run,
-            checkpoints=self.record.checkpoint_count,
-            checkpoint_artifact_id=self.record.checkpoint_artifact_id,
-            checkpoint_bytes=self.checkpoints.bytes_written,
+            checkpoints=record.checkpoint_count,
+            checkpoint_artifact_id=record.checkpoint_artifact_id,
+            checkpoint_bytes=self.writer.checkpoint_bytes,
             hint=self._hint,
         )
 
@@ -233,7 +223,7 @@ class Runner:
 
     def _pause(self) -> None:
         reason = f"{GRACEFUL_SHUTDOWN} ({self.cancel.stop_requested})"
-        self._transition(PAUSED, reason, checkpoint_reason=GRACEFUL_SHUTDOWN)
+        self.writer.transition(PAUSED, reason, checkpoint_reason=GRACEFUL_SHUTDOWN)
         raise Stop
 
     # -- the model ---------------------------------------------------------------------
@@ -241,7 +231,9 @@ class Runner:
     def _model_turn(self) -> None:
         turn = self.thread.turn + 1
         request = ModelRequest(turn, [dict(m) for m in self.thread.messages], self.job.tools)
-        self._append("model.request", {"turn": turn, "message_count": len(request.messages)}, sync=False)
+        self.writer.append(
+            "model.request", {"turn": turn, "message_count": len(request.messages)}, sync=False
+        )
         masking = self.masker.stream()
         text = _TurnText(self, turn)
         calls: list[dict[str, Any]] = []
@@ -260,7 +252,8 @@ class Runner:
                         calls.append(self._requested_call(event))
         except StreamInterrupted as error:
             self._abort(text, "interrupted")
-            self._transition(PAUSED, self.masker.mask(f"the model call was interrupted: {error.message}"))
+            reason = self.masker.mask(f"the model call was interrupted: {error.message}")
+            self.writer.transition(PAUSED, reason)
             raise Stop from None
         except ProviderError as error:
             self._abort(text, "provider_error")
@@ -278,7 +271,7 @@ class Runner:
         if tool_calls:
             message["tool_calls"] = tool_calls
         finish = "tool_calls" if tool_calls else "stop"
-        self._append(
+        self.writer.append(
             "model.completed", {"turn": turn, "message": message, "finish_reason": finish}, sync=False
         )
         self._messages_since += 1
@@ -301,7 +294,7 @@ class Runner:
 
     def _retry_later(self, text: _TurnText, retry: Retry) -> None:
         """The provider will ask again: journal the failed attempt, then wait, honouring a stop."""
-        self._append(
+        self.writer.append(
             "model.retry",
             {
                 "turn": text.turn,
@@ -330,7 +323,7 @@ class Runner:
     def _abort(self, text: _TurnText, reason: str) -> None:
         text.flush()
         data = {"turn": text.turn, "reason": reason, "chunks": text.journaled}
-        self._append("model.stream_aborted", data, sync=False)
+        self.writer.append("model.stream_aborted", data, sync=False)
 
     def _check_replay(self, turn: int, text: _TurnText, *, final: bool = False) -> None:
         expected = self.replay.get(turn)
@@ -345,33 +338,25 @@ class Runner:
                 del self.replay[turn]  # the journaled part is repeated: nothing more to compare
             return
         self._abort(text, "diverged")
-        self.block(
+        self.writer.block(
             "model_divergence",
             f"the deterministic model did not repeat the {len(expected)} characters it had streamed "
             f"for turn {turn} before the interruption",
         )
-
-    def block(self, reason: str, detail: str, *, in_doubt: list[dict[str, Any]] | None = None) -> None:
-        """Stop with an explicit state: BLOCKED, a checkpoint, and the reason on record."""
-        self._transition(BLOCKED, reason)
-        self._append(
-            "recovery.blocked", {"reason": reason, "detail": detail, "in_doubt": in_doubt or []}, sync=True
-        )
-        faults.crash_point("after_ending")
-        write_head(self.session.path, self.record)
         raise Stop
 
     # -- tools -------------------------------------------------------------------------
 
-    def _tool_step(self) -> None:
+    def run_tool_call(self) -> None:
+        """Run the first pending tool call through the gate, its intent and result on record."""
         from handshake_cli.engine.tools.gate import ToolContext, ToolOutcome, idempotency_key, run_tool
 
         call = self.thread.pending[0]
         call_id, name, args = call["tool_call_id"], call["tool"], call.get("args") or {}
         spec = self.job.tool(name)
-        key = idempotency_key(self.session.session_id, call_id, name, args)
+        key = idempotency_key(self.writer.session.session_id, call_id, name, args)
         faults.crash_point("before_intent")
-        self._append(
+        self.writer.append(
             "tool.intent",
             {
                 "tool_call_id": call_id,
@@ -406,18 +391,18 @@ class Runner:
             )
         else:
             context = ToolContext(
-                session_id=self.session.session_id,
+                session_id=self.writer.session.session_id,
                 tool_call_id=call_id,
                 idempotency_key=key,
                 workspace=self.workspace,
-                store_large_output=self._store_large_output,
+                store_large_output=self.writer.store_large_output,
                 environ=self.environ,
             )
             outcome = run_tool(spec, args, context)
         faults.crash_point("before_result")
-        self.pack.sync()  # output the result names is durable before the result is written
         part = self.masker.mask_json(outcome.as_result_data())
-        self._append("tool.result", {"tool_call_id": call_id, "tool": name, **part}, sync=False)
+        # Output packed as artifacts is synced by the writer before this record names it.
+        self.writer.append("tool.result", {"tool_call_id": call_id, "tool": name, **part}, sync=False)
         faults.crash_point("after_result")
         self.tool_calls_run += 1
         self._messages_since += 1
@@ -425,57 +410,18 @@ class Runner:
         if self.job.checkpoint.after_tool_call:
             self._checkpoint("tool call completed")
         else:
-            self._sync()
+            self.writer.sync()
 
-    def _store_large_output(self, data: bytes) -> str:
-        """Tool output too large for a record: masked, then packed (durable with the next sync)."""
-        masked = self.masker.mask(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
-        artifact_id, _location = self.pack.add(masked)
-        return artifact_id
-
-    # -- records, checkpoints, states ---------------------------------------------------
-
-    def _append(self, type_: str, data: dict[str, Any], *, sync: bool) -> Record:
-        record = self.journal.append(type_, data, sync=sync)
-        self.record.apply(record)
-        self.thread.apply(record)
-        return record
-
-    def _sync(self) -> None:
-        self.pack.sync()  # artifacts named by records come first (DESIGN section 2, rule 2)
-        self.journal.sync()
+    # -- checkpoints and endings ---------------------------------------------------------
 
     def _checkpoint(self, reason: str) -> CheckpointRef:
-        ref, record = self.checkpoints.take(reason, self.thread, self.record)
-        self.record.apply(record)
+        ref = self.writer.checkpoint(reason)
         self._messages_since = 0
         self._tokens_since = 0
-        self.observer.checkpoint(ref, reason)
         return ref
 
-    def _transition(self, target: str, reason: str, *, checkpoint_reason: str | None = None) -> None:
-        before = self.record.state
-        self._append("session.state_change", {"from": before, "to": target, "reason": reason}, sync=False)
-        self._reason = reason
-        self.observer.state(before, target, reason)
-        # Always before PAUSED or BLOCKED, and at every transition unless the job says otherwise.
-        if self.job.checkpoint.on_state_change or target in (PAUSED, BLOCKED):
-            self._checkpoint(checkpoint_reason or f"state change to {target}")
-        else:
-            self._sync()
-        # head.json is a cache: refreshed at transitions, not at every checkpoint, because a
-        # rename per tool call would cost as much as the checkpoint itself.
-        write_head(self.session.path, self.record)
-
-    def start(self) -> None:
-        self._transition(ACTIVE, "run started")
-
     def _end(self, state: str, reason: str) -> None:
-        self._transition(state, reason)
-        ending = {COMPLETED: "session.completed", FAILED: "session.failed", CANCELLED: "session.cancelled"}
-        self._append(ending[state], {"reason": reason, "turns": self.thread.turn}, sync=True)
-        faults.crash_point("after_ending")
-        write_head(self.session.path, self.record)
+        self.writer.end(state, reason)
         raise Stop
 
     # -- `handshake checkpoint` while running --------------------------------------------
@@ -483,10 +429,11 @@ class Runner:
     def _serve_checkpoint_requests(self) -> None:
         from handshake_cli.storage.requests import answer, pending_requests
 
-        for request in pending_requests(self.session.path):
+        path = self.writer.session.path
+        for request in pending_requests(path):
             reason = self.masker.mask(request.reason) if request.reason else None
             ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
-            answer(self.session.path, request, ref.as_json())
+            answer(path, request, ref.as_json())
 
 
 class _TurnText:
@@ -528,7 +475,7 @@ class _TurnText:
             "count": len(self.pending),
             "text": "".join(self.pending),
         }
-        self.runner._append("model.chunk", data, sync=False)
+        self.runner.writer.append("model.chunk", data, sync=False)
         faults.crash_point("mid_stream")
         self.journaled += len(self.pending)
         self.pending.clear()

@@ -1,11 +1,12 @@
 """The recovery executor: carries a plan out under the session's lock, and journals every
 step (`recovery.started`, `operator.resolution`, `recovery.resumed`, `recovery.blocked`).
 
-It repairs a torn tail first (the bytes go to quarantine/, never deleted), then resolves
-in-doubt tool calls as the plan says (probe, operator's answer, or a rerun with the same
-key), and hands the session to the same runner `handshake run` uses, so a recovery can
-itself crash and be recovered. A tool call whose result is on record is never run again.
-Recovering a session whose plan is unchanged writes nothing: doing it twice is harmless.
+It plans under the lock, repairs a torn tail first (the bytes go to quarantine/, never
+deleted), then opens the session's writer, resolves in-doubt tool calls as the plan says
+(probe, operator's answer, or a rerun with the same key), and hands the writer to the same
+runner `handshake run` uses, so a recovery can itself crash and be recovered. A tool call
+whose result is on record is never run again. Recovering a session whose plan is unchanged
+writes nothing: doing it twice is harmless.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli import documents, faults
-from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner, Stop
+from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner
 from handshake_cli.engine.providers import make_provider
-from handshake_cli.engine.secrets import SecretMasker
+from handshake_cli.engine.writer import SessionWriter, open_writer
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.recovery.plan import (
     BLOCK,
@@ -32,12 +33,10 @@ from handshake_cli.recovery.plan import (
     make_plan,
     stopped_guidance,
 )
-from handshake_cli.recovery.view import in_flight_text, rebuild
-from handshake_cli.session.checkpoints import CheckpointWriter
-from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head, write_head
+from handshake_cli.recovery.view import SessionView, in_flight_text, rebuild
+from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage.filesystem import repair_torn_tail
-from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 
@@ -109,6 +108,7 @@ def recover(
     try:
         return _recover_locked(
             session,
+            held,
             options,
             root_args,
             observer or QuietObserver(),
@@ -119,7 +119,12 @@ def recover(
 
 
 def _recover_locked(
-    session: SessionDir, options: Options, root_args: list[str], observer: Observer, environ: dict[str, str]
+    session: SessionDir,
+    held: session_lock.SessionLock,
+    options: Options,
+    root_args: list[str],
+    observer: Observer,
+    environ: dict[str, str],
 ) -> RecoveryResult:
     view = rebuild(session)
     plan = make_plan(
@@ -146,112 +151,104 @@ def _recover_locked(
         # appended; only a head.json left stale by a crash after the last record is rewritten.
         refresh_head(session.path, view.record)
         return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
-    masker = SecretMasker.from_environment(view.job.masked_variables, environ)
-    journal = JournalWriter.open(session.journal, session.session_id, start=view.start)
-    pack = session.artifact_store().pack_writer()
-    cancel = Cancellation()
-    restore = cancel.install() if plan.action == "resume" else (lambda: None)
-    try:
-        runner = Runner(
-            session=session,
-            job=view.job,
-            workspace=workspace,
-            journal=journal,
-            pack=pack,
-            record=view.record,
-            thread=view.thread,
-            checkpoints=CheckpointWriter(
-                session.session_id,
-                journal,
-                pack,
-                count=view.record.checkpoint_count,
-                parent=view.newest_checkpoint,
-            ),
-            masker=masker,
-            provider=provider,
-            observer=observer,
-            cancel=cancel,
-            environ=environ,
-        )
-        runner._append(
-            "recovery.started",
-            {
-                "action": plan.action,
-                "reason": plan.reason,
-                "checkpoint": plan.checkpoint,
-                "skipped_checkpoints": plan.skipped_checkpoints,
-                "repaired_torn_tail": repaired,
-                "in_doubt": [call.as_json() for call in plan.in_doubt],
-            },
-            sync=False,
-        )
-        faults.crash_point("recovery_started")
-        inconclusive: Plan | None = None  # the plan as it stands when a probe could not answer
-        if plan.action == "nothing":
-            journal.sync()
-            write_head(session.path, runner.record)
-            return RecoveryResult(plan, plan.state, ExitCode.OK, executed=True)
+    with open_writer(
+        session, job=view.job, environ=environ, observer=observer, lock=held, standing=view
+    ) as writer:
+        cancel = Cancellation()
+        restore = cancel.install() if plan.action == "resume" else (lambda: None)
         try:
-            if plan.action == "cancel":
-                runner._end(CANCELLED, "cancelled by an operator")
-            if plan.action == "blocked":
-                details = {
-                    "in_doubt_tool_call": "a call that must not run twice is in doubt and nothing can tell",
-                    "model_divergence": "the deterministic model did not repeat its interrupted answer",
-                }
-                runner.block(
-                    plan.reason,
-                    details.get(plan.reason, plan.reason),
-                    in_doubt=[c.as_json() for c in plan.in_doubt],
-                )
-            detail = _settle_in_doubt(runner, plan, options, masker)
-            if detail is not None:
-                inconclusive = blocked = replace(
-                    plan,
-                    action="blocked",
-                    reason="in_doubt_tool_call",
-                    in_doubt=[
-                        replace(call, decision=BLOCK) if call.decision == PROBE else call
-                        for call in plan.in_doubt
-                    ],
-                )
-                runner.block("in_doubt_tool_call", detail, in_doubt=[c.as_json() for c in blocked.in_doubt])
-            if runner.record.state != ACTIVE:
-                runner._transition(ACTIVE, f"recovered ({plan.reason})")
-            text = in_flight_text(view)
-            if text and runner.provider.deterministic and not options.accept_divergence:
-                runner.replay[int((view.thread.in_flight or {}).get("turn", 0))] = text
-            runner._append(
-                "recovery.resumed",
-                {
-                    "checkpoint": plan.checkpoint,
-                    "in_flight": plan.in_flight,
-                    "replaying": bool(runner.replay),
-                },
-                sync=False,
+            runner = Runner(
+                writer, view.job, workspace, provider, observer=observer, cancel=cancel, environ=environ
             )
-        except Stop:
-            pass
-        else:
-            runner.drive()
-        state = runner.record.state
-        after = plan
-        if state == BLOCKED:
-            after = inconclusive or _blocked_plan(plan, runner)
-        result = runner.result()
-        return RecoveryResult(
-            plan,
-            state,
-            int(EXIT_FOR_STATE.get(state, ExitCode.INTERNAL)),
-            executed=True,
-            guidance=guidance(after)
-            or stopped_guidance(plan.session_id, state, plan.root_args, result.hint, indent="  "),
-            detail=result.reason,
+            return _execute(writer, runner, view, plan, options, repaired)
+        finally:
+            restore()
+
+
+def _execute(
+    writer: SessionWriter,
+    runner: Runner,
+    view: SessionView,
+    plan: Plan,
+    options: Options,
+    repaired: dict[str, Any] | None,
+) -> RecoveryResult:
+    """Journal the recovery, then cancel, block, or settle the calls in doubt and resume."""
+    writer.append(
+        "recovery.started",
+        {
+            "action": plan.action,
+            "reason": plan.reason,
+            "checkpoint": plan.checkpoint,
+            "skipped_checkpoints": plan.skipped_checkpoints,
+            "repaired_torn_tail": repaired,
+            "in_doubt": [call.as_json() for call in plan.in_doubt],
+        },
+        sync=False,
+    )
+    faults.crash_point("recovery_started")
+    if plan.action == "nothing":
+        writer.sync()
+        writer.write_head()
+        return RecoveryResult(plan, plan.state, ExitCode.OK, executed=True)
+    inconclusive: Plan | None = None  # the plan as it stands when a probe could not answer
+    if plan.action == "cancel":
+        writer.end(CANCELLED, "cancelled by an operator")
+    elif plan.action == "blocked":
+        details = {
+            "in_doubt_tool_call": "a call that must not run twice is in doubt and nothing can tell",
+            "model_divergence": "the deterministic model did not repeat its interrupted answer",
+        }
+        writer.block(
+            plan.reason, details.get(plan.reason, plan.reason), in_doubt=[c.as_json() for c in plan.in_doubt]
         )
-    finally:
-        restore()
-        journal.close()
-        pack.close()
+    else:
+        inconclusive = _resume(writer, runner, view, plan, options)
+    state = writer.record.state
+    after = plan
+    if state == BLOCKED:
+        after = inconclusive or _blocked_plan(plan, writer.session)
+    result = runner.result()
+    return RecoveryResult(
+        plan,
+        state,
+        int(EXIT_FOR_STATE.get(state, ExitCode.INTERNAL)),
+        executed=True,
+        guidance=guidance(after)
+        or stopped_guidance(plan.session_id, state, plan.root_args, result.hint, indent="  "),
+        detail=result.reason,
+    )
+
+
+def _resume(
+    writer: SessionWriter, runner: Runner, view: SessionView, plan: Plan, options: Options
+) -> Plan | None:
+    """Settle the calls in doubt and run on. Returns the plan as it stands when a probe could
+    not answer (the session blocks then, before running anything), or None."""
+    detail = _settle_in_doubt(writer, runner, plan, options)
+    if detail is not None:
+        blocked = replace(
+            plan,
+            action="blocked",
+            reason="in_doubt_tool_call",
+            in_doubt=[
+                replace(call, decision=BLOCK) if call.decision == PROBE else call for call in plan.in_doubt
+            ],
+        )
+        writer.block("in_doubt_tool_call", detail, in_doubt=[c.as_json() for c in blocked.in_doubt])
+        return blocked
+    if writer.record.state != ACTIVE:
+        writer.transition(ACTIVE, f"recovered ({plan.reason})")
+    text = in_flight_text(view)
+    if text and runner.provider.deterministic and not options.accept_divergence:
+        runner.replay[int((view.thread.in_flight or {}).get("turn", 0))] = text
+    writer.append(
+        "recovery.resumed",
+        {"checkpoint": plan.checkpoint, "in_flight": plan.in_flight, "replaying": bool(runner.replay)},
+        sync=False,
+    )
+    runner.drive()
+    return None
 
 
 def _exit_for(plan: Plan) -> int:
@@ -260,22 +257,22 @@ def _exit_for(plan: Plan) -> int:
     return ExitCode.OK  # a finished session: nothing to do
 
 
-def _blocked_plan(plan: Plan, runner: Runner) -> Plan:
+def _blocked_plan(plan: Plan, session: SessionDir) -> Plan:
     """The plan a later `recover --dry-run` would make for the session as it now stands."""
-    view = rebuild(runner.session)
-    return make_plan(view, plan.root_args)
+    return make_plan(rebuild(session), plan.root_args)
 
 
-def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: SecretMasker) -> str | None:
+def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options: Options) -> str | None:
     """Record what the operator or a probe says about each in-doubt call. Returns why the
     session must block (an inconclusive probe), or None."""
     from handshake_cli.engine.tools.gate import ToolContext, run_probe
 
+    masker = writer.masker
     by = getpass.getuser()
     for call in plan.in_doubt:
         if call.decision in (RESOLVED_DONE, "resolved_retry"):
             verdict = "done" if call.decision == RESOLVED_DONE else "retry"
-            runner._append(
+            writer.append(
                 "operator.resolution",
                 {"tool_call_id": call.tool_call_id, "resolution": verdict, "by": by},
                 sync=False,
@@ -284,7 +281,7 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                 output: Any = {"resolved": "done", "by": by}
                 if options.result_text is not None:
                     output = masker.mask(options.result_text)
-                runner._append(
+                writer.append(
                     "tool.result",
                     {
                         "tool_call_id": call.tool_call_id,
@@ -294,25 +291,25 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                     },
                     sync=False,
                 )
-                runner._checkpoint("tool call resolved by an operator")
+                writer.checkpoint("tool call resolved by an operator")
         elif call.decision == PROBE:
             spec = runner.job.tool(call.tool)
             assert spec is not None
-            pending = next(c for c in runner.thread.pending if c.get("tool_call_id") == call.tool_call_id)
+            pending = next(c for c in writer.thread.pending if c.get("tool_call_id") == call.tool_call_id)
             context = ToolContext(
-                session_id=runner.session.session_id,
+                session_id=writer.session.session_id,
                 tool_call_id=call.tool_call_id,
                 idempotency_key=call.idempotency_key or "",
                 workspace=runner.workspace,
-                store_large_output=runner._store_large_output,
+                store_large_output=writer.store_large_output,
                 environ=runner.environ,
             )
             answer, detail, output = run_probe(spec, pending.get("args") or {}, context)
-            runner.pack.sync()  # large output the probe printed is durable before the result names it
+            writer.sync_artifacts()  # large output the probe printed is durable before its answer
             faults.crash_point("recovery_after_probe")
             evidence = {"probe": answer, "detail": masker.mask(detail)}
             if answer == "happened":
-                runner._append(
+                writer.append(
                     "tool.result",
                     {
                         "tool_call_id": call.tool_call_id,
@@ -322,7 +319,7 @@ def _settle_in_doubt(runner: Runner, plan: Plan, options: Options, masker: Secre
                     },
                     sync=False,
                 )
-                runner._checkpoint("tool call settled by its probe")
+                writer.checkpoint("tool call settled by its probe")
             elif answer == "unknown":
                 return f"the probe of {call.tool_call_id} was inconclusive"
             # not_happened: the call stays pending, and the runner runs it

@@ -14,14 +14,13 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from handshake_cli.engine.writer import SessionWriter, open_writer
 from handshake_cli.errors import IntegrityError, NotFound
-from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, CheckpointWriter, load
-from handshake_cli.session.state import fold, initial_head, write_head
-from handshake_cli.session.thread import fold_thread, named_artifacts
-from handshake_cli.storage import lock as session_lock
+from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, load
+from handshake_cli.session.state import initial_head
+from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 
 STORE_KEYS = ("format_version", "session_id", "created_at")
@@ -49,41 +48,29 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
         session_id=new_id,
     )
     copied = [r for r in result.records[1:] if r.seq <= covers and r.type != "checkpoint.created"]
-    held = session_lock.SessionLock(new.path, new_id)
-    held.acquire(" ".join(["handshake", "recover", source_id, "--fork", new_id]))
-    try:
-        filled = _fill(source, new, copied, base, covers)
-    except BaseException:
-        # Half a fork helps nobody: it was made by this call and nobody else knows it yet.
-        shutil.rmtree(new.path, ignore_errors=True)
-        raise
-    finally:
-        held.release()
+    with open_writer(new, command=" ".join(["handshake", "recover", source_id, "--fork", new_id])) as writer:
+        try:
+            filled = _fill(source, writer, copied, base, covers)
+        except BaseException:
+            # Half a fork helps nobody: it was made by this call and nobody else knows it yet.
+            shutil.rmtree(new.path, ignore_errors=True)
+            raise
     return {"session_id": new_id, "forked_from": origin, **filled}
 
 
 def _fill(
-    source: SessionDir, new: SessionDir, copied: list[Record], base: CheckpointRef | None, covers: int
+    source: SessionDir, writer: SessionWriter, copied: list[Record], base: CheckpointRef | None, covers: int
 ) -> dict[str, Any]:
     """Copy the records and the artifacts they name, then take the fork's first checkpoint."""
-    with JournalWriter.open(new.journal, new.session_id) as journal:
-        source_artifacts, new_artifacts = source.artifact_store(), new.artifact_store()
-        for record in copied:
-            for ident in _named_artifacts(record):
-                new_artifacts.put_loose(source_artifacts.get(ident))
-            journal.append(record.type, record.data, sync=False)
-        records = scan(new.journal, new.session_id).records
-        session = fold(new.session_id, records)
-        pack = new_artifacts.pack_writer()
-        try:
-            writer = CheckpointWriter(new.session_id, journal, pack, count=0)
-            at = base.checkpoint_id if base else f"seq {covers}"
-            ref, record = writer.take(f"forked from {source.session_id} {at}", fold_thread(records), session)
-        finally:
-            pack.close()
-    session.apply(record)
-    write_head(new.path, session)
-    return {"state": session.state, "records_copied": len(copied), "checkpoint": ref.as_json()}
+    source_artifacts, new_artifacts = source.artifact_store(), writer.session.artifact_store()
+    for record in copied:
+        for ident in _named_artifacts(record):
+            new_artifacts.put_loose(source_artifacts.get(ident))
+        writer.append(record.type, record.data, sync=False)
+    at = base.checkpoint_id if base else f"seq {covers}"
+    ref = writer.checkpoint(f"forked from {source.session_id} {at}")
+    writer.write_head()
+    return {"state": writer.record.state, "records_copied": len(copied), "checkpoint": ref.as_json()}
 
 
 def _pick(
