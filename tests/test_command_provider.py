@@ -1,4 +1,4 @@
-"""The command provider: a real program (tests/model_jobs/tiny_model.py) is the model."""
+"""The command provider: a real program (tests/data/model_jobs/tiny_model.py) is the model."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import tomli_w
 
 from tests.conftest import CliResult
+from tests.support.paths import DATA
 from tests.test_run import READ, WRITE, only_session, records_of, run_until_killed
 
-MODEL = Path(__file__).resolve().parent / "model_jobs" / "tiny_model.py"
+MODEL = DATA / "model_jobs" / "tiny_model.py"
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ from handshake_cli.storage import journal
 from tests import crafted
 from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
 from tests.peak_memory import PEAK_KIB
+from tests.support.paths import DATA
 from tests.test_run import write_job
 
-HERE = Path(__file__).resolve().parent
-EFFECT = HERE / "recover_jobs" / "effect.py"
+EFFECT = DATA / "recover_jobs" / "effect.py"
 
 TURNS = [
     {

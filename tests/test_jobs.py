@@ -35,8 +35,9 @@ from handshake_cli.engine.jobs import (
     load_job,
 )
 from handshake_cli.errors import ExitCode
+from tests.support.paths import DATA
 
-JOBS = Path(__file__).resolve().parent / "jobs"
+JOBS = DATA / "jobs"
 
 BASE_JOB: dict[str, Any] = {
     "name": "q",

@@ -31,6 +31,7 @@ from handshake_cli.recovery import execute
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 from tests.conftest import CliResult
 from tests.peak_memory import PEAK_KIB
+from tests.support.paths import DATA
 from tests.test_bundle import files_of
 from tests.test_jobs import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error
 from tests.test_jobs import write_job as write_q_job
@@ -132,7 +133,7 @@ def test_a_stored_job_beyond_a_limit_is_integrity_damage_not_an_overflow() -> No
 
 
 def load_job_config() -> dict[str, Any]:
-    return load_job(Path(__file__).resolve().parent / "jobs" / "quickstart.toml").to_config()
+    return load_job(DATA / "jobs" / "quickstart.toml").to_config()
 
 
 def test_run_with_a_huge_chunk_delay_is_exit_2_and_creates_nothing(

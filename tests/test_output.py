@@ -4,7 +4,7 @@ Real processes with real descriptors: a pipe whose reader left (before anything 
 or after reading a few bytes, as `| head -c 10` does), /dev/full as stdout (a full disk),
 text no encoding can carry (a lone surrogate streamed by a model, a surrogate pair split
 across two deltas), and stdout in ASCII. Runs are held at known points by a gate tool
-(tests/tools/gate.py), never by timing. Each test checks what a user would: the exit code,
+(tests/data/tools/gate.py), never by timing. Each test checks what a user would: the exit code,
 no traceback, and that the session's journal is complete and verifies.
 """
 
@@ -28,13 +28,13 @@ from handshake_cli.paths import Paths
 from handshake_cli.readers import inspection
 from handshake_cli.storage.store import Store
 from tests.conftest import CliResult
+from tests.support.paths import DATA
 from tests.test_run import only_session, records_of, wait_for, workspace, write_job
 
 __all__ = ["workspace"]  # the fixture, shared with test_run
 
-TESTS = Path(__file__).resolve().parent
-GATE = TESTS / "tools" / "gate.py"
-SAYS = TESTS / "model_jobs" / "says.py"
+GATE = DATA / "tools" / "gate.py"
+SAYS = DATA / "model_jobs" / "says.py"
 WORDS = " ".join(f"word{i}" for i in range(300))
 
 

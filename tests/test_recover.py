@@ -3,8 +3,8 @@
 Every session here is made by the console script and crashed for real: a SIGKILL at a named
 crash point (HANDSHAKE_CRASH_AT) or of a running process. Recovery is then run as a user
 would run it, and the tests check what that user would notice: the exit code, the guidance
-text (byte for byte against tests/golden_guidance/), the message thread `inspect` shows,
-how many times a tool's effect happened (the tools in tests/recover_jobs/ leave a trace in
+text (byte for byte against tests/data/golden_guidance/), the message thread `inspect` shows,
+how many times a tool's effect happened (the tools in tests/data/recover_jobs/ leave a trace in
 the workspace), and whether any byte of the session changed when nothing should have.
 
 Golden guidance uses fixed session ids and passes the root through HANDSHAKE_HOME, so the
@@ -31,11 +31,11 @@ import tomli_w
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal import JournalWriter
 from tests.conftest import CliResult
+from tests.support.paths import DATA
 from tests.test_run import WRITE, records_of, wait_for, write_job
 
-HERE = Path(__file__).resolve().parent
-RECOVER_JOBS = HERE / "recover_jobs"
-GOLDEN = HERE / "golden_guidance"
+RECOVER_JOBS = DATA / "recover_jobs"
+GOLDEN = DATA / "golden_guidance"
 
 Cli = Callable[..., CliResult]
 
@@ -234,7 +234,7 @@ def test_golden_blocked_guidance_repeats_a_typed_root_and_runs_as_printed(
 
 def changing_model_job(tmp_path: Path) -> Path:
     """A deterministic model (command provider) that changes its first word once the
-    workspace holds a file named `diverge` (tests/recover_jobs/changing_model.py)."""
+    workspace holds a file named `diverge` (tests/data/recover_jobs/changing_model.py)."""
     directory = tmp_path / "job-changing"
     directory.mkdir()
     job = {

@@ -22,8 +22,9 @@ import tomli_w
 
 from handshake_cli.storage.journal import Record, scan
 from tests.conftest import FIXTURES, REPO, CliResult
+from tests.support.paths import DATA
 
-RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"
+RUN_JOBS = DATA / "run_jobs"
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
 
 WRITE = {"name": "write_file", "builtin": "write_file", "side_effect": "write", "idempotency": "idempotent"}

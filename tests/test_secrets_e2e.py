@@ -14,8 +14,9 @@ from typing import Any
 import tomli_w
 
 from tests.conftest import FIXTURES, CliResult
+from tests.support.paths import DATA
 
-RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"
+RUN_JOBS = DATA / "run_jobs"
 
 
 def corpus() -> dict[str, Any]:
