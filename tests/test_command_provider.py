@@ -11,18 +11,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import CliResult
+from tests.support.cli import CliResult, run_until_killed
+from tests.support.jobs import READ, WRITE
 from tests.support.paths import DATA
-from tests.test_run import READ, WRITE, only_session, records_of, run_until_killed
+from tests.support.sessions import only_session, records_of
 
 MODEL = DATA / "model_jobs" / "tiny_model.py"
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
 
 
 def command_job(directory: Path, *flags: str, **model: Any) -> Path:

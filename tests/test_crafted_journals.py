@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from handshake_cli.storage import journal
-from tests import crafted
-from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
-from tests.peak_memory import PEAK_KIB
+from tests.support import crafted
+from tests.support.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
+from tests.support.jobs import write_job
 from tests.support.paths import DATA
-from tests.test_run import write_job
+from tests.support.peak_memory import PEAK_KIB
 
 EFFECT = DATA / "recover_jobs" / "effect.py"
 

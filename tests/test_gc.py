@@ -29,10 +29,8 @@ from handshake_cli.storage import lock
 from handshake_cli.storage.journal import JournalWriter, scan, utc_now
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import SPAWN_AFTER, Deleter
-from tests.conftest import CliResult
-from tests.test_output import gate_call, gate_tool
-from tests.test_recover import crash_run, long_turn_job, send_job, start
-from tests.test_run import wait_for, write_job
+from tests.support.cli import CliResult, crash_run, start, wait_for
+from tests.support.jobs import gate_call, gate_tool, long_turn_job, send_job, write_job
 
 Cli = Callable[..., CliResult]
 OLD = "2020-01-02T03:04:05.000000Z"

@@ -27,28 +27,13 @@ from handshake_cli.cli import streams
 from handshake_cli.paths import Paths
 from handshake_cli.readers import inspection
 from handshake_cli.storage.store import Store
-from tests.conftest import CliResult
+from tests.support.cli import CliResult, handshake, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.paths import DATA
-from tests.test_run import only_session, records_of, wait_for, workspace, write_job
+from tests.support.sessions import only_session, records_of
 
-__all__ = ["workspace"]  # the fixture, shared with test_run
-
-GATE = DATA / "tools" / "gate.py"
 SAYS = DATA / "model_jobs" / "says.py"
 WORDS = " ".join(f"word{i}" for i in range(300))
-
-
-def gate_tool() -> dict[str, Any]:
-    return {
-        "name": "gate",
-        "command": [sys.executable, str(GATE)],
-        "side_effect": "read",
-        "idempotency": "idempotent",
-    }
-
-
-def gate_call(n: int) -> dict[str, Any]:
-    return {"tool": "gate", "args": {"gate": f"open{n}", "started": f"waiting{n}"}}
 
 
 def gated_job(directory: Path) -> Path:
@@ -59,10 +44,6 @@ def gated_job(directory: Path) -> Path:
         {"text": "All done: " + WORDS},
     ]
     return write_job(directory, turns, [gate_tool()])
-
-
-def handshake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "handshake_cli", *args]
 
 
 def spawn(env: dict[str, str], args: list[str], stdout: int | IO[Any]) -> subprocess.Popen[bytes]:

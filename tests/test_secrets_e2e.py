@@ -13,8 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import FIXTURES, CliResult
-from tests.support.paths import DATA
+from tests.support.cli import CliResult
+from tests.support.paths import DATA, FIXTURES
 
 RUN_JOBS = DATA / "run_jobs"
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import FIXTURES, REPO
-from tests.support.paths import DATA
+from tests.support.paths import DATA, FIXTURES, REPO
 
 CRASH_JOBS = DATA / "crash_jobs"
 
