@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
@@ -86,7 +86,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     def make(
         name: str,
-        turns: list[dict[str, Any]],
+        turns: list[Any],
         tools: list[dict[str, Any]],
         crash_at: str | None,
         **top_keys: Any,
@@ -339,7 +339,16 @@ def _type(line: crafted.Line) -> str | None:
         return None  # an earlier edit left a line that is no record
 
 
-def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
+T = TypeVar("T")
+
+
+class Draw(Protocol):
+    """`data.draw` of `st.data()`: how `_edit` makes its choices."""
+
+    def __call__(self, strategy: st.SearchStrategy[T], label: object = ...) -> T: ...
+
+
+def _edit(draw: Draw, journal_dir: Path, session_id: str) -> str:
     """Apply one random edit to the journal; return its description."""
     lines = lines_of(journal_dir)
     segments = journal.list_segments(journal_dir)
@@ -410,8 +419,8 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
     elif what == "duplicate":
         lines.insert(index + 1, crafted.Line(line.segment, line.content))
     elif what == "swap":
-        other = draw(st.integers(0, len(lines) - 1))
-        lines[index].content, lines[other].content = lines[other].content, lines[index].content
+        swapped = draw(st.integers(0, len(lines) - 1))
+        lines[index].content, lines[swapped].content = lines[swapped].content, lines[index].content
     elif what == "drop":
         del lines[index]
     elif what == "oversized":

@@ -491,7 +491,11 @@ def _trash_of_trees(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 def _delete_all(deleter: Deleter, trash: Path, names: list[str]) -> list[tuple[str, int, str | None]]:
     seen: list[tuple[str, int, str | None]] = []
     for name in names:
-        deleter.delete(trash / name, lambda size, error, name=name: seen.append((name, size, error)))
+
+        def done(size: int, error: str | None, name: str = name) -> None:
+            seen.append((name, size, error))
+
+        deleter.delete(trash / name, done)
     deleter.finish()
     return seen
 

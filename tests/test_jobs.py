@@ -21,6 +21,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handshake_cli import documents
 from handshake_cli.engine import jobs
 from handshake_cli.engine.jobs import (
     CheckpointPolicy,
@@ -1319,7 +1320,7 @@ def unreadable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: object, **kwargs: object) -> object:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(jobs.documents, "open_regular", refuse)
+    monkeypatch.setattr(documents, "open_regular", refuse)
     yield
 
 
@@ -1386,14 +1387,14 @@ def test_script_is_a_directory(tmp_path: Path) -> None:
 
 def test_script_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_job(tmp_path)
-    real_open = jobs.documents.open_regular
+    real_open = documents.open_regular
 
     def refuse_script(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith("script.toml"):
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(jobs.documents, "open_regular", refuse_script)
+    monkeypatch.setattr(documents, "open_regular", refuse_script)
     error = job_error(path)
     assert error.details == {"file": str(path), "key": "model.script"}
     assert "cannot be read: Permission denied" in error.message

@@ -445,7 +445,7 @@ def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
 
         fast = journal.scan(journal_dir, SID, decode=decode)
         real = journal._scan_intact_lines
-        journal._scan_intact_lines = lambda data, name, result, decode, pos: pos  # type: ignore[assignment]
+        journal._scan_intact_lines = lambda data, name, result, decode, pos: pos
         try:
             slow = journal.scan(journal_dir, SID, decode=decode)
         finally:

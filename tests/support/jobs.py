@@ -31,7 +31,7 @@ def command_tool(name: str, script: str, **extra: Any) -> dict[str, Any]:
 
 def write_job(
     directory: Path,
-    turns: list[dict[str, Any]],
+    turns: list[Any],
     tools: list[dict[str, Any]],
     *,
     name: str = "test",
@@ -52,7 +52,7 @@ def write_job(
     return path
 
 
-SEND_TURNS = [
+SEND_TURNS: list[dict[str, Any]] = [
     {"text": "Sending the message.", "tool_calls": [{"tool": "send", "args": {"message": "hello"}}]},
     {"text": "Sent."},
 ]
