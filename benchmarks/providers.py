@@ -3,7 +3,7 @@ must do to read the same stream.
 
     python benchmarks/providers.py [--words 20000] [--repeat 5]
 
-A loopback HTTP server (tests/openai_server.py, in its own process so that it does not share
+A loopback HTTP server (tests/support/openai_server.py, in its own process so that it does not share
 the GIL with the client) streams an answer of N words, one server-sent event per word, as
 OpenAI does. Measured in the same run, interleaved:
 - floor: httpx streams the response, splits lines, and decodes each event's JSON;
@@ -32,7 +32,7 @@ from handshake_cli.engine import launch
 from handshake_cli.engine.jobs import load_job
 from handshake_cli.paths import Paths
 from handshake_cli.storage.store import Store
-from tests.openai_server import FakeOpenAI, sse, text_events
+from tests.support.openai_server import FakeOpenAI, sse, text_events
 
 
 def serve(words: int, answers: int, port: multiprocessing.Queue[int]) -> None:

@@ -1,33 +1,21 @@
-"""Shared fixtures: a hermetic environment and a `cli` that runs the real console script."""
+"""Shared fixtures: a hermetic environment, a `cli` that runs the real console script, a
+workspace, and a blocked session. Helpers that are not fixtures live in tests/support/."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "fixtures"
-GOLDEN = FIXTURES / "sessions"
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
+from tests.support.cli import Cli, CliResult, crash_run
+from tests.support.jobs import send_job
+from tests.support.paths import GOLDEN
+from tests.support.sessions import effects
 
 
 @pytest.fixture
@@ -100,3 +88,22 @@ def hs(cli: Callable[..., CliResult], root: Path) -> Callable[..., CliResult]:
         return cli(*args, extra_env={"HANDSHAKE_HOME": str(root), **(extra_env or {})})
 
     return run
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """The directory tools run in (`--workspace`)."""
+    path = tmp_path / "ws"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def blocked(tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli) -> str:
+    """Session blocked-1: `send` (non_idempotent, no probe) took effect, then handshake died
+    before its result was journaled; a first `recover` blocked it."""
+    crash_run(home_env, send_job(tmp_path), "blocked-1", workspace, "before_result")
+    assert len(effects(workspace)) == 1
+    first = hs("recover", "blocked-1")
+    assert first.code == 3, first.stdout + first.stderr
+    return "blocked-1"

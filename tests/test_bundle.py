@@ -15,7 +15,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -28,25 +27,14 @@ from handshake_cli.maintenance import bundle
 from handshake_cli.maintenance.bundle import import_ as importing
 from handshake_cli.paths import Paths
 from handshake_cli.storage.store import Store
-from tests.conftest import FIXTURES, GOLDEN, CliResult
-from tests.test_run import WRITE, wait_for, write_job
+from tests.support.cli import CliResult, handshake, wait_for
+from tests.support.jobs import WRITE, write_job
+from tests.support.paths import FIXTURES, GOLDEN
+from tests.support.sessions import files_of
 
 Cli = Callable[..., CliResult]
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
 NAMES = ["clean", "torn-tail", "corrupt-middle", "in-doubt", "no-checkpoint"]
-
-
-def files_of(directory: Path) -> dict[str, bytes]:
-    """Every regular file below a directory and its bytes."""
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    }
-
-
-def handshake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "handshake_cli", *args]
 
 
 def export(cli: Cli, root: Path, session_id: str, output: Path, *extra: str) -> CliResult:

@@ -12,7 +12,8 @@ import pytest
 
 from handshake_cli import __version__
 from handshake_cli.cli.output import Result, run_command
-from tests.conftest import REPO, CliResult
+from tests.support.cli import CliResult
+from tests.support.paths import REPO
 
 COMMANDS = ["run", "checkpoint", "recover", "inspect", "gc"]
 

@@ -1,4 +1,4 @@
-"""The command provider: a real program (tests/model_jobs/tiny_model.py) is the model."""
+"""The command provider: a real program (tests/data/model_jobs/tiny_model.py) is the model."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import CliResult
-from tests.test_run import READ, WRITE, only_session, records_of, run_until_killed
+from tests.support.cli import CliResult, run_until_killed
+from tests.support.jobs import READ, WRITE
+from tests.support.paths import DATA
+from tests.support.sessions import only_session, records_of
 
-MODEL = Path(__file__).resolve().parent / "model_jobs" / "tiny_model.py"
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
+MODEL = DATA / "model_jobs" / "tiny_model.py"
 
 
 def command_job(directory: Path, *flags: str, **model: Any) -> Path:

@@ -41,9 +41,10 @@ from handshake_cli.maintenance import bundle
 from handshake_cli.maintenance.bundle import checks
 from handshake_cli.paths import Paths
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES, Store
-from tests.conftest import GOLDEN, CliResult
-from tests.peak_memory import PEAK_KIB
-from tests.test_bundle import files_of
+from tests.support.cli import CliResult
+from tests.support.paths import GOLDEN
+from tests.support.peak_memory import PEAK_KIB
+from tests.support.sessions import files_of
 
 Cli = Callable[..., CliResult]
 SESSION = "clean"

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
@@ -31,13 +31,13 @@ from handshake_cli.storage.journal import codec, records
 from handshake_cli.storage.journal.codec import segment_name
 from handshake_cli.storage.journal.scan import list_segments, scan
 from handshake_cli.storage.journal.writer import JournalWriter
-from tests import crafted
-from tests.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
-from tests.peak_memory import PEAK_KIB
-from tests.test_run import write_job
+from tests.support import crafted
+from tests.support.crafted import BODY_KINDS, KINDS, cli_in_process, cli_subprocess, snapshot
+from tests.support.jobs import write_job
+from tests.support.paths import DATA
+from tests.support.peak_memory import PEAK_KIB
 
-HERE = Path(__file__).resolve().parent
-EFFECT = HERE / "recover_jobs" / "effect.py"
+EFFECT = DATA / "recover_jobs" / "effect.py"
 
 TURNS = [
     {
@@ -89,7 +89,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     def make(
         name: str,
-        turns: list[dict[str, Any]],
+        turns: list[Any],
         tools: list[dict[str, Any]],
         crash_at: str | None,
         **top_keys: Any,
@@ -340,7 +340,16 @@ def _type(line: crafted.Line) -> str | None:
         return None  # an earlier edit left a line that is no record
 
 
-def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
+T = TypeVar("T")
+
+
+class Draw(Protocol):
+    """`data.draw` of `st.data()`: how `_edit` makes its choices."""
+
+    def __call__(self, strategy: st.SearchStrategy[T], label: object = ...) -> T: ...
+
+
+def _edit(draw: Draw, journal_dir: Path, session_id: str) -> str:
     """Apply one random edit to the journal; return its description."""
     lines = lines_of(journal_dir)
     segments = list_segments(journal_dir)
@@ -411,8 +420,8 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
     elif what == "duplicate":
         lines.insert(index + 1, crafted.Line(line.segment, line.content))
     elif what == "swap":
-        other = draw(st.integers(0, len(lines) - 1))
-        lines[index].content, lines[other].content = lines[other].content, lines[index].content
+        swapped = draw(st.integers(0, len(lines) - 1))
+        lines[index].content, lines[swapped].content = lines[swapped].content, lines[index].content
     elif what == "drop":
         del lines[index]
     elif what == "oversized":

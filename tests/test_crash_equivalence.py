@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from handshake_cli.faults import POINTS
-from tests.crashkit import World, assert_equivalent, drive_to_the_end, kill_after
+from tests.support.crashkit import World, assert_equivalent, drive_to_the_end, kill_after
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ Each command (run, recover, checkpoint, gc, export, import) runs as a real proce
 `HANDSHAKE_FAULT` set (handshake_cli/faults.py): the Nth call of one syscall made by
 handshake's own I/O (journal, artifacts, head, lock, store, gc, bundle, recovery) fails with
 ENOSPC or EIO, or writes short; N = 1, 2, ... until the command completes with nothing
-injected. tests/faults_harness.py holds the checks each case must pass: exit 74 (or the
+injected. tests/support/faults_harness.py holds the checks each case must pass: exit 74 (or the
 clean exit code) naming the file and cause, never 1 or a traceback, a failed fsync never
 retried, no damage in the middle of a journal, and `recover`, once the fault is gone,
 ending the session with the crash-free thread and the non-idempotent effect exactly once.
@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults_harness import (
+from tests.support.faults_harness import (
     ENVIRONMENT,
     KINDS,
     Lab,

@@ -6,7 +6,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import FIXTURES, CliResult
+from tests.support.cli import CliResult
+from tests.support.paths import FIXTURES
 
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
 

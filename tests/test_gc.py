@@ -31,10 +31,8 @@ from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.storage.trash import SPAWN_AFTER, Deleter
-from tests.conftest import CliResult
-from tests.test_output import gate_call, gate_tool
-from tests.test_recover import crash_run, long_turn_job, send_job, start
-from tests.test_run import wait_for, write_job
+from tests.support.cli import CliResult, crash_run, start, wait_for
+from tests.support.jobs import gate_call, gate_tool, long_turn_job, send_job, write_job
 
 Cli = Callable[..., CliResult]
 OLD = "2020-01-02T03:04:05.000000Z"
@@ -519,7 +517,11 @@ def _trash_of_trees(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 def _delete_all(deleter: Deleter, trash: Path, names: list[str]) -> list[tuple[str, int, str | None]]:
     seen: list[tuple[str, int, str | None]] = []
     for name in names:
-        deleter.delete(trash / name, lambda size, error, name=name: seen.append((name, size, error)))
+
+        def done(size: int, error: str | None, name: str = name) -> None:
+            seen.append((name, size, error))
+
+        deleter.delete(trash / name, done)
     deleter.finish()
     return seen
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GOLDEN, REPO, CliResult
+from tests.support.cli import CliResult
+from tests.support.paths import GOLDEN, REPO
 
 NAMES = ["clean", "torn-tail", "corrupt-middle", "in-doubt", "no-checkpoint"]
 VERIFY_EXIT = {"clean": 0, "torn-tail": 0, "corrupt-middle": 5, "in-doubt": 0, "no-checkpoint": 0}

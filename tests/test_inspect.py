@@ -13,9 +13,10 @@ from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage.store import Store
-from tests.conftest import FIXTURES, CliResult
-from tests.test_output import gate_call, gate_tool
-from tests.test_run import only_session, records_of, start_run, wait_for, write_job
+from tests.support.cli import CliResult, start_run, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
+from tests.support.paths import FIXTURES
+from tests.support.sessions import only_session, records_of
 
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
 

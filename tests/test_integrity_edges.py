@@ -18,18 +18,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import tomli_w
 
 from handshake_cli.storage.journal.codec import encode, genesis
-from tests.test_recover import Cli, crash_run, effects, send_job, session_dir, snapshot
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
+from tests.support.cli import Cli, crash_run
+from tests.support.jobs import send_job
+from tests.support.sessions import effects, session_dir, snapshot
 
 
 def journal_lines(root: Path, session_id: str) -> list[bytes]:
@@ -158,7 +152,7 @@ def test_a_recovery_that_died_after_quarantining_keeps_one_copy(
     """Cutting the same bytes again finds them already kept: no second file."""
     import subprocess
 
-    from tests.test_recover import handshake
+    from tests.support.cli import handshake
 
     crash_run(home_env, send_job(tmp_path, probe=True), "again", workspace, "after_intent")
     segment = session_dir(root, "again") / "journal" / "00000001.jsonl"

@@ -27,7 +27,6 @@ from handshake_cli.engine.jobs import (
     CheckpointPolicy,
     Job,
     JobConfigError,
-    JobError,
     Limits,
     ModelSpec,
     ScriptedCall,
@@ -37,63 +36,12 @@ from handshake_cli.engine.jobs import (
 )
 from handshake_cli.engine.providers import openai_options
 from handshake_cli.errors import ExitCode
+from tests.support.job_files import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error, write_job
+from tests.support.paths import DATA
 
-JOBS = Path(__file__).resolve().parent / "jobs"
+JOBS = DATA / "jobs"
 
-BASE_JOB: dict[str, Any] = {
-    "name": "q",
-    "prompt": {"system": "Be careful.", "user": "Write hello.txt, then notify the team."},
-    "model": {"provider": "scripted", "script": "q.script.toml"},
-    "tools": [
-        {"name": "write_file", "builtin": "write_file", "side_effect": "write", "idempotency": "idempotent"},
-        {
-            "name": "notify",
-            "command": ["python3", "./notify.py"],
-            "probe": ["python3", "./notify.py", "--probe"],
-            "side_effect": "execute",
-            "idempotency": "non_idempotent",
-        },
-    ],
-}
-BASE_SCRIPT: dict[str, Any] = {
-    "turns": [
-        {
-            "text": "Writing, then notifying.",
-            "tool_calls": [
-                {"tool": "write_file", "args": {"path": "hello.txt", "content": "hi"}},
-                {"tool": "notify", "args": {"message": "written"}},
-            ],
-        },
-        {"text": "Done."},
-    ]
-}
-OPENAI_MODEL: dict[str, Any] = {
-    "provider": "openai",
-    "base_url": "http://127.0.0.1:11434/v1",
-    "model": "llama3.2",
-}
 COMMAND_MODEL: dict[str, Any] = {"provider": "command", "command": ["python3", "./fake_model.py"]}
-
-
-def write_job(
-    directory: Path, job: dict[str, Any] | None = None, script: dict[str, Any] | None = None
-) -> Path:
-    """q.toml and q.script.toml in `directory` (the base ones unless given)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "q.script.toml").write_text(tomli_w.dumps(BASE_SCRIPT if script is None else script))
-    path = directory / "q.toml"
-    path.write_text(tomli_w.dumps(BASE_JOB if job is None else job))
-    return path
-
-
-def job_error(path: Path | str) -> JobError:
-    with pytest.raises(JobError) as info:
-        load_job(path)
-    error = info.value
-    assert error.exit_code is ExitCode.USAGE and int(error.exit_code) == 2
-    assert error.code == "invalid_job"
-    assert error.message.startswith(f"{error.details['file']}: ")
-    return error
 
 
 def through_toml(config: dict[str, Any]) -> dict[str, Any]:

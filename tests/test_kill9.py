@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.crashkit import World, describe, kill_after, records, verdict
+from tests.support.crashkit import World, describe, kill_after, records, verdict
 
 WORKERS = 3  # threads: each mostly waits on its subprocesses
 CI_KILLS = 200

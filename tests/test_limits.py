@@ -29,12 +29,12 @@ from handshake_cli.errors import IntegrityError
 from handshake_cli.maintenance import gc
 from handshake_cli.recovery import execute
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
-from tests.conftest import CliResult
-from tests.peak_memory import PEAK_KIB
-from tests.test_bundle import files_of
-from tests.test_jobs import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error
-from tests.test_jobs import write_job as write_q_job
-from tests.test_recover import blocked, effects, workspace  # noqa: F401 (fixtures)
+from tests.support.cli import CliResult
+from tests.support.job_files import BASE_JOB, BASE_SCRIPT, OPENAI_MODEL, job_error
+from tests.support.job_files import write_job as write_q_job
+from tests.support.paths import DATA
+from tests.support.peak_memory import PEAK_KIB
+from tests.support.sessions import effects, files_of
 
 Cli = Callable[..., CliResult]
 
@@ -132,7 +132,7 @@ def test_a_stored_job_beyond_a_limit_is_integrity_damage_not_an_overflow() -> No
 
 
 def load_job_config() -> dict[str, Any]:
-    return load_job(Path(__file__).resolve().parent / "jobs" / "quickstart.toml").to_config()
+    return load_job(DATA / "jobs" / "quickstart.toml").to_config()
 
 
 def test_run_with_a_huge_chunk_delay_is_exit_2_and_creates_nothing(
@@ -293,11 +293,11 @@ def result_file_case(case: str, tmp_path: Path) -> str:
 @pytest.mark.parametrize("case", ["dev zero", "fifo", "too large", "directory", "not utf-8", "missing"])
 def test_a_result_file_that_cannot_be_a_result_is_exit_2_and_changes_nothing(
     case: str,
-    blocked: str,  # noqa: F811
+    blocked: str,
     hs: Cli,
     root: Path,
     tmp_path: Path,
-    workspace: Path,  # noqa: F811
+    workspace: Path,
 ) -> None:
     before = files_of(root / "sessions")
     path = result_file_case(case, tmp_path)
@@ -309,7 +309,7 @@ def test_a_result_file_that_cannot_be_a_result_is_exit_2_and_changes_nothing(
 
 
 def test_a_result_file_at_the_limit_is_recorded(
-    blocked: str,  # noqa: F811
+    blocked: str,
     hs: Cli,
     root: Path,
     tmp_path: Path,

@@ -1,4 +1,4 @@
-"""The openai provider against a real HTTP server on loopback (tests/openai_server.py),
+"""The openai provider against a real HTTP server on loopback (tests/support/openai_server.py),
 driven through the console script as a user would, then read back from the session's files."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 import tomli_w
 
 from handshake_cli.engine.providers.openai import _lines
-from tests.conftest import CliResult
-from tests.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
-from tests.test_run import READ, WRITE, only_session, records_of, start_run, wait_for
+from tests.support.cli import CliResult, start_run, wait_for
+from tests.support.jobs import READ, WRITE
+from tests.support.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
+from tests.support.sessions import only_session, records_of
 
 KEY_VAR = "HANDSHAKE_TEST_OPENAI_KEY"
 KEY = "sk-test-4f9a2c8e1b7d3f6a0e5c9b2d8a1f7e3c"  # the shape the masker knows, too
@@ -37,13 +38,6 @@ DESCRIBED_WRITE = {
 def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as fake:
         yield fake
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
 
 
 def openai_job(directory: Path, url: str, tools: list[dict[str, Any]] | None = None, **model: Any) -> Path:

@@ -4,7 +4,7 @@ Real processes with real descriptors: a pipe whose reader left (before anything 
 or after reading a few bytes, as `| head -c 10` does), /dev/full as stdout (a full disk),
 text no encoding can carry (a lone surrogate streamed by a model, a surrogate pair split
 across two deltas), and stdout in ASCII. Runs are held at known points by a gate tool
-(tests/tools/gate.py), never by timing. Each test checks what a user would: the exit code,
+(tests/data/tools/gate.py), never by timing. Each test checks what a user would: the exit code,
 no traceback, and that the session's journal is complete and verifies.
 """
 
@@ -28,28 +28,13 @@ from handshake_cli.paths import Paths
 from handshake_cli.readers.describe import describe
 from handshake_cli.readers.verify import verify
 from handshake_cli.storage.store import Store
-from tests.conftest import CliResult
-from tests.test_run import only_session, records_of, wait_for, workspace, write_job
+from tests.support.cli import CliResult, handshake, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
+from tests.support.paths import DATA
+from tests.support.sessions import only_session, records_of
 
-__all__ = ["workspace"]  # the fixture, shared with test_run
-
-TESTS = Path(__file__).resolve().parent
-GATE = TESTS / "tools" / "gate.py"
-SAYS = TESTS / "model_jobs" / "says.py"
+SAYS = DATA / "model_jobs" / "says.py"
 WORDS = " ".join(f"word{i}" for i in range(300))
-
-
-def gate_tool() -> dict[str, Any]:
-    return {
-        "name": "gate",
-        "command": [sys.executable, str(GATE)],
-        "side_effect": "read",
-        "idempotency": "idempotent",
-    }
-
-
-def gate_call(n: int) -> dict[str, Any]:
-    return {"tool": "gate", "args": {"gate": f"open{n}", "started": f"waiting{n}"}}
 
 
 def gated_job(directory: Path) -> Path:
@@ -60,10 +45,6 @@ def gated_job(directory: Path) -> Path:
         {"text": "All done: " + WORDS},
     ]
     return write_job(directory, turns, [gate_tool()])
-
-
-def handshake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "handshake_cli", *args]
 
 
 def spawn(env: dict[str, str], args: list[str], stdout: int | IO[Any]) -> subprocess.Popen[bytes]:

@@ -4,7 +4,7 @@ A power failure keeps every byte that was fdatasync'ed and may lose anything wri
 the last sync: unsynced records vanish whole or in part. The sources are real runs and
 recoveries of the crash-equivalence job (write_file, a keyed `remember`, a non-idempotent
 `notify` with a probe, read_file), photographed before each journal sync by
-tests/power_snapshots.py. Which records are synced is the runner's business (tool.intent of
+tests/support/power_snapshots.py. Which records are synced is the runner's business (tool.intent of
 a tool with an effect, checkpoint.created, the ending records); this suite does not assume
 it: it reads each sync's size from the real process.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.crashkit import World, describe, verdict
+from tests.support.crashkit import World, describe, verdict
 
 HEADS = ("kept", "stale", "empty", "missing")
 CI_STATES = 36
@@ -76,7 +76,7 @@ class Sources:
         command = [
             sys.executable,
             "-m",
-            "tests.power_snapshots",
+            "tests.support.power_snapshots",
             str(self.base / "snaps" / name),
             str(self.world.workspace(session_id)),
             "--",

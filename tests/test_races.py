@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.crashkit import World, describe, kill_after, make_gated_job, records, verdict, wait_for
+from tests.support.crashkit import World, describe, kill_after, make_gated_job, records, verdict, wait_for
 
 CI_ROUNDS = 3
 SLOW_ROUNDS = 30

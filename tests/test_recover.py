@@ -3,8 +3,8 @@
 Every session here is made by the console script and crashed for real: a SIGKILL at a named
 crash point (HANDSHAKE_CRASH_AT) or of a running process. Recovery is then run as a user
 would run it, and the tests check what that user would notice: the exit code, the guidance
-text (byte for byte against tests/golden_guidance/), the message thread `inspect` shows,
-how many times a tool's effect happened (the tools in tests/recover_jobs/ leave a trace in
+text (byte for byte against tests/data/golden_guidance/), the message thread `inspect` shows,
+how many times a tool's effect happened (the tools in tests/data/recover_jobs/ leave a trace in
 the workspace), and whether any byte of the session changed when nothing should have.
 
 Golden guidance uses fixed session ids and passes the root through HANDSHAKE_HOME, so the
@@ -19,9 +19,7 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +28,16 @@ import tomli_w
 
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.writer import JournalWriter
-from tests.conftest import CliResult
-from tests.test_run import WRITE, records_of, wait_for, write_job
+from tests.support.cli import Cli, CliResult, crash_run, start, wait_for
+from tests.support.jobs import SEND_TURNS, WRITE, long_turn_job, send_job, send_tool, write_job
+from tests.support.paths import DATA
+from tests.support.sessions import effects, records_of, session_dir, snapshot
 
-HERE = Path(__file__).resolve().parent
-RECOVER_JOBS = HERE / "recover_jobs"
-GOLDEN = HERE / "golden_guidance"
-
-Cli = Callable[..., CliResult]
-
-SEND_TURNS = [
-    {"text": "Sending the message.", "tool_calls": [{"tool": "send", "args": {"message": "hello"}}]},
-    {"text": "Sent."},
-]
+RECOVER_JOBS = DATA / "recover_jobs"
+GOLDEN = DATA / "golden_guidance"
 
 
 # -- tools and jobs ------------------------------------------------------------------------
-
-
-def send_tool(*, probe: bool = False) -> dict[str, Any]:
-    """The non-idempotent tool: one line in effects.log per call that took effect."""
-    tool: dict[str, Any] = {
-        "name": "send",
-        "command": [sys.executable, str(RECOVER_JOBS / "effect.py")],
-        "side_effect": "execute",
-        "idempotency": "non_idempotent",
-    }
-    if probe:
-        tool["probe"] = [sys.executable, str(RECOVER_JOBS / "effect.py"), "--probe"]
-    return tool
 
 
 STORE_TOOL = {
@@ -69,61 +48,7 @@ STORE_TOOL = {
 }
 
 
-def send_job(tmp_path: Path, *, probe: bool = False) -> Path:
-    return write_job(tmp_path / "job-send", SEND_TURNS, [send_tool(probe=probe)])
-
-
-def long_turn_job(tmp_path: Path, words: int, delay_ms: int, name: str = "job-long") -> Path:
-    text = " ".join(f"word{i}" for i in range(words))
-    return write_job(tmp_path / name, [{"text": text}], [], delay_ms=delay_ms)
-
-
-# -- running handshake ---------------------------------------------------------------------
-
-
-def handshake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "handshake_cli", *args]
-
-
-def crash_run(
-    home_env: dict[str, str], job: Path, session_id: str, workspace: Path, crash_at: str
-) -> subprocess.CompletedProcess[str]:
-    """`handshake run` that SIGKILLs itself at a named crash point."""
-    proc = subprocess.run(
-        handshake("run", str(job), "--session-id", session_id, "--workspace", str(workspace)),
-        capture_output=True,
-        text=True,
-        env={**home_env, "HANDSHAKE_CRASH_AT": crash_at},
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
-    return proc
-
-
-def start(home_env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        handshake(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=home_env,
-        start_new_session=True,
-    )
-
-
-def session_dir(root: Path, session_id: str) -> Path:
-    return root / "sessions" / session_id
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under a directory and its bytes (mtimes aside)."""
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
+# -- reading sessions and guidance ---------------------------------------------------------
 
 
 def journal_bytes(root: Path, session_id: str) -> bytes:
@@ -138,11 +63,6 @@ def golden(name: str) -> list[str]:
 def as_stderr(lines: list[str]) -> str:
     """Guidance as human mode prints it on stderr."""
     return "".join(f"  {line}\n" for line in lines)
-
-
-def effects(workspace: Path) -> list[str]:
-    log = workspace / "effects.log"
-    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
 
 def inspect(hs: Cli, session_id: str) -> dict[str, Any]:
@@ -167,24 +87,6 @@ def run_printed(cli: Cli, line: str, extra_env: dict[str, str] | None = None) ->
     words = shlex.split(line)
     assert words[0] == "handshake", line
     return cli(*words[1:], extra_env=extra_env)
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def blocked(tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli) -> str:
-    """Session blocked-1: `send` (non_idempotent, no probe) took effect, then handshake died
-    before its result was journaled; a first `recover` blocked it."""
-    crash_run(home_env, send_job(tmp_path), "blocked-1", workspace, "before_result")
-    assert len(effects(workspace)) == 1
-    first = hs("recover", "blocked-1")
-    assert first.code == 3, first.stdout + first.stderr
-    return "blocked-1"
 
 
 # -- 1. golden guidance ------------------------------------------------------------------
@@ -234,7 +136,7 @@ def test_golden_blocked_guidance_repeats_a_typed_root_and_runs_as_printed(
 
 def changing_model_job(tmp_path: Path) -> Path:
     """A deterministic model (command provider) that changes its first word once the
-    workspace holds a file named `diverge` (tests/recover_jobs/changing_model.py)."""
+    workspace holds a file named `diverge` (tests/data/recover_jobs/changing_model.py)."""
     directory = tmp_path / "job-changing"
     directory.mkdir()
     job = {

@@ -25,8 +25,9 @@ from handshake_cli.session.state import fold, initial_head, write_head
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import Store
-from tests.conftest import GOLDEN, CliResult
-from tests.test_recover import crash_run, send_job
+from tests.support.cli import CliResult, crash_run
+from tests.support.jobs import send_job
+from tests.support.paths import GOLDEN
 
 Cli = Callable[..., CliResult]
 Damage = Callable[[Path, Path], None]  # (session directory, a scratch directory outside the root)

@@ -18,69 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import scan
-from tests.conftest import FIXTURES, REPO, CliResult
+from tests.support.cli import CliResult, run_until_killed, start_run, wait_for
+from tests.support.jobs import READ, command_tool, write_job
+from tests.support.paths import FIXTURES, REPO
+from tests.support.sessions import only_session, records_of
 
-RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"
 QUICKSTART = FIXTURES / "jobs" / "quickstart.toml"
-
-WRITE = {"name": "write_file", "builtin": "write_file", "side_effect": "write", "idempotency": "idempotent"}
-READ = {"name": "read_file", "builtin": "read_file", "side_effect": "read", "idempotency": "idempotent"}
-
-
-def command_tool(name: str, script: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "command": [sys.executable, str(RUN_JOBS / script)],
-        "side_effect": "execute",
-        "idempotency": "non_idempotent",
-        **extra,
-    }
-
-
-def write_job(
-    directory: Path,
-    turns: list[dict[str, Any]],
-    tools: list[dict[str, Any]],
-    *,
-    name: str = "test",
-    delay_ms: int = 0,
-    **top: Any,
-) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "script.toml").write_text(tomli_w.dumps({"turns": turns}))
-    job = {
-        "name": name,
-        "prompt": {"system": "Be careful.", "user": "Do the thing."},
-        "model": {"provider": "scripted", "script": "script.toml", "chunk_delay_ms": delay_ms},
-        "tools": tools,
-        **top,
-    }
-    path = directory / "job.toml"
-    path.write_text(tomli_w.dumps(job))
-    return path
-
-
-def records_of(root: Path, session_id: str) -> list[Record]:
-    result = scan(root / "sessions" / session_id / "journal", session_id)
-    assert result.corruption is None, result.corruption
-    return result.records
-
-
-def only_session(root: Path) -> str:
-    sessions = sorted(p.name for p in (root / "sessions").iterdir())
-    assert len(sessions) == 1, sessions
-    return sessions[0]
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
 
 
 # -- the quickstart ------------------------------------------------------------------------
@@ -186,31 +132,6 @@ def test_intent_is_synced_before_the_tool_runs(tmp_path: Path, workspace: Path) 
 # -- crashes at every named point ------------------------------------------------------------
 
 
-def run_until_killed(
-    env: dict[str, str], root: Path, workspace: Path, job: Path, crash_at: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    extra = {"HANDSHAKE_CRASH_AT": crash_at} if crash_at else {}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "handshake_cli",
-            "run",
-            str(job),
-            "--root",
-            str(root),
-            "--workspace",
-            str(workspace),
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, **extra},
-        timeout=60,
-        check=False,
-        start_new_session=True,  # a tool that kills its process group must not reach pytest
-    )
-
-
 def assert_durability_rules(root: Path, session_id: str) -> list[Record]:
     """What the write-ahead rules promise about any crashed session's files."""
     result = scan(root / "sessions" / session_id / "journal", session_id)
@@ -288,34 +209,6 @@ def test_a_crash_inside_a_tool_leaves_it_in_doubt(
 
 
 # -- stopping cooperatively ------------------------------------------------------------------
-
-
-def start_run(env: dict[str, str], root: Path, workspace: Path, job: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "handshake_cli",
-            "run",
-            str(job),
-            "--root",
-            str(root),
-            "--workspace",
-            str(workspace),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def last_checkpoint_reason(root: Path, session_id: str) -> str:

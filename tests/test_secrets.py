@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handshake_cli.engine.secrets import MASK, SecretMasker, StreamMasker
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 CORPUS = json.loads((FIXTURES / "secrets" / "corpus.json").read_text(encoding="utf-8"))
 SECRETS: list[dict[str, str]] = CORPUS["secrets"]

@@ -13,9 +13,10 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import FIXTURES, CliResult
+from tests.support.cli import CliResult
+from tests.support.paths import DATA, FIXTURES
 
-RUN_JOBS = Path(__file__).resolve().parent / "run_jobs"
+RUN_JOBS = DATA / "run_jobs"
 
 
 def corpus() -> dict[str, Any]:

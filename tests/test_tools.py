@@ -32,8 +32,9 @@ from handshake_cli.engine.tools.gate import (
     tool_call_id,
 )
 from handshake_cli.errors import DurabilityError
+from tests.support.paths import DATA
 
-TOOLS = Path(__file__).resolve().parent / "tools"
+TOOLS = DATA / "tools"
 FAKE_TOOL = (sys.executable, str(TOOLS / "fake_tool.py"))
 PROBE = (sys.executable, str(TOOLS / "probe.py"))
 

@@ -13,9 +13,9 @@ from handshake_cli.engine.writer import open_writer
 from handshake_cli.errors import SessionLocked
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import ACTIVE, COMPLETED, fold, initial_head, read_head
-from handshake_cli.storage.journal import scan
+from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir, Store
-from tests.conftest import CliResult
+from tests.support.cli import CliResult
 
 KEY_VAR = "HANDSHAKE_TEST_PROVIDER_KEY"
 KEY = "not-a-known-shape-but-still-a-secret-4f9a2c"  # only the variable's name can hide it

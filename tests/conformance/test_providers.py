@@ -3,7 +3,7 @@ way (handshake_cli/engine/providers/__init__.py is the contract).
 
 Each provider is run for real: the scripted model from its script, the openai provider
 against an OpenAI-compatible server on loopback (tests/openai_server.py), the command
-provider with a program as the model (tests/model_jobs/tiny_model.py). All three are set up
+provider with a program as the model (tests/data/model_jobs/tiny_model.py). All three are set up
 to give the same answer, so one expected stream serves them all: the text in chunks, then
 the tool calls; after the tool's result, text alone.
 """
@@ -34,9 +34,10 @@ from handshake_cli.engine.providers.command import CommandProvider
 from handshake_cli.engine.providers.openai import OpenAIProvider
 from handshake_cli.engine.providers.scripted import ScriptedProvider
 from handshake_cli.errors import HandshakeError
-from tests.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
+from tests.support.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
+from tests.support.paths import DATA
 
-MODEL = Path(__file__).resolve().parent.parent / "model_jobs" / "tiny_model.py"
+MODEL = DATA / "model_jobs" / "tiny_model.py"
 PROVIDERS = ("scripted", "openai", "command")
 
 # What tiny_model.py says; the other two are set up to say the same.

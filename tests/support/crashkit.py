@@ -17,9 +17,9 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import FIXTURES, REPO
+from tests.support.paths import DATA, FIXTURES, REPO
 
-CRASH_JOBS = Path(__file__).resolve().parent / "crash_jobs"
+CRASH_JOBS = DATA / "crash_jobs"
 
 
 def make_job(directory: Path, delay_ms: int) -> Path:

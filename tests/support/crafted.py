@@ -217,7 +217,7 @@ BODY_KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
         "in_flight", {"turn": None, "request_seq": 1, "segment": "00000001.jsonl", "offset": 0}
     ),
     "parent_string": lambda b: b.__setitem__("parent", "ck-1"),
-    "snapshot_false_no_parent": lambda b: (b.__setitem__("snapshot", False), b.__setitem__("parent", None)),
+    "snapshot_false_no_parent": lambda b: b.update(snapshot=False, parent=None),
     "message_count_bool": lambda b: b.__setitem__("message_count", True),
 }
 

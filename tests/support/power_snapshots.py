@@ -1,6 +1,6 @@
 """Run the real `handshake` command line, photographing the session at every journal sync.
 
-    python -m tests.power_snapshots SNAPDIR WORKSPACE -- run JOB --root ROOT ...
+    python -m tests.support.power_snapshots SNAPDIR WORKSPACE -- run JOB --root ROOT ...
 
 Before each fdatasync of a journal segment of a session in `sessions/`, the whole session
 directory and WORKSPACE are copied to `SNAPDIR/<n>/` with `meta.json`: the segment and its

@@ -32,7 +32,7 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import FIXTURES, REPO
+from tests.support.paths import FIXTURES, REPO
 
 CLEAN = (0,)
 ENVIRONMENT = 74

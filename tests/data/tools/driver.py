@@ -17,7 +17,7 @@ from handshake_cli.engine.jobs import ToolSpec
 from handshake_cli.engine.tools.gate import ToolContext, run_tool
 
 workspace, mode = Path(sys.argv[1]), sys.argv[2]
-interrupted = []
+interrupted: list[int] = []
 if mode == "cooperative":
     signal.signal(signal.SIGINT, lambda number, frame: interrupted.append(number))
 
