@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from handshake_cli.cli import streams
 from handshake_cli.errors import ExitCode, HandshakeError
+from handshake_cli.vocabulary import Status
 
 SCHEMA = 1
 REPORT_URL = "https://github.com/handshake-cli/handshake/issues"
@@ -88,7 +89,12 @@ class Printer:
 Renderer = Callable[[Printer], None]
 
 # The envelope's `status` for how a session-driving command ended (DESIGN section 6 codes).
-STATUS_FOR_EXIT = {0: "ok", 3: "blocked", 7: "failed", 75: "stopped"}
+STATUS_FOR_EXIT: dict[int, str] = {
+    ExitCode.OK: Status.OK,
+    ExitCode.BLOCKED: Status.BLOCKED,
+    ExitCode.JOB_FAILED: Status.FAILED,
+    ExitCode.STOPPED: Status.STOPPED,
+}
 
 
 @dataclass
@@ -96,7 +102,7 @@ class Result:
     data: dict[str, Any]
     render: Renderer
     exit_code: int = ExitCode.OK
-    status: str = "ok"
+    status: str = Status.OK
     guidance: list[str] = field(default_factory=list)
 
 
@@ -126,7 +132,7 @@ def fail(command: str, error: HandshakeError, *, as_json: bool) -> int:
         payload = {"code": error.code, "exit_code": int(error.exit_code), "message": error.message}
         if error.details:
             payload["details"] = error.details
-        doc = envelope(command, "error", {"error": payload, "guidance": error.guidance})
+        doc = envelope(command, Status.ERROR, {"error": payload, "guidance": error.guidance})
         streams.write(sys.stdout, streams.json_text(doc, sys.stdout) + "\n")
     else:
         streams.write(sys.stderr, f"handshake {command}: {streams.shown(error.message)}\n")

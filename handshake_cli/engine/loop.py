@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from handshake_cli.engine.writer import SessionWriter
     from handshake_cli.session.thread import Thread
 
-EXIT_FOR_STATE = {
+EXIT_FOR_STATE: dict[str, ExitCode] = {
     COMPLETED: ExitCode.OK,
     FAILED: ExitCode.JOB_FAILED,
     CANCELLED: ExitCode.OK,

@@ -51,7 +51,11 @@ if TYPE_CHECKING:
     from handshake_cli.storage.artifacts import PackWriter
     from handshake_cli.storage.store import SessionDir
 
-ENDING_RECORD = {COMPLETED: "session.completed", FAILED: "session.failed", CANCELLED: "session.cancelled"}
+ENDING_RECORD: dict[str, str] = {
+    COMPLETED: "session.completed",
+    FAILED: "session.failed",
+    CANCELLED: "session.cancelled",
+}
 
 
 class WriteObserver(Protocol):

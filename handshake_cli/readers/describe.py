@@ -28,6 +28,7 @@ from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.vocabulary import Verdict
 
 # Journals up to this size are verified in full by `inspect SESSION`; larger ones from their
 # newest checkpoint on, so the summary of a long session costs what its tail costs.
@@ -148,7 +149,7 @@ def _tail_integrity(view: SessionView) -> dict[str, Any]:
     """The integrity of the records recovery read (from the newest checkpoint that loads on):
     no artifact or head.json findings, and the command that checks everything."""
     damage = view.damage
-    verdict = "damaged" if view.corruption else "repairable" if view.torn_tail else "intact"
+    verdict = Verdict.DAMAGED if view.corruption else Verdict.REPAIRABLE if view.torn_tail else Verdict.INTACT
     return {
         "scope": "from_checkpoint",
         "checked_from_seq": view.scanned_from,

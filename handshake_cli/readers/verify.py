@@ -17,6 +17,7 @@ from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.scan import ScanResult, scan
 from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, SessionDir
+from handshake_cli.vocabulary import Verdict
 
 
 @dataclass
@@ -29,22 +30,21 @@ class Verification:
     job: str = JOB_BOUND  # store.JOB_*: is session.toml's [job] the one record 1 was written with?
 
     @property
-    def verdict(self) -> str:
-        """intact | repairable (a torn tail, a stale head) | damaged (recovery will not repair it)."""
+    def verdict(self) -> Verdict:
         if (
             self.journal.corruption
             or self.job == JOB_CHANGED
             or any(not p.get("repairable") for p in [*self.artifact_problems, *self.missing_artifacts])
         ):
-            return "damaged"
+            return Verdict.DAMAGED
         if (
             self.journal.torn_tail
             or self.artifact_problems
             or self.missing_artifacts
             or self.head_differences
         ):
-            return "repairable"
-        return "intact"
+            return Verdict.REPAIRABLE
+        return Verdict.INTACT
 
     def damage_message(self, session_id: str) -> str:
         """Why a damaged session is beyond what recovery repairs, in one sentence."""

@@ -27,6 +27,7 @@ from handshake_cli.recovery.plan import (
     BLOCK,
     PROBE,
     RESOLVED_DONE,
+    RESOLVED_RETRY,
     Plan,
     guidance,
     locked_guidance,
@@ -38,6 +39,7 @@ from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage.filesystem import repair_torn_tail
 from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.vocabulary import PlanAction
 
 
 @dataclass
@@ -136,15 +138,17 @@ def _recover_locked(
     )
     # Read the API key (or refuse its absence) before anything is written.
     workspace = Path(str(view.config.get("workspace", ".")))
-    provider = make_provider(view.job.model, environ, workspace) if plan.action == "resume" else _NoModel()
+    provider = (
+        make_provider(view.job.model, environ, workspace) if plan.action == PlanAction.RESUME else _NoModel()
+    )
     repaired = None
     if view.torn_tail:
         repaired = repair_torn_tail(session, view.torn_tail)
         view = rebuild(session)
     needs_writes = (
         repaired is not None
-        or plan.action in ("resume", "cancel")
-        or (plan.action == "blocked" and plan.state != BLOCKED)
+        or plan.action in (PlanAction.RESUME, PlanAction.CANCEL)
+        or (plan.action == PlanAction.BLOCKED and plan.state != BLOCKED)
     )
     if not needs_writes:
         # Nothing changed since the last recovery: the same plan, the same guidance, nothing
@@ -155,7 +159,7 @@ def _recover_locked(
         session, job=view.job, environ=environ, observer=observer, lock=held, standing=view
     ) as writer:
         cancel = Cancellation()
-        restore = cancel.install() if plan.action == "resume" else (lambda: None)
+        restore = cancel.install() if plan.action == PlanAction.RESUME else (lambda: None)
         try:
             runner = Runner(
                 writer, view.job, workspace, provider, observer=observer, cancel=cancel, environ=environ
@@ -187,14 +191,14 @@ def _execute(
         sync=False,
     )
     faults.crash_point("recovery_started")
-    if plan.action == "nothing":
+    if plan.action == PlanAction.NOTHING:
         writer.sync()
         writer.write_head()
         return RecoveryResult(plan, plan.state, ExitCode.OK, executed=True)
     inconclusive: Plan | None = None  # the plan as it stands when a probe could not answer
-    if plan.action == "cancel":
+    if plan.action == PlanAction.CANCEL:
         writer.end(CANCELLED, "cancelled by an operator")
-    elif plan.action == "blocked":
+    elif plan.action == PlanAction.BLOCKED:
         details = {
             "in_doubt_tool_call": "a call that must not run twice is in doubt and nothing can tell",
             "model_divergence": "the deterministic model did not repeat its interrupted answer",
@@ -229,7 +233,7 @@ def _resume(
     if detail is not None:
         blocked = replace(
             plan,
-            action="blocked",
+            action=PlanAction.BLOCKED,
             reason="in_doubt_tool_call",
             in_doubt=[
                 replace(call, decision=BLOCK) if call.decision == PROBE else call for call in plan.in_doubt
@@ -252,7 +256,7 @@ def _resume(
 
 
 def _exit_for(plan: Plan) -> int:
-    if plan.action == "blocked":
+    if plan.action == PlanAction.BLOCKED:
         return ExitCode.BLOCKED
     return ExitCode.OK  # a finished session: nothing to do
 
@@ -270,7 +274,7 @@ def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options:
     masker = writer.masker
     by = getpass.getuser()
     for call in plan.in_doubt:
-        if call.decision in (RESOLVED_DONE, "resolved_retry"):
+        if call.decision in (RESOLVED_DONE, RESOLVED_RETRY):
             verdict = "done" if call.decision == RESOLVED_DONE else "retry"
             writer.append(
                 "operator.resolution",

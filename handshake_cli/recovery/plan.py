@@ -16,14 +16,16 @@ from handshake_cli.errors import IntegrityError, UsageError
 from handshake_cli.recovery.view import SessionView
 from handshake_cli.session.calls import in_doubt_calls
 from handshake_cli.session.state import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
+from handshake_cli.vocabulary import Decision, PlanAction
 
 # What recovery does with a call whose intent is on record but whose result is not.
-RERUN = "rerun"  # idempotent: run it again
-RERUN_WITH_KEY = "rerun_with_key"  # idempotent_with_key: again, with the same key
-PROBE = "probe"  # non_idempotent with a probe: the probe decides
-BLOCK = "block"  # non_idempotent without a probe: an operator decides
-RESOLVED_DONE = "resolved_done"  # the operator said it took effect: never run
-RESOLVED_RETRY = "resolved_retry"  # the operator said it did not: run it once more
+# (vocabulary.Decision says what each means.)
+RERUN = Decision.RERUN
+RERUN_WITH_KEY = Decision.RERUN_WITH_KEY
+PROBE = Decision.PROBE
+BLOCK = Decision.BLOCK
+RESOLVED_DONE = Decision.RESOLVED_DONE
+RESOLVED_RETRY = Decision.RESOLVED_RETRY
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class InDoubt:
     idempotency_key: str | None
     idempotency: str | None
     has_probe: bool
-    decision: str
+    decision: Decision
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -50,7 +52,7 @@ class InDoubt:
 class Plan:
     session_id: str
     state: str
-    action: str  # nothing | resume | blocked | cancel
+    action: PlanAction
     reason: str
     root_args: list[str]
     in_doubt: list[InDoubt] = field(default_factory=list)
@@ -104,7 +106,7 @@ def make_plan(
     plan = Plan(
         session_id=view.session.session_id,
         state=record.state,
-        action="resume",
+        action=PlanAction.RESUME,
         reason="interrupted",
         root_args=root_args,
         torn_tail=view.torn_tail.as_json() if view.torn_tail else None,
@@ -126,12 +128,12 @@ def make_plan(
             raise UsageError(
                 f"session {plan.session_id} is {record.state}: there is nothing to resolve or cancel"
             )
-        plan.action, plan.reason = "nothing", "terminal"
+        plan.action, plan.reason = PlanAction.NOTHING, "terminal"
         return plan
     if cancel:
         if resolutions:
             raise UsageError("--cancel and --resolve do not go together")
-        plan.action, plan.reason = "cancel", "cancel_requested"
+        plan.action, plan.reason = PlanAction.CANCEL, "cancel_requested"
         return plan
     if thread.in_flight:
         plan.in_flight = {
@@ -148,15 +150,14 @@ def make_plan(
     for call in open_calls:
         plan.in_doubt.append(_decide(view, call, resolutions))
     if any(call.decision == BLOCK for call in plan.in_doubt):
-        plan.action, plan.reason = "blocked", "in_doubt_tool_call"
+        plan.action, plan.reason = PlanAction.BLOCKED, "in_doubt_tool_call"
         return plan
     last_block = _last_block_reason(view)
     if record.state == BLOCKED and last_block == "model_divergence" and not accept_divergence:
-        plan.action, plan.reason = "blocked", "model_divergence"
+        plan.action, plan.reason = PlanAction.BLOCKED, "model_divergence"
         return plan
-    plan.reason = {PAUSED: "paused", BLOCKED: "resolved", ACTIVE: "interrupted"}.get(
-        record.state, "not_started"
-    )
+    reasons: dict[str, str] = {PAUSED: "paused", BLOCKED: "resolved", ACTIVE: "interrupted"}
+    plan.reason = reasons.get(record.state, "not_started")
     return plan
 
 
@@ -195,14 +196,14 @@ def _command(plan: Plan, *words: str) -> str:
 
 def commands(plan: Plan) -> list[str]:
     """The exact commands that move a plan on, in the order guidance shows them."""
-    if plan.action == "blocked" and plan.reason == "in_doubt_tool_call":
+    if plan.action == PlanAction.BLOCKED and plan.reason == "in_doubt_tool_call":
         out = []
         for call in plan.in_doubt:
             if call.decision == BLOCK:
                 out.append(_command(plan, "--resolve", f"{call.tool_call_id}=done"))
                 out.append(_command(plan, "--resolve", f"{call.tool_call_id}=retry"))
         return [*out, _command(plan, "--cancel")]
-    if plan.action == "blocked" and plan.reason == "model_divergence":
+    if plan.action == PlanAction.BLOCKED and plan.reason == "model_divergence":
         return [_command(plan, "--accept-divergence"), _command(plan, "--cancel")]
     return []
 
@@ -210,7 +211,7 @@ def commands(plan: Plan) -> list[str]:
 def guidance(plan: Plan) -> list[str]:
     """What happened and what moves it on; a function of the plan alone."""
     sid = plan.session_id
-    if plan.action == "blocked" and plan.reason == "in_doubt_tool_call":
+    if plan.action == PlanAction.BLOCKED and plan.reason == "in_doubt_tool_call":
         lines = [f"session {sid} is BLOCKED: a tool call may or may not have taken effect."]
         for call in plan.in_doubt:
             if call.decision != BLOCK:
@@ -235,7 +236,7 @@ def guidance(plan: Plan) -> list[str]:
         lines.append("Or end the session:")
         lines.append("  " + _command(plan, "--cancel"))
         return lines
-    if plan.action == "blocked" and plan.reason == "model_divergence":
+    if plan.action == PlanAction.BLOCKED and plan.reason == "model_divergence":
         return [
             f"session {sid} is BLOCKED: the model is deterministic, but asked again it did not repeat",
             "what it had streamed before the interruption, so the session cannot be replayed as it was.",

@@ -14,20 +14,21 @@ from typing import Any
 
 from handshake_cli.storage import head
 from handshake_cli.storage.journal.codec import Record
+from handshake_cli.vocabulary import SessionState
 
-CREATED = "CREATED"
-ACTIVE = "ACTIVE"
-PAUSED = "PAUSED"
-BLOCKED = "BLOCKED"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
+CREATED = SessionState.CREATED
+ACTIVE = SessionState.ACTIVE
+PAUSED = SessionState.PAUSED
+BLOCKED = SessionState.BLOCKED
+COMPLETED = SessionState.COMPLETED
+FAILED = SessionState.FAILED
+CANCELLED = SessionState.CANCELLED
 # Derived, never stored: ACTIVE in the journal while nobody holds the lock.
-INTERRUPTED = "INTERRUPTED"
+INTERRUPTED = SessionState.INTERRUPTED
 
 STATES = (CREATED, ACTIVE, PAUSED, BLOCKED, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[str, frozenset[SessionState]] = {
     CREATED: frozenset({ACTIVE, FAILED, CANCELLED}),
     ACTIVE: frozenset({PAUSED, BLOCKED, COMPLETED, FAILED, CANCELLED}),
     PAUSED: frozenset({ACTIVE, BLOCKED, FAILED, CANCELLED}),

@@ -31,6 +31,7 @@ from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import read_last_record, scan
 from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.vocabulary import SessionState
 
 
 def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
@@ -39,7 +40,7 @@ def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
 
 
 # The state of a session whose files cannot be read (its row carries an `error`).
-UNREADABLE = "UNREADABLE"
+UNREADABLE = SessionState.UNREADABLE
 
 
 def session_problem(exc: Exception) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import typer
 
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import Printer, Result, run_command
+from handshake_cli.vocabulary import Status
 
 if TYPE_CHECKING:
     from handshake_cli.maintenance.gc import Report
@@ -71,7 +72,7 @@ def gc(
             report = collector.collect(store, policy, progress=progress)
         # What could go went; a session skipped as damaged makes the exit code its error's (the worst).
         code = report.exit_code
-        status = "ok" if code == 0 else "error"
+        status = Status.OK if code == 0 else Status.ERROR
         return Result(report.as_json(), lambda out: _render(out, report), exit_code=code, status=status)
 
     return run_command("gc", json_, body)

@@ -9,6 +9,7 @@ import typer
 from handshake_cli.cli.options import Json, Root
 from handshake_cli.cli.output import Printer, Result, run_command
 from handshake_cli.errors import ExitCode, IntegrityError, UsageError
+from handshake_cli.vocabulary import Status, Verdict
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -105,7 +106,7 @@ def _listing(store: Store) -> Result:
 
     data = {"root": str(store.paths.root), "sessions": rows}
     # Every session that could be read is listed; the exit code says the worst found among the rest.
-    return Result(data, render, exit_code=exit_code, status="ok" if exit_code == 0 else "error")
+    return Result(data, render, exit_code=exit_code, status=Status.OK if exit_code == 0 else Status.ERROR)
 
 
 def _description(store: Store, target: SessionDir) -> Result:
@@ -199,7 +200,7 @@ def _verification(store: Store, target: SessionDir) -> Result:
         out.line(f"artifacts   {report.artifacts_checked} checked")
         _render_integrity(out, data)
 
-    if report.verdict == "damaged":
+    if report.verdict == Verdict.DAMAGED:
         message = report.damage_message(target.session_id)
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
@@ -207,7 +208,7 @@ def _verification(store: Store, target: SessionDir) -> Result:
             "the records before the damage are intact; read them with:",
             " ".join(["handshake", "inspect", target.session_id, "--events", *store.paths.root_args()]),
         ]
-        return Result(data, render, exit_code=ExitCode.INTEGRITY, status="error", guidance=guidance)
+        return Result(data, render, exit_code=ExitCode.INTEGRITY, status=Status.ERROR, guidance=guidance)
     if report.journal.torn_tail or report.head_differences:
         # What `recover` repairs (it cuts the tail, rewrites head.json), but it may also resume
         # the session: point at the plan first.

@@ -33,6 +33,10 @@ from handshake_cli.maintenance.bundle.checks import (
 from handshake_cli.maintenance.bundle.manifest import SESSIONS
 from handshake_cli.storage import durable
 from handshake_cli.storage.store import MADE_WITH_SESSION, SessionDir, Store
+from handshake_cli.vocabulary import SessionState, Verdict
+
+# A session that was stopped, not finished: an import says how to move it on.
+_STOPPED = (SessionState.INTERRUPTED, SessionState.PAUSED, SessionState.BLOCKED)
 
 if TYPE_CHECKING:
     from handshake_cli.readers.verify import Verification
@@ -195,8 +199,9 @@ def _report(
 
     session_id = layout.session_id
     root_args = store.paths.root_args()
+    state: str
     if isinstance(verification, HandshakeError):
-        verdict, integrity, state = "damaged", {"error": verification.message}, "UNREADABLE"
+        verdict, integrity, state = Verdict.DAMAGED, {"error": verification.message}, SessionState.UNREADABLE
     else:
         verdict, integrity = verification.verdict, verification.as_json()
         state = effective_state(fold(session_id, verification.journal.records).state, None)
@@ -209,10 +214,10 @@ def _report(
         + "; edit `workspace` there to use another directory"
     )
     guidance: list[str] = []
-    if verdict != "intact":
+    if verdict != Verdict.INTACT:
         verify_command = " ".join(["handshake", "inspect", session_id, "--verify", *root_args])
         guidance += ["see what is wrong with:", verify_command]
-    if verdict != "damaged" and (state in ("INTERRUPTED", "PAUSED", "BLOCKED") or verdict == "repairable"):
+    if verdict != Verdict.DAMAGED and (state in _STOPPED or verdict == Verdict.REPAIRABLE):
         guidance += [note, "resume it with:", " ".join(["handshake", "recover", session_id, *root_args])]
     files = manifest["files"]
     return ImportReport(

@@ -151,7 +151,9 @@ _CALL_FIELDS: Spec = {
 def _fields(value: dict[str, Any], spec: Spec, where: str) -> str | None:
     for key, (allowed, required) in spec.items():
         if key in value:
-            if type(value[key]) not in allowed:
+            kind = type(value[key])
+            # A StrEnum member (a state, a decision) is written as its string: it is a str.
+            if kind not in allowed and not (str in allowed and issubclass(kind, str)):
                 names = " or ".join("null" if t is _NONE else t.__name__ for t in allowed)
                 return f"{where}{key} is {_kind(value[key])}, not {names}"
         elif required:
