@@ -472,6 +472,20 @@ def test_a_failed_rename_into_the_trash_stops_gc_with_74(world: World) -> None:
     _gc_after(world, Outcome(["gc"], None, ENVIRONMENT, "", "", []))
 
 
+def test_a_full_disk_when_gc_locks_a_session_is_74_and_the_session_stays(world: World) -> None:
+    """The lock file cannot be opened (ENOSPC): the machine failing, not damage (it was exit 5,
+    "damaged", found by the fault sweep). gc keeps that session and names the cause."""
+    lab = world.lab
+    lab.restore("finished")
+    outcome = lab.handshake("gc", "--older-than", "0s", "--json", fault="open:1:ENOSPC@done-1/lock")
+    assert outcome.code == ENVIRONMENT, outcome.describe()
+    skipped = {s["session_id"]: s for s in json.loads(outcome.stdout)["skipped"]}
+    error = skipped["done-1"]["error"]
+    assert error["code"] == "environment" and error["exit_code"] == ENVIRONMENT, error
+    assert "done-1/lock" in error["message"] and "ENOSPC" in error["message"], error
+    assert lab.session_dir("done-1").is_dir()
+
+
 def test_a_stray_environment_oserror_is_74_not_a_bug(capsys: pytest.CaptureFixture[str]) -> None:
     """The safety net: an OSError no call site turned into an EnvironmentFailure."""
     from handshake_cli.cli.output import run_command

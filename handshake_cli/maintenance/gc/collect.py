@@ -295,8 +295,11 @@ class _Run:
             fd = session_lock.try_lock(look.session.path)
         except FileNotFoundError:
             return None  # moved away since gc looked (another gc)
-        except OSError as exc:  # e.g. ELOOP: a link planted at the lock path
-            self._damaged(look, IntegrityError(f"cannot lock it: {_describe(exc)}"))
+        except OSError as exc:
+            if durable.is_environment(exc):  # a full disk, an I/O error: the machine, not the files
+                self._damaged(look, durable.environment_failure(exc, "lock", look.session.path / "lock"))
+            else:  # e.g. ELOOP: a link planted at the lock path
+                self._damaged(look, IntegrityError(f"cannot lock it: {_describe(exc)}"))
             return None
         if fd is None:
             self._skip(look, "locked")
