@@ -9,7 +9,7 @@ from typing import Any
 
 from handshake_cli.storage import lock
 from handshake_cli.storage.artifacts import DEFAULT_PACK_BYTES
-from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES
+from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 
 BUNDLE_FORMAT = 1
@@ -28,10 +28,9 @@ MAX_MEMBERS = 10_000
 MAX_TOTAL_BYTES = 4 << 30  # the session's files together
 MANIFEST_MAX_BYTES = 4 << 20  # a manifest lists at most MAX_MEMBERS files, ~250 bytes each
 HEADER_MAX_BYTES = CHUNK  # one pax or GNU long-name header: tarfile reads it whole
-# The largest journal record that can be written. A segment is rotated before the record that
-# would take it past DEFAULT_SEGMENT_BYTES, so it holds at most that plus one record.
-RECORD_MAX_BYTES = 64 << 20
-SEGMENT_MAX_BYTES = DEFAULT_SEGMENT_BYTES + RECORD_MAX_BYTES
+# A segment is rotated before the record that would take it past its size, so it holds at most
+# that plus one record of the largest size the journal writes: the journal's own limit.
+SEGMENT_MAX_BYTES = MAX_SEGMENT_BYTES
 ARTIFACT_MAX_BYTES = 64 << 20
 PACK_MAX_BYTES = DEFAULT_PACK_BYTES + ARTIFACT_MAX_BYTES  # rotated the same way as a segment
 SMALL_FILE_MAX_BYTES = 1 << 20  # head.json, requests/, anything else
