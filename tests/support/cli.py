@@ -34,19 +34,13 @@ def handshake(*args: str) -> list[str]:
     return [sys.executable, "-m", "handshake_cli", *args]
 
 
+def _run_argv(root: Path, workspace: Path, job: Path) -> list[str]:
+    return handshake("run", str(job), "--root", str(root), "--workspace", str(workspace))
+
+
 def start_run(env: dict[str, str], root: Path, workspace: Path, job: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "handshake_cli",
-            "run",
-            str(job),
-            "--root",
-            str(root),
-            "--workspace",
-            str(workspace),
-        ],
+        _run_argv(root, workspace, job),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,17 +65,7 @@ def run_until_killed(
 ) -> subprocess.CompletedProcess[str]:
     extra = {"HANDSHAKE_CRASH_AT": crash_at} if crash_at else {}
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "handshake_cli",
-            "run",
-            str(job),
-            "--root",
-            str(root),
-            "--workspace",
-            str(workspace),
-        ],
+        _run_argv(root, workspace, job),
         capture_output=True,
         text=True,
         env={**env, **extra},
