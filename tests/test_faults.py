@@ -486,6 +486,19 @@ def test_a_full_disk_when_gc_locks_a_session_is_74_and_the_session_stays(world: 
     assert lab.session_dir("done-1").is_dir()
 
 
+def test_an_io_error_reading_a_journal_names_the_segment(world: World) -> None:
+    """An EIO while gc folds a session's journal: that session is kept and its error names
+    the segment (it said only "Input/output error"; found by the fault sweep)."""
+    lab = world.lab
+    lab.restore("finished")
+    outcome = lab.handshake("gc", "--older-than", "0s", "--json", fault="read:1:EIO@sessions/s/journal/")
+    assert outcome.code == ENVIRONMENT, outcome.describe()
+    error = {s["session_id"]: s for s in json.loads(outcome.stdout)["skipped"]}["s"]["error"]
+    assert error["code"] == "environment", error
+    assert "sessions/s/journal/00000001.jsonl" in error["message"] and "EIO" in error["message"], error
+    assert lab.session_dir("s").is_dir()
+
+
 def test_a_stray_environment_oserror_is_74_not_a_bug(capsys: pytest.CaptureFixture[str]) -> None:
     """The safety net: an OSError no call site turned into an EnvironmentFailure."""
     from handshake_cli.cli.output import run_command

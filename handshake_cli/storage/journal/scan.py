@@ -155,12 +155,13 @@ def read_segment(path: Path) -> tuple[bytes, int]:
     larger than any segment handshake writes is damage, and is never loaded whole."""
     fd = durable.open_read(path)
     try:
-        size = os.fstat(fd).st_size
         chunks = []
         remaining = codec.MAX_SEGMENT_BYTES
-        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
-            chunks.append(chunk)
-            remaining -= len(chunk)
+        with durable.environment("read", path):  # an I/O error names the segment
+            size = os.fstat(fd).st_size
+            while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
+                chunks.append(chunk)
+                remaining -= len(chunk)
         data = b"".join(chunks)
         return data, max(size, len(data))
     finally:
