@@ -373,7 +373,7 @@ def _edit(draw: st.DrawFn, journal_dir: Path, session_id: str) -> str:
             index = draw(st.sampled_from(candidates))
             try:
                 head = maker(crafted.decoded(lines[index].content), crafted.head_of(lines[index].content))
-            except (AssertionError, ValueError, KeyError, TypeError):
+            except (AssertionError, ValueError, KeyError, TypeError, AttributeError):
                 return "content (not applicable)"
             crafted.replace_head(journal_dir, session_id, index, head)
         return f"content {kind} at {index}"
