@@ -29,6 +29,7 @@ from handshake_cli.maintenance.gc.report import Report
 from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMINAL
 from handshake_cli.session.status import (
     UNREADABLE,
+    ErrorObject,
     directory_size,
     effective_state,
     head_or_fold,
@@ -60,7 +61,7 @@ class _Look:
     age: float | None = None
     holder: session_lock.LockHolder | None = None
     # Why its files cannot be trusted: the `error` of its skipped entry ({code, exit_code, message}).
-    error: dict[str, Any] | None = None
+    error: ErrorObject | None = None
 
     @property
     def problem(self) -> str | None:
