@@ -22,7 +22,7 @@ benchmarks. DESIGN section 2's durability rules, as kept here:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -181,7 +181,7 @@ class SessionWriter:
         faults.crash_point("after_ending")
         self.write_head()
 
-    def block(self, reason: str, detail: str, *, in_doubt: list[dict[str, Any]] | None = None) -> None:
+    def block(self, reason: str, detail: str, *, in_doubt: Sequence[Mapping[str, Any]] | None = None) -> None:
         """BLOCKED, with a checkpoint and the reason on record, durably."""
         self.transition(BLOCKED, reason)
         self.append(

@@ -13,6 +13,7 @@ half-written at that instant looks like a torn tail and is reported as such, nev
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from handshake_cli.errors import HandshakeError
@@ -141,7 +142,7 @@ def _recovery_plan(
         plan = make_plan(view, store.paths.root_args())
     except HandshakeError as error:
         return {"action": "refused", "reason": error.code, "message": error.message}
-    data = plan.as_json()
+    data: Mapping[str, Any] = plan.as_json()
     return {key: data[key] for key in PLAN_SHOWN}
 
 

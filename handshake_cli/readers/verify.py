@@ -9,15 +9,57 @@ this report for a journal small enough to read whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from handshake_cli.errors import IntegrityError
 from handshake_cli.session.state import fold, read_head
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage import lock
-from handshake_cli.storage.journal.scan import ScanResult, scan
+from handshake_cli.storage.journal.scan import DamageJson, ScanResult, scan
 from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, SessionDir
 from handshake_cli.vocabulary import Verdict
+
+
+class MissingArtifact(TypedDict):
+    """An artifact a `tool.result` names that is neither loose nor in a pack."""
+
+    artifact_id: str
+    named_by_seq: int
+    repairable: bool
+
+
+class HeadDifference(TypedDict):
+    """A field of head.json that disagrees with the journal's fold."""
+
+    head: Any
+    journal: Any
+
+
+class JournalCheck(TypedDict):
+    records: int
+    last_seq: int
+    damage: DamageJson | None
+
+
+class ArtifactCheck(TypedDict):
+    checked: int
+    problems: list[dict[str, Any]]  # loose objects, pack frames, checkpoints: each its own keys
+    missing: list[MissingArtifact]
+
+
+class HeadCheck(TypedDict):
+    matches: bool
+    differences: dict[str, HeadDifference]
+
+
+class VerificationJson(TypedDict):
+    """`inspect --verify` (after its `session_id`) and an import's `integrity` (JSON.md)."""
+
+    verdict: Verdict
+    journal: JournalCheck
+    artifacts: ArtifactCheck
+    head: HeadCheck
+    job: str
 
 
 @dataclass
@@ -25,8 +67,8 @@ class Verification:
     journal: ScanResult
     artifacts_checked: int
     artifact_problems: list[dict[str, Any]]
-    head_differences: dict[str, Any]
-    missing_artifacts: list[dict[str, Any]]
+    head_differences: dict[str, HeadDifference]
+    missing_artifacts: list[MissingArtifact]
     job: str = JOB_BOUND  # store.JOB_*: is session.toml's [job] the one record 1 was written with?
 
     @property
@@ -57,7 +99,7 @@ class Verification:
             else ""
         )
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> VerificationJson:
         damage = self.journal.damage
         return {
             "verdict": self.verdict,
@@ -124,7 +166,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
                     "note": FALLBACK_NOTE,
                 }
             )
-    missing: list[dict[str, Any]] = []
+    missing: list[MissingArtifact] = []
     reported: set[str] = set()
     for record in result.records:
         if record.type != "tool.result":
@@ -136,7 +178,7 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
     folded = fold(session.session_id, result.records)
     folded.last_seq = result.last_seq  # the last record may be of a type not decoded here
     head = read_head(session.path)
-    differences: dict[str, Any] = {}
+    differences: dict[str, HeadDifference] = {}
     if lock.holder(session.path) is not None:
         pass  # a live writer refreshes head.json at transitions only: a lag is expected
     elif head is None:

@@ -37,6 +37,7 @@ from handshake_cli.recovery.plan import (
 from handshake_cli.recovery.view import SessionView, in_flight_text, rebuild
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head
 from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage.contract import TailRepair
 from handshake_cli.storage.filesystem import repair_torn_tail
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import PlanAction
@@ -175,7 +176,7 @@ def _execute(
     view: SessionView,
     plan: Plan,
     options: Options,
-    repaired: dict[str, Any] | None,
+    repaired: TailRepair | None,
 ) -> RecoveryResult:
     """Journal the recovery, then cancel, block, or settle the calls in doubt and resume."""
     writer.append(

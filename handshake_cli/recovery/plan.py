@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from handshake_cli.errors import IntegrityError, UsageError
-from handshake_cli.recovery.view import SessionView
+from handshake_cli.recovery.view import SessionView, SkippedCheckpoint
 from handshake_cli.session.calls import in_doubt_calls
 from handshake_cli.session.state import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
+from handshake_cli.storage.journal.scan import DamageJson
 from handshake_cli.vocabulary import Decision, PlanAction
 
 # What recovery does with a call whose intent is on record but whose result is not.
@@ -28,6 +29,41 @@ RESOLVED_DONE = Decision.RESOLVED_DONE
 RESOLVED_RETRY = Decision.RESOLVED_RETRY
 
 
+class InDoubtJson(TypedDict):
+    """A call in doubt as the plan's JSON shows it (and `recovery.started` records it)."""
+
+    tool_call_id: str
+    tool: str
+    idempotency_key: str | None
+    idempotency: str | None
+    probe: bool
+    decision: Decision
+
+
+class InFlight(TypedDict):
+    """The model turn a crash cut short: it is asked again."""
+
+    turn: int | None  # its model.request's (read with .get: the fold and a checkpoint's check make it an int)
+    request_seq: int | None
+
+
+class PlanJson(TypedDict):
+    """A recovery plan as `recover --json` and `inspect` show it (JSON.md)."""
+
+    session_id: str
+    state: str
+    action: PlanAction
+    reason: str
+    in_doubt: list[InDoubtJson]
+    in_flight: InFlight | None
+    torn_tail: DamageJson | None
+    checkpoint: str | None
+    skipped_checkpoints: list[SkippedCheckpoint]
+    resolutions: dict[str, str]
+    verified_from_seq: int
+    commands: list[str]
+
+
 @dataclass(frozen=True)
 class InDoubt:
     tool_call_id: str
@@ -37,7 +73,7 @@ class InDoubt:
     has_probe: bool
     decision: Decision
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> InDoubtJson:
         return {
             "tool_call_id": self.tool_call_id,
             "tool": self.tool,
@@ -56,15 +92,15 @@ class Plan:
     reason: str
     root_args: list[str]
     in_doubt: list[InDoubt] = field(default_factory=list)
-    in_flight: dict[str, Any] | None = None
-    torn_tail: dict[str, Any] | None = None
+    in_flight: InFlight | None = None
+    torn_tail: DamageJson | None = None
     checkpoint: str | None = None
-    skipped_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    skipped_checkpoints: list[SkippedCheckpoint] = field(default_factory=list)
     resolutions: dict[str, str] = field(default_factory=dict)
     blocked_detail: str = ""
     verified_from_seq: int = 1  # recovery checked every record from here on; inspect --verify checks all
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PlanJson:
         return {
             "session_id": self.session_id,
             "state": self.state,

@@ -12,7 +12,7 @@ from typing import Any, Required, TypedDict
 
 from handshake_cli.errors import DurabilityError, HandshakeError, worst_exit_code
 from handshake_cli.recovery.execute import Options, recover, sessions_to_recover
-from handshake_cli.session.status import session_problem
+from handshake_cli.session.status import ErrorObject, session_problem
 from handshake_cli.storage.store import Store
 
 
@@ -26,7 +26,7 @@ class SessionRecovered(TypedDict, total=False):
     state: Required[str | None]
     exit_code: Required[int]
     message: str  # with "error": the error's message
-    error: dict[str, Any]  # status.session_problem
+    error: ErrorObject
     guidance: Required[list[str]]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from handshake_cli.engine.jobs import Job
 from handshake_cli.errors import IntegrityError
@@ -37,6 +37,14 @@ from handshake_cli.storage.store import SessionDir
 _CHECKPOINT_TYPE = b'"type":"checkpoint.created"'
 
 
+class SkippedCheckpoint(TypedDict):
+    """A checkpoint recovery passed over because it failed validation (`skipped_checkpoints`)."""
+
+    checkpoint_id: str
+    seq: int
+    reason: str
+
+
 @dataclass
 class SessionView:
     session: SessionDir
@@ -47,7 +55,7 @@ class SessionView:
     thread: Thread
     base: CheckpointRef | None  # the checkpoint the state was rebuilt from
     newest_checkpoint: CheckpointRef | None  # parent for the next checkpoint
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # checkpoints that failed validation
+    skipped: list[SkippedCheckpoint] = field(default_factory=list)  # checkpoints that failed validation
     damage: Damage | None = None
     last_seq: int = 0
     scanned_from: int = 1  # the first seq recovery read
@@ -74,7 +82,7 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
     plus the records up to it)."""
     config = session.read_config()
     job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
-    skipped: list[dict[str, Any]] = []
+    skipped: list[SkippedCheckpoint] = []
     base = _newest_loadable(session, at, skipped)
     if base is not None:  # the search's segment is released by now: one in memory at a time
         candidate, loaded = base
@@ -92,7 +100,7 @@ def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
 
 
 def _newest_loadable(
-    session: SessionDir, at: int | None, skipped: list[dict[str, Any]]
+    session: SessionDir, at: int | None, skipped: list[SkippedCheckpoint]
 ) -> tuple[Record, LoadedCheckpoint] | None:
     """The newest checkpoint candidate whose body loads; those that fail go to `skipped`."""
     for candidate in checkpoint_candidates(session.journal, session.session_id, at_most=at):
@@ -204,7 +212,7 @@ def _assemble(
     job: Job,
     records: list[Record],
     hinted: LoadedCheckpoint | None,
-    skipped: list[dict[str, Any]],
+    skipped: list[SkippedCheckpoint],
     damage: Damage | None,
     last_seq: int,
 ) -> SessionView:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, Required, TypedDict
 
 from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
 from handshake_cli.session.state import (
@@ -43,7 +43,34 @@ def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
 UNREADABLE = SessionState.UNREADABLE
 
 
-def session_problem(exc: Exception) -> dict[str, Any]:
+class ErrorObject(TypedDict):
+    """Why one session of a root could not be served: the `error` of its row in the listing,
+    `recover --all` and `gc` (JSON.md), shaped as a command's own error."""
+
+    code: str
+    exit_code: int
+    message: str
+
+
+class SessionRow(TypedDict, total=False):
+    """One row of the listing (`inspect` without a session; JSON.md). A row for a session
+    whose files cannot be read (UNREADABLE) holds only the required keys and its `error`."""
+
+    session_id: Required[str]
+    job_name: str | None
+    state: Required[str]
+    created_at: str | None
+    updated_at: str | None
+    last_checkpoint_at: str | None
+    checkpoint_count: int
+    size_bytes: int
+    lock_holder: lock.LockHolderJson | None
+    head_matches: bool
+    error: ErrorObject  # UNREADABLE rows only
+    needs_attention: Required[bool]
+
+
+def session_problem(exc: Exception) -> ErrorObject:
     """Why one session of a root could not be served, as the `error` object of its row in the
     listing, `recover --all` and `gc`: {code, exit_code, message}, as a command's own error."""
     if isinstance(exc, HandshakeError):
@@ -102,14 +129,14 @@ def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> Sto
     return StoredSession(fold(session.session_id, result.records), False, result.records[-1])
 
 
-def list_sessions(store: Store) -> list[dict[str, Any]]:
+def list_sessions(store: Store) -> list[SessionRow]:
     """One row per session, cheaply: head.json checked against the journal's last record.
 
     A session that cannot be read gets a row of its own (state UNREADABLE, and its `error`)
     and the others are listed as usual. Damage in the middle of a journal is found by
     `describe` and `verify`, which read it all.
     """
-    rows = []
+    rows: list[SessionRow] = []
     for session_id in store.session_ids():
         try:
             rows.append(_row(store, session_id))
@@ -127,12 +154,12 @@ def list_sessions(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def listing_exit_code(rows: list[dict[str, Any]]) -> int:
+def listing_exit_code(rows: list[SessionRow]) -> int:
     """The listing's exit code: the worst of its unreadable sessions' errors, else 0."""
     return worst_exit_code(row["error"]["exit_code"] for row in rows if row.get("error"))
 
 
-def _row(store: Store, session_id: str) -> dict[str, Any]:
+def _row(store: Store, session_id: str) -> SessionRow:
     session = store.session(session_id)  # refuses links and files out of place
     config = session.read_config()
     record, head_matches, _ = head_or_fold(session)

@@ -244,7 +244,7 @@ class FilesystemAppender(JournalAppender):
 # -- cutting a torn tail ------------------------------------------------------------------
 
 
-def repair_torn_tail(session: SessionDir, damage: Damage) -> dict[str, Any]:
+def repair_torn_tail(session: SessionDir, damage: Damage) -> TailRepair:
     """Cut a torn tail off the newest segment; its bytes go to quarantine/ first, durably."""
     segment = session.journal / damage.segment
     with durable.environment("open for repair", segment):

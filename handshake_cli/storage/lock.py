@@ -15,16 +15,26 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from handshake_cli.errors import EnvironmentFailure, IntegrityError, NotFound, SessionLocked
 from handshake_cli.storage import durable
 
 LOCK_FILE = "lock"
 OWNER_FILE = "owner.json"
+
+
+class LockHolderJson(TypedDict):
+    """`owner.json`, and a holder as the JSON output shows it (`lock_holder`)."""
+
+    pid: int
+    host: str
+    started_at: str
+    command: str
+    pid_start: int | None
 
 
 @dataclass(frozen=True)
@@ -37,8 +47,14 @@ class LockHolder:
     # recycled pid after a crash.
     pid_start: int | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_json(self) -> LockHolderJson:
+        return {
+            "pid": self.pid,
+            "host": self.host,
+            "started_at": self.started_at,
+            "command": self.command,
+            "pid_start": self.pid_start,
+        }
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} ({self.command}), since {self.started_at}"

@@ -94,7 +94,7 @@ def _listing(store: Store) -> Result:
                     _ago(now, r.get("last_checkpoint_at")),
                     str(r.get("checkpoint_count", "-")),
                     _size(r.get("size_bytes")),
-                    f"pid {r['lock_holder']['pid']}" if r.get("lock_holder") else "-",
+                    f"pid {holder['pid']}" if (holder := r.get("lock_holder")) else "-",
                     "yes" if r.get("needs_attention") else "",
                 ]
                 for r in rows

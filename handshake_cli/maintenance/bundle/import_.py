@@ -39,7 +39,7 @@ from handshake_cli.vocabulary import SessionState, Verdict
 _STOPPED = (SessionState.INTERRUPTED, SessionState.PAUSED, SessionState.BLOCKED)
 
 if TYPE_CHECKING:
-    from handshake_cli.readers.verify import Verification
+    from handshake_cli.readers.verify import Verification, VerificationJson
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ImportReport:
     session_bytes: int
     state: str
     verdict: str
-    integrity: dict[str, Any]
+    integrity: VerificationJson | dict[str, str]  # or {error} when it could not be verified
     workspace: str | None
     workspace_exists: bool
     workspace_note: str
@@ -200,6 +200,7 @@ def _report(
     session_id = layout.session_id
     root_args = store.paths.root_args()
     state: str
+    integrity: VerificationJson | dict[str, str]
     if isinstance(verification, HandshakeError):
         verdict, integrity, state = Verdict.DAMAGED, {"error": verification.message}, SessionState.UNREADABLE
     else:

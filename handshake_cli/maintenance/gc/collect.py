@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from handshake_cli import faults
 from handshake_cli.errors import HandshakeError, IntegrityError, NotFound
 from handshake_cli.maintenance.gc.debris import Clock, Debris, entries, older, session_debris
 from handshake_cli.maintenance.gc.policy import CONFIG_FILE, Policy
 from handshake_cli.maintenance.gc.reachability import has_artifacts, unnamed_artifacts
-from handshake_cli.maintenance.gc.report import Report
+from handshake_cli.maintenance.gc.report import Removed, Report, Skipped
 from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMINAL
 from handshake_cli.session.status import (
     UNREADABLE,
+    ErrorObject,
     directory_size,
     effective_state,
     head_or_fold,
@@ -60,7 +60,7 @@ class _Look:
     age: float | None = None
     holder: session_lock.LockHolder | None = None
     # Why its files cannot be trusted: the `error` of its skipped entry ({code, exit_code, message}).
-    error: dict[str, Any] | None = None
+    error: ErrorObject | None = None
 
     @property
     def problem(self) -> str | None:
@@ -130,7 +130,7 @@ class _Run:
         self.report = report
         self.trash = self.paths.trash
         self._trash_ready = False
-        self._batch: list[tuple[dict[str, Any], Path]] = []
+        self._batch: list[tuple[Removed, Path]] = []
         self._skipped: set[str] = set()
         self.deleter = deleter
 
@@ -211,7 +211,7 @@ class _Run:
         if look.session.session_id in self._skipped:
             return
         self._skipped.add(look.session.session_id)
-        entry: dict[str, Any] = {
+        entry: Skipped = {
             "session_id": look.session.session_id,
             "state": look.state,
             "reason": reason,
@@ -241,7 +241,7 @@ class _Run:
 
     def _remove(self, look: _Look) -> None:
         session = look.session
-        entry = {
+        entry: Removed = {
             "session_id": session.session_id,
             "state": look.state,
             "last_record_at": look.last_record_at,
@@ -317,7 +317,7 @@ class _Run:
         self._batch.clear()
         faults.crash_point("gc_deleting")  # helpers may be deleting the batch (trash.Deleter)
 
-    def _removed(self, entry: dict[str, Any], target: Path, size: int, error: str | None) -> None:
+    def _removed(self, entry: Removed, target: Path, size: int, error: str | None) -> None:
         if error is not None:
             self.report.errors.append({"path": self._rel(target), "error": error})
             return

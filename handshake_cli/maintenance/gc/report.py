@@ -4,19 +4,56 @@ swept, the errors, and the exit code they make."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from handshake_cli.errors import worst_exit_code
 from handshake_cli.maintenance.gc.policy import Policy
+from handshake_cli.session.status import ErrorObject
+
+
+class Removed(TypedDict):
+    """A session gc removed (or, on a dry run, would remove)."""
+
+    session_id: str
+    state: str
+    last_record_at: str | None
+    age_seconds: float
+    bytes: int
+
+
+class Skipped(TypedDict):
+    """A session past the age that gc left, and why."""
+
+    session_id: str
+    state: str
+    reason: str  # locked, unfinished, changed, damaged
+    detail: str
+    last_record_at: str | None
+    error: NotRequired[ErrorObject]  # damaged only: why its files cannot be trusted
+
+
+class Swept(TypedDict):
+    """Debris gc deleted."""
+
+    kind: str  # trash, staging, temp, request, quarantine, artifact, pack
+    path: str  # relative to the root
+    bytes: int
+
+
+class RemovalError(TypedDict):
+    """Something gc could not remove, and the error that stopped it."""
+
+    path: str
+    error: str
 
 
 @dataclass
 class Report:
     policy: Policy
-    removed: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    swept: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[Removed] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    swept: list[Swept] = field(default_factory=list)
+    errors: list[RemovalError] = field(default_factory=list)
     kept: int = 0  # sessions left alone for their age (or because no age was given)
     notes: list[str] = field(default_factory=list)
 

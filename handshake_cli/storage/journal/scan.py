@@ -17,7 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from handshake_cli.errors import IntegrityError, NotFound
 from handshake_cli.storage import durable
@@ -46,6 +46,17 @@ _blake2b = hashlib.blake2b
 _plain_chunk = records.plain_chunk
 
 
+class DamageJson(TypedDict):
+    """Damage as the JSON output shows it (`damage`, `torn_tail`)."""
+
+    kind: str
+    segment: str
+    offset: int
+    length: int
+    detail: str
+    repairable: bool
+
+
 @dataclass(frozen=True)
 class Damage:
     """Something the scanner found wrong, located to the byte."""
@@ -60,7 +71,7 @@ class Damage:
     def repairable(self) -> bool:
         return self.kind == "torn_tail"
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> DamageJson:
         return {
             "kind": self.kind,
             "segment": self.segment,
