@@ -17,7 +17,7 @@ from handshake_cli.storage.store import Store
 
 
 class SessionRecovered(TypedDict, total=False):
-    """One row of `recover --all` (FORMAT.md: the `sessions` of its JSON)."""
+    """One row of `recover --all` (JSON.md: the `sessions` of its JSON)."""
 
     session_id: Required[str]
     state_before: str  # absent when the session could not be recovered

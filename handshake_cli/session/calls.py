@@ -33,7 +33,7 @@ class Resolution(TypedDict):
 
 
 class ToolCall(TypedDict, total=False):
-    """A tool call as `inspect` reports it (FORMAT.md: the `tool_calls` of `inspect SESSION`).
+    """A tool call as `inspect` reports it (JSON.md: the `tool_calls` of `inspect SESSION`).
 
     Keys appear in the order the journal reveals them, and that order is the JSON's."""
 
