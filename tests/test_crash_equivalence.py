@@ -35,12 +35,21 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def random_crashes(base: Path, reference: dict[str, Any], count: int, seed: int) -> None:
+    """At least `count` sessions, and more until the crashes have really landed inside
+    sessions and recovery itself was interrupted too: on a loaded machine fewer random kill
+    instants land where they were aimed, so the test tells more stories instead of failing
+    for want of coverage (at most three times as many)."""
     world = World(base, delay_ms=1)
     rng = random.Random(seed)
     span = reference["seconds"]
-    killed_runs = killed_recoveries = mid_session = 0
-    for index in range(count):
-        session_id = f"s{seed}-{index}"
+    killed_runs = killed_recoveries = mid_session = sessions = 0
+
+    def covered() -> bool:
+        return killed_runs >= count * 0.5 and mid_session >= count * 0.3 and killed_recoveries >= count * 0.1
+
+    while sessions < count or (not covered() and sessions < count * 3):
+        session_id = f"s{seed}-{sessions}"
+        sessions += 1
         proc = world.run(session_id)
         killed = kill_after(proc, rng.uniform(0, span * 0.9))
         killed_runs += killed
@@ -49,9 +58,7 @@ def random_crashes(base: Path, reference: dict[str, Any], count: int, seed: int)
         history += drive_to_the_end(world, session_id, rng, kill_chance=0.3, max_delay=span)
         killed_recoveries += history.count("recovery killed")
         assert_equivalent(world, session_id, reference, history)
-    # The crashes really landed inside sessions, and recovery itself was interrupted too.
-    assert killed_runs >= count * 0.5 and mid_session >= count * 0.3, (killed_runs, mid_session)
-    assert killed_recoveries >= count * 0.1, killed_recoveries
+    assert covered(), (sessions, killed_runs, mid_session, killed_recoveries)
 
 
 def test_random_sigkills_then_recovery_end_as_a_crash_free_run(
