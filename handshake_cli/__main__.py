@@ -1,5 +1,5 @@
 """`python -m handshake_cli` runs the command line."""
 
-from handshake_cli.cli.app import main
+from handshake_cli.cli.entry import main
 
 main()

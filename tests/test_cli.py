@@ -147,6 +147,30 @@ def test_bash_completion_answers_from_the_command_tree(env: dict[str, str]) -> N
     assert out.stdout.splitlines() == ["inspect", "--verify"]
 
 
+def test_version_loads_no_command_line_library(env: dict[str, str]) -> None:
+    """`handshake --version` (the console script's entry, and `python -m handshake_cli`)
+    answers before typer, click and the command tree are imported."""
+    code = (
+        "import sys\n"
+        "from handshake_cli.cli.entry import main\n"
+        "try:\n    main(['--version'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'rich'})\n"
+        "loaded += sorted(m for m in sys.modules if m.startswith('handshake_cli.cli.commands'))\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.splitlines() == [f"handshake {__version__}", "[]"], out.stdout
+    via_module = subprocess.run(
+        [sys.executable, "-m", "handshake_cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert via_module.stdout == f"handshake {__version__}\n"
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["inspect", "--json"]])
 def test_plain_commands_never_load_rich_or_httpx(argv: list[str], root: Path, env: dict[str, str]) -> None:
     code = (
