@@ -87,7 +87,6 @@ SYSCALLS = (
 SITES = (
     "handshake_cli.storage.journal",
     "handshake_cli.storage.artifacts",
-    "handshake_cli.session.state",
     "handshake_cli.storage.head",
     "handshake_cli.storage.lock",
     "handshake_cli.storage.store",
