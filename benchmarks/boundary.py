@@ -103,7 +103,7 @@ def make_runner(
 
 
 class Boundary:
-    """Tool-call boundaries through the real runner, one `run_tool_call` at a time."""
+    """Tool-call boundaries through the real runner, one `run_tool_calls` at a time."""
 
     def __init__(self, tmp: Path, name: str, spec: ToolSpec, args_for: Any) -> None:
         self.closing = ExitStack()
@@ -124,7 +124,7 @@ class Boundary:
                 "args": self.args_for(self.calls),
             }
             self.runner.thread.pending = [call]  # as if the model had asked for it
-            self.runner.run_tool_call()
+            self.runner.run_tool_calls()
         return (time.perf_counter() - start) / n
 
     def close(self) -> None:

@@ -34,12 +34,13 @@ from handshake_cli.engine.providers import (
     TextChunk,
     ToolCallRequest,
 )
+from handshake_cli.engine.tools.gate import ToolContext, ToolOutcome, idempotency_key, run_tool, tool_call_id
 from handshake_cli.errors import ExitCode
 from handshake_cli.session.checkpoints import CheckpointRef
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, COMPLETED, FAILED, PAUSED
 
 if TYPE_CHECKING:
-    from handshake_cli.engine.jobs import Job
+    from handshake_cli.engine.jobs import Job, ToolSpec
     from handshake_cli.engine.secrets import SecretMasker
     from handshake_cli.engine.writer import SessionWriter
     from handshake_cli.session.thread import Thread
@@ -188,7 +189,7 @@ class Runner:
             while self.writer.record.state == ACTIVE:
                 self._boundary()
                 if self.thread.pending:
-                    self.run_tool_call()
+                    self.run_tool_calls()
                 elif self.thread.answered:  # a crash came between the answer and the end
                     self._end(COMPLETED, "the model answered")
                 elif self.thread.turn >= self.job.limits.max_turns:
@@ -264,8 +265,6 @@ class Runner:
             text.add(tail)
         self._check_replay(turn, text, final=True)
         text.flush()
-        from handshake_cli.engine.tools.gate import tool_call_id
-
         tool_calls = [{"tool_call_id": tool_call_id(turn, i), **call} for i, call in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text.content()}
         if tool_calls:
@@ -347,41 +346,82 @@ class Runner:
 
     # -- tools -------------------------------------------------------------------------
 
-    def run_tool_call(self) -> None:
-        """Run the first pending tool call through the gate, its intent and result on record."""
-        from handshake_cli.engine.tools.gate import ToolContext, ToolOutcome, idempotency_key, run_tool
+    def run_tool_calls(self) -> None:
+        """Run the pending calls that can go together, in the model's order, each between its
+        intent and its result.
 
-        call = self.thread.pending[0]
-        call_id, name, args = call["tool_call_id"], call["tool"], call.get("args") or {}
-        spec = self.job.tool(name)
-        key = idempotency_key(self.writer.session.session_id, call_id, name, args)
-        faults.crash_point("before_intent")
-        self.writer.append(
-            "tool.intent",
-            {
-                "tool_call_id": call_id,
-                "tool": name,
-                "args": args,
-                "idempotency_key": key,
-                "side_effect": spec.side_effect if spec else None,
-                "idempotency": spec.idempotency if spec else None,
-            },
-            # A read has no effect to protect: its intent rides on the result's sync.
-            sync=spec is not None and spec.side_effect != "read",
+        Calls that are safe to run again — `read` tools, `idempotent` ones, and calls refused
+        without running — go as one batch: their intents, one sync if any of them has an
+        effect (a read's intent needs none: DESIGN section 2, rule 7), the tools, their
+        results, then one checkpoint or sync for them all. A batch of N such calls costs at
+        most two journal syncs, not 2N. Any other call (`non_idempotent`,
+        `idempotent_with_key`) goes alone, as the first of the pending calls, so a crash can
+        leave no more than that one call in doubt. A stop or checkpoint request is served at
+        the end of a batch."""
+        batch = [self._prepare(call) for call in self._batch()]
+        for step in batch:
+            faults.crash_point("before_intent")
+            self.writer.append("tool.intent", step.intent(), sync=False)
+        if any(step.has_effect for step in batch):
+            self.writer.sync()  # every intent with an effect is on disk before any tool starts
+        for step in batch:
+            faults.crash_point("after_intent")
+            self.observer.tool_started(step.call)
+            outcome = self._outcome(step)
+            faults.crash_point("before_result")
+            part = self.masker.mask_json(outcome.as_result_data())
+            # Output packed as artifacts is synced by the writer before this record names it.
+            result = {"tool_call_id": step.call_id, "tool": step.name, **part}
+            self.writer.append("tool.result", result, sync=False)
+            faults.crash_point("after_result")
+            self.tool_calls_run += 1
+            self._messages_since += 1
+            self.observer.tool_finished(step.call, part)
+        if self.job.checkpoint.after_tool_call:
+            count = len(batch)
+            self._checkpoint("tool call completed" if count == 1 else f"{count} tool calls completed")
+        else:
+            self.writer.sync()
+
+    def _batch(self) -> list[dict[str, Any]]:
+        """The leading pending calls that may run as one batch (at least the first call)."""
+        pending = self.thread.pending
+        batch = [pending[0]]
+        if not self._may_rerun(pending[0]):
+            return batch
+        for call in pending[1:]:
+            if not self._may_rerun(call):
+                break
+            batch.append(call)
+        return batch
+
+    def _may_rerun(self, call: dict[str, Any]) -> bool:
+        spec = self.job.tool(call["tool"])
+        return (
+            spec is None
+            or "invalid_args" in call
+            or spec.side_effect == "read"
+            or spec.idempotency == "idempotent"
         )
-        faults.crash_point("after_intent")
-        self.observer.tool_started(call)
-        if spec is None:
-            outcome = ToolOutcome(
+
+    def _prepare(self, call: dict[str, Any]) -> _ToolStep:
+        args = call.get("args") or {}
+        name = call["tool"]
+        key = idempotency_key(self.writer.session.session_id, call["tool_call_id"], name, args)
+        return _ToolStep(call, self.job.tool(name), args, key)
+
+    def _outcome(self, step: _ToolStep) -> ToolOutcome:
+        if step.spec is None:
+            return ToolOutcome(
                 error={
                     "code": "unknown_tool",
                     "kind": "refused",
                     "retryable": False,
-                    "message": f"this job declares no tool named {name!r}",
+                    "message": f"this job declares no tool named {step.name!r}",
                 }
             )
-        elif "invalid_args" in call:
-            outcome = ToolOutcome(
+        if "invalid_args" in step.call:
+            return ToolOutcome(
                 error={
                     "code": "invalid_arguments",
                     "kind": "invalid_arguments",
@@ -389,28 +429,15 @@ class Runner:
                     "message": "the arguments are not a JSON object; the tool was not run",
                 }
             )
-        else:
-            context = ToolContext(
-                session_id=self.writer.session.session_id,
-                tool_call_id=call_id,
-                idempotency_key=key,
-                workspace=self.workspace,
-                store_large_output=self.writer.store_large_output,
-                environ=self.environ,
-            )
-            outcome = run_tool(spec, args, context)
-        faults.crash_point("before_result")
-        part = self.masker.mask_json(outcome.as_result_data())
-        # Output packed as artifacts is synced by the writer before this record names it.
-        self.writer.append("tool.result", {"tool_call_id": call_id, "tool": name, **part}, sync=False)
-        faults.crash_point("after_result")
-        self.tool_calls_run += 1
-        self._messages_since += 1
-        self.observer.tool_finished(call, part)
-        if self.job.checkpoint.after_tool_call:
-            self._checkpoint("tool call completed")
-        else:
-            self.writer.sync()
+        context = ToolContext(
+            session_id=self.writer.session.session_id,
+            tool_call_id=step.call_id,
+            idempotency_key=step.key,
+            workspace=self.workspace,
+            store_large_output=self.writer.store_large_output,
+            environ=self.environ,
+        )
+        return run_tool(step.spec, step.args, context)
 
     # -- checkpoints and endings ---------------------------------------------------------
 
@@ -434,6 +461,39 @@ class Runner:
             reason = self.masker.mask(request.reason) if request.reason else None
             ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
             answer(path, request, ref.as_json())
+
+
+@dataclass
+class _ToolStep:
+    """One call of a batch: what its intent records and what running it needs."""
+
+    call: dict[str, Any]
+    spec: ToolSpec | None
+    args: dict[str, Any]
+    key: str
+
+    @property
+    def call_id(self) -> str:
+        return str(self.call["tool_call_id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.call["tool"])
+
+    @property
+    def has_effect(self) -> bool:
+        """Whether the tool may change something, so its intent must be on disk before it runs."""
+        return self.spec is not None and "invalid_args" not in self.call and self.spec.side_effect != "read"
+
+    def intent(self) -> dict[str, Any]:
+        return {
+            "tool_call_id": self.call_id,
+            "tool": self.name,
+            "args": self.args,
+            "idempotency_key": self.key,
+            "side_effect": self.spec.side_effect if self.spec else None,
+            "idempotency": self.spec.idempotency if self.spec else None,
+        }
 
 
 class _TurnText:
