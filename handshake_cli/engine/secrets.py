@@ -123,6 +123,8 @@ class SecretMasker:
         return f"SecretMasker(env={self._env_names!r})"
 
     def mask(self, text: str) -> str:
+        if self._next_start(text) is None:  # most text holds no character a secret starts with
+            return text
         released, _consumed, _pending = self._scan(text, "", [], final=True)
         return released
 
@@ -263,6 +265,9 @@ class StreamMasker:
     def feed(self, chunk: str) -> str:
         if not chunk:
             return ""
+        if not self._held and not self._pending and self._masker._next_start(chunk) is None:
+            self._prev = chunk[-1]  # no secret can start in it: all of it is safe
+            return chunk
         text = self._held + chunk
         released, consumed, pending = self._masker._scan(text, self._prev, self._pending, final=False)
         if consumed:

@@ -30,6 +30,9 @@ NEW_FILE_MODE = 0o666  # the user's workspace: their umask decides, as for any f
 NEW_DIR_MODE = 0o777
 
 
+UNSAFE_PATH = "unsafe_path"  # a link met where none may be followed
+
+
 class FileToolFailed(Exception):
     """A builtin file tool stopped early: the error the model will see (code, kind, details)."""
 
@@ -96,7 +99,20 @@ def _write_inside(workspace: Path, relative: PurePosixPath, data: bytes) -> dict
 
 
 def _read_inside(workspace: Path, relative: PurePosixPath) -> bytes:
+    """Optimistically first: open the path as given, component by component with O_NOFOLLOW,
+    which refuses any link on the way. Only when it meets one are the links resolved (and
+    checked to stay inside) and the resolved path opened the same way. Either way no link is
+    ever followed by an open."""
+    try:
+        return _read_parts(_workspace_root(workspace), relative.parts, relative)
+    except FileToolFailed as failure:
+        if failure.code != UNSAFE_PATH:
+            raise
     root, parts = _resolved_parts(workspace, relative)
+    return _read_parts(root, parts, relative)
+
+
+def _read_parts(root: Path, parts: tuple[str, ...], relative: PurePosixPath) -> bytes:
     opened: list[int] = []
     try:
         directory = _open_workspace(root)
@@ -151,10 +167,7 @@ def _resolved_parts(workspace: Path, relative: PurePosixPath) -> tuple[Path, tup
     appears later is refused, not followed. The workspace itself may be reached through a
     link the user chose.
     """
-    try:
-        root = _real_workspace(str(workspace))
-    except OSError as exc:
-        raise _fail("workspace_missing", "launch_failed", f"the workspace {workspace} is missing") from exc
+    root = _workspace_root(workspace)
     if not _has_link(root, relative):
         return root, relative.parts  # the common case: nothing to resolve
     target = Path(os.path.realpath(root / relative))
@@ -168,6 +181,13 @@ def _resolved_parts(workspace: Path, relative: PurePosixPath) -> tuple[Path, tup
             path=str(relative),
         )
     return root, target.relative_to(root).parts
+
+
+def _workspace_root(workspace: Path) -> Path:
+    try:
+        return _real_workspace(str(workspace))
+    except OSError as exc:
+        raise _fail("workspace_missing", "launch_failed", f"the workspace {workspace} is missing") from exc
 
 
 @functools.lru_cache(maxsize=8)
@@ -273,7 +293,7 @@ def _open_failure(relative: PurePosixPath, exc: OSError) -> FileToolFailed:
     path = str(relative)
     if exc.errno == errno.ELOOP:
         return _fail(
-            "unsafe_path",
+            UNSAFE_PATH,
             "refused",
             f"{path!r} met a symbolic link that changed while it was resolved (or a link loop); refusing",
             path=path,
