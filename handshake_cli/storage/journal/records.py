@@ -180,7 +180,7 @@ def data_problem(type_: str, data: dict[str, Any]) -> str | None:
 
 def writer_problem(type_: str, data: dict[str, Any]) -> str | None:
     """What readers would find wrong in a record the writer is asked to append, or None."""
-    if not _TYPE.fullmatch(type_):
+    if type_ not in KNOWN_TYPES and not _TYPE.fullmatch(type_):
         return "its type is not a type name"
     return data_problem(type_, data)
 

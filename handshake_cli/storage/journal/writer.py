@@ -55,6 +55,7 @@ class JournalWriter:
         self.clock = clock
         self.unsynced = 0
         self._segment = segment
+        self._path = journal_dir / segment if segment else journal_dir  # for messages
         self._size = segment_size
         self._fd: int | None = None
         self._broken: str | None = None
@@ -157,7 +158,7 @@ class JournalWriter:
         if self._fd is None or not self.unsynced:
             return
         try:
-            durable.fsync_fd(self._fd, data_only=True, path=self.journal_dir / (self._segment or ""))
+            durable.fsync_fd(self._fd, data_only=True, path=self._path)
         except DurabilityError as exc:
             self._broken = exc.message
             raise
@@ -189,6 +190,7 @@ class JournalWriter:
         self._fd = durable.create_file(self.journal_dir / name, append=True)
         durable.fsync_dir(self.journal_dir)  # the new name is durable before any record in it
         self._segment = name
+        self._path = self.journal_dir / name
         self._size = 0
 
     def __enter__(self) -> JournalWriter:
