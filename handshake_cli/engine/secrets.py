@@ -112,6 +112,11 @@ class SecretMasker:
             self._tokens_by_first.setdefault(rule.prefix[0], []).append(rule)
         starts = {*self._env_by_first, *self._tokens_by_first, "b", "B", _KEY_BEGIN[0]}
         self._next_start = re.compile("[" + "".join(re.escape(c) for c in sorted(starts)) + "]").search
+        # Whole text only: every secret starts with one of these literals, complete (a stream
+        # can't use it: there, a literal may be cut between two chunks).
+        literals = [*by_value, *(rule.prefix for rule in _TOKEN_RULES), _KEY_BEGIN]
+        alternatives = sorted((re.escape(literal) for literal in literals), key=len, reverse=True)
+        self._could_start = re.compile("|".join([*alternatives, f"(?i:{_BEARER})"])).search
 
     @classmethod
     def from_environment(cls, names: Iterable[str], environ: Mapping[str, str] | None = None) -> SecretMasker:
@@ -123,7 +128,7 @@ class SecretMasker:
         return f"SecretMasker(env={self._env_names!r})"
 
     def mask(self, text: str) -> str:
-        if self._next_start(text) is None:  # most text holds no character a secret starts with
+        if self._could_start(text) is None:  # most text holds nothing a secret starts with
             return text
         released, _consumed, _pending = self._scan(text, "", [], final=True)
         return released
