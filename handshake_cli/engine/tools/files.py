@@ -66,7 +66,19 @@ def read_file(args: dict[str, Any], workspace: Path) -> tuple[str, bytes]:
 
 
 def _write_inside(workspace: Path, relative: PurePosixPath, data: bytes) -> dict[str, Any]:
+    """Optimistically first, as `_read_inside`: the path as given, resolved only when a link is
+    met. The first try creates a directory only where nothing exists below it, so where it
+    meets a link it has created nothing."""
+    try:
+        return _write_parts(_workspace_root(workspace), relative.parts, relative, data)
+    except FileToolFailed as failure:
+        if failure.code != UNSAFE_PATH:
+            raise
     root, parts = _resolved_parts(workspace, relative)
+    return _write_parts(root, parts, relative, data)
+
+
+def _write_parts(root: Path, parts: tuple[str, ...], relative: PurePosixPath, data: bytes) -> dict[str, Any]:
     to_sync: list[int] = []  # directories that gained an entry: each is fsynced before returning
     opened: list[int] = []
     try:
