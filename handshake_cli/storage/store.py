@@ -151,7 +151,7 @@ class SessionDir:
     def check_identity(self) -> None:
         """That session.toml is this session's, in a format this version reads, without
         parsing the job: gc checks this for every session it removes, and a job with a long
-        prompt takes milliseconds to parse (tomllib is pure Python). Top-level keys come
+        prompt takes milliseconds to parse. Top-level keys come
         before the first table in TOML, so the lines before the first `[` at the start of a
         line hold format_version and session_id; they are parsed alone, and the whole file
         must be UTF-8. Anything that prefix cannot settle is parsed whole, to raise what
