@@ -21,7 +21,10 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tomllib
 
 import tomli
 
@@ -139,6 +142,8 @@ def parse_toml(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> dict[str
     # Some Windows editors start UTF-8 files with a byte order mark; TOML has no use for it.
     text = text.removeprefix("\ufeff")
     _prescan_toml(text, max_nesting)
+    import tomllib  # pure Python, a few ms to import: only commands that read TOML pay for it
+
     try:
         document = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:

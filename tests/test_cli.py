@@ -3,6 +3,7 @@ sessions live, completions, and what start-up costs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -182,3 +183,48 @@ def test_plain_commands_never_load_rich_or_httpx(argv: list[str], root: Path, en
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# What each command line may load, beyond the command line itself: (the command modules, and
+# the packages of the core, it needs).
+LOADS = {
+    ("--version",): ((), ()),
+    ("--help",): ((), ()),
+    ("run", "--help"): (("run",), ()),
+    ("inspect", "--json"): (("inspect",), ("storage", "session")),
+}
+# Never on these paths: the front end's heavy libraries, and what only other commands need
+# (TOML for jobs and session.toml, sockets for a lock's host, the provider's HTTP client).
+HEAVY = ("rich", "httpx", "pydantic", "tomllib", "socket", "secrets", "random")
+
+
+@pytest.mark.parametrize("argv", list(LOADS), ids=" ".join)
+def test_a_command_line_loads_only_what_it_runs(
+    argv: tuple[str, ...], root: Path, env: dict[str, str]
+) -> None:
+    """Each command's module is imported only when that command runs or shows its help, and
+    `handshake --help` lists them all without importing any."""
+    code = (
+        "import json, sys\n"
+        "from handshake_cli.cli.entry import main\n"
+        f"try:\n    main({list(argv)!r})\n"
+        "except SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "HANDSHAKE_HOME": str(root)},
+        check=True,
+    )
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    commands, core = LOADS[argv]
+    assert sorted(
+        m.rpartition(".")[2] for m in loaded if m.startswith("handshake_cli.cli.commands.")
+    ) == sorted(commands)
+    packages = {m.split(".")[1] for m in loaded if m.count(".") >= 1 and m.startswith("handshake_cli.")}
+    assert packages - {"cli", "errors", "vocabulary", "paths", "documents", "faults"} == set(core)
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+    if argv == ("--help",):
+        assert all(name in out.stdout for name in ("run", "checkpoint", "recover", "inspect", "gc", "import"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,7 +198,7 @@ def write_all(fd: int, data: bytes, path: object = None) -> None:
 
 
 def temp_path_for(path: Path) -> Path:
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.urandom(4).hex()}")
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:

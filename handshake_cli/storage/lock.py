@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +60,7 @@ class LockHolder:
 
     def is_alive(self) -> bool | None:
         """True/False when this host can tell; None for a holder on another host."""
-        if self.host != socket.gethostname():
+        if self.host != _hostname():
             return None
         try:
             os.kill(self.pid, 0)
@@ -194,7 +193,7 @@ class SessionLock:
         self._shield()
         me = LockHolder(
             pid=os.getpid(),
-            host=socket.gethostname(),
+            host=_hostname(),
             started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             command=command or " ".join(["handshake", *sys.argv[1:]]),
             pid_start=_process_start(os.getpid()),
@@ -243,3 +242,9 @@ class SessionLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _hostname() -> str:
+    import socket  # a few ms of start-up (its enums) that only taking or judging a lock needs
+
+    return socket.gethostname()

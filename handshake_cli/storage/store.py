@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -75,7 +74,7 @@ def new_session_id() -> str:
     random part is bumped instead, as RFC 9562 section 6.2 allows).
     """
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    rand = int.from_bytes(os.urandom(10), "big")
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= (rand >> 68 & 0xFFF) << 64
@@ -337,7 +336,7 @@ class Store:
         durable.ensure_root(self.paths.root)
         durable.ensure_subdir(self.paths.sessions)
         durable.ensure_subdir(self.paths.staging)
-        staging = self.paths.staging / f"{session_id}.{secrets.token_hex(4)}"
+        staging = self.paths.staging / f"{session_id}.{os.urandom(4).hex()}"
         durable.make_dir(staging)
         try:
             created_at = clock()
