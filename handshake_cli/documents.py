@@ -21,12 +21,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import tomllib
-
-import tomli
+from typing import Any
 
 MAX_NESTING = 32
 """Tables and arrays inside one another, the document itself counting as one. A job needs a
@@ -142,7 +137,7 @@ def parse_toml(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> dict[str
     # Some Windows editors start UTF-8 files with a byte order mark; TOML has no use for it.
     text = text.removeprefix("\ufeff")
     _prescan_toml(text, max_nesting)
-    import tomllib  # pure Python, a few ms to import: only commands that read TOML pay for it
+    import tomli  # a few ms to import: only commands that read TOML pay for it
 
     try:
         document = tomli.loads(text)

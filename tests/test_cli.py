@@ -195,7 +195,7 @@ LOADS = {
 }
 # Never on these paths: the front end's heavy libraries, and what only other commands need
 # (TOML for jobs and session.toml, sockets for a lock's host, the provider's HTTP client).
-HEAVY = ("rich", "httpx", "pydantic", "tomllib", "socket", "secrets", "random")
+HEAVY = ("rich", "httpx", "pydantic", "tomllib", "tomli", "socket", "secrets", "random")
 
 
 @pytest.mark.parametrize("argv", list(LOADS), ids=" ".join)
