@@ -44,6 +44,7 @@ from common import (
     row,
     run_pending_calls,
     scripted_turn,
+    stream_masker,
     tool_spec,
 )
 
@@ -93,8 +94,8 @@ def write_boundary(tmp: Path) -> Boundary:
 
 
 def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = None) -> list[Row]:
-    rounds = rounds or ctx.pick(12, 6, 3)
-    per = max(1, (calls or ctx.pick(600, 180, 30)) // rounds)
+    rounds = rounds or ctx.pick(12, 8, 3)
+    per = max(1, (calls or ctx.pick(600, 320, 30)) // rounds)
     tmp = ctx.fresh_dir("boundary")
     floors = Floors(tmp)
     read, write = read_boundary(tmp), write_boundary(tmp)
@@ -235,11 +236,22 @@ def words_per_second(tmp: Path, words: int) -> float:
     return words / elapsed
 
 
+def masker_words_per_second(words: int) -> float:
+    chunks = [f"w{i} " for i in range(words)]
+    masking = stream_masker({"BENCH_API_KEY": "sk-bench-0123456789abcdef"})
+    start = time.perf_counter()
+    for chunk in chunks:
+        masking.feed(chunk)
+    masking.flush()
+    return words / (time.perf_counter() - start)
+
+
 def streaming_rows(ctx: Context, words: int | None = None, repeat: int | None = None) -> list[Row]:
     words = words or ctx.pick(200_000, 50_000, 5_000)
     repeat = repeat or ctx.pick(5, 3, 1)
     tmp = ctx.fresh_dir("streaming")
     samples = [words_per_second(tmp, words) for _ in range(repeat)]
+    masker = [masker_words_per_second(words) for _ in range(repeat)]
     return [
         row(
             SUITE,
@@ -250,7 +262,15 @@ def streaming_rows(ctx: Context, words: int | None = None, repeat: int | None = 
             on="value",
             samples=samples,
             note=f"one scripted turn of {words:,} words through the runner, {repeat} runs",
-        )
+        ),
+        row(
+            SUITE,
+            "the stream masker alone",
+            median(masker),
+            "words/s",
+            samples=masker,
+            note="SecretMasker.stream().feed() a word at a time, one secret to look for",
+        ),
     ]
 
 

@@ -489,3 +489,10 @@ def read_call(t: int, j: int) -> dict[str, Any]:
 
 def write_call(t: int, j: int) -> dict[str, Any]:
     return {"tool": "write_file", "args": {"path": f"out/t{t}-{j}.txt", "content": CONTENT}}
+
+
+def stream_masker(secrets: dict[str, str]) -> Any:
+    """A streaming secret masker (feed(chunk) -> safe text, flush()), as a run's masker makes."""
+    from handshake_cli.engine.secrets import SecretMasker
+
+    return SecretMasker(secrets).stream()

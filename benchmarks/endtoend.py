@@ -107,7 +107,7 @@ def rows(
 ) -> list[Row]:
     turns = turns or ctx.pick(60, 20, 4)
     calls = calls or 5
-    rounds = rounds or ctx.pick(7, 3, 1)
+    rounds = rounds or ctx.pick(7, 5, 1)
     us = 1e6
     out = []
     for kind, tool, call, floor, base, limit in (

@@ -189,17 +189,17 @@ def bytes_rows(ctx: Context, turns: int | None = None) -> list[Row]:
     return [
         row(
             "bytes",
-            f"session bytes per turn, {small} turns",
+            f"session bytes per turn, {small:,} turns",
             per_turn[small],
             "bytes/turn",
             note="every file of the session (session.toml, head.json, journal), one read_file call a turn",
         ),
         row(
             "bytes",
-            f"session bytes per turn, {large} turns",
+            f"session bytes per turn, {large:,} turns",
             per_turn[large],
             "bytes/turn",
-            baseline=f"bytes per turn at {small} turns",
+            baseline=f"bytes per turn at {small:,} turns",
             baseline_value=per_turn[small],
             ratio=per_turn[large] / per_turn[small],
             at_most=1.25,

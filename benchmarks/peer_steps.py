@@ -130,7 +130,7 @@ def rows(
         return skipped_rows(why or "no peers' environment")
     steps = steps or ctx.pick(100, 40, 10)
     dbos_steps = dbos_steps or max(5, steps // 4)
-    rounds = rounds or ctx.pick(9, 4, 2)
+    rounds = rounds or ctx.pick(9, 6, 2)
     tmp = ctx.fresh_dir("peers")
     peers = Peers(python, tmp / "peers")
     ours = read_boundary(tmp)

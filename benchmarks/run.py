@@ -2,13 +2,15 @@
 
     python benchmarks/run.py [--quick] [--json FILE] [--markdown] [--only NAME,...] [--skip NAME,...]
                              [--dir DIR] [--no-peers] [--peers-venv DIR] [--no-install-peers]
+                             [--write-doc docs/PERFORMANCE.md]
 
 Each row: a figure, its unit and spread over the rounds, the baseline it is compared with
 (measured in the same run, interleaved round by round where both are timed), their ratio,
 the target and whether it is met. The default is the full run (about 10 minutes here);
 `--quick` takes a couple of minutes with small sizes; `--smoke` takes seconds and is for tests.
-`--markdown` prints the table as docs/PERFORMANCE.md has it. Targets are never asserted: the
-exit status is 1 only if a benchmark itself failed (its row says why).
+`--markdown` prints the table as docs/PERFORMANCE.md has it; `--write-doc FILE` puts it, with
+the machine and the load average, into FILE between its results markers. Targets are never
+asserted: the exit status is 1 only if a benchmark itself failed (its row says why).
 Suites: see `--list`. Each suite's file also runs alone (`python benchmarks/boundary.py`, ...).
 """
 
@@ -100,6 +102,40 @@ def machine(directory: Path) -> dict[str, Any]:
     }
 
 
+BEGIN, END = "<!-- results: written by benchmarks/run.py --write-doc -->", "<!-- /results -->"
+
+
+def results_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
+    """The block docs/PERFORMANCE.md shows: the run, the machine, the table, the notes."""
+    fs = meta.get("filesystem", {})
+    lines = [
+        f"Run on {meta['started']} (commit {meta['commit'] or '?'}, handshake {meta['handshake']}), "
+        f"{meta['size']} run of {len(meta['suites'])} suites in {meta['seconds']:.0f} s:",
+        "",
+        f"    {meta['command']}",
+        "",
+        f"- machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB, Linux {meta['kernel']}, "
+        f"Python {meta['python']}; scratch directory on {fs.get('type', '?')} ({fs.get('device', '?')})",
+        f"- load average (1, 5, 15 min): {', '.join(map(str, meta['load_average_before']))} before, "
+        f"{', '.join(map(str, meta['load_average_after']))} after; at the start of each suite (1 min): "
+        + ", ".join(f"{k} {v}" for k, v in meta["load_average_at_each_suite"].items()),
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    lines += [f"- {r.suite} / {r.name}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny sizes: seconds (for tests)")
     parser.add_argument("--json", type=Path, help="write the rows and the machine as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument(
+        "--write-doc", type=Path, metavar="FILE", help="put the results into FILE (docs/PERFORMANCE.md)"
+    )
     parser.add_argument("--only", help="run only these suites (comma-separated)")
     parser.add_argument("--skip", help="run all but these suites (comma-separated)")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir); its disk is measured")
@@ -138,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     load_before = os.getloadavg()
     all_rows: list[Row] = []
+    load_by_suite: dict[str, float] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="handshake-bench-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
@@ -150,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in names:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+            load_by_suite[name] = round(os.getloadavg()[0], 2)
             t0 = time.perf_counter()
             try:
                 got = SUITES[name][1](ctx)
@@ -169,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.time() - started, 1),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "load_average_at_each_suite": load_by_suite,
             "command": " ".join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
         }
     )
@@ -182,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{' '.join(map(str, meta['load_average_after']))} after; {meta['cpu']}, {meta['cores']} cores, "
         f"{meta['filesystem'].get('type', '?')} on {meta['filesystem'].get('device', '?')}"
     )
+    if args.write_doc:
+        write_doc(args.write_doc, results_markdown(meta, all_rows))
+        print(f"wrote the results into {args.write_doc}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
