@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +110,11 @@ def beyond_version(ctx: Context, label: str, session: Any, runs: int) -> list[Ro
     }
     for case in cases.values():
         case()  # warm-up
+    said = subprocess.run(
+        [*cmd, "recover", sid, "--dry-run", "--root", str(root)], env=env, capture_output=True, text=True
+    )
+    first = (said.stdout.strip() or said.stderr.strip() or "nothing").splitlines()[0][:100]
+    plan = f"recover --dry-run said (exit {said.returncode}): {first}"
     times = interleave(cases, runs)
     version = times["--version"]
     out = []
@@ -125,7 +131,7 @@ def beyond_version(ctx: Context, label: str, session: Any, runs: int) -> list[Ro
                 at_most=50,
                 on="value",
                 samples=beyond,
-                note="" if out else f"figure: wall time beyond --version, {runs} interleaved runs",
+                note=f"wall time beyond --version, {runs} interleaved runs" if not out else plan,
             )
         )
     return out
