@@ -226,6 +226,23 @@ def rows(
     out += beyond_version(ctx, f"{turns:,}-turn session", long, runs)
     for n in sizes:
         out += beyond_version(ctx, f"{n:,} records", records_session(ctx, n).session, runs)
+    if len(sizes) > 1:
+        for title in ("inspect --json", "recover --dry-run"):
+            low = next(r for r in out if r.name == f"{title}, {min(sizes):,} records")
+            high = next(r for r in out if r.name == f"{title}, {max(sizes):,} records")
+            if low.value and high.value:
+                out.append(
+                    row(
+                        SUITE,
+                        f"{title}, {max(sizes):,} over {min(sizes):,} records",
+                        high.value,
+                        "ms",
+                        baseline=f"at {min(sizes):,} records",
+                        baseline_value=low.value,
+                        ratio=high.value / low.value,
+                        note="flat: the time beyond --version does not grow with the history",
+                    )
+                )
     out += in_process(f"{turns:,}-turn session", long, repeat, with_rebuild=True)
     out += in_process(
         f"{max(sizes):,} records", records_session(ctx, max(sizes)).session, repeat, with_rebuild=False

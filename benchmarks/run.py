@@ -6,7 +6,7 @@
 
 Each row: a figure, its unit and spread over the rounds, the baseline it is compared with
 (measured in the same run, interleaved round by round where both are timed), their ratio,
-the target and whether it is met. The default is the full run (about 10 minutes here);
+the target and whether it is met. The default is the full run (about 5 minutes here);
 `--quick` takes a couple of minutes with small sizes; `--smoke` takes seconds and is for tests.
 `--markdown` prints the table as docs/PERFORMANCE.md has it; `--write-doc FILE` puts it, with
 the machine and the load average, into FILE between its results markers. Targets are never
@@ -122,9 +122,21 @@ def results_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         "",
         markdown_table(rows),
         "",
+        targets_line(rows),
+        "",
     ]
     lines += [f"- {r.suite} / {r.name}: {r.note}" for r in rows if r.note]
     return "\n".join(lines)
+
+
+def targets_line(rows: list[Row]) -> str:
+    judged = [r for r in rows if r.met is not None]
+    missed = [f"{r.suite} / {r.name}" for r in judged if not r.met]
+    skipped_rows = [r for r in rows if r.skipped and r.target]
+    text = f"Targets met: {len(judged) - len(missed)} of {len(judged)}"
+    if skipped_rows:
+        text += f" ({len(skipped_rows)} more skipped)"
+    return text + (f"; missed: {'; '.join(missed)}." if missed else ".")
 
 
 def write_doc(path: Path, block: str) -> None:
@@ -218,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(all_rows))
     else:
         print(format_table(all_rows))
+    print("\n" + targets_line(all_rows))
     print(
-        f"\n{level} run of {len(names)} suites in {meta['seconds']:.0f} s; load average "
+        f"{level} run of {len(names)} suites in {meta['seconds']:.0f} s; load average "
         f"{' '.join(map(str, meta['load_average_before']))} before, "
         f"{' '.join(map(str, meta['load_average_after']))} after; {meta['cpu']}, {meta['cores']} cores, "
         f"{meta['filesystem'].get('type', '?')} on {meta['filesystem'].get('device', '?')}"
