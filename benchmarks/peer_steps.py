@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from boundary import read_boundary  # noqa: E402
-from common import Context, Row, interleave, median, per_round_ratio, print_rows, row, skipped  # noqa: E402
+from common import Context, Row, counting_syncs, interleave, median, per_round_ratio, print_rows, row, skipped  # noqa: E402
 
 SUITE = "peers"
 VENV = HERE / ".peers-venv"
@@ -113,6 +114,56 @@ class Peers:
             self.process.wait()
 
 
+STRACE = ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync"]
+
+
+def _strace_syncs(python: Path, op: str, steps: int, directory: Path) -> int | None:
+    """fsync + fdatasync calls (strace -f -c) of a peers' process that runs `steps` steps of op."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"strace-{op}-{steps}.txt"
+    commands = "".join(json.dumps(c) + "\n" for c in ({"op": op, "steps": steps}, {"op": "quit"}))
+    try:
+        subprocess.run(
+            [*STRACE, "-o", str(out), str(python), str(SCRIPT), str(directory / f"{op}-{steps}")],
+            input=commands,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        return sum(
+            int(line.split()[3])
+            for line in out.read_text().splitlines()
+            if line.split()[-1:] in (["fsync"], ["fdatasync"])
+        )
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def syncs_per_step(python: Path, op: str, directory: Path) -> float | None:
+    """The peer's syncs a step, by strace where it is installed: (at 30 steps - at 10) / 20."""
+    if not shutil.which("strace"):
+        return None
+    low, high = _strace_syncs(python, op, 10, directory), _strace_syncs(python, op, 30, directory)
+    return (high - low) / 20 if low is not None and high is not None else None
+
+
+def handshake_syncs_per_step(tmp: Path, steps: int = 20) -> float:
+    tmp.mkdir(parents=True, exist_ok=True)
+    ours = read_boundary(tmp)
+    try:
+        ours.measure(1)
+        with counting_syncs() as syncs:
+            ours.measure(steps)
+        return len(syncs) / steps
+    finally:
+        ours.close()
+
+
+def _per_step(x: float | None) -> str:
+    return "?" if x is None else f"{x:g}"
+
+
 def skipped_rows(reason: str) -> list[Row]:
     return [
         skipped(SUITE, LANGGRAPH, reason, ">= 2x"),
@@ -163,6 +214,11 @@ def rows(
     finally:
         peers.close()
         ours.close()
+    syncs = {
+        "handshake": handshake_syncs_per_step(tmp / "hs-syncs"),
+        "langgraph": syncs_per_step(python, "langgraph", tmp / "lg-syncs"),
+        "dbos": syncs_per_step(python, "dbos", tmp / "dbos-syncs"),
+    }
     us = 1e6
     hs = median(times["handshake"])
     versions = info.get("versions", {})
@@ -175,7 +231,8 @@ def rows(
             "us",
             samples=times["handshake"],
             note=(
-                f"CPU {median(ours.cpu) * us:.0f} us a step; {rounds} rounds of {steps} steps "
+                f"CPU {median(ours.cpu) * us:.0f} us, {_per_step(syncs['handshake'])} syncs a step; "
+                f"{rounds} rounds of {steps} steps "
                 f"(DBOS: {dbos_steps}); ratios below: the peer's time / handshake's, per round"
             ),
         ),
@@ -193,7 +250,8 @@ def rows(
                 f"langgraph-checkpoint-sqlite {versions.get('langgraph-checkpoint-sqlite')}, "
                 f"journal_mode={lg_settings.get('journal_mode')}, "
                 f"synchronous={lg_settings.get('synchronous')} (2 = FULL), "
-                f"SQLite {info.get('sqlite')}; CPU {median(lg_cpu) * us:.0f} us a step"
+                f"SQLite {info.get('sqlite')}; CPU {median(lg_cpu) * us:.0f} us, "
+                f"{_per_step(syncs['langgraph'])} syncs a step (strace)"
             ),
         ),
         row(
@@ -215,7 +273,8 @@ def rows(
             samples=times["dbos"],
             note=(
                 f"dbos {versions.get('dbos')}, journal_mode={dbos_settings.get('journal_mode')}, "
-                f"synchronous={dbos_settings.get('synchronous')}; CPU {median(dbos_cpu) * us:.0f} us a step"
+                f"synchronous={dbos_settings.get('synchronous')}; CPU {median(dbos_cpu) * us:.0f} us, "
+                f"{_per_step(syncs['dbos'])} syncs a step (strace)"
             ),
         ),
     ]
