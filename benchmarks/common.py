@@ -332,8 +332,10 @@ def scripted_turn(text: str, calls: list[dict[str, Any]] | None = None) -> Any:
 def run_pending_calls(runner: Any, calls: list[dict[str, Any]]) -> None:
     """Run `calls` ([{tool_call_id, tool, args}]) as if the model had just asked for them."""
     runner.thread.pending = [dict(call) for call in calls]
+    # Since batching (issue 13) the runner takes the calls that may go together at once.
+    run = getattr(runner, "run_tool_calls", None) or runner.run_tool_call
     while runner.thread.pending:
-        runner.run_tool_call()
+        run()
 
 
 def rebuild(session: Any) -> Any:
@@ -415,7 +417,7 @@ def cells(r: Row) -> list[str]:
         r.name,
         number(r.value),
         r.unit,
-        f"±{r.spread / 2:.0f}%" if r.spread is not None else "",
+        ("±>500%" if r.spread > 1000 else f"±{r.spread / 2:.0f}%") if r.spread is not None else "",
         r.baseline or "",
         number(r.baseline_value),
         f"{r.ratio:.2f}x" if r.ratio is not None else "",
