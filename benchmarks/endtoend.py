@@ -97,7 +97,7 @@ def case(
     run_empty()  # warm-up: the page cache, .pyc files
     n = turns * calls
     times = interleave(
-        {"floor": lambda: floor(floors, max(10, n // 4)), "empty": run_empty, "full": run_full}, rounds
+        {"floor": lambda: floor(floors, max(10, n)), "empty": run_empty, "full": run_full}, rounds
     )
     per_call = [(f - e) / n for f, e in zip(times["full"], times["empty"], strict=True)]
     return per_call, times["floor"], (median(times["full"]) - median(times["empty"])) / n
