@@ -28,6 +28,11 @@ if str(ROOT) not in sys.path:
 SIZES = ("full", "quick", "smoke")
 
 
+def peers_venv() -> Path:
+    """Where the peers' own virtual environment lives (git-ignored)."""
+    return Path(__file__).resolve().parent / ".peers-venv"
+
+
 # -- rows --------------------------------------------------------------------------------------
 
 

@@ -29,14 +29,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from boundary import read_boundary
+from common import (
+    Context,
+    Row,
+    counting_syncs,
+    interleave,
+    median,
+    peers_venv,
+    per_round_ratio,
+    print_rows,
+    row,
+    skipped,
+)
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from boundary import read_boundary  # noqa: E402
-from common import Context, Row, counting_syncs, interleave, median, per_round_ratio, print_rows, row, skipped  # noqa: E402
-
 SUITE = "peers"
-VENV = HERE / ".peers-venv"
+VENV = peers_venv()
 REQUIREMENTS = HERE / "peers" / "requirements.txt"
 SCRIPT = HERE / "peers" / "steps.py"
 LANGGRAPH = "LangGraph super-step with a tool (put_writes + put)"

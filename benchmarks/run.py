@@ -33,44 +33,41 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import boundary  # noqa: E402
-import endtoend  # noqa: E402
-import journal  # noqa: E402
-import long_sessions  # noqa: E402
-import peer_steps  # noqa: E402
-import providers  # noqa: E402
-import recovery  # noqa: E402
-import startup  # noqa: E402
-from common import ROOT, Context, Row, format_table, markdown_table, skipped  # noqa: E402
+from common import ROOT, Context, Row, format_table, markdown_table, peers_venv, skipped  # noqa: E402
 
-
-def _load(name: str, path: Path) -> Any:
-    """benchmarks/gc.py by its path: `import gc` is the interpreter's own module."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gc_bench = _load("gc_bench", HERE / "gc.py")
-
-# name -> (what it measures, the function returning its rows), in the order they run
-SUITES: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
-    "boundary": ("read/write tool boundaries vs their floors, CPU per boundary", boundary.boundary_rows),
-    "syncs": ("fsync/fdatasync calls for a turn of 5 read calls", boundary.syncs_rows),
-    "endtoend": ("a whole `handshake run`, per tool call, vs the floors", endtoend.rows),
-    "peers": ("per tool step vs LangGraph SqliteSaver and DBOS, same run", peer_steps.rows),
-    "streaming": ("streamed words/s through the runner", boundary.streaming_rows),
-    "startup": ("start-up of every command and of TAB", startup.rows),
-    "history": ("inspect/recover beyond --version, rebuild, checkpoint load", long_sessions.rows),
-    "recovery": ("rebuild+plan vs a full scan as history grows", recovery.rows),
-    "bytes": ("session bytes per turn at 100 and 1,000 turns", long_sessions.bytes_rows),
-    "journal": ("journal appends and scans vs bare writes and json.loads", journal.rows),
-    "gc": ("gc over a root of many sessions", gc_bench.rows),
-    "providers": ("the openai provider's stream vs httpx alone", providers.rows),
+# name -> (what it measures, its module in benchmarks/, the function returning its rows), in the
+# order they run. Modules are imported when their suite runs, so that one whose handshake
+# internals moved fails alone, with its reason in its row.
+SUITES: dict[str, tuple[str, str, str]] = {
+    "boundary": ("read/write tool boundaries vs their floors, CPU per boundary", "boundary", "boundary_rows"),
+    "syncs": ("fsync/fdatasync calls for a turn of 5 read calls", "boundary", "syncs_rows"),
+    "endtoend": ("a whole `handshake run`, per tool call, vs the floors", "endtoend", "rows"),
+    "peers": ("per tool step vs LangGraph SqliteSaver and DBOS, same run", "peer_steps", "rows"),
+    "streaming": ("streamed words/s through the runner", "boundary", "streaming_rows"),
+    "startup": ("start-up of every command and of TAB", "startup", "rows"),
+    "history": ("inspect/recover beyond --version, rebuild, checkpoint load", "long_sessions", "rows"),
+    "recovery": ("rebuild+plan vs a full scan as history grows", "recovery", "rows"),
+    "bytes": ("session bytes per turn at 100 and 1,000 turns", "long_sessions", "bytes_rows"),
+    "journal": ("journal appends and scans vs bare writes and json.loads", "journal", "rows"),
+    "gc": ("gc over a root of many sessions", "gc", "rows"),
+    "providers": ("the openai provider's stream vs httpx alone", "providers", "rows"),
 }
+
+
+def suite_function(name: str) -> Callable[[Context], list[Row]]:
+    _, module_name, function = SUITES[name]
+    if module_name == "gc":  # `import gc` is the interpreter's own module: load ours by its path
+        module = sys.modules.get("gc_bench")
+        if module is None:
+            spec = importlib.util.spec_from_file_location("gc_bench", HERE / "gc.py")
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["gc_bench"] = module
+            spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    found: Callable[[Context], list[Row]] = getattr(module, function)
+    return found
 
 
 def _run(argv: list[str]) -> str:
@@ -164,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", help="run all but these suites (comma-separated)")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir); its disk is measured")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers (their rows say so)")
-    parser.add_argument("--peers-venv", type=Path, default=peer_steps.VENV, help="the peers' environment")
+    parser.add_argument("--peers-venv", type=Path, default=peers_venv(), help="the peers' environment")
     parser.add_argument("--no-install-peers", action="store_true", help="never make the peers' environment")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     args = parser.parse_args(argv)
 
     if args.list:
-        for name, (what, _) in SUITES.items():
+        for name, (what, _, _) in SUITES.items():
             print(f"{name:10} {what}")
         return 0
     names = list(SUITES)
@@ -205,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             load_by_suite[name] = round(os.getloadavg()[0], 2)
             t0 = time.perf_counter()
             try:
-                got = SUITES[name][1](ctx)
+                got = suite_function(name)(ctx)
             except Exception as exc:  # one suite's failure is reported, the others still run
                 traceback.print_exc()
                 failed = True
