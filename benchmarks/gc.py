@@ -39,8 +39,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.paths import Paths
@@ -179,6 +181,66 @@ def baseline(root: Path) -> float:
         for entry in it:
             os.lstat(entry.path)
     return time.perf_counter() - started
+
+
+def rows(ctx: Any, sessions: int | None = None, records: int = 6, repeat: int | None = None) -> list[Any]:
+    """For the driver (benchmarks/run.py): gc's decision and the real gc over a root of
+    `sessions` sessions, per session, against scandir+lstat and a sequential rm -rf."""
+    from common import row
+
+    sessions = sessions or ctx.pick(10_000, 1_000, 100)
+    repeat = repeat or ctx.pick(3, 2, 1)
+    sample = min(1000, sessions)
+    base = ctx.fresh_dir("gc")
+    root = base / "root"
+    build(root, sessions, records)
+    build(base / "sample", sample, records)
+    os.sync()
+    started = time.perf_counter()
+    subprocess.run(["rm", "-rf", str(base / "sample" / "sessions")], check=True)
+    rm_per_session = (time.perf_counter() - started) / sample
+    store = Store(Paths(root))
+    base_times, dry_times = [], []
+    for _ in range(repeat):
+        base_times.append(baseline(root))
+        started = time.perf_counter()
+        collect(store, Policy(older_than=0.0, dry_run=True))
+        dry_times.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    real = collect(store, Policy(older_than=0.0), deleter=Deleter(HELPERS))
+    real_s = time.perf_counter() - started
+    shutil.rmtree(base, ignore_errors=True)
+    us = 1e6
+    floor = statistics.median(base_times) / sessions * us
+    dry = statistics.median(dry_times) / sessions * us
+    per_target = TARGET_SECONDS / 10_000 * us  # issue 5: 10,000 sessions in <= 10 s
+    return [
+        row(
+            "gc",
+            f"gc --dry-run, {sessions:,} sessions",
+            dry,
+            "us/session",
+            baseline="scandir + lstat",
+            baseline_value=floor,
+            ratio=dry / floor,
+            at_most=per_target,
+            on="value",
+            samples=[t / sessions * us for t in dry_times],
+            note="target: 10,000 sessions in <= 10 s (issue 5), per session",
+        ),
+        row(
+            "gc",
+            f"gc, {sessions:,} sessions ({len(real.removed):,} removed)",
+            real_s / sessions * us,
+            "us/session",
+            baseline="rm -rf, per session",
+            baseline_value=rm_per_session * us,
+            ratio=real_s / max(1, len(real.removed)) / rm_per_session,
+            at_most=per_target,
+            on="value",
+            note="ratio: per session removed, against a sequential rm -rf of the same sessions",
+        ),
+    ]
 
 
 def main() -> None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from handshake_cli.storage.journal.codec import encode, utc_now
 from handshake_cli.storage.journal.scan import list_segments, scan
@@ -79,6 +82,66 @@ def bench_scan(path: Path) -> tuple[float, float, float, int]:
     result = scan(path, "bench", decode=True)
     full = result.count / (time.perf_counter() - start)
     return loads, verify, full, result.count
+
+
+def rows(ctx: Any, records: int | None = None, synced: int | None = None) -> list[Any]:
+    """For the driver (benchmarks/run.py)."""
+    from common import row
+
+    records = records or ctx.pick(200_000, 50_000, 5_000)
+    synced = synced or ctx.pick(500, 200, 30)
+    tmp = ctx.fresh_dir("journal")
+    rounds = ctx.pick(10, 5, 2)
+    pairs = []  # the floor and the journal, round by round
+    for i in range(rounds):
+        (tmp / f"round{i}").mkdir()
+        pairs.append(bench_synced(tmp / f"round{i}", max(1, synced // rounds)))
+    floor = statistics.median(f for f, _ in pairs)
+    ours = statistics.median(o for _, o in pairs)
+    floor2, ours2, path = bench_unsynced(tmp, records)
+    loads, verify, full, count = bench_scan(path)
+    return [
+        row(
+            "journal",
+            "synced append",
+            ours * 1e6,
+            "us",
+            baseline="write+fdatasync",
+            baseline_value=floor * 1e6,
+            ratio=statistics.median(o / f for f, o in pairs),
+            samples=[o * 1e6 for _, o in pairs],
+            note=f"{rounds} rounds of {max(1, synced // rounds)} appends, each after its floor",
+        ),
+        row(
+            "journal",
+            "unsynced append",
+            ours2 * 1e6,
+            "us",
+            baseline="os.write",
+            baseline_value=floor2 * 1e6,
+            ratio=ours2 / floor2,
+            note=f"{records:,} appends",
+        ),
+        row(
+            "journal",
+            "verify (checksum + chain)",
+            verify,
+            "records/s",
+            baseline="json.loads per line",
+            baseline_value=loads,
+            ratio=verify / loads,
+            note=f"{count:,} records",
+        ),
+        row(
+            "journal",
+            "scan (decoded)",
+            full,
+            "records/s",
+            baseline="json.loads per line",
+            baseline_value=loads,
+            ratio=full / loads,
+        ),
+    ]
 
 
 def main() -> None:

@@ -1,83 +1,266 @@
-"""`inspect` on long sessions, against baselines measured in the same run.
+"""Long histories: what reading a session costs as it grows, against baselines measured in the
+same run, and how many bytes a session takes per turn.
 
-    python benchmarks/long_sessions.py [--sizes 1000000] [--dir DIR]
+    python benchmarks/long_sessions.py [--sizes 10000,100000,1000000] [--turns 1000] [--runs 7] [--dir DIR]
 
-- `handshake inspect SESSION --json` beyond start-up: its wall time minus that of
-  `handshake --version` (target <= 0.5 s at 1M records: no full scan for the summary);
-- `inspect --verify` speed in records/s (target >= 200,000), and against reading the same
-  bytes with `json.loads` per line.
-
-Sessions are built with benchmarks/recovery.py's generator (real writers, real checkpoints).
+- `handshake inspect SESSION --json` and `handshake recover SESSION --dry-run` beyond start-up:
+  the wall time of each minus that of `handshake --version`, interleaved run by run (target
+  <= 50 ms, flat), on sessions of N records built with benchmarks/recovery.py's generator (real
+  writers, real checkpoints; interrupted mid-stream, 500 records after the newest checkpoint)
+  and on a finished session of --turns turns made by the runner (`launch.start`, as `handshake
+  run` does) from a scripted job of one read_file call per turn;
+- in-process, on that session: rebuilding its latest state (`recovery.view.rebuild`, target
+  <= 5 ms), against a full verify of its journal; loading its newest checkpoint (target <= 1 ms,
+  and the same at N records);
+- session bytes per turn (every file of the session) at 100 and --turns turns, and their
+  ratio: linear growth keeps it near 1 (or under: the fixed part is spread over more turns).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
+import gc
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from recovery import build  # noqa: E402
+from common import (  # noqa: E402
+    READ_TOOL,
+    Context,
+    Row,
+    cli_env,
+    entry,
+    interleave,
+    load_checkpoint,
+    median,
+    newest_checkpoint,
+    print_rows,
+    read_call,
+    rebuild,
+    row,
+    session_dir,
+    tool_turns,
+    wall,
+    write_job,
+)
 
-from handshake_cli.readers.verify import verify  # noqa: E402
-from handshake_cli.storage.journal.scan import list_segments  # noqa: E402
+SUITE = "history"
 
 
-def wall(argv: list[str], env: dict[str, str], runs: int) -> float:
+# -- the sessions (built once per run, shared with recovery.py's rows) ----------------------------
+
+
+def records_session(ctx: Context, n: int) -> Any:
+    """A session of n records (benchmarks/recovery.py's `build`), built once per run."""
+    from recovery import build
+
+    key = f"records-{n}"
+    if key not in ctx.cache:
+        tmp = ctx.cache.setdefault("records-dir", ctx.fresh_dir("records"))
+        started = time.perf_counter()
+        ctx.cache[key] = build(tmp, n, tail=500, chunks_per_turn=200, checkpoint_every=50_000, mid_turn=False)
+        print(f"  built a session of {n:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return ctx.cache[key]
+
+
+def turns_session(ctx: Context, turns: int) -> Any:
+    """A finished session of `turns` turns of one read_file call, made by the runner; built once."""
+    from handshake_cli.engine import launch
+    from handshake_cli.engine.jobs import load_job
+    from handshake_cli.paths import Paths
+    from handshake_cli.storage.store import Store
+
+    key = f"turns-{turns}"
+    if key not in ctx.cache:
+        tmp = ctx.cache.setdefault("turns-dir", ctx.fresh_dir("turns"))
+        job = load_job(str(write_job(tmp / "jobs", tool_turns(turns, 1, read_call), [READ_TOOL], key)))
+        workspace = tmp / f"ws-{turns}"
+        workspace.mkdir()
+        (workspace / "f.txt").write_text("some content\n")
+        started = time.perf_counter()
+        result = launch.start(job, Store(Paths(tmp / "root")), workspace=workspace, session_id=key)
+        assert result.state == "COMPLETED", result
+        print(f"  ran a session of {turns:,} turns in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        ctx.cache[key] = session_dir(tmp / "root", key)
+    return ctx.cache[key]
+
+
+def session_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -- the cases --------------------------------------------------------------------------------
+
+
+def beyond_version(ctx: Context, label: str, session: Any, runs: int) -> list[Row]:
+    root = session.path.parent.parent
+    env = cli_env(root)
+    sid = session.session_id
+    cmd = entry()
+    cases = {
+        "--version": lambda: wall([*cmd, "--version"], env),
+        "inspect": lambda: wall([*cmd, "inspect", sid, "--json", "--root", str(root)], env),
+        "recover": lambda: wall([*cmd, "recover", sid, "--dry-run", "--root", str(root)], env, check=False),
+    }
+    for case in cases.values():
+        case()  # warm-up
+    said = subprocess.run(
+        [*cmd, "recover", sid, "--dry-run", "--root", str(root)], env=env, capture_output=True, text=True
+    )
+    first = (said.stdout.strip() or said.stderr.strip() or "nothing").splitlines()[0][:100]
+    plan = f"recover --dry-run said (exit {said.returncode}): {first}"
+    times = interleave(cases, runs)
+    version = times["--version"]
+    out = []
+    for name, title in (("inspect", "inspect --json"), ("recover", "recover --dry-run")):
+        beyond = [(t - v) * 1e3 for t, v in zip(times[name], version, strict=True)]
+        out.append(
+            row(
+                SUITE,
+                f"{title}, {label}",
+                median(beyond),
+                "ms",
+                baseline="--version",
+                baseline_value=median(version) * 1e3,
+                at_most=50,
+                on="value",
+                samples=beyond,
+                note=f"wall time beyond --version, {runs} interleaved runs" if not out else plan,
+            )
+        )
+    return out
+
+
+def timed(fn: Any, repeat: int) -> list[float]:
     samples = []
-    for _ in range(runs):
+    for _ in range(repeat):
+        gc.collect()
         start = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+        fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
+
+
+def full_verify(session: Any) -> None:
+    from handshake_cli.storage.journal.scan import scan
+
+    scan(session.journal, session.session_id, decode=False)
+
+
+def in_process(label: str, session: Any, repeat: int, *, with_rebuild: bool) -> list[Row]:
+    ref = newest_checkpoint(session)
+    out = []
+    if with_rebuild:
+        rebuilt = timed(lambda: rebuild(session), repeat)
+        scans = timed(lambda: full_verify(session), repeat)
+        out.append(
+            row(
+                SUITE,
+                f"rebuild latest state, {label}",
+                median(rebuilt) * 1e3,
+                "ms",
+                baseline="full verify of its journal",
+                baseline_value=median(scans) * 1e3,
+                ratio=median(rebuilt) / median(scans),
+                at_most=5,
+                on="value",
+                samples=[s * 1e3 for s in rebuilt],
+                note="recovery.view.rebuild in-process, median of runs; baseline: journal scan, no decode",
+            )
+        )
+    loads = timed(lambda: load_checkpoint(session, ref), repeat)
+    out.append(
+        row(
+            SUITE,
+            f"load newest checkpoint, {label}",
+            median(loads) * 1e3,
+            "ms",
+            at_most=1,
+            on="value",
+            samples=[s * 1e3 for s in loads],
+        )
+    )
+    return out
+
+
+def bytes_rows(ctx: Context, turns: int | None = None) -> list[Row]:
+    small, large = ctx.pick(100, 100, 20), turns or ctx.pick(1000, 1000, 200)
+    per_turn = {n: session_bytes(turns_session(ctx, n).path) / n for n in (small, large)}
+    return [
+        row(
+            "bytes",
+            f"session bytes per turn, {small:,} turns",
+            per_turn[small],
+            "bytes/turn",
+            note="every file of the session (session.toml, head.json, journal), one read_file call a turn",
+        ),
+        row(
+            "bytes",
+            f"session bytes per turn, {large:,} turns",
+            per_turn[large],
+            "bytes/turn",
+            baseline=f"bytes per turn at {small:,} turns",
+            baseline_value=per_turn[small],
+            ratio=per_turn[large] / per_turn[small],
+            at_most=1.25,
+            note="linear growth keeps the ratio near 1 (the issue sets no number: 1.25x here)",
+        ),
+    ]
+
+
+def rows(
+    ctx: Context, sizes: list[int] | None = None, turns: int | None = None, runs: int | None = None
+) -> list[Row]:
+    sizes = sizes or ctx.pick([10_000, 100_000, 1_000_000], [10_000, 100_000], [10_000])
+    turns = turns or ctx.pick(1000, 1000, 200)
+    runs = runs or ctx.pick(9, 5, 1)
+    repeat = ctx.pick(25, 11, 3)
+    out = []
+    long = turns_session(ctx, turns)
+    out += beyond_version(ctx, f"{turns:,}-turn session", long, runs)
+    for n in sizes:
+        out += beyond_version(ctx, f"{n:,} records", records_session(ctx, n).session, runs)
+    if len(sizes) > 1:
+        for title in ("inspect --json", "recover --dry-run"):
+            low = next(r for r in out if r.name == f"{title}, {min(sizes):,} records")
+            high = next(r for r in out if r.name == f"{title}, {max(sizes):,} records")
+            if low.value and high.value:
+                out.append(
+                    row(
+                        SUITE,
+                        f"{title}, {max(sizes):,} over {min(sizes):,} records",
+                        high.value,
+                        "ms",
+                        baseline=f"at {min(sizes):,} records",
+                        baseline_value=low.value,
+                        ratio=high.value / low.value,
+                        note="flat: the time beyond --version does not grow with the history",
+                    )
+                )
+    out += in_process(f"{turns:,}-turn session", long, repeat, with_rebuild=True)
+    out += in_process(
+        f"{max(sizes):,} records", records_session(ctx, max(sizes)).session, repeat, with_rebuild=False
+    )
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1000000")
-    parser.add_argument("--runs", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
-    print(
-        f"{'records':>10} {'inspect ms':>11} {'--version ms':>13} {'beyond ms':>10} "
-        f"{'verify rec/s':>13} {'json.loads/s':>13}"
-    )
-    for n in (int(x) for x in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
-            tmp = Path(tmp_name)
-            built = build(tmp, n, tail=500, chunks_per_turn=200, checkpoint_every=50_000, mid_turn=False)
-            session = built.session
-            env = {**os.environ, "HANDSHAKE_HOME": str(session.path.parent.parent), "NO_COLOR": "1"}
-            entry = [sys.executable, "-m", "handshake_cli"]
-            inspect_s = wall([*entry, "inspect", session.session_id, "--json"], env, args.runs)
-            version_s = wall([*entry, "--version"], env, args.runs)
-            start = time.perf_counter()
-            report = verify(session)
-            verify_s = time.perf_counter() - start
-            assert report.verdict in ("intact", "repairable"), report.verdict
-            lines = [
-                line
-                for name in list_segments(session.journal)
-                for line in (session.journal / name).read_bytes().splitlines()
-            ]
-            start = time.perf_counter()
-            for line in lines:
-                json.loads(line)
-            loads_s = time.perf_counter() - start
-            print(
-                f"{n:>10,} {inspect_s * 1000:>11.0f} {version_s * 1000:>13.0f} "
-                f"{(inspect_s - version_s) * 1000:>10.0f} {report.journal.count / verify_s:>13,.0f} "
-                f"{len(lines) / loads_s:>13,.0f}"
-            )
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
+        ctx = Context("full", Path(tmp_name))
+        print_rows(rows(ctx, sizes, args.turns, args.runs) + bytes_rows(ctx, args.turns))
 
 
 if __name__ == "__main__":

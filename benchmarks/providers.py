@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 
@@ -81,22 +83,51 @@ def through_handshake(server: Remote, words: int, tmp: Path, round_: int) -> flo
     return elapsed
 
 
+def measure(words: int, repeat: int, tmp_dir: str | None = None) -> tuple[list[float], list[float]]:
+    """(floor seconds, handshake seconds) per round, interleaved."""
+    floors, runs = [], []
+    port: multiprocessing.Queue[int] = multiprocessing.Queue()
+    process = multiprocessing.Process(target=serve, args=(words, 2 * repeat, port))
+    process.start()
+    server = Remote(port.get(timeout=30))
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
+        floor(server, 100)  # warm up: imports, the first connection
+        for round_ in range(repeat):
+            floors.append(floor(server, words))
+            runs.append(through_handshake(server, words, Path(tmp), round_))
+    process.join(timeout=30)
+    return floors, runs
+
+
+def rows(ctx: Any, words: int | None = None, repeat: int | None = None) -> list[Any]:
+    """For the driver (benchmarks/run.py)."""
+    from common import row
+
+    words = words or ctx.pick(20_000, 5_000, 1_000)
+    repeat = repeat or ctx.pick(5, 3, 1)
+    floors, runs = measure(words, repeat, str(ctx.fresh_dir("providers")))
+    rates = [words / r for r in runs]
+    return [
+        row(
+            "providers",
+            "openai stream through `run`",
+            statistics.median(rates),
+            "words/s",
+            baseline="httpx + JSON per event",
+            baseline_value=words / statistics.median(floors),
+            ratio=statistics.median([f / r for r, f in zip(runs, floors, strict=True)]),
+            samples=rates,
+            note=f"loopback server, an event a word, {words:,} words; ratio: our speed / the floor's",
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--words", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    floors, runs = [], []
-    port: multiprocessing.Queue[int] = multiprocessing.Queue()
-    process = multiprocessing.Process(target=serve, args=(args.words, 2 * args.repeat, port))
-    process.start()
-    server = Remote(port.get(timeout=30))
-    with tempfile.TemporaryDirectory() as tmp:
-        floor(server, 100)  # warm up: imports, the first connection
-        for round_ in range(args.repeat):
-            floors.append(floor(server, args.words))
-            runs.append(through_handshake(server, args.words, Path(tmp), round_))
-    process.join(timeout=30)
+    floors, runs = measure(args.words, args.repeat)
     ratios = [r / f for r, f in zip(runs, floors, strict=True)]
     print(f"words per answer      {args.words}")
     print(f"floor (httpx + JSON)  {args.words / statistics.median(floors):,.0f} words/s")

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from handshake_cli.engine.jobs import Job, Limits, ModelSpec, ScriptedTurn, ToolSpec
 from handshake_cli.engine.tools.gate import idempotency_key, tool_call_id
@@ -319,6 +320,54 @@ def measure(built: Built, repeat: int) -> dict[str, Any]:
         "newest": newest,
         "stale": stale,
     }
+
+
+def rows(ctx: Any, sizes: list[int] | None = None, repeat: int | None = None) -> list[Any]:
+    """For the driver (benchmarks/run.py): rebuild+plan against a full scan at each size, on
+    the sessions long_sessions.py builds (shared within a run), head.json stale as a crash
+    leaves it; and the flatness: the largest size's rebuild+plan over the smallest's."""
+    from common import row
+    from long_sessions import records_session
+
+    sizes = sizes or ctx.pick([10_000, 100_000, 1_000_000], [10_000, 100_000], [10_000])
+    repeat = repeat or ctx.pick(9, 5, 2)
+    out = []
+    first: float | None = None
+    for n in sizes:
+        built = records_session(ctx, n)
+        result = measure(built, repeat)
+        times = [t * 1e3 for t in result["stale"].times]
+        ms = statistics.median(times)
+        first = first or ms
+        out.append(
+            row(
+                "recovery",
+                f"rebuild+plan, {n:,} records",
+                ms,
+                "ms",
+                baseline="full scan (no decode)",
+                baseline_value=result["scan"] * 1e3,
+                ratio=ms / (result["scan"] * 1e3),
+                samples=times,
+                note=f"read {result['stale'].read:,} records; head.json stale, as after a crash"
+                if n == sizes[0]
+                else "",
+            )
+        )
+    if len(sizes) > 1 and first:
+        out.append(
+            row(
+                "recovery",
+                f"rebuild+plan, {sizes[-1]:,} over {sizes[0]:,} records",
+                out[-1].value,
+                "ms",
+                baseline=f"rebuild+plan at {sizes[0]:,}",
+                baseline_value=first,
+                ratio=(out[-1].value or 0) / first,
+                note="flat in history: the cost follows the tail after the newest checkpoint",
+            )
+        )
+    return out
 
 
 def main() -> None:

@@ -1,0 +1,94 @@
+"""The benchmark driver still runs: `benchmarks/run.py --smoke` on a few suites writes JSON with
+a row for every figure, each naming its unit, baseline, target and verdict. Nothing here is
+timed: the figures are whatever this machine gives; only their presence and shape are checked.
+The peers are pointed at an environment that does not exist and told not to make one, so their
+rows must say they were skipped and why (the driver never fails for want of them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.paths import REPO
+
+DRIVER = REPO / "benchmarks" / "run.py"
+FIELDS = {
+    "suite",
+    "name",
+    "value",
+    "unit",
+    "baseline",
+    "baseline_value",
+    "ratio",
+    "target",
+    "met",
+    "spread",
+    "samples",
+    "note",
+    "skipped",
+}
+
+
+def run_driver(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = tmp_path / "bench.json"
+    scratch = tmp_path / "scratch"
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), "--smoke", "--dir", str(scratch), "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    return done, report
+
+
+def test_the_driver_writes_a_row_for_every_figure(tmp_path: Path) -> None:
+    done, report = run_driver(
+        tmp_path,
+        "--only",
+        "boundary,syncs,bytes,peers",
+        "--peers-venv",
+        str(tmp_path / "no-such-venv"),
+        "--no-install-peers",
+    )
+    rows = report["rows"]
+    assert all(set(row) == FIELDS for row in rows), rows
+    by_name = {(row["suite"], row["name"]): row for row in rows}
+
+    read = by_name["boundary", "read tool boundary"]
+    assert read["unit"] == "us" and read["value"] > 0
+    assert read["baseline"] == "write+fdatasync" and read["baseline_value"] > 0
+    assert read["ratio"] > 0 and read["target"] == "<= 1.50x" and isinstance(read["met"], bool)
+    assert {"write_file boundary", "CPU per read boundary"} <= {n for s, n in by_name if s == "boundary"}
+
+    syncs = by_name["syncs", "syncs for a turn of 5 read calls"]
+    assert syncs["unit"] == "syncs" and syncs["value"] >= 1 and syncs["target"] == "<= 2 syncs"
+
+    per_turn = [row for row in rows if row["suite"] == "bytes"]
+    assert len(per_turn) == 2 and all(row["unit"] == "bytes/turn" and row["value"] > 0 for row in per_turn)
+    assert per_turn[1]["ratio"] > 0
+
+    peers = [row for row in rows if row["suite"] == "peers"]
+    assert len(peers) == 2, peers
+    assert all(row["skipped"] and "no-such-venv" in row["skipped"] and row["value"] is None for row in peers)
+
+    assert report["machine"]["size"] == "smoke"
+    assert report["machine"]["suites"] == ["boundary", "syncs", "peers", "bytes"]
+    assert len(report["machine"]["load_average_before"]) == 3
+    # The table names every row, the skipped ones with their reason.
+    assert "read tool boundary" in done.stdout and "skipped" in done.stdout
+
+
+def test_markdown_and_an_unknown_suite(tmp_path: Path) -> None:
+    done, report = run_driver(tmp_path, "--only", "syncs", "--markdown")
+    assert [row["suite"] for row in report["rows"]] == ["syncs"]
+    assert done.stdout.startswith("| suite | case | figure |")
+    refused = subprocess.run(
+        [sys.executable, str(DRIVER), "--only", "nonesuch"], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 2 and "nonesuch" in refused.stderr
