@@ -337,10 +337,8 @@ def scripted_turn(text: str, calls: list[dict[str, Any]] | None = None) -> Any:
 def run_pending_calls(runner: Any, calls: list[dict[str, Any]]) -> None:
     """Run `calls` ([{tool_call_id, tool, args}]) as if the model had just asked for them."""
     runner.thread.pending = [dict(call) for call in calls]
-    # Since batching (issue 13) the runner takes the calls that may go together at once.
-    run = getattr(runner, "run_tool_calls", None) or runner.run_tool_call
-    while runner.thread.pending:
-        run()
+    while runner.thread.pending:  # the calls that may go together run as one batch
+        runner.run_tool_calls()
 
 
 def rebuild(session: Any) -> Any:
