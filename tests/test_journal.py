@@ -27,7 +27,14 @@ from hypothesis import strategies as st
 import handshake_cli.storage.journal.scan as scan_module
 from handshake_cli.errors import DurabilityError, ExitCode, IntegrityError, JournalNeedsRepair
 from handshake_cli.storage.journal import records
-from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record, encode, genesis, segment_name
+from handshake_cli.storage.journal.codec import (
+    DEFAULT_SEGMENT_BYTES,
+    Record,
+    encode,
+    genesis,
+    json_encoder,
+    segment_name,
+)
 from handshake_cli.storage.journal.scan import Decode, ScanResult, list_segments, read_last_record, scan
 from handshake_cli.storage.journal.writer import JournalWriter
 
@@ -813,3 +820,37 @@ def test_jq_reads_the_journal(tmp_path: Path) -> None:
         ["jq", "-c", "[.seq, .type]", str(segment)], capture_output=True, text=True, check=True
     )
     assert [json.loads(line) for line in out.stdout.splitlines()] == [[r.seq, r.type] for r in appended]
+
+
+# -- the encoders records are written with ------------------------------------------------
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(codec=None, exclude_categories=[]), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON_VALUES, sort_keys=st.booleans(), ensure_ascii=st.booleans(), allow_nan=st.booleans())
+def test_the_prebuilt_encoder_writes_what_json_writes(
+    value: Any, sort_keys: bool, ensure_ascii: bool, allow_nan: bool
+) -> None:
+    """Records and checkpoint bodies are hashed in the encoder's bytes: it must be json's text
+    exactly, lone surrogates and NaN included (or the same refusal)."""
+    reference = json.JSONEncoder(
+        sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=(",", ":")
+    )
+    fast = json_encoder(sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan)
+    try:
+        expected = reference.encode(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fast(value)
+        return
+    assert fast(value) == expected
+    assert fast(value) == expected  # and again: nothing of one call stays for the next

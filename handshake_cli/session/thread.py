@@ -9,14 +9,13 @@ calls, and the model turn in flight, if any.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.codec import Record, json_encoder
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_CANONICAL_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_CANONICAL = json_encoder(sort_keys=True, ensure_ascii=False, allow_nan=True)
+_CANONICAL_ASCII = json_encoder(sort_keys=True, ensure_ascii=True, allow_nan=True)
 
 
 def canonical(value: Any) -> bytes:

@@ -26,7 +26,6 @@ of a longer output is stored as an artifact and named in the outcome.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handshake_cli.engine.tools import files, process
+from handshake_cli.storage.journal.codec import json_encoder
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import ToolSpec
@@ -42,7 +42,7 @@ KEY_PREFIX = "hk_"
 KEY_HEX_CHARS = 40
 PROBE_DETAIL_CHARS = 500
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_CANONICAL = json_encoder(sort_keys=True, ensure_ascii=False, allow_nan=True)
 
 
 def tool_call_id(turn: int, index: int) -> str:

@@ -48,9 +48,29 @@ _PREV_FIELD = len(_PREV_KEY) + HEX + 1  # ,"prev":"<hex>"
 PREV_FROM = _PREV_FIELD - len(_PREV_KEY)  # distance back from `cut` to where prev's hex starts
 
 
+def json_encoder(*, sort_keys: bool = False, ensure_ascii: bool, allow_nan: bool) -> Callable[[Any], str]:
+    """`json.JSONEncoder(separators=(",", ":"), ...).encode`, the same text, with its C
+    encoder made once: `encode` makes a new one at every call, which costs a small record's
+    encoding time again. (No check for circular values, which no record holds: one would end
+    in RecursionError instead of ValueError.) Plain `encode` where the C encoder is missing."""
+    reference = json.JSONEncoder(
+        sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=(",", ":")
+    )
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return reference.encode
+    quote = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    chunks = make(None, reference.default, quote, None, ":", ",", sort_keys, False, allow_nan)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
 # Built once: json.dumps/json.loads re-create these on every call with non-default options.
-_ENCODE_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_ENCODE_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_ENCODE_UTF8 = json_encoder(ensure_ascii=False, allow_nan=False)
+_ENCODE_ASCII = json_encoder(ensure_ascii=True, allow_nan=False)
 _blake2b = hashlib.blake2b
 _quote = encode_basestring_ascii  # a str as JSON text, all ASCII (C speed)
 
