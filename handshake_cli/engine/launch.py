@@ -57,10 +57,12 @@ def start(
 
 
 def start_mcp_servers(
-    job: Job, workspace: Path, env: Mapping[str, str], mask: Callable[[Any], Any]
+    job: Job, workspace: Path, env: Mapping[str, str], mask: Callable[[Any], Any], *, check: bool = True
 ) -> tuple[McpHost | None, dict[str, list[dict[str, Any]]], Job]:
     """Start the job's MCP servers (none: nothing is imported) and list their tools. Returns
-    the host, each server's listing (masked) and the job with the servers' tools added."""
+    the host, each server's listing (masked) and the job with the servers' tools added.
+    `check`: refuse (exit 2) a job that names a tool a server does not offer; recovery
+    does not, it compares with what was journaled."""
     if not job.mcp:
         return None, {}, job
     from handshake_cli.engine.tools import mcp_tools
@@ -70,7 +72,8 @@ def start_mcp_servers(
     try:
         listings = {name: mask(tools) for name, tools in host.start().items()}
         for index, server in enumerate(job.mcp):
-            mcp_tools.check_listing(server, index, listings[server.name], job.source)
+            if check:
+                mcp_tools.check_listing(server, index, listings[server.name], job.source)
         extra = mcp_tools.all_tool_specs(job.tools, job.mcp, listings)
     except BaseException:
         host.close()
