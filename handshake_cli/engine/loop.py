@@ -542,6 +542,12 @@ class _ToolStep:
             "idempotency_key": self.key,
             "side_effect": self.spec.side_effect if self.spec else None,
             "idempotency": self.spec.idempotency if self.spec else None,
+            # An MCP tool: its server, and where its declarations came from (`inspect` shows it).
+            **(
+                {"mcp": {"server": self.spec.mcp_server, "origin": dict(self.spec.origin or {})}}
+                if self.spec is not None and self.spec.mcp_server
+                else {}
+            ),
         }
 
 

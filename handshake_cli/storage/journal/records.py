@@ -104,6 +104,7 @@ _FIELDS: dict[str, Spec] = {
         "idempotency_key": (_S0, False),
         "side_effect": (_S0, False),
         "idempotency": (_S0, False),
+        "mcp": (_D, False),
     },
     "tool.result": {
         "tool_call_id": (_S, False),
