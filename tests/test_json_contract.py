@@ -119,6 +119,8 @@ TOOL_CALL_FIELDS = ("tool_call_id", "tool", "args", "state", "idempotency_key", 
 TOOL_CALLS = [
     keys(*TOOL_CALL_FIELDS, "intent_seq", "result_seq"),
     keys(*TOOL_CALL_FIELDS, "intent_seq"),  # no result on record: in doubt
+    keys(*TOOL_CALL_FIELDS, "mcp", "intent_seq", "result_seq"),  # a tool of an MCP server
+    keys(*TOOL_CALL_FIELDS, "mcp", "intent_seq"),
 ]
 RECOVERY_PLAN = keys("action", "reason", "in_doubt", "in_flight", "checkpoint", "commands")
 DESCRIPTION = keys(

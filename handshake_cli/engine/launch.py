@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handshake_cli.engine.jobs import Job
 from handshake_cli.engine.loop import Cancellation, Observer, QuietObserver, Runner, RunResult
-from handshake_cli.engine.providers import make_provider
+from handshake_cli.engine.providers import Provider, make_provider
 from handshake_cli.engine.writer import open_writer, session_masker
 from handshake_cli.errors import SessionLocked, UsageError
 from handshake_cli.session.state import ACTIVE, initial_head
 from handshake_cli.storage import lock as session_lock
 from handshake_cli.storage import requests
 from handshake_cli.storage.store import Store
+
+if TYPE_CHECKING:
+    from handshake_cli.engine.tools.mcp import McpHost
 
 
 def start(
@@ -41,6 +44,67 @@ def start(
         raise UsageError(f"workspace {workspace} is not a directory")
     # A missing API key is refused before anything exists.
     provider = make_provider(job.model, env, workspace)
+    masker = session_masker(job, env)
+    # So is an MCP server that cannot start, or that does not offer what the job names.
+    host, listings, run_job = start_mcp_servers(job, workspace, env, masker.mask_json)
+    try:
+        return _start(
+            job, run_job, store, workspace, session_id, observer, env, on_created, provider, host, listings
+        )
+    finally:
+        if host is not None:
+            host.close()
+
+
+def start_mcp_servers(
+    job: Job, workspace: Path, env: Mapping[str, str], mask: Callable[[Any], Any], *, check: bool = True
+) -> tuple[McpHost | None, dict[str, list[dict[str, Any]]], Job]:
+    """Start the job's MCP servers (none: nothing is imported) and list their tools. Returns
+    the host, each server's listing (masked) and the job with the servers' tools added.
+    `check`: refuse (exit 2) a job that names a tool a server does not offer; recovery
+    does not, it compares with what was journaled."""
+    if not job.mcp:
+        return None, {}, job
+    from handshake_cli.engine.tools import mcp_tools
+
+    host_class = _mcp_host_class()
+    host = host_class(job.mcp, workspace=workspace, environ=env)
+    try:
+        listings = {name: mask(tools) for name, tools in host.start().items()}
+        for index, server in enumerate(job.mcp):
+            if check:
+                mcp_tools.check_listing(server, index, listings[server.name], job.source)
+        extra = mcp_tools.all_tool_specs(job.tools, job.mcp, listings)
+    except BaseException:
+        host.close()
+        raise
+    return host, listings, replace(job, tools=(*job.tools, *extra))
+
+
+def _mcp_host_class() -> type[McpHost]:
+    try:
+        from handshake_cli.engine.tools.mcp import McpHost
+    except ImportError as exc:
+        raise UsageError(
+            f"this job declares MCP servers, which need the MCP SDK ({exc}); "
+            "install handshake with its mcp extra: pip install 'handshake-cli[mcp]'"
+        ) from None
+    return McpHost
+
+
+def _start(
+    job: Job,
+    run_job: Job,
+    store: Store,
+    workspace: Path,
+    session_id: str | None,
+    observer: Observer | None,
+    env: dict[str, str],
+    on_created: Any,
+    provider: Provider,
+    host: McpHost | None,
+    listings: dict[str, list[dict[str, Any]]],
+) -> RunResult:
     masker = session_masker(job, env)
     # Secrets never enter a session: the prompt, the script and every path are masked too.
     config = masker.mask_json({"job": job.to_config(), "workspace": str(workspace)})
@@ -60,7 +124,12 @@ def start(
         cancel = Cancellation()
         restore = cancel.install()
         try:
-            runner = Runner(writer, job, workspace, provider, observer=observer, cancel=cancel, environ=env)
+            runner = Runner(
+                writer, run_job, workspace, provider, observer=observer, cancel=cancel, environ=env, mcp=host
+            )
+            if host is not None:
+                for name, tools in listings.items():
+                    writer.append("mcp.tools", host.record(name, tools), sync=False)
             writer.transition(ACTIVE, "run started")
             return runner.drive()
         finally:

@@ -34,14 +34,22 @@ from handshake_cli.engine.providers import (
     TextChunk,
     ToolCallRequest,
 )
-from handshake_cli.engine.tools.gate import ToolContext, ToolOutcome, idempotency_key, run_tool, tool_call_id
+from handshake_cli.engine.tools.gate import (
+    ToolContext,
+    ToolInDoubt,
+    ToolOutcome,
+    idempotency_key,
+    run_tool,
+    tool_call_id,
+)
 from handshake_cli.errors import ExitCode
 from handshake_cli.session.checkpoints import CheckpointRef
-from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, COMPLETED, FAILED, PAUSED
+from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, COMPLETED, FAILED, PAUSED, TERMINAL
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job, ToolSpec
     from handshake_cli.engine.secrets import SecretMasker
+    from handshake_cli.engine.tools.mcp import McpHost
     from handshake_cli.engine.writer import SessionWriter
     from handshake_cli.session.thread import Thread
 
@@ -169,6 +177,9 @@ class Runner:
     # Recovery of a deterministic model: the text a call cut short had already streamed, by
     # turn. The new stream must repeat it, or the session blocks (model_divergence).
     replay: dict[int, str] = field(default_factory=dict)
+    # The session's MCP servers (engine/tools/mcp.py), when its job declares any; `job`'s
+    # tools then include theirs. The runner stops them when the session stops or ends.
+    mcp: McpHost | None = None
     _messages_since: int = 0
     _tokens_since: int = 0
     _hint: str | None = None
@@ -198,6 +209,8 @@ class Runner:
                     self._model_turn()
         except Stop:
             pass
+        if self.writer.record.state not in TERMINAL:
+            self.stop_mcp_servers()
         return self.result()
 
     def result(self) -> RunResult:
@@ -367,7 +380,10 @@ class Runner:
         for step in batch:
             faults.crash_point("after_intent")
             self.observer.tool_started(step.call)
-            outcome = self._outcome(step)
+            try:
+                outcome = self._outcome(step)
+            except ToolInDoubt as doubt:
+                self._in_doubt(step, doubt)
             faults.crash_point("before_result")
             part = self.masker.mask_json(outcome.as_result_data())
             # Output packed as artifacts is synced by the writer before this record names it.
@@ -436,8 +452,40 @@ class Runner:
             workspace=self.workspace,
             store_large_output=self.writer.store_large_output,
             environ=self.environ,
+            mcp=self.mcp,
         )
         return run_tool(step.spec, step.args, context)
+
+    def _in_doubt(self, step: _ToolStep, doubt: ToolInDoubt) -> None:
+        """A call whose outcome cannot be known (its MCP server died or hung): no result is
+        recorded, the session stops, and `recover` settles the call by the usual rules."""
+        reason = self.masker.mask(doubt.reason)
+        failed: dict[str, Any] = {"server": step.spec.mcp_server if step.spec else None}
+        failed.update(tool_call_id=step.call_id, tool=step.name, reason=reason)
+        if self.mcp is not None and step.spec is not None and step.spec.mcp_server:
+            self.mcp.close()  # a hung server is stopped; recovery starts it again
+            said = self.mcp.stderr(step.spec.mcp_server)
+            if said:
+                failed["stderr_artifact_id"] = self.writer.store_large_output(said)
+        self.writer.append("mcp.server_failed", failed, sync=False)
+        self.writer.transition(
+            PAUSED, f"{step.call_id} ({step.name}) is in doubt: {reason}; recover decides what to do with it"
+        )
+        self.stop_mcp_servers()
+        raise Stop
+
+    def stop_mcp_servers(self) -> None:
+        """Stop the MCP servers and keep each one's stderr as an artifact (`mcp.stopped`)."""
+        host, self.mcp = self.mcp, None
+        if host is None:
+            return
+        host.close()
+        for name in host.servers:
+            said = host.stderr(name)
+            data: dict[str, Any] = {"server": name, "stderr_bytes": len(said)}
+            if said:
+                data["stderr_artifact_id"] = self.writer.store_large_output(said)
+            self.writer.append("mcp.stopped", data, sync=True)
 
     # -- checkpoints and endings ---------------------------------------------------------
 
@@ -448,6 +496,7 @@ class Runner:
         return ref
 
     def _end(self, state: str, reason: str) -> None:
+        self.stop_mcp_servers()
         self.writer.end(state, reason)
         raise Stop
 
@@ -493,6 +542,12 @@ class _ToolStep:
             "idempotency_key": self.key,
             "side_effect": self.spec.side_effect if self.spec else None,
             "idempotency": self.spec.idempotency if self.spec else None,
+            # An MCP tool: its server, and where its declarations came from (`inspect` shows it).
+            **(
+                {"mcp": {"server": self.spec.mcp_server, "origin": dict(self.spec.origin or {})}}
+                if self.spec is not None and self.spec.mcp_server
+                else {}
+            ),
         }
 
 

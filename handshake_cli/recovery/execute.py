@@ -21,8 +21,9 @@ from typing import Any
 from handshake_cli import documents, faults
 from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner
 from handshake_cli.engine.providers import make_provider
-from handshake_cli.engine.writer import SessionWriter, open_writer
+from handshake_cli.engine.writer import SessionWriter, open_writer, session_masker
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
+from handshake_cli.recovery.mcp import Restarted, journaled_listings, restart
 from handshake_cli.recovery.plan import (
     BLOCK,
     PROBE,
@@ -142,6 +143,33 @@ def _recover_locked(
     provider = (
         make_provider(view.job.model, environ, workspace) if plan.action == PlanAction.RESUME else _NoModel()
     )
+    # The MCP servers the job declares: started again (or refused, exit 74) before anything
+    # is written, when the plan runs something.
+    servers = None
+    if plan.action == PlanAction.RESUME and view.job.mcp:
+        servers = restart(view, workspace, environ, session_masker(view.job, environ).mask_json)
+    try:
+        return _recover_started(
+            session, held, options, root_args, observer, environ, view, plan, provider, servers
+        )
+    finally:
+        if servers is not None:
+            servers.host.close()
+
+
+def _recover_started(
+    session: SessionDir,
+    held: session_lock.SessionLock,
+    options: Options,
+    root_args: list[str],
+    observer: Observer,
+    environ: dict[str, str],
+    view: SessionView,
+    plan: Plan,
+    provider: Any,
+    servers: Restarted | None,
+) -> RecoveryResult:
+    workspace = Path(str(view.config.get("workspace", ".")))
     repaired = None
     if view.torn_tail:
         repaired = repair_torn_tail(session, view.torn_tail)
@@ -163,9 +191,16 @@ def _recover_locked(
         restore = cancel.install() if plan.action == PlanAction.RESUME else (lambda: None)
         try:
             runner = Runner(
-                writer, view.job, workspace, provider, observer=observer, cancel=cancel, environ=environ
+                writer,
+                servers.job if servers else view.job,
+                workspace,
+                provider,
+                observer=observer,
+                cancel=cancel,
+                environ=environ,
+                mcp=servers.host if servers else None,
             )
-            return _execute(writer, runner, view, plan, options, repaired)
+            return _execute(writer, runner, view, plan, options, repaired, servers)
         finally:
             restore()
 
@@ -177,6 +212,7 @@ def _execute(
     plan: Plan,
     options: Options,
     repaired: TailRepair | None,
+    servers: Restarted | None = None,
 ) -> RecoveryResult:
     """Journal the recovery, then cancel, block, or settle the calls in doubt and resume."""
     writer.append(
@@ -203,12 +239,13 @@ def _execute(
         details = {
             "in_doubt_tool_call": "a call that must not run twice is in doubt and nothing can tell",
             "model_divergence": "the deterministic model did not repeat its interrupted answer",
+            "mcp_tools_changed": "an MCP server's tools are not the ones the session started with",
         }
         writer.block(
             plan.reason, details.get(plan.reason, plan.reason), in_doubt=[c.as_json() for c in plan.in_doubt]
         )
     else:
-        inconclusive = _resume(writer, runner, view, plan, options)
+        inconclusive = _resume(writer, runner, view, plan, options, servers)
     state = writer.record.state
     after = plan
     if state == BLOCKED:
@@ -226,10 +263,29 @@ def _execute(
 
 
 def _resume(
-    writer: SessionWriter, runner: Runner, view: SessionView, plan: Plan, options: Options
+    writer: SessionWriter,
+    runner: Runner,
+    view: SessionView,
+    plan: Plan,
+    options: Options,
+    servers: Restarted | None = None,
 ) -> Plan | None:
     """Settle the calls in doubt and run on. Returns the plan as it stands when a probe could
-    not answer (the session blocks then, before running anything), or None."""
+    not answer or an MCP server's tools changed (the session blocks then, before running
+    anything), or None."""
+    if servers is not None and servers.changes and not options.accept_divergence:
+        runner.stop_mcp_servers()
+        blocked = replace(plan, action=PlanAction.BLOCKED, reason="mcp_tools_changed")
+        writer.block(
+            "mcp_tools_changed", "; ".join(servers.changes), in_doubt=[c.as_json() for c in plan.in_doubt]
+        )
+        return blocked
+    if servers is not None:
+        journaled = journaled_listings(view)
+        for data in servers.records():
+            before = journaled.get(str(data["server"]))
+            if before is None or servers.changes:  # new to the journal, or accepted as it is now
+                writer.append("mcp.tools", {**data, "accepted": before is not None}, sync=False)
     detail = _settle_in_doubt(writer, runner, plan, options)
     if detail is not None:
         blocked = replace(
@@ -308,6 +364,7 @@ def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options:
                 workspace=runner.workspace,
                 store_large_output=writer.store_large_output,
                 environ=runner.environ,
+                mcp=runner.mcp,
             )
             answer, detail, output = run_probe(spec, pending.get("args") or {}, context)
             writer.sync_artifacts()  # large output the probe printed is durable before its answer

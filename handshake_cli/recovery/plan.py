@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from handshake_cli.engine.jobs import ToolSpec
 from handshake_cli.errors import IntegrityError, UsageError
+from handshake_cli.recovery.mcp import journaled_specs
 from handshake_cli.recovery.view import SessionView, SkippedCheckpoint
 from handshake_cli.session.calls import in_doubt_calls
 from handshake_cli.session.state import ACTIVE, BLOCKED, FAILED, PAUSED, TERMINAL
@@ -27,6 +29,9 @@ PROBE = Decision.PROBE
 BLOCK = Decision.BLOCK
 RESOLVED_DONE = Decision.RESOLVED_DONE
 RESOLVED_RETRY = Decision.RESOLVED_RETRY
+# Blocks that `--accept-divergence` lifts: the deterministic model said something else, or an
+# MCP server's tools are not the ones the session started with.
+DIVERGENCES = ("model_divergence", "mcp_tools_changed")
 
 
 class InDoubtJson(TypedDict):
@@ -183,25 +188,28 @@ def make_plan(
         raise UsageError(
             f"--resolve names {', '.join(sorted(unknown))}, which is not in doubt (in doubt: {in_doubt})"
         )
+    mcp_specs = journaled_specs(view) if view.job.mcp else {}
     for call in open_calls:
-        plan.in_doubt.append(_decide(view, call, resolutions))
+        plan.in_doubt.append(_decide(view, call, resolutions, mcp_specs))
     if any(call.decision == BLOCK for call in plan.in_doubt):
         plan.action, plan.reason = PlanAction.BLOCKED, "in_doubt_tool_call"
         return plan
     last_block = _last_block_reason(view)
-    if record.state == BLOCKED and last_block == "model_divergence" and not accept_divergence:
-        plan.action, plan.reason = PlanAction.BLOCKED, "model_divergence"
+    if record.state == BLOCKED and last_block in DIVERGENCES and not accept_divergence:
+        plan.action, plan.reason = PlanAction.BLOCKED, str(last_block)
         return plan
     reasons: dict[str, str] = {PAUSED: "paused", BLOCKED: "resolved", ACTIVE: "interrupted"}
     plan.reason = reasons.get(record.state, "not_started")
     return plan
 
 
-def _decide(view: SessionView, call: Mapping[str, Any], resolutions: dict[str, str]) -> InDoubt:
+def _decide(
+    view: SessionView, call: Mapping[str, Any], resolutions: dict[str, str], mcp_specs: Mapping[str, ToolSpec]
+) -> InDoubt:
     call_id = str(call.get("tool_call_id"))
-    spec = view.job.tool(str(call.get("tool")))
+    spec = view.job.tool(str(call.get("tool"))) or mcp_specs.get(str(call.get("tool")))
     idempotency = spec.idempotency if spec else None
-    has_probe = bool(spec and spec.probe)
+    has_probe = bool(spec and (spec.probe or spec.probe_tool))
     if call_id in resolutions:
         decision = RESOLVED_DONE if resolutions[call_id] == "done" else RESOLVED_RETRY
     elif idempotency == "idempotent":
@@ -239,7 +247,7 @@ def commands(plan: Plan) -> list[str]:
                 out.append(_command(plan, "--resolve", f"{call.tool_call_id}=done"))
                 out.append(_command(plan, "--resolve", f"{call.tool_call_id}=retry"))
         return [*out, _command(plan, "--cancel")]
-    if plan.action == PlanAction.BLOCKED and plan.reason == "model_divergence":
+    if plan.action == PlanAction.BLOCKED and plan.reason in DIVERGENCES:
         return [_command(plan, "--accept-divergence"), _command(plan, "--cancel")]
     return []
 
@@ -277,6 +285,14 @@ def guidance(plan: Plan) -> list[str]:
             f"session {sid} is BLOCKED: the model is deterministic, but asked again it did not repeat",
             "what it had streamed before the interruption, so the session cannot be replayed as it was.",
             "Accept the new answer, or end the session:",
+            *(f"  {command}" for command in commands(plan)),
+        ]
+    if plan.action == PlanAction.BLOCKED and plan.reason == "mcp_tools_changed":
+        return [
+            f"session {sid} is BLOCKED: an MCP server no longer offers the tools the session started with",
+            "(a tool is gone, or its input schema or annotations changed; `handshake inspect "
+            f"{' '.join([sid, '--events', *plan.root_args])}` shows which), so its calls cannot be trusted.",
+            "Accept what the server offers now, or end the session:",
             *(f"  {command}" for command in commands(plan)),
         ]
     return []

@@ -43,6 +43,7 @@ class ToolCall(TypedDict, total=False):
     idempotency_key: Any
     side_effect: Any
     idempotency: Any
+    mcp: Any  # an MCP tool's {server, origin}: JSON.md
     state: ToolCallStatus
     intent_seq: int
     result_seq: int

@@ -58,6 +58,8 @@ class History:
             entry["idempotency_key"] = data.get("idempotency_key")
             entry["side_effect"] = data.get("side_effect")
             entry["idempotency"] = data.get("idempotency")
+            if "mcp" in data:  # an MCP tool: its server and where each declaration came from
+                entry["mcp"] = data["mcp"]
             entry["state"] = ToolCallStatus.IN_DOUBT
             entry["intent_seq"] = record.seq
         elif kind == "tool.result":

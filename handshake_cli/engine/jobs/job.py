@@ -39,6 +39,41 @@ class ToolSpec:
     timeout_seconds: float = 60.0
     max_output_bytes: int = 65536
     env: tuple[str, ...] = ()
+    # A tool an MCP server offers (docs/JOBS.md, [[mcp]]): never stored as a [[tools]] entry,
+    # made at run time from the server's listing and the job's [mcp.override.NAME].
+    mcp_server: str | None = None
+    probe_tool: str | None = None  # another tool of the same server that answers for it
+    probe_match: str | None = None  # what the probe tool's text must hold: "idempotency_key" or an argument
+    # Where side_effect, idempotency (and the rest) came from: "annotation", "job" or "default".
+    origin: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class McpOverride:
+    """The job's own declaration of one MCP tool ([mcp.override.NAME]); it beats the annotations."""
+
+    side_effect: str | None = None
+    idempotency: str | None = None
+    probe: tuple[str, ...] | None = None
+    probe_tool: str | None = None
+    probe_match: str | None = None
+    timeout_seconds: float | None = None
+    max_output_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class McpServerSpec:
+    """An MCP server a job declares ([[mcp]]): started over stdio from `command`, or reached at `url`."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+    env: tuple[str, ...] = ()
+    tools: tuple[str, ...] | None = None  # the tools the model may use; None: all it offers
+    timeout_seconds: float = 60.0  # one tools/call
+    start_timeout_seconds: float = 30.0  # starting the server and listing its tools
+    max_output_bytes: int = 65536
+    override: dict[str, McpOverride] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,7 @@ class Job:
     checkpoint: CheckpointPolicy = DEFAULT_CHECKPOINT
     limits: Limits = DEFAULT_LIMITS
     secret_env: tuple[str, ...] = ()
+    mcp: tuple[McpServerSpec, ...] = ()
 
     @property
     def masked_variables(self) -> tuple[str, ...]:
@@ -124,7 +160,7 @@ class Job:
                 }
                 for turn in self.model.script
             ]
-        return {
+        config: dict[str, Any] = {
             "name": self.name,
             "source": self.source,
             "prompt": prompt,
@@ -139,6 +175,9 @@ class Job:
             "limits": {"max_turns": self.limits.max_turns},
             "secret_env": list(self.secret_env),
         }
+        if self.mcp:  # only then: a session without MCP stores the job as it always did
+            config["mcp"] = [_mcp_config(server) for server in self.mcp]
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, origin: str = "stored job") -> Job:
@@ -170,4 +209,28 @@ def _tool_config(tool: ToolSpec) -> dict[str, Any]:
     config["max_output_bytes"] = tool.max_output_bytes
     if tool.command is not None:
         config["env"] = list(tool.env)
+    return config
+
+
+def _mcp_config(server: McpServerSpec) -> dict[str, Any]:
+    config: dict[str, Any] = {"name": server.name}
+    if server.command is not None:
+        config["command"] = list(server.command)
+    if server.url is not None:
+        config["url"] = server.url
+    config["env"] = list(server.env)
+    if server.tools is not None:
+        config["tools"] = list(server.tools)
+    config["timeout_seconds"] = server.timeout_seconds
+    config["start_timeout_seconds"] = server.start_timeout_seconds
+    config["max_output_bytes"] = server.max_output_bytes
+    if server.override:
+        config["override"] = {
+            name: {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in vars(override).items()
+                if value is not None
+            }
+            for name, override in server.override.items()
+        }
     return config

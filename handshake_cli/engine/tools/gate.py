@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from handshake_cli.engine.tools import files, process
 from handshake_cli.storage.journal.codec import json_encoder
@@ -57,6 +57,22 @@ def idempotency_key(session_id: str, tool_call_id: str, tool: str, args: Any) ->
     return KEY_PREFIX + digest[:KEY_HEX_CHARS]
 
 
+class ToolInDoubt(Exception):
+    """A call whose outcome cannot be known (an MCP server that died or hung mid-call): no
+    result is recorded, and recovery's usual rules decide (DESIGN section 5)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class McpCaller(Protocol):
+    """The session's MCP servers (engine/tools/mcp.py `McpHost`), as the gate calls them."""
+
+    def call(self, spec: ToolSpec, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome: ...
+    def probe(self, spec: ToolSpec, args: dict[str, Any], ctx: ToolContext) -> tuple[str, str, Any]: ...
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What one call needs besides the spec and the arguments."""
@@ -67,6 +83,7 @@ class ToolContext:
     workspace: Path
     store_large_output: Callable[[bytes], str]  # stores bytes as an artifact, returns its id
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    mcp: McpCaller | None = None  # the session's MCP servers, when its job declares any
 
 
 @dataclass(frozen=True)
@@ -91,7 +108,14 @@ def _failure(code: str, kind: str, message: str, *, retryable: bool = False, **d
 
 
 def run_tool(spec: ToolSpec, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
-    """Run one call of `spec`. Never raises for a tool failure; see the module docstring."""
+    """Run one call of `spec`. Never raises for a tool failure; see the module docstring.
+    An MCP tool whose server dies or hangs mid-call raises ToolInDoubt."""
+    if spec.mcp_server is not None:
+        if ctx.mcp is None:
+            return _failure(
+                "mcp_unavailable", "launch_failed", f"the MCP server of {spec.name!r} is not running"
+            )
+        return ctx.mcp.call(spec, args, ctx)
     if spec.builtin == "write_file":
         return _write_file(args, ctx)
     if spec.builtin == "read_file":
@@ -131,6 +155,8 @@ def run_probe(
     `stderr`): a probe that prints what the call printed makes the recovered thread the one
     a crash-free run would have had.
     """
+    if spec.probe_tool is not None and ctx.mcp is not None:
+        return ctx.mcp.probe(spec, args, ctx)
     if not spec.probe:
         return "unknown", f"tool {spec.name!r} declares no probe", None
     finished = _run_command(spec, spec.probe, args, ctx)
@@ -187,6 +213,11 @@ def _run_command(
             retryable=True,
             timeout_seconds=spec.timeout_seconds,
         )
+
+
+def capped_text(name: str, text: str, limit: int, ctx: ToolContext) -> dict[str, Any]:
+    """`{name: text}`, cut at `limit` UTF-8 bytes; the whole text kept as an artifact then."""
+    return _capped_stream(name, text.encode("utf-8", "surrogatepass"), limit, ctx)
 
 
 def _capped_stream(name: str, data: bytes, limit: int, ctx: ToolContext) -> dict[str, Any]:

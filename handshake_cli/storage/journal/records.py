@@ -104,6 +104,7 @@ _FIELDS: dict[str, Spec] = {
         "idempotency_key": (_S0, False),
         "side_effect": (_S0, False),
         "idempotency": (_S0, False),
+        "mcp": (_D, False),
     },
     "tool.result": {
         "tool_call_id": (_S, False),
@@ -130,6 +131,25 @@ _FIELDS: dict[str, Spec] = {
     "recovery.resumed": {"checkpoint": (_S0, False), "in_flight": (_D0, False), "replaying": (_B0, False)},
     "recovery.blocked": {"reason": (_S, False), "detail": (_S0, False), "in_doubt": (_L, False)},
     "operator.resolution": {"tool_call_id": (_S, False), "resolution": (_S, False), "by": (_S0, False)},
+    # MCP tool servers (docs/FORMAT.md): a server's listing when it starts, a server that
+    # failed mid-call, a server stopped with the session (its stderr kept as an artifact).
+    "mcp.tools": {
+        "server": (_S, True),
+        "transport": (_S, False),
+        "command": (_L, False),
+        "url": (_S, False),
+        "server_info": (_D0, False),
+        "tools": (_L, True),
+        "accepted": (_B, False),
+    },
+    "mcp.server_failed": {
+        "server": (_S0, False),
+        "tool_call_id": (_S, False),
+        "tool": (_S, False),
+        "reason": (_S, False),
+        "stderr_artifact_id": (_S, False),
+    },
+    "mcp.stopped": {"server": (_S, True), "stderr_bytes": (_I, False), "stderr_artifact_id": (_S, False)},
     "session.completed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.failed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.cancelled": {"reason": (_S0, False), "turns": (_I, False)},

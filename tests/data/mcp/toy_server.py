@@ -1,0 +1,83 @@
+"""A small MCP server for handshake's tests (tests/test_mcp.py), over stdio.
+
+- `append` (not idempotent): appends a line, with the idempotency key handshake sent in the
+  request's `_meta`, to ledger.txt in its working directory;
+- `lookup` (read-only): the ledger, so a probe can look for a call's key;
+- `hang`: never answers; `crash`: the server dies mid-call; `fail`: an `isError` result;
+  `refuse`: a JSON-RPC error answer;
+- TOY_VARIANT=changed (an environment variable the job passes through): `append` takes
+  another argument and `lookup` is gone, as after an upgrade.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import ToolAnnotations
+
+CHANGED = os.environ.get("TOY_VARIANT") == "changed"
+LEDGER = Path("ledger.txt")
+server = MCPServer("toy")
+
+
+def _key(ctx: Context) -> str:
+    meta = ctx.request_context.meta or {}
+    return str(dict(meta).get("handshake/idempotency_key", "-"))
+
+
+if CHANGED:
+
+    @server.tool(name="append", annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
+    def append_v2(line: str, priority: int, ctx: Context) -> str:
+        with LEDGER.open("a") as out:
+            out.write(f"{line} {_key(ctx)} {priority}\n")
+        return f"appended {line}"
+
+else:
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
+    def append(line: str, ctx: Context) -> str:
+        with LEDGER.open("a") as out:
+            out.write(f"{line} {_key(ctx)}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if os.environ.get("TOY_CRASH_AFTER_APPEND") and not Path("crashed-once").exists():
+            Path("crashed-once").touch()
+            os._exit(3)  # the effect happened; the answer never comes
+        return f"appended {line}"
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def lookup(line: str = "") -> str:
+        return LEDGER.read_text() if LEDGER.exists() else ""
+
+
+@server.tool()
+def hang(seconds: float = 3600) -> str:
+    if Path("hung-once").exists():
+        return "answered"
+    Path("hung-once").touch()
+    time.sleep(seconds)
+    return "woke up"
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def crash() -> str:
+    os._exit(7)
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def fail() -> str:
+    raise ValueError("the toy failed on purpose")
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def refuse() -> str:
+    raise MCPError(code=-32602, message="refused on purpose")
+
+
+if __name__ == "__main__":
+    server.run()

@@ -1,0 +1,372 @@
+"""MCP tool servers (docs/JOBS.md, [[mcp]]): real servers from PyPI (mcp-server-git,
+mcp-server-time) and a small one of our own (tests/data/mcp/toy_server.py), driven by a
+scripted model, killed at chosen points: never two commits for one call."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handshake_cli.engine.jobs import JobError, McpServerSpec, load_job
+from handshake_cli.engine.jobs.job import McpOverride
+from handshake_cli.engine.tools import mcp_tools
+from tests.support.cli import Cli, crash_run
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mcp") is None, reason="the MCP SDK is not installed (pip install -e '.[test]')"
+)
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not on this machine")
+needs_git_server = pytest.mark.skipif(
+    importlib.util.find_spec("mcp_server_git") is None,
+    reason="mcp-server-git is not installed (the test extra)",
+)
+TOY = Path(__file__).parent / "data" / "mcp" / "toy_server.py"
+
+
+def write_job(tmp: Path, mcp: str, turns: list[dict[str, Any]], name: str = "job") -> Path:
+    script = tmp / f"{name}.script.toml"
+    lines = []
+    for turn in turns:
+        lines.append("[[turns]]")
+        lines.append(f"text = {json.dumps(turn.get('text', ''))}")
+        calls = ", ".join(
+            f"{{ tool = {json.dumps(c['tool'])}, args = {_toml_table(c.get('args', {}))} }}"
+            for c in turn.get("tool_calls", [])
+        )
+        lines.append(f"tool_calls = [{calls}]")
+    script.write_text("\n".join(lines) + "\n")
+    job = tmp / f"{name}.toml"
+    job.write_text(f'[prompt]\nuser = "go"\n[model]\nscript = "{script.name}"\n{mcp}')
+    return job
+
+
+def _toml_table(args: dict[str, Any]) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items()) + " }"
+
+
+def argv(*words: str) -> str:
+    return json.dumps([sys.executable, *words])
+
+
+def records(root: Path, session: str, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for segment in sorted((root / "sessions" / session / "journal").iterdir()):
+        for line in segment.read_text().splitlines():
+            record = json.loads(line)
+            if record["type"] == kind:
+                out.append(record["data"])
+    return out
+
+
+# --- the job format ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[mcp]]\nname = "g"\n', "mcp[0] has neither command nor url"),
+        (
+            '[[mcp]]\nname = "g"\ncommand = ["x"]\nurl = "http://h/mcp"\n',
+            "mcp[0].url cannot be given with command",
+        ),
+        ('[[mcp]]\nname = "g"\nurl = "ftp://h"\n', "mcp[0].url 'ftp://h' is not an http:// or https:// URL"),
+        ('[[mcp]]\nname = "g"\ncommand = ["x"]\ncolour = 1\n', "mcp[0].colour is not a key of an MCP server"),
+        ('[[mcp]]\nname = "g"\ncommand = ["x"]\ntools = ["a", "a"]\n', "mcp[0].tools[1] repeats 'a'"),
+        (
+            '[[mcp]]\nname = "g"\ncommand = ["x"]\ntools = ["a"]\n[mcp.override.b]\nside_effect = "read"\n',
+            "mcp[0].override.b is not among this server's tools (a)",
+        ),
+        (
+            '[[mcp]]\nname = "g"\ncommand = ["x"]\n[mcp.override.a]\nprobe = ["p"]\nprobe_tool = "b"\n',
+            "mcp[0].override.a.probe_tool cannot be given with probe",
+        ),
+        (
+            '[[mcp]]\nname = "g"\ncommand = ["x"]\n[mcp.override.a]\nidempotency = "maybe"\n',
+            "mcp[0].override.a.idempotency is 'maybe', which is not one of",
+        ),
+        (
+            '[[tools]]\nname = "a"\nbuiltin = "read_file"\nside_effect = "read"\nidempotency = "idempotent"\n'
+            '[[mcp]]\nname = "g"\ncommand = ["x"]\ntools = ["a"]\n',
+            "mcp[0].tools names 'a', which [[tools]] already has",
+        ),
+    ],
+)
+def test_a_bad_mcp_declaration_is_refused_naming_the_key(tmp_path: Path, body: str, message: str) -> None:
+    job = write_job(tmp_path, body, [{"text": "done"}])
+    with pytest.raises(JobError) as caught:
+        load_job(job)
+    assert caught.value.exit_code == 2
+    assert message in caught.value.message
+
+
+def test_a_declared_server_round_trips_through_the_stored_job(tmp_path: Path) -> None:
+    body = (
+        '[[mcp]]\nname = "git"\ncommand = ["./srv", "--x"]\nenv = ["GIT_DIR"]\ntools = ["git_commit"]\n'
+        '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\ntimeout_seconds = 5\n'
+    )
+    job = load_job(write_job(tmp_path, body, [{"tool_calls": [{"tool": "git_commit"}]}, {"text": "done"}]))
+    assert job.mcp[0].command == (str(tmp_path / "srv"), "--x")
+    assert type(job).from_config(job.to_config()) == job
+
+
+def test_the_gate_comes_from_the_annotations_and_the_job_wins() -> None:
+    server = McpServerSpec(
+        "s", command=("x",), override={"commit": McpOverride(idempotency="idempotent_with_key", probe=("p",))}
+    )
+    listing: list[dict[str, Any]] = [
+        {"name": "status", "annotations": {"readOnlyHint": True}},
+        {"name": "add", "annotations": {"readOnlyHint": False, "idempotentHint": True}},
+        {"name": "commit", "annotations": {"readOnlyHint": False, "idempotentHint": False}},
+        {"name": "bare", "annotations": None},
+    ]
+    specs = {spec.name: spec for spec in mcp_tools.tool_specs(server, listing)}
+    assert (specs["status"].side_effect, specs["status"].idempotency) == ("read", "idempotent")
+    assert (specs["add"].side_effect, specs["add"].idempotency) == ("write", "idempotent")
+    assert (specs["bare"].side_effect, specs["bare"].idempotency) == ("write", "non_idempotent")
+    assert specs["bare"].origin == {"side_effect": "default", "idempotency": "default", "probe": "none"}
+    assert specs["commit"].idempotency == "idempotent_with_key"
+    assert specs["commit"].origin == {"side_effect": "annotation", "idempotency": "job", "probe": "job"}
+
+
+def test_a_probe_tools_answer_maps_to_a_verdict() -> None:
+    text = {"content": [{"type": "text", "text": "commit hk_1 first"}]}
+    assert mcp_tools.probe_verdict(text, {}, "hk_1", "idempotency_key")[0] == "happened"
+    assert mcp_tools.probe_verdict(text, {}, "hk_2", "idempotency_key")[0] == "not_happened"
+    assert mcp_tools.probe_verdict(text, {"message": "first"}, "hk_2", "message")[0] == "happened"
+    assert (
+        mcp_tools.probe_verdict({"structuredContent": {"happened": False}}, {}, "k", "x")[0] == "not_happened"
+    )
+    assert mcp_tools.probe_verdict({"isError": True, "content": []}, {}, "k", "x")[0] == "unknown"
+
+
+# --- mcp-server-git ------------------------------------------------------------------------
+
+
+def git_repo(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    (path / "base.txt").write_text("base\n")
+    subprocess.run(["git", "add", "base.txt"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=path, check=True)
+    (path / "a.txt").write_text("hi\n")
+    return path
+
+
+def commits(repo: Path) -> list[str]:
+    out = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=False)
+    return out.stdout.split()
+
+
+def git_job(tmp: Path, probe: str = "") -> Path:
+    body = (
+        f'[[mcp]]\nname = "git"\ncommand = {argv("-m", "mcp_server_git")}\n'
+        'tools = ["git_status", "git_add", "git_commit", "git_log"]\n' + probe
+    )
+    turns: list[dict[str, Any]] = [
+        {
+            "tool_calls": [
+                {"tool": "git_status", "args": {"repo_path": "."}},
+                {"tool": "git_add", "args": {"repo_path": ".", "files": ["a.txt"]}},
+            ]
+        },
+        {"tool_calls": [{"tool": "git_commit", "args": {"repo_path": ".", "message": "first"}}]},
+        {"tool_calls": [{"tool": "git_log", "args": {"repo_path": "."}}]},
+        {"text": "done"},
+    ]
+    return write_job(tmp, body, turns)
+
+
+@needs_git
+@needs_git_server
+def test_git_server_runs_and_inspect_says_where_each_declaration_came_from(
+    tmp_path: Path, hs: Cli, root: Path
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    done = hs("run", str(git_job(tmp_path)), "--workspace", str(repo), "--session-id", "g1", "--json")
+    assert done.code == 0, done.stdout + done.stderr
+    assert commits(repo) == ["first", "init"]
+    listing = records(root, "g1", "mcp.tools")
+    assert sorted(t["name"] for t in listing[0]["tools"]) == [
+        "git_add",
+        "git_commit",
+        "git_log",
+        "git_status",
+    ]
+    calls = {c["tool"]: c for c in hs("inspect", "g1", "--json").json["tool_calls"]}
+    assert calls["git_commit"]["idempotency"] == "non_idempotent"
+    assert calls["git_commit"]["mcp"] == {
+        "server": "git",
+        "origin": {"side_effect": "annotation", "idempotency": "annotation", "probe": "none"},
+    }
+    assert calls["git_status"]["side_effect"] == "read"
+
+
+@needs_git
+@needs_git_server
+def test_a_commit_in_doubt_without_a_probe_blocks_and_is_never_made_twice(
+    tmp_path: Path, hs: Cli, home_env: dict[str, str]
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    crash_run(home_env, git_job(tmp_path), "g2", repo, "before_result:3")  # inside git_commit's call
+    assert commits(repo) == ["first", "init"]
+    first = hs("recover", "g2")
+    assert first.code == 3, first.stdout + first.stderr
+    assert "call-2-0 (git_commit)" in first.stderr and "--resolve call-2-0=done" in first.stderr
+    again = hs("recover", "g2")
+    assert (again.code, again.stderr) == (3, first.stderr)
+    done = hs("recover", "g2", "--resolve", "call-2-0=done")
+    assert done.code == 0, done.stdout + done.stderr
+    assert commits(repo) == ["first", "init"]
+
+
+@needs_git
+@needs_git_server
+@pytest.mark.parametrize(("point", "made"), [("before_result:3", True), ("after_intent:3", False)])
+def test_a_probe_settles_a_commit_in_doubt(
+    tmp_path: Path, hs: Cli, home_env: dict[str, str], root: Path, point: str, made: bool
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    probe = '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\n'
+    crash_run(home_env, git_job(tmp_path, probe), "g3", repo, point)
+    assert commits(repo) == (["first", "init"] if made else ["init"])
+    done = hs("recover", "g3")
+    assert done.code == 0, done.stdout + done.stderr
+    assert commits(repo) == ["first", "init"]
+    settled = [r for r in records(root, "g3", "tool.result") if r["tool"] == "git_commit"]
+    assert len(settled) == 1
+    assert ("evidence" in settled[0]) is made
+
+
+# --- mcp-server-time -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mcp_server_time") is None, reason="mcp-server-time is not installed"
+)
+def test_a_read_only_server(tmp_path: Path, hs: Cli, workspace: Path, root: Path) -> None:
+    body = f'[[mcp]]\nname = "time"\ncommand = {argv("-m", "mcp_server_time", "--local-timezone", "UTC")}\n'
+    body += 'tools = ["get_current_time"]\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "get_current_time", "args": {"timezone": "UTC"}}]},
+        {"text": "done"},
+    ]
+    done = hs(
+        "run", str(write_job(tmp_path, body, turns)), "--workspace", str(workspace), "--session-id", "t1"
+    )
+    assert done.code == 0, done.stdout + done.stderr
+    [intent] = records(root, "t1", "tool.intent")
+    assert (intent["side_effect"], intent["idempotency"]) == ("read", "idempotent")
+    [result] = records(root, "t1", "tool.result")
+    assert "UTC" in json.dumps(result["output"])
+
+
+# --- a server of our own -------------------------------------------------------------------
+
+
+def toy_job(tmp: Path, turns: list[dict[str, Any]], extra: str = "", name: str = "toy") -> Path:
+    body = f'[[mcp]]\nname = "toy"\ncommand = {argv(str(TOY))}\n'
+    body += 'env = ["TOY_VARIANT", "TOY_CRASH_AFTER_APPEND"]\n'
+    body += 'tools = ["append", "lookup", "hang", "fail", "refuse"]\n'
+    return write_job(tmp, body + extra, turns, name)
+
+
+def test_the_key_travels_in_meta_and_errors_are_tool_results(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}, {"tool": "fail"}, {"tool": "refuse"}]},
+        {"text": "done"},
+    ]
+    done = hs("run", str(toy_job(tmp_path, turns)), "--workspace", str(workspace), "--session-id", "k1")
+    assert done.code == 0, done.stdout + done.stderr
+    intent = records(root, "k1", "tool.intent")[0]
+    assert (workspace / "ledger.txt").read_text() == f"one {intent['idempotency_key']}\n"
+    results = {r["tool"]: r for r in records(root, "k1", "tool.result")}
+    assert results["append"]["output"]["text"] == "appended one"
+    assert results["fail"]["error"]["code"] == "tool_error"
+    assert results["refuse"]["error"]["code"] == "mcp_error"
+    assert "Traceback" not in done.stderr
+
+
+def test_a_server_that_dies_mid_call_leaves_the_call_in_doubt_and_a_probe_settles_it(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    probe = '[mcp.override.append]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    crash = {"TOY_CRASH_AFTER_APPEND": "1"}
+    job = toy_job(tmp_path, turns, probe)
+    stopped = hs("run", str(job), "--workspace", str(workspace), "--session-id", "d1", extra_env=crash)
+    assert stopped.code == 75, stopped.stdout + stopped.stderr
+    [failed] = records(root, "d1", "mcp.server_failed")
+    assert failed["tool_call_id"] == "call-1-0"
+    done = hs("recover", "d1", extra_env=crash)
+    assert done.code == 0, done.stdout + done.stderr
+    assert len((workspace / "ledger.txt").read_text().splitlines()) == 1
+    assert records(root, "d1", "tool.result")[0]["evidence"]["probe"] == "happened"
+
+
+def test_a_server_that_hangs_leaves_the_call_in_doubt_by_the_usual_rules(
+    tmp_path: Path, hs: Cli, workspace: Path
+) -> None:
+    extra = "[mcp.override.hang]\ntimeout_seconds = 1\n"
+    turns: list[dict[str, Any]] = [{"tool_calls": [{"tool": "hang"}]}, {"text": "done"}]
+    job = toy_job(tmp_path, turns, extra)
+    stopped = hs("run", str(job), "--workspace", str(workspace), "--session-id", "h1")
+    assert stopped.code == 75, stopped.stdout + stopped.stderr
+    assert "is in doubt" in stopped.stdout + stopped.stderr
+    blocked = hs("recover", "h1")  # hang has no annotations: write, non_idempotent, no probe
+    assert blocked.code == 3, blocked.stdout + blocked.stderr
+
+
+def test_a_changed_tool_list_blocks_until_accepted(
+    tmp_path: Path, hs: Cli, workspace: Path, home_env: dict[str, str]
+) -> None:
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"text": "done"},
+    ]
+    job = toy_job(tmp_path, turns)
+    crash_run(home_env, job, "c1", workspace, "after_result:1")
+    changed = {"TOY_VARIANT": "changed"}
+    blocked = hs("recover", "c1", extra_env=changed)
+    assert blocked.code == 3, blocked.stdout + blocked.stderr
+    assert "--accept-divergence" in blocked.stderr
+    plan = hs("recover", "c1", "--dry-run", "--json").json
+    assert (plan["action"], plan["reason"]) == ("blocked", "mcp_tools_changed")
+    same = hs("recover", "c1", extra_env=changed)
+    assert same.code == 3
+    accepted = hs("recover", "c1", "--accept-divergence", extra_env=changed)
+    assert accepted.code == 0, accepted.stdout + accepted.stderr
+
+
+def test_a_server_that_cannot_start_creates_no_session(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    body = '[[mcp]]\nname = "nope"\ncommand = ["/nonexistent/mcp-server"]\n'
+    refused = hs(
+        "run", str(write_job(tmp_path, body, [{"text": "done"}])), "--workspace", str(workspace), "--json"
+    )
+    assert refused.code == 74, refused.stdout + refused.stderr
+    assert refused.json["error"]["code"] == "mcp_unavailable"
+    assert not (root / "sessions").exists() or not any((root / "sessions").iterdir())
+
+
+def test_a_tool_the_server_does_not_offer_is_refused_before_the_session_exists(
+    tmp_path: Path, hs: Cli, workspace: Path
+) -> None:
+    body = f'[[mcp]]\nname = "toy"\ncommand = {argv(str(TOY))}\ntools = ["append", "nosuch"]\n'
+    refused = hs("run", str(write_job(tmp_path, body, [{"text": "done"}])), "--workspace", str(workspace))
+    assert refused.code == 2, refused.stdout + refused.stderr
+    assert "mcp[0].tools names 'nosuch', which the server 'toy' does not offer" in refused.stderr
