@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -178,8 +179,29 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+_compiled: list[bool] = []
+
+
+def compile_package() -> None:
+    """Write handshake's bytecode once, as `pip install` does: in an environment with
+    PYTHONDONTWRITEBYTECODE set (or an editable install that never compiled), every process
+    would otherwise compile handshake's modules from source while typer's are cached, and the
+    start-up figures would measure the compiler."""
+    if _compiled:
+        return
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("handshake_cli")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(location, quiet=1)
+    _compiled.append(True)
+
+
 def entry() -> list[str]:
-    """The console script of this environment (as a user runs it), else `python -m`."""
+    """The console script of this environment (as a user runs it), else `python -m`; with
+    handshake's bytecode written first (`compile_package`)."""
+    compile_package()
     script = shutil.which("handshake", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "handshake_cli"]
 
@@ -198,6 +220,21 @@ def wall(argv: list[str], env: dict[str, str], *, check: bool = True, cwd: Path 
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
     return elapsed
+
+
+def cpu(argv: list[str], env: dict[str, str], *, check: bool = True) -> float:
+    """The CPU time (user + system) of one run of a command, in seconds, from wait4: what its
+    start-up costs, which other processes on a shared machine stretch in wall time but do not
+    change."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if check and proc.returncode != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {message}")
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- floors -----------------------------------------------------------------------------------
