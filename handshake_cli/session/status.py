@@ -29,7 +29,6 @@ from handshake_cli.session.state import (
 )
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.journal.scan import read_last_record, scan
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import SessionState
 
@@ -101,6 +100,8 @@ def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> Sto
     should; `refuse_corruption` raises IntegrityError instead for damage other than a torn
     tail (gc, which must not decide a removal from part of a journal)."""
     head = read_head(session.path)
+    from handshake_cli.storage.journal.scan import read_last_record
+
     last = read_last_record(session.journal)
     if head and last and head.get("last_seq") == last.seq and head.get("state") in STATES:
         record = ModelSession(session.session_id)
@@ -116,6 +117,8 @@ def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> Sto
                 setattr(record, name, head[name])
         record.updated_at = last.ts
         return StoredSession(record, True, last)
+    from handshake_cli.storage.journal.scan import scan
+
     result = scan(session.journal, session.session_id)
     if refuse_corruption and result.corruption:
         damage = result.corruption

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handshake_cli import documents
 from handshake_cli.errors import (
@@ -32,10 +32,10 @@ from handshake_cli.errors import (
 )
 from handshake_cli.paths import Paths
 from handshake_cli.storage import durable, head
-from handshake_cli.storage.artifacts import ArtifactStore
 from handshake_cli.storage.journal.codec import Clock, Record, segment_name, utc_now
-from handshake_cli.storage.journal.scan import read_record_at
-from handshake_cli.storage.journal.writer import JournalWriter
+
+if TYPE_CHECKING:
+    from handshake_cli.storage.artifacts import ArtifactStore
 
 FORMAT_VERSION = 1
 # session.toml holds the resolved job (jobs.STORED_JOB_MAX_BYTES, refused at load beyond it)
@@ -111,6 +111,8 @@ class SessionDir:
         return self.path / "quarantine"
 
     def artifact_store(self) -> ArtifactStore:
+        from handshake_cli.storage.artifacts import ArtifactStore
+
         return ArtifactStore(self.artifacts)
 
     def _missing(self, what: str) -> NotFound | IntegrityError:
@@ -142,6 +144,8 @@ class SessionDir:
         """Whether session.toml's `[job]` is the one record 1 was written with: JOB_BOUND,
         JOB_CHANGED, or JOB_UNBOUND for a session made before the binding existed (its record
         1 has no `job_sha256`) or whose record 1 cannot be read (the journal scan reports that)."""
+        from handshake_cli.storage.journal.scan import read_record_at
+
         first = read_record_at(self.journal, segment_name(1), 0)
         if first is None or not isinstance(first.data, dict) or "job_sha256" not in first.data:
             return JOB_UNBOUND
@@ -328,6 +332,8 @@ class Store:
         first head.json from that record (what a head holds is the session layer's business).
         """
         import tomli_w
+
+        from handshake_cli.storage.journal.writer import JournalWriter
 
         session_id = new_session_id() if session_id is None else validate_session_id(session_id)
         self.check_sessions_dir()
