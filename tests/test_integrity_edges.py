@@ -262,3 +262,23 @@ def test_a_session_made_before_the_binding_still_recovers(
     result = hs("recover", "older")
     assert result.code == 0, result.stdout + result.stderr
     assert len(effects(workspace)) == 1
+
+
+def test_a_checkpoint_of_a_session_with_a_torn_tail_says_recover_cuts_it(
+    hs: Cli, home_env: dict[str, str], root: Path, tmp_path: Path, workspace: Path
+) -> None:
+    """A writer killed in the middle of a record leaves part of it; `checkpoint` of the stopped
+    session must not append after it, and names the command that cuts it."""
+    crash_run(home_env, send_job(tmp_path, probe=True), "torn", workspace, "after_intent")
+    segment = session_dir(root, "torn") / "journal" / "00000001.jsonl"
+    before = segment.read_bytes() + b'{"seq":99,"ts":"a record cut short'
+    segment.write_bytes(before)
+
+    refused = hs("checkpoint", "torn", "--json")
+    assert refused.code == 5
+    assert refused.json["error"]["code"] == "journal_needs_repair"
+    assert refused.json["guidance"] == ["handshake recover torn"]
+    assert segment.read_bytes() == before  # nothing appended after the torn record
+
+    assert hs("recover", "torn", "--json").code == 0
+    assert hs("checkpoint", "torn", "--json").code == 0

@@ -107,7 +107,8 @@ class JournalWriter:
             damage = result.torn_tail
             raise JournalNeedsRepair(
                 f"journal ends in a torn tail at {damage.segment} offset {damage.offset}; "
-                "recovery must cut it off before anything is appended"
+                "recovery must cut it off before anything is appended",
+                guidance=[f"handshake recover {session_id}"],
             )
         segments = list_segments(journal_dir)
         segment = segments[-1] if segments else None
