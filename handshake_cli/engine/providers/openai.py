@@ -36,6 +36,7 @@ from handshake_cli.engine.providers import (
     TextChunk,
     ToolCallRequest,
 )
+from handshake_cli.engine.providers.openai_options import TOOL_CHOICE_MODES
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import ModelSpec, ToolSpec
@@ -115,8 +116,15 @@ class OpenAIProvider:
             "messages": [_wire_message(message) for message in request.messages],
             "stream": True,
         }
-        if request.tools:
+        if request.tools:  # OpenAI refuses tool_choice and parallel_tool_calls without tools
             body["tools"] = [_wire_tool(tool) for tool in request.tools]
+            choice = options.get("tool_choice")
+            if choice in TOOL_CHOICE_MODES:
+                body["tool_choice"] = choice
+            elif choice is not None:
+                body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+            if "parallel_tool_calls" in options:
+                body["parallel_tool_calls"] = options["parallel_tool_calls"]
         for key in ("temperature", "seed", "max_tokens"):
             if key in options:
                 body[key] = options[key]
@@ -323,7 +331,9 @@ def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
     if role == "assistant" and message.get("tool_calls"):
         return {
             "role": "assistant",
-            "content": message.get("content") or None,
+            # A string, never null: llama-cpp-python's server answers 500 to a null (its chat
+            # templates concatenate it), and OpenAI, llama.cpp, Ollama and vLLM accept "".
+            "content": message.get("content") or "",
             "tool_calls": [
                 {
                     "id": call["tool_call_id"],
