@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from handshake_cli.storage.journal import records
 from tests.support.cli import CliResult, start_run, wait_for
 from tests.support.openai_server import FakeOpenAI, error, sse, text_events, tool_call_events
 from tests.support.sessions import only_session, records_of
@@ -233,3 +234,25 @@ def test_a_stop_mid_tool_call_is_served_and_its_pieces_are_kept(
     (abandoned,) = shown["abandoned_streams"]
     assert abandoned["reason"] == "cancelled" and abandoned["tool_calls"][0]["name"] == "write_file"
     assert len(server.requests) == 1
+
+
+# -- the new record's shape -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"turn": 1, "call": 0, "index": 0, "count": 2, "name": "write_file", "arguments": '{"pa'}, None),
+        ({"turn": 1, "call": 1, "index": 3, "count": 1, "arguments": "th"}, None),
+        ({"turn": 1, "call": "0", "index": 0, "count": 1, "arguments": ""}, "call"),
+        ({"turn": 1, "call": 0, "index": 0, "count": 1, "arguments": {"path": "x"}}, "arguments"),
+        ({"turn": 1, "call": 0, "index": 0, "count": 1, "name": None, "arguments": ""}, "name"),
+        ({"turn": True, "call": 0, "index": 0, "count": 1, "arguments": ""}, "turn"),
+    ],
+)
+def test_a_tool_call_chunk_of_another_shape_is_damage(data: dict[str, Any], problem: str | None) -> None:
+    found = records.data_problem("model.tool_call_chunk", data)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
