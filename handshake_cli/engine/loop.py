@@ -570,6 +570,7 @@ class _TurnText:
         self.journaled = 0  # deltas written to the journal so far
         self.last_write = time.monotonic()
         self.calls: dict[int, _CallPieces] = {}  # tool calls streaming, by the provider's index
+        self.call_pieces = 0  # pieces of tool calls waiting to be journaled
 
     def add_call_piece(self, delta: ToolCallDelta) -> None:
         """A piece of a tool call, masked like text, journaled with the text (`model.tool_call_chunk`)."""
@@ -581,6 +582,7 @@ class _TurnText:
         safe = call.masking.feed(delta.arguments)
         if safe or call.pending_name is not None:
             call.pending.append(safe)
+            self.call_pieces += 1
         if self._due():
             self.flush()
 
@@ -590,6 +592,7 @@ class _TurnText:
             tail = call.masking.flush()
             if tail:
                 call.pending.append(tail)
+                self.call_pieces += 1
 
     def add(self, text: str) -> None:
         self.parts.append(text)
@@ -600,7 +603,7 @@ class _TurnText:
             self.flush()
 
     def _due(self) -> bool:
-        waiting = len(self.pending) + sum(len(call.pending) for call in self.calls.values())
+        waiting = len(self.pending) + self.call_pieces
         return waiting >= self.MAX_DELTAS or time.monotonic() - self.last_write >= self.MAX_DELAY
 
     def flush(self) -> None:
@@ -616,10 +619,14 @@ class _TurnText:
             self.journaled += len(self.pending)
             self.pending.clear()
             wrote = True
-        for index, call in self.calls.items():
-            if call.pending:
-                self.runner.writer.append("model.tool_call_chunk", call.record(self.turn, index), sync=False)
-                wrote = True
+        if self.call_pieces:
+            for index, call in self.calls.items():
+                if call.pending:
+                    self.runner.writer.append(
+                        "model.tool_call_chunk", call.record(self.turn, index), sync=False
+                    )
+            self.call_pieces = 0
+            wrote = True
         if wrote:
             faults.crash_point("mid_stream")
             self.last_write = time.monotonic()
