@@ -199,6 +199,8 @@ def test_a_kill_mid_tool_call_leaves_its_streamed_pieces_in_inspect(
     whole = json.dumps(args)
     assert streamed and streamed != whole and whole.startswith(streamed)
     assert not (workspace / "notes").exists()
+    events = cli("inspect", session_id, "--root", str(root), "--events").stdout
+    assert "model.tool_call_chunk" in events  # the trace, before any recovery
 
     server.reply(sse(text_events(["Not ", "now."])))
     again = recover(cli, session_id, root, "--json")

@@ -173,6 +173,7 @@ def test_an_assistant_message_with_tool_calls_is_sent_with_empty_text_not_null(
                 "parallel_tool_calls": False,
             },
         ),
+        ({"max_completion_tokens": 64}, {"max_completion_tokens": 64}),
         ({}, {}),
     ],
 )
@@ -189,7 +190,8 @@ def test_tool_choice_and_parallel_tool_calls_are_sent_as_the_job_says(
     result = run(cli, openai_job(tmp_path / "job", server.url, **setting), root, workspace, "--json")
     assert result.code == 0, result.stderr
     body = server.requests[0]["body"]
-    assert {key: body[key] for key in ("tool_choice", "parallel_tool_calls") if key in body} == sent
+    keys = ("tool_choice", "parallel_tool_calls", "max_completion_tokens")
+    assert {key: body[key] for key in keys if key in body} == sent
     stored = cli("inspect", result.json["session_id"], "--root", str(root), "--json").json
     assert stored["state"] == "COMPLETED"
 
@@ -213,6 +215,7 @@ def test_tool_choice_and_parallel_tool_calls_are_left_out_without_tools(
         ({"tool_choice": ""}, "model.tool_choice is empty"),
         ({"tool_choice": 1}, "model.tool_choice must be a string"),
         ({"parallel_tool_calls": "yes"}, "model.parallel_tool_calls must be true or false"),
+        ({"max_completion_tokens": 0}, "model.max_completion_tokens must be at least 1"),
     ],
 )
 def test_bad_tool_choice_or_parallel_tool_calls_are_refused_before_anything_runs(

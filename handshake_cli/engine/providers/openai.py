@@ -155,7 +155,7 @@ class OpenAIProvider:
                 body["tool_choice"] = {"type": "function", "function": {"name": choice}}
             if "parallel_tool_calls" in options:
                 body["parallel_tool_calls"] = options["parallel_tool_calls"]
-        for key in ("temperature", "seed", "max_tokens"):
+        for key in ("temperature", "seed", "max_tokens", "max_completion_tokens"):
             if key in options:
                 body[key] = options[key]
         return body

@@ -24,6 +24,7 @@ OPTIONS = (
     "temperature",
     "seed",
     "max_tokens",
+    "max_completion_tokens",
     "tool_choice",
     "parallel_tool_calls",
     "headers",
@@ -67,9 +68,10 @@ def _options(table: Table, tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
     seed = table.optional_integer("seed", INT64)
     if seed is not None:
         options["seed"] = seed
-    max_tokens = table.optional_integer("max_tokens", MAX_TOKENS)
-    if max_tokens is not None:
-        options["max_tokens"] = max_tokens
+    for key in ("max_tokens", "max_completion_tokens"):
+        limit = table.optional_integer(key, MAX_TOKENS)
+        if limit is not None:
+            options[key] = limit
     tool_choice = _tool_choice(table, tools)
     if tool_choice is not None:
         options["tool_choice"] = tool_choice
