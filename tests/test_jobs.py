@@ -493,6 +493,9 @@ def model_specs(draw: st.DrawFn, tool_names: list[str]) -> ModelSpec:
                     "temperature": st.floats(min_value=0, max_value=2),
                     "seed": st.integers(-(2**63), 2**63 - 1),
                     "max_tokens": st.integers(1, 10**6),
+                    "max_completion_tokens": st.integers(1, 10**6),
+                    "tool_choice": st.sampled_from(["auto", "none", "required", *tool_names]),
+                    "parallel_tool_calls": st.booleans(),
                     "headers": st.dictionaries(
                         st.from_regex(r"X-[A-Za-z0-9-]{1,8}", fullmatch=True), header_values
                     ),

@@ -128,7 +128,7 @@ def test_a_tool_call_split_across_deltas_runs_and_its_result_goes_back(
 
     second = server.requests[1]["body"]["messages"]
     assistant, tool = second[2], second[3]
-    assert assistant["role"] == "assistant" and assistant["content"] is None
+    assert assistant["role"] == "assistant" and assistant["content"] == ""
     assert assistant["tool_calls"] == [
         {
             "id": "call-1-0",
@@ -142,6 +142,95 @@ def test_a_tool_call_split_across_deltas_runs_and_its_result_goes_back(
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call-1-0"
     assert "written" in tool["content"] or "a.txt" in tool["content"]
     assert second[-1] == tool  # nothing after the result
+
+
+def test_an_assistant_message_with_tool_calls_is_sent_with_empty_text_not_null(
+    cli: Callable[..., CliResult], root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server answers 500 to `"content": null`: the session could never get
+    past its first tool call there."""
+    with FakeOpenAI(strict_content=True) as strict:
+        strict.reply(
+            sse(tool_call_events([("write_file", {"path": "a.txt", "content": "hi"})])),
+            sse(text_events(["done"])),
+        )
+        result = run(cli, openai_job(tmp_path / "job", strict.url), root, workspace, "--json")
+    assert result.code == 0, result.stderr
+    assert len(strict.requests) == 2
+    assistant = strict.requests[1]["body"]["messages"][2]
+    assert assistant["content"] == "" and assistant["tool_calls"][0]["id"] == "call-1-0"
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [
+        ({"tool_choice": "auto"}, {"tool_choice": "auto"}),
+        ({"tool_choice": "required"}, {"tool_choice": "required"}),
+        (
+            {"tool_choice": "write_file", "parallel_tool_calls": False},
+            {
+                "tool_choice": {"type": "function", "function": {"name": "write_file"}},
+                "parallel_tool_calls": False,
+            },
+        ),
+        ({"max_completion_tokens": 64}, {"max_completion_tokens": 64}),
+        ({}, {}),
+    ],
+)
+def test_tool_choice_and_parallel_tool_calls_are_sent_as_the_job_says(
+    cli: Callable[..., CliResult],
+    server: FakeOpenAI,
+    root: Path,
+    workspace: Path,
+    tmp_path: Path,
+    setting: dict[str, Any],
+    sent: dict[str, Any],
+) -> None:
+    server.reply(sse(text_events(["ok"])))
+    result = run(cli, openai_job(tmp_path / "job", server.url, **setting), root, workspace, "--json")
+    assert result.code == 0, result.stderr
+    body = server.requests[0]["body"]
+    keys = ("tool_choice", "parallel_tool_calls", "max_completion_tokens")
+    assert {key: body[key] for key in keys if key in body} == sent
+    stored = cli("inspect", result.json["session_id"], "--root", str(root), "--json").json
+    assert stored["state"] == "COMPLETED"
+
+
+def test_tool_choice_and_parallel_tool_calls_are_left_out_without_tools(
+    cli: Callable[..., CliResult], server: FakeOpenAI, root: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """OpenAI refuses both (HTTP 400) in a request without tools."""
+    server.reply(sse(text_events(["ok"])))
+    job = openai_job(tmp_path / "job", server.url, [], tool_choice="auto", parallel_tool_calls=True)
+    result = run(cli, job, root, workspace, "--json")
+    assert result.code == 0, result.stderr
+    body = server.requests[0]["body"]
+    assert "tools" not in body and "tool_choice" not in body and "parallel_tool_calls" not in body
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"tool_choice": "any"}, "model.tool_choice is 'any', which is neither one of auto, none, required"),
+        ({"tool_choice": ""}, "model.tool_choice is empty"),
+        ({"tool_choice": 1}, "model.tool_choice must be a string"),
+        ({"parallel_tool_calls": "yes"}, "model.parallel_tool_calls must be true or false"),
+        ({"max_completion_tokens": 0}, "model.max_completion_tokens must be at least 1"),
+    ],
+)
+def test_bad_tool_choice_or_parallel_tool_calls_are_refused_before_anything_runs(
+    cli: Callable[..., CliResult],
+    server: FakeOpenAI,
+    root: Path,
+    workspace: Path,
+    tmp_path: Path,
+    setting: dict[str, Any],
+    said: str,
+) -> None:
+    result = run(cli, openai_job(tmp_path / "job", server.url, **setting), root, workspace)
+    assert result.code == 2, result.stderr
+    assert said in result.stderr
+    assert server.requests == []
 
 
 def test_several_tool_calls_in_one_turn_with_interleaved_deltas(

@@ -32,6 +32,7 @@ from handshake_cli.engine.providers import (
     Retry,
     StreamInterrupted,
     TextChunk,
+    ToolCallDelta,
     ToolCallRequest,
 )
 from handshake_cli.engine.tools.gate import (
@@ -48,7 +49,7 @@ from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, COMPLETED, F
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job, ToolSpec
-    from handshake_cli.engine.secrets import SecretMasker
+    from handshake_cli.engine.secrets import SecretMasker, StreamMasker
     from handshake_cli.engine.tools.mcp import McpHost
     from handshake_cli.engine.writer import SessionWriter
     from handshake_cli.session.thread import Thread
@@ -245,22 +246,26 @@ class Runner:
     def _model_turn(self) -> None:
         turn = self.thread.turn + 1
         request = ModelRequest(turn, [dict(m) for m in self.thread.messages], self.job.tools)
-        self.writer.append(
-            "model.request", {"turn": turn, "message_count": len(request.messages)}, sync=False
-        )
-        masking = self.masker.stream()
+        self._request(request)
         text = _TurnText(self, turn)
         calls: list[dict[str, Any]] = []
         try:
             with closing(self.provider.stream(request)) as events:  # closed, so a program stops
                 for event in events:
                     if isinstance(event, TextChunk):
-                        safe = masking.feed(event.text)
+                        safe = text.masking.feed(event.text)
                         if safe:
                             text.add(safe)
                             self._check_replay(turn, text)
                         self._between_chunks(text)
+                    elif isinstance(event, ToolCallDelta):
+                        text.add_call_piece(event)
+                        self._between_chunks(text)
                     elif isinstance(event, Retry):
+                        if event.discarded:  # what this attempt streamed is void: a new request
+                            self._abort(text, "retried")
+                            self._request(request)
+                            text, calls = _TurnText(self, turn), []
                         self._retry_later(text, event)
                     else:
                         calls.append(self._requested_call(event))
@@ -271,12 +276,16 @@ class Runner:
             raise Stop from None
         except ProviderError as error:
             self._abort(text, "provider_error")
-            self._hint = self.masker.mask(error.hint) if error.hint else None
+            hint = error.hint
+            if error.fork_after_fix:
+                hint = (hint + "; once" if hint else "once") + self._fork_hint()
+            self._hint = self.masker.mask(hint) if hint else None
             self._end(FAILED, self.masker.mask(f"the model failed: {error.message}"))
-        tail = masking.flush()
+        tail = text.masking.flush()
         if tail:
             text.add(tail)
         self._check_replay(turn, text, final=True)
+        text.finish_calls()
         text.flush()
         tool_calls = [{"tool_call_id": tool_call_id(turn, i), **call} for i, call in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text.content()}
@@ -291,6 +300,22 @@ class Runner:
             self._end(COMPLETED, "the model answered")
         if self._messages_since >= self.job.checkpoint.every_messages:
             self._checkpoint(f"every {self.job.checkpoint.every_messages} messages")
+
+    def _fork_hint(self) -> str:
+        """How to go on after fixing the server: a fork from the newest checkpoint, which
+        comes before this call (the next one is the FAILED transition's) and resumes it."""
+        session_id = self.writer.session.session_id
+        checkpoint = f"ck-{self.writer.record.checkpoint_count}"
+        return (
+            f" it is fixed, go on from the checkpoint before this call: `handshake recover {session_id} "
+            f"--fork NEW_ID --from-checkpoint {checkpoint}`, then `handshake recover NEW_ID` "
+            "(with the same --root)"
+        )
+
+    def _request(self, request: ModelRequest) -> None:
+        self.writer.append(
+            "model.request", {"turn": request.turn, "message_count": len(request.messages)}, sync=False
+        )
 
     def _between_chunks(self, text: _TurnText) -> None:
         """A boundary inside the stream: a stop, a checkpoint request, the token policy."""
@@ -551,6 +576,32 @@ class _ToolStep:
         }
 
 
+@dataclass
+class _CallPieces:
+    """One tool call of the turn being streamed: its masked pieces, journaled in batches."""
+
+    masking: StreamMasker  # for this call's arguments
+    name: str | None = None
+    pending_name: str | None = None  # the name, until a record has carried it
+    pending: list[str] = field(default_factory=list)
+    journaled: int = 0  # pieces written so far
+
+    def record(self, turn: int, index: int) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "turn": turn,
+            "call": index,
+            "index": self.journaled,
+            "count": len(self.pending),
+        }
+        if self.pending_name is not None:
+            data["name"] = self.pending_name
+            self.pending_name = None
+        data["arguments"] = "".join(self.pending)
+        self.journaled += len(self.pending)
+        self.pending.clear()
+        return data
+
+
 class _TurnText:
     """The masked text of the turn being streamed, and its journaling.
 
@@ -568,33 +619,72 @@ class _TurnText:
     def __init__(self, runner: Runner, turn: int) -> None:
         self.runner = runner
         self.turn = turn
+        self.masking = runner.masker.stream()
         self.parts: list[str] = []
         self.pending: list[str] = []
         self.journaled = 0  # deltas written to the journal so far
         self.last_write = time.monotonic()
+        self.calls: dict[int, _CallPieces] = {}  # tool calls streaming, by the provider's index
+        self.call_pieces = 0  # pieces of tool calls waiting to be journaled
+
+    def add_call_piece(self, delta: ToolCallDelta) -> None:
+        """A piece of a tool call, masked like text, journaled with the text (`model.tool_call_chunk`)."""
+        call = self.calls.get(delta.call)
+        if call is None:
+            call = self.calls[delta.call] = _CallPieces(self.runner.masker.stream())
+        if delta.name is not None and call.name is None:
+            call.name = call.pending_name = self.runner.masker.mask(delta.name)
+        safe = call.masking.feed(delta.arguments)
+        if safe or call.pending_name is not None:
+            call.pending.append(safe)
+            self.call_pieces += 1
+        if self._due():
+            self.flush()
+
+    def finish_calls(self) -> None:
+        """The stream ended: what each call's masker held back is released."""
+        for call in self.calls.values():
+            tail = call.masking.flush()
+            if tail:
+                call.pending.append(tail)
+                self.call_pieces += 1
 
     def add(self, text: str) -> None:
         self.parts.append(text)
         self.pending.append(text)
         self.runner._tokens_since += 1
         self.runner.observer.text(self.turn, text)
-        if len(self.pending) >= self.MAX_DELTAS or time.monotonic() - self.last_write >= self.MAX_DELAY:
+        if self._due():
             self.flush()
 
+    def _due(self) -> bool:
+        waiting = len(self.pending) + self.call_pieces
+        return waiting >= self.MAX_DELTAS or time.monotonic() - self.last_write >= self.MAX_DELAY
+
     def flush(self) -> None:
-        if not self.pending:
-            return
-        data = {
-            "turn": self.turn,
-            "index": self.journaled,
-            "count": len(self.pending),
-            "text": "".join(self.pending),
-        }
-        self.runner.writer.append("model.chunk", data, sync=False)
-        faults.crash_point("mid_stream")
-        self.journaled += len(self.pending)
-        self.pending.clear()
-        self.last_write = time.monotonic()
+        wrote = False
+        if self.pending:
+            data = {
+                "turn": self.turn,
+                "index": self.journaled,
+                "count": len(self.pending),
+                "text": "".join(self.pending),
+            }
+            self.runner.writer.append("model.chunk", data, sync=False)
+            self.journaled += len(self.pending)
+            self.pending.clear()
+            wrote = True
+        if self.call_pieces:
+            for index, call in self.calls.items():
+                if call.pending:
+                    self.runner.writer.append(
+                        "model.tool_call_chunk", call.record(self.turn, index), sync=False
+                    )
+            self.call_pieces = 0
+            wrote = True
+        if wrote:
+            faults.crash_point("mid_stream")
+            self.last_write = time.monotonic()
 
     def content(self) -> str:
         return "".join(self.parts)

@@ -109,17 +109,16 @@ def abandoned_streams(abandoned: list[dict[str, Any]], records: list[Record]) ->
     The text comes from the records at hand; for a call older than them (a long session read
     from its newest checkpoint) it is null, and `inspect --events --since-seq` shows it."""
     first = records[0].seq if records else None
-    chunks = [r for r in records if r.type == "model.chunk"]
+    chunks = [r for r in records if r.type == "model.chunk" or r.type == "model.tool_call_chunk"]
     streams = []
     for entry in abandoned:
         since, until = entry.get("request_seq") or 0, entry.get("ended_seq") or 0
         text = None
+        calls: list[dict[str, Any]] | None = None
         if first is not None and since >= first:
-            text = "".join(
-                str(r.data.get("text", ""))
-                for r in chunks
-                if since < r.seq < until and r.data.get("turn") == entry.get("turn")
-            )
+            mine = [r for r in chunks if since < r.seq < until and r.data.get("turn") == entry.get("turn")]
+            text = "".join(str(r.data.get("text", "")) for r in mine if r.type == "model.chunk")
+            calls = _streamed_calls([r for r in mine if r.type == "model.tool_call_chunk"])
         streams.append(
             {
                 "turn": entry.get("turn"),
@@ -127,9 +126,23 @@ def abandoned_streams(abandoned: list[dict[str, Any]], records: list[Record]) ->
                 "request_seq": since,
                 "ended_seq": until,
                 "text": text,
+                "tool_calls": calls,
             }
         )
     return streams
+
+
+def _streamed_calls(pieces: list[Record]) -> list[dict[str, Any]]:
+    """The tool calls an abandoned stream had begun, as far as they streamed: `call` (the
+    server's index), `name` (null if it never came), `arguments` (the text so far)."""
+    calls: dict[int, dict[str, Any]] = {}
+    for record in pieces:
+        index = record.data.get("call", 0)
+        call = calls.setdefault(index, {"call": index, "name": None, "arguments": ""})
+        if call["name"] is None and record.data.get("name") is not None:
+            call["name"] = record.data["name"]
+        call["arguments"] += str(record.data.get("arguments", ""))
+    return [calls[index] for index in sorted(calls)]
 
 
 def _recovery_plan(

@@ -47,7 +47,8 @@ class Thread:
     ledger: list[dict[str, Any]] = field(default_factory=list)  # finished tool calls, in order
     pending: list[dict[str, Any]] = field(default_factory=list)  # asked for, not finished, in order
     turn: int = 0  # model turns completed
-    in_flight: dict[str, Any] | None = None  # {"turn", "request_seq"} while a model call streams
+    # {"turn", "request_seq", "segment", "offset", "streamed"} while a model call streams
+    in_flight: dict[str, Any] | None = None
     # Model calls that gave no answer, in order: what they streamed stays in the journal
     # between `request_seq` and `ended_seq`, and joins no message.
     abandoned: list[dict[str, Any]] = field(default_factory=list)
@@ -69,7 +70,11 @@ class Thread:
                 "request_seq": record.seq,
                 "segment": record.segment,
                 "offset": record.offset,
+                "streamed": False,
             }
+        elif kind == "model.chunk" or kind == "model.tool_call_chunk":
+            if self.in_flight is not None:
+                self.in_flight["streamed"] = True
         elif kind == "model.stream_aborted":
             if self.in_flight is not None:
                 self._abandon(record, str(data.get("reason", "")))
@@ -90,7 +95,13 @@ class Thread:
             self.finish(str(data.get("tool_call_id")), data)
 
     def _abandon(self, record: Record, reason: str) -> None:
+        """A call that streamed something and gave no answer joins `abandoned`; one that
+        streamed nothing (it never connected, or the server refused it) is no abandoned
+        stream: its attempts are `model.retry` records. (A checkpoint of an older version
+        does not say whether its call streamed: it counts as having streamed.)"""
         flight = self.in_flight or {}
+        if not flight.get("streamed", True):
+            return
         self.abandoned.append(
             {
                 "turn": flight.get("turn"),

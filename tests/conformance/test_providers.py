@@ -28,6 +28,7 @@ from handshake_cli.engine.providers import (
     Retry,
     StreamInterrupted,
     TextChunk,
+    ToolCallDelta,
     ToolCallRequest,
 )
 from handshake_cli.engine.providers.command import CommandProvider
@@ -66,7 +67,7 @@ SECOND = ModelRequest(
     TOOLS,
 )
 
-Event = TextChunk | ToolCallRequest | Retry
+Event = TextChunk | ToolCallDelta | ToolCallRequest | Retry
 
 
 @dataclass
@@ -84,8 +85,13 @@ class Case:
     flaky: Callable[[], None] | None = None  # the next call fails once before anything streams
 
     def answer(self, request: ModelRequest) -> list[Event]:
+        """The events of one call, without the pieces of tool calls (`ToolCallDelta`, which only
+        a provider that streams calls in pieces yields: they must add up to its calls)."""
         self.before_call(request)
-        return list(self.provider.stream(request))
+        events = list(self.provider.stream(request))
+        assert_stream_shape(events)
+        assert_pieces_add_up(events)
+        return [event for event in events if not isinstance(event, ToolCallDelta)]
 
 
 def scripted_case() -> Case:
@@ -158,9 +164,23 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
 
 def assert_stream_shape(events: Iterable[Event]) -> None:
     """Retries first (only before anything streamed), then text chunks, then tool calls."""
-    order = {Retry: 0, TextChunk: 1, ToolCallRequest: 2}
+    order = {Retry: 0, TextChunk: 1, ToolCallDelta: 1, ToolCallRequest: 2}
     ranks = [order[type(event)] for event in events]
     assert ranks == sorted(ranks), events
+
+
+def assert_pieces_add_up(events: list[Event]) -> None:
+    pieces = [event for event in events if isinstance(event, ToolCallDelta)]
+    if not pieces:
+        return
+    calls = [event for event in events if isinstance(event, ToolCallRequest)]
+    by_call: dict[int, list[ToolCallDelta]] = {}
+    for piece in pieces:
+        by_call.setdefault(piece.call, []).append(piece)
+    assert len(by_call) == len(calls)
+    for call, (_index, mine) in zip(calls, sorted(by_call.items()), strict=True):
+        assert [piece.name for piece in mine if piece.name] == [call.tool]
+        assert json.loads("".join(piece.arguments for piece in mine)) == call.args
 
 
 # -- the answer -----------------------------------------------------------------------------------
@@ -206,7 +226,8 @@ def test_a_stream_cut_short_raises_what_the_contract_says_after_a_prefix_of_the_
     events: list[Event] = []
     with pytest.raises((StreamInterrupted, ProviderError)) as raised:
         for event in case.cut_short().stream(FIRST):
-            events.append(event)
+            if not isinstance(event, ToolCallDelta):
+                events.append(event)
 
     assert type(raised.value) is case.cut_error
     assert events == FIRST_ANSWER[: len(events)] and len(events) >= 1

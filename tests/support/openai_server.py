@@ -101,9 +101,14 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    """Start with `with FakeOpenAI() as server:`; `server.url` is the base URL (ending in /v1)."""
+    """Start with `with FakeOpenAI() as server:`; `server.url` is the base URL (ending in /v1).
 
-    def __init__(self) -> None:
+    `strict_content`: answer as llama-cpp-python's server does to a message whose `content`
+    is not a string (its chat templates concatenate it): HTTP 500, whatever was scripted.
+    """
+
+    def __init__(self, *, strict_content: bool = False) -> None:
+        self.strict_content = strict_content
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -131,9 +136,16 @@ class FakeOpenAI:
     def _next(self, request: dict[str, Any]) -> Reply:
         with self.lock:
             self.requests.append(request)
+            if self.strict_content and _has_null_content(request["body"]):
+                return error(500, 'can only concatenate str (not "NoneType") to str')
             if not self.replies:
                 return error(500, "the test scripted no reply for this request")
             return self.replies.pop(0)
+
+
+def _has_null_content(body: Any) -> bool:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return any(isinstance(m, dict) and not isinstance(m.get("content"), str) for m in messages or [])
 
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:

@@ -142,6 +142,8 @@ def _description(store: Store, target: SessionDir) -> Result:
                 out.line(
                     f"  turn {stream['turn']} ({stream['reason']}, seq {stream['request_seq']}): {streamed}"
                 )
+                for call in stream.get("tool_calls") or []:
+                    out.line(f"    tool call {call['name'] or '?'}: {_clip(call['arguments'])}")
         if info["tool_calls"]:
             out.line()
             out.line(f"tool calls ({len(info['tool_calls'])})", style="bold")

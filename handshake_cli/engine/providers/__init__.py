@@ -1,16 +1,20 @@
 """Model backends. A provider turns a request (the thread so far, the tools) into a stream of
-text chunks followed by the tool calls the model makes.
+text chunks followed by the tool calls the model makes. A provider that streams tool calls
+in pieces (openai) may also yield each piece as it arrives (`ToolCallDelta`), so that a call
+cut short leaves a trace in the journal; the whole calls still come at the end.
 
 Providers have no side effects: a call cut short by a crash is simply made again. Only a
 deterministic provider promises that the new stream repeats the old one.
 
 A provider tells the runner three ways that a call did not give an answer:
-- it yields `Retry` before trying again (nothing has streamed yet); the runner journals the
-  attempt and waits the delay, honouring a stop;
+- it yields `Retry` before trying again; the runner journals the attempt and waits the
+  delay, honouring a stop. Nothing has streamed yet, unless `discarded`: the server reported
+  an error mid-answer, and the runner abandons what this attempt streamed before the next;
 - it raises `StreamInterrupted` when the answer was cut short or the server stayed
   unavailable: the session stops recoverable (PAUSED) and the call is made again on recovery;
 - it raises `ProviderError` when asking again cannot help (a refused key, a bad request, a
-  program that prints nonsense): the session ends FAILED.
+  server that gave the same error to every attempt, a program that prints nonsense): the
+  session ends FAILED.
 
 Each provider also owns its keys in a job's [model] table: `job_options` names the module
 that reads them (`<provider>_options.py`, light enough to import whenever a job is read).
@@ -48,12 +52,24 @@ class ToolCallRequest:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams: `call` tells the calls of a turn apart (the
+    server's index, from 0); `name` comes with the first piece that carries it."""
+
+    call: int
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Retry:
-    """The call failed before anything streamed and will be made again after `delay` seconds."""
+    """The call failed and will be made again after `delay` seconds: before anything streamed,
+    or, when `discarded`, after this attempt streamed something that is now void."""
 
     attempt: int  # the attempt that failed, from 1
     reason: str
     delay: float
+    discarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,18 +79,24 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = field(default_factory=tuple)
 
 
+ModelEvent = TextChunk | ToolCallDelta | ToolCallRequest | Retry
+
+
 class ProviderError(HandshakeError):
     """The model could not answer, and asking again would not help: the session ends FAILED.
 
     `hint` says what to fix, for the person at the terminal (it names variables, never values).
+    `fork_after_fix`: nothing is wrong with the session, only with this call's server; the
+    runner adds to the hint how to go on from the checkpoint before it, once that is fixed.
     """
 
     exit_code = ExitCode.JOB_FAILED
     code = "provider_error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, fork_after_fix: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.fork_after_fix = fork_after_fix
 
 
 class StreamInterrupted(HandshakeError):
@@ -88,7 +110,7 @@ class StreamInterrupted(HandshakeError):
 class Provider(Protocol):
     deterministic: bool
 
-    def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]: ...
+    def stream(self, request: ModelRequest) -> Generator[ModelEvent]: ...
 
 
 class JobOptions(Protocol):

@@ -3,14 +3,22 @@
 
 It owns the wire: the request body (the thread in OpenAI's message shape, the job's tools
 with their descriptions and JSON-schema parameters), server-sent events, the assembly of
-tool calls from their deltas, and what each failure means:
+tool calls from their deltas (each piece also yielded as it arrives, for the journal), and
+what each failure means (docs/DECISIONS.md, "Real models: what a failed model call does to
+the session"):
 
-- before anything has streamed, a connection failure, a 429 or a 5xx is retried with
-  backoff (a `Retry-After` the server sends is honoured, up to a minute);
-- a stream cut short, a timeout, or a server still unavailable after the last attempt is a
-  `StreamInterrupted`: the session stops recoverable and the call is made again;
-- 401/403 and any other 4xx is a `ProviderError` (the session ends FAILED), with a hint that
-  names the variable holding the key, never the key.
+- transient: a connection failure, HTTP 408, 425, 429, 502, 503 or 504 is retried with
+  backoff (a `Retry-After` the server sends is honoured, up to a minute); after the last
+  attempt it is a `StreamInterrupted`: the session stops recoverable and the call is made
+  again;
+- a server error (another 5xx, or an error event in the stream) is retried the same way,
+  but when every attempt of the call got the same answer (status and message) it is a
+  `ProviderError`: the server answers this request that way whatever the timing, and
+  asking again on every recovery would loop forever;
+- permanent at once: 401/403 and any other 4xx, or an error event whose code is such a
+  status, is a `ProviderError` (the session ends FAILED), with a hint that names the
+  variable holding the key, never the key;
+- a stream cut short or a timeout is a `StreamInterrupted` at once.
 
 httpx is imported here, and this module only when the provider runs.
 """
@@ -29,13 +37,16 @@ import httpx
 
 from handshake_cli import __version__
 from handshake_cli.engine.providers import (
+    ModelEvent,
     ModelRequest,
     ProviderError,
     Retry,
     StreamInterrupted,
     TextChunk,
+    ToolCallDelta,
     ToolCallRequest,
 )
+from handshake_cli.engine.providers.openai_options import TOOL_CHOICE_MODES
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import ModelSpec, ToolSpec
@@ -47,6 +58,14 @@ MAX_RETRY_AFTER = 60.0
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0  # the longest silence accepted from the server, unless the job says otherwise
 ERROR_BODY_LIMIT = 2000
+# Statuses that say nothing about the request: timeouts, rate limits, gateways, overload.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
+_SAME_ERROR_HINT = (
+    "the server gave the same error to every attempt of this request, so asking again would "
+    "get it again: the cause is in the request or the server, and the server's log says which "
+    "(a message shape or chat template it cannot handle, a model that cannot use tools, a "
+    "context too small)"
+)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
@@ -66,9 +85,10 @@ class OpenAIProvider:
 
     # -- one model call -------------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> Generator[TextChunk | ToolCallRequest | Retry]:
+    def stream(self, request: ModelRequest) -> Generator[ModelEvent]:
         # ASCII escapes: a lone surrogate a server once streamed cannot break the next request.
         body = json.dumps(self.body(request), allow_nan=False).encode("ascii")
+        answers: list[str | None] = []  # each failed attempt's server error, None if transient
         attempt = 0
         while True:
             attempt += 1
@@ -81,9 +101,13 @@ class OpenAIProvider:
                         failure = self._refusal(response)
                     else:
                         self._check_streaming(response)
-                        yield from stream.events(response)
-                        yield from stream.tool_calls()
-                        return
+                        try:
+                            yield from stream.events(response)
+                        except _ErrorEvent as event:
+                            failure = self._error_event(event, stream)
+                        else:
+                            yield from stream.tool_calls()
+                            return
             except httpx.TimeoutException as error:
                 raise StreamInterrupted(self._timed_out(error, stream)) from None
             except httpx.TransportError as error:
@@ -92,14 +116,21 @@ class OpenAIProvider:
                         f"the stream from {self.url} was cut short: {_describe(error)}"
                     ) from None
                 failure = _Failure(f"could not reach {self.url}: {_describe(error)}")
+            answers.append(failure.answer)
             if attempt >= MAX_ATTEMPTS:
+                if answers[0] is not None and answers.count(answers[0]) == len(answers):
+                    raise ProviderError(
+                        f"{failure.reason}; the same error answered all {attempt} attempts",
+                        hint=_SAME_ERROR_HINT,
+                        fork_after_fix=True,
+                    )
                 raise StreamInterrupted(
                     f"{failure.reason}; gave up after {attempt} attempts (the server may be down or busy)"
                 )
             delay = failure.retry_after
             if delay is None:
                 delay = min(FIRST_DELAY * 2 ** (attempt - 1), MAX_DELAY)
-            yield Retry(attempt, failure.reason, delay)
+            yield Retry(attempt, failure.reason, delay, discarded=stream.started)
 
     def _client(self) -> httpx.Client:
         """One client for the session's calls: its TLS context costs ~40 ms to build, and
@@ -115,9 +146,16 @@ class OpenAIProvider:
             "messages": [_wire_message(message) for message in request.messages],
             "stream": True,
         }
-        if request.tools:
+        if request.tools:  # OpenAI refuses tool_choice and parallel_tool_calls without tools
             body["tools"] = [_wire_tool(tool) for tool in request.tools]
-        for key in ("temperature", "seed", "max_tokens"):
+            choice = options.get("tool_choice")
+            if choice in TOOL_CHOICE_MODES:
+                body["tool_choice"] = choice
+            elif choice is not None:
+                body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+            if "parallel_tool_calls" in options:
+                body["parallel_tool_calls"] = options["parallel_tool_calls"]
+        for key in ("temperature", "seed", "max_tokens", "max_completion_tokens"):
             if key in options:
                 body[key] = options[key]
         return body
@@ -140,9 +178,22 @@ class OpenAIProvider:
         status = response.status_code
         message = _error_message(response)
         said = f"HTTP {status}" + (f": {message}" if message else "")
-        if status == 429 or status >= 500:
+        if status in TRANSIENT_STATUSES:
             return _Failure(f"{self.url} answered {said}", _retry_after(response))
+        if status >= 500:
+            return _Failure(f"{self.url} answered {said}", _retry_after(response), answer=said)
         raise ProviderError(f"{self.url} refused the request ({said})", hint=self._hint(status))
+
+    def _error_event(self, event: _ErrorEvent, stream: _Stream) -> _Failure:
+        """An error the server reported in the stream: permanent when its code is a 4xx that
+        is not transient, else a server error (retried; permanent if it never changes)."""
+        where = "mid-stream" if stream.started else "before the answer began"
+        said = f"the server reported an error {where}: {event.message}"
+        if event.status is not None and 400 <= event.status < 500 and event.status not in TRANSIENT_STATUSES:
+            raise ProviderError(said, hint=self._hint(event.status))
+        if event.status in TRANSIENT_STATUSES:
+            return _Failure(said)
+        return _Failure(said, answer=f"error event: {event.message}")
 
     def _check_streaming(self, response: httpx.Response) -> None:
         kind = response.headers.get("content-type", "")
@@ -183,6 +234,19 @@ class OpenAIProvider:
 class _Failure:
     reason: str
     retry_after: float | None = None
+    # A server error: what the server said (status and message), compared between attempts.
+    # None for a transient failure, which says nothing about the request.
+    answer: str | None = None
+
+
+class _ErrorEvent(Exception):
+    """An event carrying `error` instead of choices: llama.cpp's server, vLLM and OpenAI send
+    one when they fail after the 200 (`{"error": {"code": 500, "message": ...}}`)."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 @dataclass
@@ -202,7 +266,7 @@ class _Stream:
         self.calls: dict[int, _Call] = {}
         self._order: list[int] = []
 
-    def events(self, response: httpx.Response) -> Iterator[TextChunk]:
+    def events(self, response: httpx.Response) -> Iterator[TextChunk | ToolCallDelta]:
         data: list[str] = []
         for line in _lines(response.iter_text()):
             if line.startswith("data:"):
@@ -220,7 +284,7 @@ class _Stream:
                 f"the stream from {response.request.url} ended before the answer was complete"
             )
 
-    def _event(self, data: str) -> Iterator[TextChunk]:
+    def _event(self, data: str) -> Iterator[TextChunk | ToolCallDelta]:
         if data.strip() == "[DONE]":
             self.done = True
             return
@@ -231,7 +295,7 @@ class _Stream:
         if not isinstance(event, dict):
             raise ProviderError(f"the server sent an event that is not a JSON object: {data[:200]!r}")
         if event.get("error"):
-            raise StreamInterrupted(f"the server reported an error mid-stream: {_message_of(event)}")
+            raise _ErrorEvent(_message_of(event), _status_of(event["error"]))
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # one answer is asked for; other choices are not ours
@@ -241,14 +305,16 @@ class _Stream:
                 self.started = True
                 yield TextChunk(content)
             for part in delta.get("tool_calls") or []:
-                self.started = True
-                self._tool_delta(part)
+                if isinstance(part, dict):
+                    self.started = True
+                    yield self._tool_delta(part)
             if choice.get("finish_reason"):
                 self.finished = True
 
-    def _tool_delta(self, part: dict[str, Any]) -> None:
+    def _tool_delta(self, part: dict[str, Any]) -> ToolCallDelta:
         """Fold one fragment into its call: the index says which call (the id, when a server
-        leaves the index out); the name arrives once, the arguments in pieces."""
+        leaves the index out); the name arrives once, the arguments in pieces. Returns the
+        fragment as the journal keeps it."""
         index = part.get("index")
         call_id = part.get("id")
         if not isinstance(index, int):
@@ -267,13 +333,17 @@ class _Stream:
             call.id = str(call_id)
         function = part.get("function") or {}
         name = function.get("name")
+        named = None
         if isinstance(name, str) and name and not call.name:
-            call.name = name
+            call.name = named = name
         arguments = function.get("arguments")
+        piece = ""
         if isinstance(arguments, str):
-            call.arguments += arguments
+            piece = arguments
         elif isinstance(arguments, dict):  # some servers send the object itself
-            call.arguments += json.dumps(arguments)
+            piece = json.dumps(arguments)
+        call.arguments += piece
+        return ToolCallDelta(index, named, piece)
 
     def tool_calls(self) -> Iterator[ToolCallRequest]:
         for index in sorted(self._order):
@@ -323,7 +393,9 @@ def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
     if role == "assistant" and message.get("tool_calls"):
         return {
             "role": "assistant",
-            "content": message.get("content") or None,
+            # A string, never null: llama-cpp-python's server answers 500 to a null (its chat
+            # templates concatenate it), and OpenAI, llama.cpp, Ollama and vLLM accept "".
+            "content": message.get("content") or "",
             "tool_calls": [
                 {
                     "id": call["tool_call_id"],
@@ -365,6 +437,21 @@ def _message_of(body: Any) -> str:
     if isinstance(error, dict):
         error = error.get("message") or error.get("detail") or json.dumps(error)
     return " ".join(str(error).split())[:500]
+
+
+def _status_of(error: Any) -> int | None:
+    """The HTTP status an error event stands for: its `code` (llama.cpp, vLLM), or 400 for
+    OpenAI's `invalid_request_error` type; None when it says neither."""
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
+        return code
+    if isinstance(code, str) and code.isdigit() and 100 <= int(code) <= 599:
+        return int(code)
+    if error.get("type") == "invalid_request_error":
+        return 400
+    return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

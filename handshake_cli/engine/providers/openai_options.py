@@ -1,5 +1,6 @@
 """The openai provider's keys in a job: the model's name, the server's URL, the variable
-that holds the API key, sampling settings, extra headers and the read timeout.
+that holds the API key, sampling settings, how the model may call tools (`tool_choice`,
+`parallel_tool_calls`), extra headers and the read timeout.
 
 No credential is ever stored: a URL with a user or password and an Authorization header are
 refused, since the job is copied into session.toml; the key is named by `api_key_env` and
@@ -23,6 +24,9 @@ OPTIONS = (
     "temperature",
     "seed",
     "max_tokens",
+    "max_completion_tokens",
+    "tool_choice",
+    "parallel_tool_calls",
     "headers",
     "timeout_seconds",
 )
@@ -32,6 +36,8 @@ JOB_KEYS = ("provider", "model", *OPTIONS, "deterministic")
 MODEL_TIMEOUT_SECONDS = 3600.0
 TEMPERATURE = (0.0, 2.0)
 MAX_TOKENS = (1, 10_000_000)
+# `tool_choice` is one of these, or the name of one of the job's tools (the model must call it).
+TOOL_CHOICE_MODES = ("auto", "none", "required")
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Credentials belong in the environment (api_key_env), never in a file that is copied into session.toml.
@@ -41,15 +47,15 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 def from_job_file(model: Table, tools: tuple[ToolSpec, ...]) -> ModelSpec:
     deterministic = model.boolean("deterministic", False)
     model_id = model.string("model", hint="; the openai provider needs the model's name")
-    return ModelSpec("openai", model_id, deterministic, options=_options(model))
+    return ModelSpec("openai", model_id, deterministic, options=_options(model, tools))
 
 
 def from_stored(model: Table, tools: tuple[ToolSpec, ...]) -> ModelSpec:
     deterministic, options = stored_options(model, OPTIONS, "the openai provider's options")
-    return ModelSpec("openai", model.string("id"), deterministic, options=_options(options))
+    return ModelSpec("openai", model.string("id"), deterministic, options=_options(options, tools))
 
 
-def _options(table: Table) -> dict[str, Any]:
+def _options(table: Table, tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {"base_url": _base_url(table)}
     api_key_env = table.optional_string("api_key_env")
     if api_key_env is not None:
@@ -62,9 +68,15 @@ def _options(table: Table) -> dict[str, Any]:
     seed = table.optional_integer("seed", INT64)
     if seed is not None:
         options["seed"] = seed
-    max_tokens = table.optional_integer("max_tokens", MAX_TOKENS)
-    if max_tokens is not None:
-        options["max_tokens"] = max_tokens
+    for key in ("max_tokens", "max_completion_tokens"):
+        limit = table.optional_integer(key, MAX_TOKENS)
+        if limit is not None:
+            options[key] = limit
+    tool_choice = _tool_choice(table, tools)
+    if tool_choice is not None:
+        options["tool_choice"] = tool_choice
+    if table.data.get("parallel_tool_calls") is not None:
+        options["parallel_tool_calls"] = table.boolean("parallel_tool_calls", True)
     headers = _headers(table)
     if headers is not None:
         options["headers"] = headers
@@ -88,6 +100,20 @@ def _base_url(table: Table) -> str:
     if has_credentials:
         table.fail("base_url", "carries credentials; they would be stored in the session. Use api_key_env")
     return url
+
+
+def _tool_choice(table: Table, tools: tuple[ToolSpec, ...]) -> str | None:
+    choice = table.optional_string("tool_choice")
+    if choice is None or choice in TOOL_CHOICE_MODES:
+        return choice
+    names = [tool.name for tool in tools]
+    if choice not in names:
+        table.fail(
+            "tool_choice",
+            f"is {choice!r}, which is neither one of {', '.join(TOOL_CHOICE_MODES)} nor the name of "
+            f"one of the job's tools ({', '.join(names) or 'it has none'})",
+        )
+    return choice
 
 
 def _headers(table: Table) -> dict[str, str] | None:

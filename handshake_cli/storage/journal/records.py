@@ -95,6 +95,14 @@ _FIELDS: dict[str, Spec] = {
         "delay_ms": (_I, False),
     },
     "model.chunk": {"turn": (_I, False), "index": (_I, False), "count": (_I, False), "text": (_S, False)},
+    "model.tool_call_chunk": {
+        "turn": (_I, False),
+        "call": (_I, False),
+        "index": (_I, False),
+        "count": (_I, False),
+        "name": (_S, False),
+        "arguments": (_S, False),
+    },
     "model.completed": {"turn": (_I, False), "message": (_D, False), "finish_reason": (_S0, False)},
     "model.stream_aborted": {"turn": (_I, False), "reason": (_S, False), "chunks": (_I, False)},
     "tool.intent": {
