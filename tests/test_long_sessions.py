@@ -29,6 +29,7 @@ from handshake_cli.recovery.view import rebuild
 from handshake_cli.session import checkpoints
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, load
 from handshake_cli.session.thread import LazyThread, digest, fold_thread
+from handshake_cli.storage.journal import scan as journal_scan
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.store import SessionDir, Store
@@ -218,3 +219,37 @@ def test_the_newest_checkpoint_is_found_whatever_the_search_window(
     ]
     assert [r.seq for r in found] == [r.seq for r in reversed(every)]
     assert found[0].seq == ref.seq
+
+
+@pytest.mark.parametrize("tail", [b"", b'{"seq":99999,"ts":"torn', b"garbage\n" + b"x" * 40])
+def test_a_scan_from_a_checkpoint_reads_from_its_offset_and_reports_what_a_full_scan_does(
+    long_session: SessionDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: bytes
+) -> None:
+    import shutil
+
+    from handshake_cli.storage.journal.scan import Start
+
+    copy_dir = tmp_path / "sessions" / "long"
+    shutil.copytree(long_session.path, copy_dir)
+    session = SessionDir("long", copy_dir)
+    segment = sorted(session.journal.iterdir())[-1]
+    with open(segment, "ab") as handle:
+        handle.write(tail)
+    full = scan(session.journal, "long")
+    ref, _ = newest_ref(session)
+    at = next(r for r in full.records if r.seq == ref.seq)
+    starts: list[int] = []
+    real = journal_scan.read_segment
+
+    def spy(path: Path, start: int = 0) -> tuple[bytes, int]:
+        starts.append(start)
+        return real(path, start)
+
+    monkeypatch.setattr(journal_scan, "read_segment", spy)
+    partial = scan(session.journal, "long", start=Start(at.segment, at.offset, at.seq, at.prev))
+    assert starts == [at.offset]  # the bytes before the checkpoint are not read
+    assert [(r.seq, r.offset) for r in partial.records] == [
+        (r.seq, r.offset) for r in full.records if r.seq >= at.seq
+    ]
+    assert (partial.last_seq, partial.last_sum, partial.damage) == (full.last_seq, full.last_sum, full.damage)
+    assert partial.valid_ends[segment.name] == full.valid_ends[segment.name]
