@@ -253,3 +253,53 @@ def test_a_scan_from_a_checkpoint_reads_from_its_offset_and_reports_what_a_full_
     ]
     assert (partial.last_seq, partial.last_sum, partial.damage) == (full.last_seq, full.last_sum, full.damage)
     assert partial.valid_ends[segment.name] == full.valid_ends[segment.name]
+
+
+def _walked_depth_exceeds(value: Any, limit: int) -> bool:
+    """The depth check as it was: a walk of the decoded value (the reference)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def test_the_depth_check_on_the_text_agrees_with_a_walk_of_the_value() -> None:
+    """Brackets, quotes and backslashes inside strings and keys, escaped or not, UTF-8 or
+    ASCII-escaped, nested just under, at and over the limit."""
+    import json
+    import random
+
+    from handshake_cli.storage.journal.records import depth_exceeds
+
+    rnd = random.Random(13)
+    leaves = [1, "a[b]{", 'q"\\\\"[', "\\", None, True, 2.5, "é[}", '\\"]', "\\\\", '{\\\\[\\"']
+    keys = ["k[", 'x"{', "\\\\", "z", "é]"]
+
+    def value(depth: int) -> Any:
+        if depth <= 0 or rnd.random() < 0.2:
+            return rnd.choice(leaves)
+        if rnd.random() < 0.5:
+            return [value(depth - 1) for _ in range(rnd.randint(0, 3))]
+        return {rnd.choice(keys) + str(i): value(depth - 1) for i in range(rnd.randint(0, 3))}
+
+    def nested(levels: int, inner: Any) -> Any:
+        for level in range(levels):
+            inner = [inner] if level % 2 else {'a\\"[': inner}
+        return inner
+
+    checked = 0
+    for index in range(600):
+        data = nested(rnd.randint(0, 30), value(rnd.randint(0, 6))) if index % 2 else value(8)
+        for limit in (1, 2, 3, 5, 8, 13, 30):
+            for ascii_only in (True, False):
+                text = json.dumps({"data": data}, ensure_ascii=ascii_only, separators=(",", ":"))
+                expected = _walked_depth_exceeds({"data": data}, limit)
+                assert depth_exceeds(text.encode(), {"data": data}, limit) == expected, (text, limit)
+                checked += expected
+    assert checked > 100  # the deep cases were reached
+    deep = json.loads("[" * 250 + "]" * 250)
+    assert depth_exceeds(json.dumps(deep).encode(), deep) and not depth_exceeds(b"[[]]", [[]])
