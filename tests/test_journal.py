@@ -453,7 +453,7 @@ def test_the_fast_loop_reads_any_journal_as_the_line_by_line_path_does(
 
         fast = scan(journal_dir, SID, decode=decode)
         real = scan_module._scan_intact_lines
-        scan_module._scan_intact_lines = lambda data, name, result, decode, pos: pos
+        scan_module._scan_intact_lines = lambda data, name, result, decode, pos, base=0: pos
         try:
             slow = scan(journal_dir, SID, decode=decode)
         finally:

@@ -3,7 +3,8 @@
 The record, the thread, every tool call with its status, the model calls that gave no
 answer, the lock, an integrity report and the plan `recover` would follow. A journal small
 enough is read whole and verified in full; a larger one is read as recovery reads it, from
-its newest checkpoint on, so describing a long session costs what its tail costs.
+its newest checkpoint on, so describing a long session costs what its tail (and its thread)
+costs. session.toml is read once.
 
 Readers see a consistent prefix of a live session: the journal is append-only and each
 record proves itself, so a scan simply stops at the last record written so far (a record
@@ -32,8 +33,10 @@ from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import Verdict
 
 # Journals up to this size are verified in full by `inspect SESSION`; larger ones from their
-# newest checkpoint on, so the summary of a long session costs what its tail costs.
-FULL_CHECK_BYTES = 8 * 1024 * 1024
+# newest checkpoint on, so the summary of a long session costs what its tail costs. At 256 KiB
+# (about a thousand records) the full check costs about what start-up does; it was 8 MiB, and
+# a 10,000-record session took longer to describe than a 1,000,000-record one (issue 13).
+FULL_CHECK_BYTES = 256 * 1024
 
 # The keys of the plan `inspect SESSION` shows (the whole plan is `recover --dry-run`'s).
 PLAN_SHOWN = ("action", "reason", "in_doubt", "in_flight", "checkpoint", "commands")
@@ -53,7 +56,7 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
     holder = lock.holder(session.path)
     view: SessionView | None
     try:
-        view = rebuild(session)
+        view = rebuild(session, config=config)
     except HandshakeError:
         view = None  # e.g. a job config this version cannot read: fall back to the journal alone
     if view is None or journal_bytes(session) <= FULL_CHECK_BYTES:

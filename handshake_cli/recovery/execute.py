@@ -11,17 +11,13 @@ writes nothing: doing it twice is harmless.
 
 from __future__ import annotations
 
-import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handshake_cli import documents, faults
-from handshake_cli.engine.loop import EXIT_FOR_STATE, Cancellation, Observer, QuietObserver, Runner
-from handshake_cli.engine.providers import make_provider
-from handshake_cli.engine.writer import SessionWriter, open_writer, session_masker
+from handshake_cli import faults
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
 from handshake_cli.recovery.mcp import Restarted, journaled_listings, restart
 from handshake_cli.recovery.plan import (
@@ -38,10 +34,16 @@ from handshake_cli.recovery.plan import (
 from handshake_cli.recovery.view import SessionView, in_flight_text, rebuild
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head
 from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.contract import TailRepair
-from handshake_cli.storage.filesystem import repair_torn_tail
 from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import PlanAction
+
+if TYPE_CHECKING:
+    from handshake_cli.engine.loop import Observer, Runner
+    from handshake_cli.engine.writer import SessionWriter
+    from handshake_cli.storage.contract import TailRepair
+
+# The runner, the providers, the writer and the tail's repair are imported where a recovery
+# runs: a dry run plans from the files and needs none of them.
 
 
 @dataclass
@@ -96,7 +98,7 @@ def recover(
                 details={"lock_holder": holder.as_json()},
             )
         plan = make_plan(
-            rebuild(session),
+            rebuild(session, lazy_thread=True),  # a plan needs no message of the thread
             root_args,
             resolutions=options.resolutions,
             cancel=options.cancel,
@@ -110,6 +112,8 @@ def recover(
         exc.guidance = locked_guidance(session_id, root_args)
         raise
     try:
+        from handshake_cli.engine.loop import QuietObserver
+
         return _recover_locked(
             session,
             held,
@@ -138,6 +142,9 @@ def _recover_locked(
         cancel=options.cancel,
         accept_divergence=options.accept_divergence,
     )
+    from handshake_cli.engine.providers import make_provider
+    from handshake_cli.engine.writer import session_masker
+
     # Read the API key (or refuse its absence) before anything is written.
     workspace = Path(str(view.config.get("workspace", ".")))
     provider = (
@@ -169,6 +176,10 @@ def _recover_started(
     provider: Any,
     servers: Restarted | None,
 ) -> RecoveryResult:
+    from handshake_cli.engine.loop import Cancellation, Runner
+    from handshake_cli.engine.writer import open_writer
+    from handshake_cli.storage.filesystem import repair_torn_tail
+
     workspace = Path(str(view.config.get("workspace", ".")))
     repaired = None
     if view.torn_tail:
@@ -246,6 +257,8 @@ def _execute(
         )
     else:
         inconclusive = _resume(writer, runner, view, plan, options, servers)
+    from handshake_cli.engine.loop import EXIT_FOR_STATE
+
     state = writer.record.state
     after = plan
     if state == BLOCKED:
@@ -329,6 +342,8 @@ def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options:
     from handshake_cli.engine.tools.gate import ToolContext, run_probe
 
     masker = writer.masker
+    import getpass
+
     by = getpass.getuser()
     for call in plan.in_doubt:
         if call.decision in (RESOLVED_DONE, RESOLVED_RETRY):
@@ -395,6 +410,8 @@ RESULT_FILE_MAX_BYTES = 1 << 20
 def _read_result_file(path: str) -> str:
     """The file's text: a regular file (never a FIFO or a device that could block or never end),
     UTF-8, at most RESULT_FILE_MAX_BYTES, read with that bound."""
+    from handshake_cli import documents
+
     try:
         raw = documents.read_regular(path, RESULT_FILE_MAX_BYTES)
         return documents.decode_utf8(raw)

@@ -188,7 +188,7 @@ def make_plan(
         raise UsageError(
             f"--resolve names {', '.join(sorted(unknown))}, which is not in doubt (in doubt: {in_doubt})"
         )
-    mcp_specs = journaled_specs(view) if view.job.mcp else {}
+    mcp_specs = journaled_specs(view) if open_calls and view.job.mcp else {}
     for call in open_calls:
         plan.in_doubt.append(_decide(view, call, resolutions, mcp_specs))
     if any(call.decision == BLOCK for call in plan.in_doubt):

@@ -11,6 +11,7 @@ journal is scanned and the state folded from its start. A bad checkpoint is neve
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ from handshake_cli.errors import IntegrityError
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.session.state import ModelSession
 from handshake_cli.session.thread import Thread, fold_thread
-from handshake_cli.storage.journal.codec import Record, check_content, genesis
+from handshake_cli.storage import durable
+from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES, Record, check_content, genesis
+from handshake_cli.storage.journal.records import MAX_RECORD_BYTES
 from handshake_cli.storage.journal.scan import (
     Damage,
     ScanResult,
@@ -48,8 +51,6 @@ class SkippedCheckpoint(TypedDict):
 @dataclass
 class SessionView:
     session: SessionDir
-    config: dict[str, Any]
-    job: Job
     records: list[Record]  # the verified records recovery read (from the base checkpoint on)
     record: ModelSession
     thread: Thread
@@ -59,6 +60,25 @@ class SessionView:
     damage: Damage | None = None
     last_seq: int = 0
     scanned_from: int = 1  # the first seq recovery read
+    # session.toml and its [job], read (and the job checked against record 1) on first use
+    _config: dict[str, Any] | None = field(default=None, repr=False)
+    _job: Job | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """session.toml, checked (`SessionDir.read_config`: a [job] edited since record 1 is JobChanged)."""
+        if self._config is None:
+            self._config = self.session.read_config()
+        return self._config
+
+    @property
+    def job(self) -> Job:
+        """The stored job, read back as strictly as a job file (JobConfigError if it does not)."""
+        if self._job is None:
+            self._job = Job.from_config(
+                self.config.get("job") or {}, origin=f"{self.session.session_toml} [job]"
+            )
+        return self._job
 
     @property
     def start(self) -> Start | None:
@@ -77,36 +97,62 @@ class SessionView:
         return self.damage if self.damage and not self.damage.repairable else None
 
 
-def rebuild(session: SessionDir, *, at: int | None = None) -> SessionView:
+def rebuild(
+    session: SessionDir,
+    *,
+    at: int | None = None,
+    read_job: bool = True,
+    lazy_thread: bool = False,
+    config: dict[str, Any] | None = None,
+) -> SessionView:
     """The session now, or as it stood at record `at` (nearest checkpoint at or before it,
-    plus the records up to it)."""
-    config = session.read_config()
-    job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
+    plus the records up to it).
+
+    session.toml and its job are read first (a [job] edited since record 1 is refused),
+    unless `read_job` is False: then they are read when the view's `config` or `job` is
+    first used (by a plan, only for calls in doubt). With `lazy_thread`, the checkpoint's
+    messages, ledger and abandoned calls are read when the thread's are first used
+    (`checkpoints.load(lazy=True)`): planning a long session's recovery then costs its
+    newest checkpoint's own record and the journal after it, as `recover --dry-run` does. A
+    resume needs the whole thread and reads it before it decides anything (`lazy_thread`
+    False), so a checkpoint whose delta chain is broken is passed over there, as always.
+    `config` is session.toml as the caller already read it (`read_config`), not read again."""
+    view: SessionView
+    job: Job | None = None
+    lazy = lazy_thread
+    if read_job:
+        config = session.read_config() if config is None else config
+        job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
     skipped: list[SkippedCheckpoint] = []
-    base = _newest_loadable(session, at, skipped)
+    base = _newest_loadable(session, at, skipped, lazy)
     if base is not None:  # the search's segment is released by now: one in memory at a time
         candidate, loaded = base
         result = _upto(_scan_from(session, candidate), at)
-        return _assemble(
-            session, config, job, result.records, loaded, skipped, result.damage, result.last_seq
-        )
-    result = _upto(scan(session.journal, session.session_id), at)
-    if not result.records:  # record 1 is written with the session: without it, nothing says what ran
-        where = f" (damage at {result.damage.segment} offset {result.damage.offset})" if result.damage else ""
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal}){where}"
-        )
-    return _assemble(session, config, job, result.records, None, skipped, result.damage, result.last_seq)
+        view = _assemble(session, result.records, loaded, skipped, result.damage, result.last_seq, lazy)
+    else:
+        result = _upto(scan(session.journal, session.session_id), at)
+        if not result.records:  # record 1 is written with the session: without it, nothing says what ran
+            where = (
+                f" (damage at {result.damage.segment} offset {result.damage.offset})" if result.damage else ""
+            )
+            raise IntegrityError(
+                f"session {session.session_id}: the journal holds no intact record ({session.journal}){where}"
+            )
+        view = _assemble(session, result.records, None, skipped, result.damage, result.last_seq, lazy)
+    view._config, view._job = config, job
+    return view
 
 
 def _newest_loadable(
-    session: SessionDir, at: int | None, skipped: list[SkippedCheckpoint]
+    session: SessionDir, at: int | None, skipped: list[SkippedCheckpoint], lazy: bool
 ) -> tuple[Record, LoadedCheckpoint] | None:
     """The newest checkpoint candidate whose body loads; those that fail go to `skipped`."""
-    for candidate in checkpoint_candidates(session.journal, session.session_id, at_most=at):
+    for candidate, content in _candidates(session.journal, session.session_id, at_most=at):
         ref = CheckpointRef.from_record(candidate)
         try:
-            return candidate, load(session.journal, ref, session.session_id)
+            return candidate, load(
+                session.journal, ref, session.session_id, lazy=lazy, record=candidate, content=content
+            )
         except CheckpointInvalid as exc:
             skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
     return None
@@ -141,28 +187,72 @@ def checkpoint_candidates(
     candidate must link (seq and `prev`) to the record just before it, and its segment's
     first record to the last record of the segment before. One that does not is skipped;
     the scan from an older checkpoint then meets it as damage, as `inspect --verify` does."""
+    for record, _ in _candidates(journal_dir, session_id, at_most=at_most):
+        yield record
+
+
+def _candidates(
+    journal_dir: Path, session_id: str, *, at_most: int | None = None
+) -> Iterator[tuple[Record, bytes]]:
+    """`checkpoint_candidates`, each with its line (for the body's hash, `checkpoints.load`).
+
+    A segment is read from its end in growing windows, so finding a checkpoint near the end
+    of a full segment reads what lies after it, not the whole segment."""
     segments = list_segments(journal_dir)
     for index in range(len(segments) - 1, -1, -1):
         name = segments[index]
         if at_most is not None and int(name.split(".")[0]) > at_most:
             continue  # every record in this segment comes after `at_most`
-        data = read_segment(journal_dir / name)[0]  # bounded: an oversized segment is not loaded
-        end = len(data)
         anchor: bool | None = None  # does this segment follow the one before it? (checked once)
-        while (at := data.rfind(_CHECKPOINT_TYPE, 0, end)) != -1:
-            start = data.rfind(b"\n", 0, at) + 1
-            stop = data.find(b"\n", at)
-            content = data[start : stop if stop != -1 else len(data)]
-            end = start
+        for data, at, start, content in _checkpoint_lines(journal_dir / name):
             if check_content(content) is None:
                 continue
             record = Record.decode(content, name, start)
             if record.type != "checkpoint.created" or (at_most is not None and record.seq > at_most):
                 continue
             if anchor is None:
-                anchor = _segment_follows(journal_dir, session_id, segments, index, data)
-            if anchor and _follows_line_before(data, start, record):
-                yield record
+                anchor = _segment_follows(journal_dir, session_id, segments, index)
+            if anchor and _follows_line_before(data, at, record):
+                yield record, content
+
+
+_FIRST_WINDOW = 256 * 1024
+
+
+def _checkpoint_lines(path: Path) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """Every line of the segment at `path` that holds the checkpoint type, from the last up:
+    a window of the segment that holds it and the line before it, where the line starts in
+    the window and in the segment, and the line.
+    The window doubles (from the end) until it does; a segment larger than any handshake
+    writes is searched in its first MAX_SEGMENT_BYTES, as a scan reads it."""
+    fd = durable.open_read(path)
+    try:
+        with durable.environment("read", path):
+            size = os.fstat(fd).st_size
+            if size > MAX_SEGMENT_BYTES:
+                size = MAX_SEGMENT_BYTES
+            window = min(size, _FIRST_WINDOW)
+            end = size  # absolute: lines that start at or after it were looked at
+            while True:
+                base = size - window
+                data = os.pread(fd, window, base)
+                if len(data) != window:  # the file shrank (it is being repaired): read it whole
+                    data, base = read_segment(path)[0], 0
+                    size = len(data)
+                while (at := data.rfind(_CHECKPOINT_TYPE, 0, max(0, end - base))) != -1:
+                    newline = data.rfind(b"\n", 0, at)
+                    before = data.rfind(b"\n", 0, newline) if newline > 0 else -1
+                    if base > 0 and (newline == -1 or before == -1):
+                        break  # this line, or the line before it, begins before the window
+                    start = newline + 1
+                    stop = data.find(b"\n", at)
+                    yield data, start, base + start, data[start : stop if stop != -1 else len(data)]
+                    end = base + start
+                if base == 0:
+                    return
+                window = min(size, window * 2)
+    finally:
+        os.close(fd)
 
 
 def _links(before: tuple[int, str], seq: int, prev: str) -> bool:
@@ -180,13 +270,10 @@ def _follows_line_before(data: bytes, start: int, record: Record) -> bool:
     return parsed is not None and _links((parsed[0], parsed[2]), record.seq, record.prev)
 
 
-def _segment_follows(
-    journal_dir: Path, session_id: str, segments: list[str], index: int, data: bytes
-) -> bool:
+def _segment_follows(journal_dir: Path, session_id: str, segments: list[str], index: int) -> bool:
     """The segment's first record has the seq its name says and links to the last record of
     the segment before it (to the session's genesis for the first segment)."""
-    newline = data.find(b"\n")
-    parsed = check_content(data[: newline if newline != -1 else len(data)])
+    parsed = check_content(_first_line(journal_dir / segments[index]))
     if parsed is None or parsed[0] != int(segments[index].split(".")[0]):
         return False
     seq, prev, _ = parsed
@@ -194,6 +281,22 @@ def _segment_follows(
         return seq == 1 and prev == genesis(session_id)
     before = read_last_record(journal_dir, segments[index - 1])
     return before is not None and _links((before.seq, before.sum), seq, prev)
+
+
+def _first_line(path: Path) -> bytes:
+    """The first line of a segment (without its newline): read until its newline."""
+    fd = durable.open_read(path)
+    try:
+        line = b""
+        with durable.environment("read", path):
+            while b"\n" not in line and len(line) <= MAX_RECORD_BYTES:
+                block = os.pread(fd, 1 << 16, len(line))
+                if not block:
+                    break
+                line += block
+        return line.split(b"\n", 1)[0]
+    finally:
+        os.close(fd)
 
 
 def _scan_from(session: SessionDir, record: Record) -> ScanResult:
@@ -208,13 +311,12 @@ def _scan_from(session: SessionDir, record: Record) -> ScanResult:
 
 def _assemble(
     session: SessionDir,
-    config: dict[str, Any],
-    job: Job,
     records: list[Record],
     hinted: LoadedCheckpoint | None,
     skipped: list[SkippedCheckpoint],
     damage: Damage | None,
     last_seq: int,
+    lazy: bool,
 ) -> SessionView:
     """Pick the newest checkpoint that loads among those read, and fold what follows it."""
     newest: CheckpointRef | None = None
@@ -227,7 +329,7 @@ def _assemble(
             base = hinted
         else:
             try:
-                base = load(session.journal, ref, session.session_id)
+                base = load(session.journal, ref, session.session_id, lazy=lazy, record=item)
             except CheckpointInvalid as exc:
                 if all(item["seq"] != ref.seq for item in skipped):
                     skipped.append(
@@ -250,10 +352,8 @@ def _assemble(
         thread = fold_thread(after, base=base.thread)
         for item in after:
             state.apply(item)
-    return SessionView(
+    view = SessionView(
         session=session,
-        config=config,
-        job=job,
         records=records,
         record=state,
         thread=thread,
@@ -264,6 +364,7 @@ def _assemble(
         last_seq=last_seq,
         scanned_from=records[0].seq if records else 1,
     )
+    return view
 
 
 def in_flight_text(view: SessionView) -> str | None:

@@ -20,6 +20,7 @@ checkpoints over a session stay linear in the number of messages.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ from typing import Any
 from handshake_cli.errors import IntegrityError
 from handshake_cli.faults import crash_point
 from handshake_cli.session.state import ModelSession
-from handshake_cli.session.thread import Thread, canonical, digest
+from handshake_cli.session.thread import LazyThread, Parts, Thread, canonical, digest
+from handshake_cli.storage import durable
 from handshake_cli.storage.artifacts import PackWriter
-from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.journal.scan import read_record_at
+from handshake_cli.storage.journal.codec import HEX, SEGMENT_SUFFIX, SUM_TAIL, Record, check_content
+from handshake_cli.storage.journal.records import MAX_RECORD_BYTES, RecordInvalid
 from handshake_cli.storage.journal.writer import JournalWriter
 
 CHECKPOINT_FORMAT = 1
@@ -171,13 +173,20 @@ class CheckpointWriter:
         return ref, record
 
 
-def body_problem(record: Record) -> str | None:
-    """Why a checkpoint.created record's body cannot be trusted, or None when it can."""
+def body_problem(record: Record, content: bytes | None = None) -> str | None:
+    """Why a checkpoint.created record's body cannot be trusted, or None when it can.
+
+    `content` is the record's line (without its newline), when the caller has it: the body's
+    sha256 is then taken over the bytes the record carries it in, as the writer hashed them,
+    instead of over the body encoded again (which costs as much as the body is long). A
+    record whose bytes do not show the body where the writer puts it is checked the old way."""
     data = record.data
     body = data.get("body")
     if not isinstance(body, dict):
         return "it carries no checkpoint body"
-    if digest(body) != data.get("artifact_id"):
+    if not (content is not None and _carried_bytes_match(data, content)) and digest(body) != data.get(
+        "artifact_id"
+    ):
         return "its body does not match its artifact id"
     if body.get("format") != CHECKPOINT_FORMAT:
         return f"its body has an unknown format {body.get('format')!r}"
@@ -188,6 +197,28 @@ def body_problem(record: Record) -> str | None:
     if not isinstance(body.get("covers_seq"), int) or body["covers_seq"] >= record.seq:
         return "it covers records that come after it"
     return shape_problem(body)
+
+
+_DATA_KEY = b',"data":'
+_BODY_KEY = b',"body":'
+_PREV_FIELD = len(b',"prev":"') + HEX + 1
+
+
+def _carried_bytes_match(data: dict[str, Any], content: bytes) -> bool:
+    """Whether the record's data is, byte for byte, its other fields in canonical JSON, then
+    `"body":` and bytes whose sha256 is the artifact id: what `CheckpointWriter.take` writes.
+    Then those bytes are the body's (the data decoded to `data`), and they hash to its id."""
+    start = content.find(_DATA_KEY)
+    end = len(content) - SUM_TAIL - _PREV_FIELD
+    if start < 0 or end <= start or content[end - 1 : end] != b"}":
+        return False
+    fields = {key: value for key, value in data.items() if key != "body"}
+    prefix = canonical(fields)[:-1] + _BODY_KEY
+    start += len(_DATA_KEY)
+    if not fields or not content.startswith(prefix, start):
+        return False
+    carried = content[start + len(prefix) : end - 1]
+    return hashlib.sha256(carried).hexdigest() == data.get("artifact_id")
 
 
 _NONE = type(None)
@@ -271,26 +302,65 @@ class LoadedCheckpoint:
 
 
 def load(
-    journal_dir: Path, ref: CheckpointRef, session_id: str, *, max_chain: int = 100_000
+    journal_dir: Path,
+    ref: CheckpointRef,
+    session_id: str,
+    *,
+    max_chain: int = 100_000,
+    lazy: bool = False,
+    record: Record | None = None,
+    content: bytes | None = None,
 ) -> LoadedCheckpoint:
-    """Read a checkpoint and the deltas it builds on, checking every link. Raises CheckpointInvalid."""
-    chain: list[dict[str, Any]] = []
-    current: CheckpointRef | None = ref
-    while current is not None:
+    """Read a checkpoint and the deltas it builds on, checking every link. Raises CheckpointInvalid.
+
+    With `lazy`, only the checkpoint's own record is read and checked here (one pread, or
+    none when `record` is that record, already read, and `content` its line): its pending
+    calls, turn and call in flight are at hand, and so are the checks the body allows on its
+    own (its first link, its message count against its own messages, its tail id). Its
+    messages, ledger and abandoned calls are read from the delta chain, every link checked
+    as above, when the thread's are first used (a `LazyThread`; a broken link raises
+    CheckpointInvalid then). So loading costs what its own record costs, whatever the
+    session's length."""
+    top = read_body(journal_dir, ref, session_id, record=record, content=content)
+    pending = list(top.get("pending_tool_calls") or [])
+    turn, in_flight = int(top.get("turn", 0)), top.get("in_flight")
+    if lazy and not top.get("snapshot"):
+        # What the body itself can show of its thread is checked now: its messages end where
+        # its message count says, with the message its tail id names (when it adds any).
+        # So is its first link: a delta names an older parent.
+        _first_link(top, ref)
+        part = top["messages"]
+        items = part.get("items") or []
+        if part.get("from") + len(items) != top["message_count"] or (
+            items and digest(items[-1]) != top.get("message_thread_tail_id")
+        ):
+            raise CheckpointInvalid(
+                f"checkpoint {top['checkpoint_id']}: the thread does not match its tail id"
+            )
+        thread: Thread = LazyThread(
+            lambda: _parts(journal_dir, ref, session_id, top, max_chain), pending, turn, in_flight
+        )
+    else:
+        messages, ledger, abandoned = _parts(journal_dir, ref, session_id, top, max_chain)
+        thread = Thread(messages, ledger, pending, turn, in_flight, abandoned)
+    return LoadedCheckpoint(top, thread, ref)
+
+
+def _parts(
+    journal_dir: Path, ref: CheckpointRef, session_id: str, top: dict[str, Any], max_chain: int
+) -> Parts:
+    """The messages, ledger and abandoned calls of the checkpoint whose body is `top`: its
+    deltas back to a snapshot, each read and checked, joined and checked against `top`'s
+    message count and tail id."""
+    chain: list[dict[str, Any]] = [top]
+    body = top
+    while not body.get("snapshot"):
         if len(chain) >= max_chain:
             raise CheckpointInvalid(
                 f"checkpoint {ref.checkpoint_id}: its delta chain never reaches a snapshot"
             )
-        body = read_body(journal_dir, current, session_id)
+        body = read_body(journal_dir, _first_link(body, ref), session_id)
         chain.append(body)
-        if body.get("snapshot"):
-            break
-        parent = body.get("parent")
-        if not parent:
-            raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} is a delta without a parent")
-        current = CheckpointRef.from_json(parent)
-        if current.seq >= ref.seq:
-            raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} names a parent that is not older")
     messages: list[dict[str, Any]] = []
     ledger: list[dict[str, Any]] = []
     abandoned: list[dict[str, Any]] = []
@@ -305,25 +375,38 @@ def load(
                 )
             del items[part["from"] :]
             items.extend(part.get("items") or [])
-    top = chain[0]
     if len(messages) != top.get("message_count") or (
         messages and digest(messages[-1]) != top.get("message_thread_tail_id")
     ):
         raise CheckpointInvalid(f"checkpoint {top['checkpoint_id']}: the thread does not match its tail id")
-    thread = Thread(
-        messages,
-        ledger,
-        list(top.get("pending_tool_calls") or []),
-        int(top.get("turn", 0)),
-        top.get("in_flight"),
-        abandoned,
-    )
-    return LoadedCheckpoint(top, thread, ref)
+    return messages, ledger, abandoned
 
 
-def read_body(journal_dir: Path, ref: CheckpointRef, session_id: str) -> dict[str, Any]:
-    """One checkpoint's body, read with one pread and verified: record checksum, then sha256."""
-    record = read_record_at(journal_dir, ref.segment, ref.offset)
+def _first_link(body: dict[str, Any], ref: CheckpointRef) -> CheckpointRef:
+    """Where a delta's parent is: named, and older than the checkpoint being loaded (`ref`)."""
+    parent = body.get("parent")
+    if not parent:
+        raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} is a delta without a parent")
+    current = CheckpointRef.from_json(parent)
+    if current.seq >= ref.seq:
+        raise CheckpointInvalid(f"checkpoint {body['checkpoint_id']} names a parent that is not older")
+    return current
+
+
+def read_body(
+    journal_dir: Path,
+    ref: CheckpointRef,
+    session_id: str,
+    *,
+    record: Record | None = None,
+    content: bytes | None = None,
+) -> dict[str, Any]:
+    """One checkpoint's body, read with one pread (none when `record` is the record at `ref`,
+    already read and its checksum checked; `content` its line) and verified: record
+    checksum, then sha256."""
+    if record is None or (record.segment, record.offset) != (ref.segment, ref.offset):
+        found = record_at(journal_dir, ref.segment, ref.offset)
+        record, content = found if found else (None, None)
     if record is None:
         raise CheckpointInvalid(
             f"checkpoint {ref.checkpoint_id}: no intact record at {ref.segment} offset {ref.offset}"
@@ -332,10 +415,42 @@ def read_body(journal_dir: Path, ref: CheckpointRef, session_id: str) -> dict[st
         raise CheckpointInvalid(
             f"checkpoint {ref.checkpoint_id}: {ref.segment} offset {ref.offset} holds another record"
         )
-    problem = body_problem(record)
+    problem = body_problem(record, content)
     if problem or record.data.get("artifact_id") != ref.artifact_id:
         raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id}: {problem or 'its artifact id changed'}")
     body: dict[str, Any] = record.data["body"]
     if body.get("session_id") != session_id:
         raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id} belongs to another session")
     return body
+
+
+def record_at(journal_dir: Path, segment: str, offset: int) -> tuple[Record, bytes] | None:
+    """The intact record that starts at `offset` of `segment` and its line, or None: one
+    pread, no scan (`scan.read_record_at`, keeping the bytes for the body's hash)."""
+    if not segment.endswith(SEGMENT_SUFFIX) or "/" in segment or offset < 0:
+        return None
+    try:
+        fd = durable.open_read(journal_dir / segment)
+    except FileNotFoundError:
+        return None
+    try:
+        line = bytearray()
+        position = offset
+        with durable.environment("read", journal_dir / segment):
+            while b"\n" not in line:
+                if len(line) > MAX_RECORD_BYTES:
+                    return None  # no record is this long
+                block = os.pread(fd, 1 << 16, position)
+                if not block:
+                    break
+                line += block
+                position += len(block)
+    finally:
+        os.close(fd)
+    content = bytes(line.split(b"\n", 1)[0])
+    if check_content(content) is None:
+        return None
+    try:
+        return Record.decode(content, segment, offset), content
+    except RecordInvalid:
+        return None  # its content is damage, which a scan reports with its place

@@ -9,6 +9,7 @@ calls, and the model turn in flight, if any.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +60,9 @@ class Thread:
         if kind == "session.created":
             prompt = data.get("prompt") or {}
             if prompt.get("system"):
-                self.messages.append({"role": "system", "content": prompt["system"]})
+                self._add_message({"role": "system", "content": prompt["system"]})
             if prompt.get("user"):
-                self.messages.append({"role": "user", "content": prompt["user"]})
+                self._add_message({"role": "user", "content": prompt["user"]})
         elif kind == "model.request":
             if self.in_flight is not None:  # asked again after a crash: the old call was lost
                 self._abandon(record, "process_stopped")
@@ -82,7 +83,7 @@ class Thread:
         elif kind == "model.completed":
             message = dict(data.get("message") or {})
             message.setdefault("role", "assistant")
-            self.messages.append(message)
+            self._add_message(message)
             self.turn = int(data.get("turn", self.turn + 1))
             self.pending = [dict(call) for call in message.get("tool_calls") or []]
             self.in_flight = None
@@ -102,7 +103,7 @@ class Thread:
         flight = self.in_flight or {}
         if not flight.get("streamed", True):
             return
-        self.abandoned.append(
+        self._add_abandoned(
             {
                 "turn": flight.get("turn"),
                 "reason": reason,
@@ -112,6 +113,16 @@ class Thread:
                 "offset": flight.get("offset"),
             }
         )
+
+    # Where the fold adds to the three growing parts (a LazyThread keeps them aside until read).
+    def _add_message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def _add_ledger(self, entry: dict[str, Any]) -> None:
+        self.ledger.append(entry)
+
+    def _add_abandoned(self, entry: dict[str, Any]) -> None:
+        self.abandoned.append(entry)
 
     @property
     def answered(self) -> bool:
@@ -125,8 +136,8 @@ class Thread:
         """Record a call's result: a tool message for the model and a ledger entry."""
         call = next((c for c in self.pending if c.get("tool_call_id") == tool_call_id), {})
         self.pending = [c for c in self.pending if c.get("tool_call_id") != tool_call_id]
-        self.messages.append(tool_message(tool_call_id, data))
-        self.ledger.append(
+        self._add_message(tool_message(tool_call_id, data))
+        self._add_ledger(
             {
                 "tool_call_id": tool_call_id,
                 "tool": data.get("tool", call.get("tool")),
@@ -135,6 +146,81 @@ class Thread:
                 "result_hash": digest(result_part(data)),
             }
         )
+
+
+Parts = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+class LazyThread(Thread):
+    """A thread read from a checkpoint whose messages, ledger and abandoned calls are read
+    (and checked) only when first used: `load` gives the three parts as the checkpoint holds
+    them, or raises. Everything else (pending calls, turn, the call in flight) is at hand,
+    and what the fold adds after the checkpoint is kept aside until the parts are read, so
+    planning a recovery never decodes a long session's history."""
+
+    def __init__(
+        self,
+        load: Callable[[], Parts],
+        pending: list[dict[str, Any]],
+        turn: int,
+        in_flight: dict[str, Any] | None,
+    ) -> None:
+        self._load: Callable[[], Parts] | None = load
+        self._added: Parts = ([], [], [])
+        self.pending = pending
+        self.turn = turn
+        self.in_flight = in_flight
+
+    @property
+    def loaded(self) -> bool:
+        return self._load is None
+
+    def _parts(self) -> Parts:
+        if self._load is not None:
+            messages, ledger, abandoned = self._load()
+            for part, added in zip((messages, ledger, abandoned), self._added, strict=True):
+                part.extend(added)
+            self._added = (messages, ledger, abandoned)
+            self._load = None
+        return self._added
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self._parts()[0]
+
+    @messages.setter
+    def messages(self, value: list[dict[str, Any]]) -> None:
+        self._set(0, value)
+
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        return self._parts()[1]
+
+    @ledger.setter
+    def ledger(self, value: list[dict[str, Any]]) -> None:
+        self._set(1, value)
+
+    @property
+    def abandoned(self) -> list[dict[str, Any]]:
+        return self._parts()[2]
+
+    @abandoned.setter
+    def abandoned(self, value: list[dict[str, Any]]) -> None:
+        self._set(2, value)
+
+    def _set(self, index: int, value: list[dict[str, Any]]) -> None:
+        parts = list(self._parts())
+        parts[index] = value
+        self._added = (parts[0], parts[1], parts[2])
+
+    def _add_message(self, message: dict[str, Any]) -> None:
+        self._added[0].append(message)
+
+    def _add_ledger(self, entry: dict[str, Any]) -> None:
+        self._added[1].append(entry)
+
+    def _add_abandoned(self, entry: dict[str, Any]) -> None:
+        self._added[2].append(entry)
 
 
 def fold_thread(records: list[Record], base: Thread | None = None) -> Thread:

@@ -236,21 +236,31 @@ def _model_completed(data: dict[str, Any]) -> str | None:
 _NESTED = {"session.created": _session_created, "model.completed": _model_completed}
 
 
+# For `depth_exceeds`: every byte but quotes and brackets, and one level of innermost pairs.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
 def depth_exceeds(content: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether `value` (decoded from `content`) nests deeper than `limit`. Cheap for almost
-    every record: nesting needs at least `limit` brackets, which one C-speed count rules out."""
+    """Whether `value` nests deeper than `limit`; `content` is JSON text that nests exactly as
+    deep (the record's line, for the record or for {"data": its data}). Cheap for almost
+    every record: nesting needs at least `limit` brackets, which one C-speed count rules out.
+
+    Otherwise it is measured on the text, at C speed (a walk of the decoded value costs a
+    Python step per container: ~10 ms for a 450 KB checkpoint snapshot). Escaped backslashes
+    and quotes go first (pairs taken from the left, as a JSON reader takes escapes), then
+    everything but quotes and brackets; what lies between quotes is inside a string, and
+    goes; what is left are the brackets, properly nested, and each pass that removes the
+    innermost pairs removes one level of the deepest."""
     if content.count(b"{") + content.count(b"[") < limit:
         return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, dict | list))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
-    return False
+    text = content.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    brackets = b"".join(text.split(b'"')[::2])
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
 
 
 def refuse_beyond_limits(line: bytes, type_: str, data: dict[str, Any]) -> None:

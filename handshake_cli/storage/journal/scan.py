@@ -143,11 +143,14 @@ def scan(
         segments = segments[segments.index(start.segment) :]
         result.last_seq, result.last_sum, offset = start.seq - 1, start.prev, start.offset
     for index, name in enumerate(segments):
-        data, size = read_segment(journal_dir / name)
-        _scan_segment(data, name, index == len(segments) - 1 and size == len(data), result, decode, offset)
+        # From `start` on, a segment is read from the start's offset: what lies before it is
+        # not read at all (offsets stay the segment's own).
+        data, size = read_segment(journal_dir / name, offset)
+        end = offset + len(data)
+        _scan_segment(data, name, index == len(segments) - 1 and size == end, result, decode, base=offset)
         offset = 0
-        if size > len(data):  # never a torn tail: no crash leaves a segment this long
-            at = result.damage.offset if result.damage else len(data)
+        if size > end:  # never a torn tail: no crash leaves a segment this long
+            at = result.damage.offset if result.damage else end
             result.valid_ends[name] = at
             result.damage = Damage(
                 "corrupt",
@@ -161,29 +164,33 @@ def scan(
     return result
 
 
-def read_segment(path: Path) -> tuple[bytes, int]:
-    """A segment's bytes, at most MAX_SEGMENT_BYTES of them, and the file's size: a file
-    larger than any segment handshake writes is damage, and is never loaded whole."""
+def read_segment(path: Path, start: int = 0) -> tuple[bytes, int]:
+    """A segment's bytes from offset `start` up to MAX_SEGMENT_BYTES, and the file's size: a
+    file larger than any segment handshake writes is damage, and is never loaded whole."""
     fd = durable.open_read(path)
     try:
         chunks = []
-        remaining = codec.MAX_SEGMENT_BYTES
+        remaining = codec.MAX_SEGMENT_BYTES - start
         with durable.environment("read", path):  # an I/O error names the segment
             size = os.fstat(fd).st_size
+            if start:
+                os.lseek(fd, start, os.SEEK_SET)
             while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
                 chunks.append(chunk)
                 remaining -= len(chunk)
         data = b"".join(chunks)
-        return data, max(size, len(data))
+        return data, max(size, start + len(data))
     finally:
         os.close(fd)
 
 
 def _scan_segment(
-    data: bytes, name: str, is_last: bool, result: ScanResult, decode: Decode, pos: int = 0
+    data: bytes, name: str, is_last: bool, result: ScanResult, decode: Decode, pos: int = 0, base: int = 0
 ) -> None:
+    """Scan `data`, the segment's bytes from offset `base`, from `pos` in it; every offset
+    reported (records, damage, valid ends) is the segment's own (`base` added)."""
     first_seq = int(name[: -len(SEGMENT_SUFFIX)])
-    if pos == 0 and first_seq != result.last_seq + 1 and data:
+    if pos == 0 and base == 0 and first_seq != result.last_seq + 1 and data:
         result.damage = Damage(
             "corrupt",
             name,
@@ -192,7 +199,7 @@ def _scan_segment(
             f"segment starts at seq {first_seq}, expected {result.last_seq + 1}",
         )
         return
-    pos = _scan_intact_lines(data, name, result, decode, pos)
+    pos = _scan_intact_lines(data, name, result, decode, pos, base)
     size = len(data)
     # What the fast loop did not take: nothing, a last line without its newline, or damage.
     while pos < size:
@@ -202,22 +209,24 @@ def _scan_segment(
         parsed = check_content(content)
         if parsed is None:
             intact_end = _intact_prefix(content)
-            if intact_end is not None and _accept(content[:intact_end], name, pos, result, decode):
-                _classify_bad_region(data, name, is_last, pos + intact_end, result)
+            if intact_end is not None and _accept(content[:intact_end], name, base + pos, result, decode):
+                _classify_bad_region(data, name, is_last, pos + intact_end, result, base)
             elif result.damage is None:
-                _classify_bad_region(data, name, is_last, pos, result)
+                _classify_bad_region(data, name, is_last, pos, result, base)
             return
-        if not _accept_parsed(parsed, content, name, pos, result, decode):
+        if not _accept_parsed(parsed, content, name, base + pos, result, decode):
             return
         if newline == -1:
             # An intact record whose newline never reached the disk: keep it, repair the ending.
-            _classify_bad_region(data, name, is_last, size, result)
+            _classify_bad_region(data, name, is_last, size, result, base)
             return
         pos = newline + 1
-    result.valid_ends[name] = size
+    result.valid_ends[name] = base + size
 
 
-def _scan_intact_lines(data: bytes, name: str, result: ScanResult, decode: Decode, pos: int) -> int:
+def _scan_intact_lines(
+    data: bytes, name: str, result: ScanResult, decode: Decode, pos: int, base: int = 0
+) -> int:
     """Accept whole lines from `pos` for as long as each is an intact record that follows the
     one before it; return where it stopped (the end of the last newline, or the first line it
     did not accept, which `_scan_segment` then looks at line by line).
@@ -246,13 +255,13 @@ def _scan_intact_lines(data: bytes, name: str, result: ScanResult, decode: Decod
             break
         try:
             if decode is True:
-                kept.append(Record.decode(content, name, pos))
+                kept.append(Record.decode(content, name, base + pos))
             elif wanted is not None:
                 at = content.find(b'"type":"', 0, 128) + 8
                 if content[at : content.find(b'"', at)] in wanted:
-                    kept.append(Record.decode(content, name, pos))
+                    kept.append(Record.decode(content, name, base + pos))
                 elif not plain_chunk(content):
-                    Record.decode(content, name, pos)  # its content is checked, the record not kept
+                    Record.decode(content, name, base + pos)  # its content is checked, the record not kept
         except RecordInvalid:
             break  # `_scan_segment` looks at this line again and reports it
         last_seq, last_sum = last_seq + 1, stored
@@ -261,7 +270,7 @@ def _scan_intact_lines(data: bytes, name: str, result: ScanResult, decode: Decod
     if pos != start:
         result.count += count
         result.last_seq, result.last_sum = last_seq, last_sum.decode("ascii")
-        result.valid_ends[name] = pos
+        result.valid_ends[name] = base + pos
     return pos
 
 
@@ -313,12 +322,15 @@ def _intact_prefix(content: bytes) -> int | None:
     return None
 
 
-def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, result: ScanResult) -> None:
+def _classify_bad_region(
+    data: bytes, name: str, is_last: bool, start: int, result: ScanResult, base: int = 0
+) -> None:
+    """Say what the bytes of `data` from `start` are (`data` holds the segment from `base`)."""
     length = len(data) - start
-    result.valid_ends[name] = start
+    result.valid_ends[name] = base + start
     if not is_last:
         result.damage = Damage(
-            "corrupt", name, start, length, "damaged bytes in a segment that is not the last"
+            "corrupt", name, base + start, length, "damaged bytes in a segment that is not the last"
         )
         return
     # From `start` itself: a newline lost between two intact records leaves the second one
@@ -330,17 +342,21 @@ def _classify_bad_region(data: bytes, name: str, is_last: bool, start: int, resu
             result.damage = Damage(
                 "corrupt",
                 name,
-                start,
+                base + start,
                 probe - start,
-                f"damaged bytes followed by an intact record at offset {probe}",
+                f"damaged bytes followed by an intact record at offset {base + probe}",
             )
             return
         probe = data.find(SEQ_OPEN, probe + 1)
     if length == 0:
-        result.damage = Damage("torn_tail", name, start, 0, "the last record lacks its final newline")
+        result.damage = Damage("torn_tail", name, base + start, 0, "the last record lacks its final newline")
     else:
         result.damage = Damage(
-            "torn_tail", name, start, length, f"the last {length} bytes are an incomplete or damaged record"
+            "torn_tail",
+            name,
+            base + start,
+            length,
+            f"the last {length} bytes are an incomplete or damaged record",
         )
 
 
