@@ -370,3 +370,26 @@ def test_a_tool_the_server_does_not_offer_is_refused_before_the_session_exists(
     refused = hs("run", str(write_job(tmp_path, body, [{"text": "done"}])), "--workspace", str(workspace))
     assert refused.code == 2, refused.stdout + refused.stderr
     assert "mcp[0].tools names 'nosuch', which the server 'toy' does not offer" in refused.stderr
+
+
+def test_an_inconclusive_probe_blocks_saying_the_probe_could_not_tell(
+    tmp_path: Path, hs: Cli, workspace: Path, home_env: dict[str, str]
+) -> None:
+    probe = '[mcp.override.append]\nprobe_tool = "fail"\n'  # its answer is always an error
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    crash_run(home_env, toy_job(tmp_path, turns, probe), "p1", workspace, "after_intent:1")
+    blocked = hs("recover", "p1")
+    assert blocked.code == 3, blocked.stdout + blocked.stderr
+    assert "non_idempotent and its probe could not tell whether it took effect" in blocked.stderr
+    assert "has no probe" not in blocked.stderr
+    assert "--resolve call-1-0=done" in blocked.stderr
+
+
+def test_accept_divergences_help_names_both_reasons() -> None:
+    from handshake_cli.cli.reference import help_text
+
+    shown = " ".join(help_text("recover").split())
+    assert "(model_divergence)" in shown and "(mcp_tools_changed)" in shown
