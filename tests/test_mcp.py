@@ -393,3 +393,37 @@ def test_accept_divergences_help_names_both_reasons() -> None:
 
     shown = " ".join(help_text("recover").split())
     assert "(model_divergence)" in shown and "(mcp_tools_changed)" in shown
+
+
+def test_a_fork_keeps_the_listing_and_the_servers_stderr_and_its_recovery_compares(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    from handshake_cli.paths import Paths
+    from handshake_cli.storage.store import Store
+
+    probe = '[mcp.override.append]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    job = toy_job(tmp_path, turns, probe)
+    crash = {"TOY_CRASH_AFTER_APPEND": "1"}
+    stopped = hs("run", str(job), "--workspace", str(workspace), "--session-id", "o1", extra_env=crash)
+    assert stopped.code == 75, stopped.stdout + stopped.stderr
+    forked = hs("recover", "o1", "--fork", "o2")
+    assert forked.code == 0, forked.stdout + forked.stderr
+    [listing] = records(root, "o2", "mcp.tools")
+    assert listing == records(root, "o1", "mcp.tools")[0]
+    [failed] = records(root, "o2", "mcp.server_failed")
+    stderr = Store(Paths(root)).session("o2").artifact_store().get(failed["stderr_artifact_id"])
+    assert b"toy: crashing after the append" in stderr
+    changed = hs("recover", "o2", extra_env={"TOY_VARIANT": "changed"})
+    assert changed.code == 3, changed.stdout + changed.stderr
+    [blocked] = records(root, "o2", "recovery.blocked")
+    assert blocked["reason"] == "mcp_tools_changed" and "toy: lookup is gone" in blocked["detail"]
+    assert hs("recover", "o1", "--fork", "o3").code == 0
+    done = hs("recover", "o3")  # the same tools: its probe settles the append, nothing new is journaled
+    assert done.code == 0, done.stdout + done.stderr
+    assert records(root, "o3", "mcp.tools") == [listing]
+    assert len((workspace / "ledger.txt").read_text().splitlines()) == 1

@@ -6,12 +6,14 @@
 - `hang`: never answers; `crash`: the server dies mid-call; `fail`: an `isError` result;
   `refuse`: a JSON-RPC error answer;
 - TOY_VARIANT=changed (an environment variable the job passes through): `append` takes
-  another argument and `lookup` is gone, as after an upgrade.
+  another argument and `lookup` is gone, as after an upgrade;
+- TOY_CRASH_AFTER_APPEND=1: the first `append` dies after its effect (saying so on stderr).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +49,7 @@ else:
             os.fsync(out.fileno())
         if os.environ.get("TOY_CRASH_AFTER_APPEND") and not Path("crashed-once").exists():
             Path("crashed-once").touch()
+            print("toy: crashing after the append", file=sys.stderr, flush=True)
             os._exit(3)  # the effect happened; the answer never comes
         return f"appended {line}"
 
