@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,15 @@ def test_a_bad_mcp_declaration_is_refused_naming_the_key(tmp_path: Path, body: s
     assert message in caught.value.message
 
 
-def test_a_declared_server_round_trips_through_the_stored_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ['command = ["./srv", "--x"]\nenv = ["GIT_DIR"]', 'url = "http://h:1/mcp"'])
+def test_a_declared_server_round_trips_through_the_stored_job(tmp_path: Path, where: str) -> None:
     body = (
-        '[[mcp]]\nname = "git"\ncommand = ["./srv", "--x"]\nenv = ["GIT_DIR"]\ntools = ["git_commit"]\n'
+        f'[[mcp]]\nname = "git"\n{where}\ntools = ["git_commit"]\n'
         '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\ntimeout_seconds = 5\n'
     )
     job = load_job(write_job(tmp_path, body, [{"tool_calls": [{"tool": "git_commit"}]}, {"text": "done"}]))
-    assert job.mcp[0].command == (str(tmp_path / "srv"), "--x")
+    if job.mcp[0].command is not None:
+        assert job.mcp[0].command == (str(tmp_path / "srv"), "--x")
     assert type(job).from_config(job.to_config()) == job
 
 
@@ -349,6 +352,70 @@ def test_a_changed_tool_list_blocks_until_accepted(
     assert same.code == 3
     accepted = hs("recover", "c1", "--accept-divergence", extra_env=changed)
     assert accepted.code == 0, accepted.stdout + accepted.stderr
+
+
+# --- the streamable HTTP transport ---------------------------------------------------------
+
+
+@pytest.fixture
+def http_toy(workspace: Path, tmp_path: Path) -> Iterator[str]:
+    """The toy server over streamable HTTP on loopback, in the workspace: its URL. It prints
+    its port once it listens, so nothing here waits on time."""
+    with (tmp_path / "http-toy.stderr").open("wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, str(TOY), "--http"],
+            cwd=workspace,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        assert port.isdigit(), f"the toy server did not start: {(tmp_path / 'http-toy.stderr').read_text()}"
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_a_server_over_streamable_http_is_called_and_recovered(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path, home_env: dict[str, str], http_toy: str, probe: bool
+) -> None:
+    body = f'[[mcp]]\nname = "toy"\nurl = "{http_toy}"\ntools = ["append", "lookup"]\n'
+    if probe:
+        body += '[mcp.override.append]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    job = write_job(tmp_path, body, turns)
+    crash_run(home_env, job, "w1", workspace, "after_intent:2")  # append's intent is durable, no more
+    [listing] = records(root, "w1", "mcp.tools")
+    assert (listing["transport"], listing["url"]) == ("http", http_toy)
+    assert records(root, "w1", "tool.result")[0]["output"]["text"] == ""  # lookup ran: an empty ledger
+    assert not (workspace / "ledger.txt").exists()
+    if probe:
+        done = hs("recover", "w1")  # lookup does not find the key: append runs, once
+    else:
+        blocked = hs("recover", "w1")
+        assert blocked.code == 3, blocked.stdout + blocked.stderr
+        assert "call-2-0 (append)" in blocked.stderr and "non_idempotent and has no probe" in blocked.stderr
+        assert not (workspace / "ledger.txt").exists()
+        done = hs("recover", "w1", "--resolve", "call-2-0=retry")
+    assert done.code == 0, done.stdout + done.stderr
+    intent = records(root, "w1", "tool.intent")[1]
+    assert intent["tool"] == "append"
+    assert (
+        workspace / "ledger.txt"
+    ).read_text() == f"one {intent['idempotency_key']}\n"  # the key, from _meta
+    settled = [r for r in records(root, "w1", "tool.result") if r["tool"] == "append"]
+    assert [r["output"]["text"] for r in settled] == ["appended one"]
+    evidence = records(root, "w1", "recovery.started")[0]["in_doubt"][0]
+    assert evidence["decision"] == ("probe" if probe else "block")
 
 
 def test_a_server_that_cannot_start_creates_no_session(

@@ -1,4 +1,6 @@
-"""A small MCP server for handshake's tests (tests/test_mcp.py), over stdio.
+"""A small MCP server for handshake's tests (tests/test_mcp.py), over stdio; with `--http`,
+over the streamable HTTP transport on a free loopback port, which it prints (`PORT\n` on
+stdout) once it listens.
 
 - `append` (not idempotent): appends a line, with the idempotency key handshake sent in the
   request's `_meta`, to ledger.txt in its working directory;
@@ -82,5 +84,25 @@ def refuse() -> str:
     raise MCPError(code=-32602, message="refused on purpose")
 
 
+def serve_http() -> None:
+    """Bind and listen before saying the port, so a client that read it never finds nothing
+    there; uvicorn then serves the SDK's streamable HTTP app on that socket."""
+    import socket
+
+    import anyio
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = server.streamable_http_app(host="127.0.0.1")
+    config = uvicorn.Config(app, log_level="warning")
+    print(sock.getsockname()[1], flush=True)
+    anyio.run(uvicorn.Server(config).serve, [sock])
+
+
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:] == ["--http"]:
+        serve_http()
+    else:
+        server.run()
