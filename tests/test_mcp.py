@@ -4,9 +4,12 @@ scripted model, killed at chosen points: never two commits for one call."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ import pytest
 from handshake_cli.engine.jobs import JobError, McpServerSpec, load_job
 from handshake_cli.engine.jobs.job import McpOverride
 from handshake_cli.engine.tools import mcp_tools
-from tests.support.cli import Cli, crash_run
+from tests.support.cli import Cli, crash_run, start, wait_for
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mcp") is None, reason="the MCP SDK is not installed (pip install -e '.[test]')"
@@ -246,6 +249,92 @@ def test_a_probe_settles_a_commit_in_doubt(
     settled = [r for r in records(root, "g3", "tool.result") if r["tool"] == "git_commit"]
     assert len(settled) == 1
     assert ("evidence" in settled[0]) is made
+
+
+class HookGate:
+    """A git hook (pre-commit or post-commit) in a test repository that holds the commit at
+    that point: the first time it runs it writes its parent's pid (the git server's) to
+    `entered`, then waits for the exit code the test writes into the `release` FIFO, and
+    writes `left` as it exits with it. Later commits pass straight through."""
+
+    def __init__(self, repo: Path, hook: str, where: Path) -> None:
+        where.mkdir()
+        self.entered, self.release, self.left = where / "entered", where / "release", where / "left"
+        os.mkfifo(self.release)
+        script = repo / ".git" / "hooks" / hook
+        script.write_text(
+            "#!/bin/sh\n"
+            f"[ -e '{self.left}' ] && exit 0\n"
+            f"echo $PPID > '{where}/entered.tmp' && mv '{where}/entered.tmp' '{self.entered}'\n"
+            f"read code < '{self.release}'\n"
+            f"touch '{self.left}'\n"
+            'exit "$code"\n'
+        )
+        script.chmod(0o755)
+
+    def open(self, code: int) -> None:
+        with self.release.open("w") as fifo:  # blocks until the hook reads: it has entered
+            fifo.write(f"{code}\n")
+        wait_for(self.left.exists)
+
+    def server_pid(self) -> int:
+        return int(self.entered.read_text())
+
+
+def kill_inside_git_commit(
+    home_env: dict[str, str], job: Path, session: str, repo: Path, gate: HookGate, code: int
+) -> None:
+    """Run the job, SIGKILL `handshake run` while the git server's git_commit is held in the
+    hook, then let the hook exit with `code` (for pre-commit, 1 refuses the commit) and stop
+    the orphaned server."""
+    run = start(home_env, "run", str(job), "--session-id", session, "--workspace", str(repo))
+    try:
+        wait_for(lambda: gate.entered.exists() or run.poll() is not None, timeout=60)
+        assert run.poll() is None, run.communicate()
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    gate.open(code)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(gate.server_pid(), signal.SIGKILL)  # the SDK starts it in a session of its own
+
+
+GIT_PROBE = '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\n'
+
+
+@needs_git
+@needs_git_server
+@pytest.mark.parametrize(
+    ("hook", "probe", "made"),
+    [("post-commit", False, True), ("post-commit", True, True), ("pre-commit", True, False)],
+)
+def test_a_kill_of_handshake_while_git_commit_runs_never_makes_two_commits(
+    tmp_path: Path, hs: Cli, home_env: dict[str, str], root: Path, hook: str, probe: bool, made: bool
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    gate = HookGate(repo, hook, tmp_path / "gate")
+    kill_inside_git_commit(
+        home_env, git_job(tmp_path, GIT_PROBE if probe else ""), "r1", repo, gate, int(not made)
+    )
+    assert commits(repo) == (["first", "init"] if made else ["init"])
+    [intent] = [r for r in records(root, "r1", "tool.intent") if r["tool"] == "git_commit"]
+    assert not [r for r in records(root, "r1", "tool.result") if r["tool"] == "git_commit"]
+    first = hs("recover", "r1")
+    if probe:
+        assert first.code == 0, first.stdout + first.stderr
+        [settled] = [r for r in records(root, "r1", "tool.result") if r["tool"] == "git_commit"]
+        assert ("evidence" in settled) is made
+    else:
+        assert first.code == 3, first.stdout + first.stderr
+        call = intent["tool_call_id"]
+        assert f"{call} (git_commit)" in first.stderr and f"--resolve {call}=done" in first.stderr
+        assert intent["idempotency_key"] in first.stderr
+        done = hs("recover", "r1", "--resolve", f"{call}=done")
+        assert done.code == 0, done.stdout + done.stderr
+    assert commits(repo) == ["first", "init"]
 
 
 # --- mcp-server-time -----------------------------------------------------------------------
