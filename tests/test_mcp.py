@@ -8,10 +8,13 @@ import contextlib
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ import pytest
 from handshake_cli.engine.jobs import JobError, McpServerSpec, load_job
 from handshake_cli.engine.jobs.job import McpOverride
 from handshake_cli.engine.tools import mcp_tools
-from tests.support.cli import Cli, crash_run, start, wait_for
+from tests.support.cli import Cli, crash_run, handshake, start, wait_for
+from tests.support.crashkit import describe, kill_after
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mcp") is None, reason="the MCP SDK is not installed (pip install -e '.[test]')"
@@ -583,3 +587,131 @@ def test_a_fork_keeps_the_listing_and_the_servers_stderr_and_its_recovery_compar
     assert done.code == 0, done.stdout + done.stderr
     assert records(root, "o3", "mcp.tools") == [listing]
     assert len((workspace / "ledger.txt").read_text().splitlines()) == 1
+
+
+# --- a random-kill sweep (slow) ------------------------------------------------------------
+
+SWEEP_KILLS = int(os.environ.get("HANDSHAKE_MCP_SWEEP_KILLS", "100"))
+SWEEP_MESSAGES = ("alpha", "bravo")  # no hex digits: a commit hash never holds one
+
+
+def sweep_job(tmp: Path, name: str, probe: bool) -> Path:
+    body = (
+        f'[[mcp]]\nname = "git"\ncommand = {argv("-m", "mcp_server_git")}\n'
+        'tools = ["git_add", "git_commit", "git_log"]\n' + (GIT_PROBE if probe else "")
+    )
+    here = {"repo_path": "."}
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "git_add", "args": {**here, "files": ["a.txt"]}}]},
+        {"tool_calls": [{"tool": "git_commit", "args": {**here, "message": "alpha"}}]},
+        {
+            "tool_calls": [
+                {"tool": "git_add", "args": {**here, "files": ["b.txt"]}},
+                {"tool": "git_log", "args": here},
+            ]
+        },
+        {"tool_calls": [{"tool": "git_commit", "args": {**here, "message": "bravo"}}]},
+        {"tool_calls": [{"tool": "git_log", "args": here}]},
+        {"text": "done"},
+    ]
+    return write_job(tmp, body, turns, name)
+
+
+def start_bytes(home_env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        handshake(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=home_env,
+        start_new_session=True,
+    )
+
+
+def commit_calls_in_doubt(root: Path, session: str) -> int:
+    if not (root / "sessions" / session).is_dir():
+        return 0
+    settled = {r["tool_call_id"] for r in records(root, session, "tool.result")}
+    intents = records(root, session, "tool.intent")
+    return sum(1 for r in intents if r["tool"] == "git_commit" and r["tool_call_id"] not in settled)
+
+
+@needs_git
+@needs_git_server
+@pytest.mark.slow
+def test_random_sigkills_of_run_and_recover_never_make_two_commits(
+    tmp_path: Path, home_env: dict[str, str], root: Path
+) -> None:
+    """SIGKILLs at random instants of `run` and `recover` (recover killed again and again) of
+    sessions that add, commit, add, commit and log through mcp-server-git, half of them with
+    git_log as git_commit's probe. After each session's last recovery: each commit message is
+    in the repository at most once, and the session is COMPLETED (each commit once), or
+    BLOCKED with guidance naming a git_commit in doubt (only without a probe).
+    HANDSHAKE_MCP_SWEEP_KILLS sets how many kills (default 100), HANDSHAKE_MCP_SWEEP_SEED the seed."""
+    rng = random.Random(int(os.environ.get("HANDSHAKE_MCP_SWEEP_SEED", "20261203")))
+    tally: Counter[str] = Counter()
+    started = time.monotonic()
+
+    def journal_records(session: str) -> int:
+        journal = root / "sessions" / session / "journal"
+        if not journal.is_dir():
+            return 0
+        return sum(path.read_bytes().count(b"\n") for path in journal.iterdir())
+
+    def finish(
+        what: str, session: str, proc: subprocess.Popen[bytes], more: int | None
+    ) -> tuple[int | None, str]:
+        """Wait for the command, or SIGKILL it a random instant (0-100 ms) after its session's
+        journal has grown by `more` records: kills land all along the session, not mostly in
+        the interpreter's start-up."""
+        if more is not None:
+            target = journal_records(session) + more
+            while proc.poll() is None and journal_records(session) < target:
+                time.sleep(0.002)
+            if kill_after(proc, rng.uniform(0, 0.1)):
+                tally[f"{what}_killed"] += 1
+                return None, ""
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err.decode()
+
+    number = 0
+    while tally["run_killed"] + tally["recover_killed"] < SWEEP_KILLS:
+        number += 1
+        session, probe = f"s{number}", number % 2 == 0
+        repo = git_repo(tmp_path / session)
+        (repo / "b.txt").write_text("b\n")
+        job = sweep_job(tmp_path, session, probe)
+        run = ["run", str(job), "--session-id", session, "--workspace", str(repo)]
+        code, err = finish("run", session, start_bytes(home_env, *run), rng.randint(0, 38))
+        history = [f"run {code}"]
+        for attempt in range(40):
+            if code in (0, 3) and (root / "sessions" / session).is_dir():
+                break
+            if code is None and commit_calls_in_doubt(root, session):
+                tally[f"kills_leaving_a_commit_in_doubt_{'with' if probe else 'without'}_probe"] += 1
+                history.append("(a commit in doubt)")
+            exists = (root / "sessions" / session).is_dir()
+            argv_ = ["recover", session] if exists else run
+            what = "recover" if exists else "run"
+            more = rng.randint(0, 20) if attempt < 5 and rng.random() < 0.6 else None
+            code, err = finish(what, session, start_bytes(home_env, *argv_), more)
+            history.append(f"{what} {code}")
+            assert code in (None, 0, 3, 75), (session, history, err)
+        found = commits(repo)
+        context = (session, probe, history, found, err)
+        assert all(found.count(message) <= 1 for message in SWEEP_MESSAGES), context
+        state = describe(root, session)["state"]
+        print(f"  {session} probe={probe}: {' '.join(history)} -> {state}, commits {found}", flush=True)
+        tally["sessions"] += 1
+        tally["commit_calls_checked"] += len(SWEEP_MESSAGES)
+        if state == "COMPLETED":
+            tally["completed"] += 1
+            assert sorted(m for m in found if m in SWEEP_MESSAGES) == list(SWEEP_MESSAGES), context
+        else:
+            assert (state, code, probe) == ("BLOCKED", 3, False), context
+            tally["blocked"] += 1
+            [doubt] = [r for r in records(root, session, "tool.intent") if r["tool"] == "git_commit"][-1:]
+            call = doubt["tool_call_id"]
+            assert f"{call} (git_commit)" in err and f"--resolve {call}=done" in err, context
+    figures = {**tally, "seconds": round(time.monotonic() - started, 1)}
+    print(f"MCP kill sweep figures: {json.dumps(figures)}")
+    assert tally["run_killed"] and tally["recover_killed"]
