@@ -4,11 +4,18 @@ scripted model, killed at chosen points: never two commits for one call."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +24,8 @@ import pytest
 from handshake_cli.engine.jobs import JobError, McpServerSpec, load_job
 from handshake_cli.engine.jobs.job import McpOverride
 from handshake_cli.engine.tools import mcp_tools
-from tests.support.cli import Cli, crash_run
+from tests.support.cli import Cli, crash_run, handshake, start, wait_for
+from tests.support.crashkit import describe, kill_after
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mcp") is None, reason="the MCP SDK is not installed (pip install -e '.[test]')"
@@ -106,13 +114,15 @@ def test_a_bad_mcp_declaration_is_refused_naming_the_key(tmp_path: Path, body: s
     assert message in caught.value.message
 
 
-def test_a_declared_server_round_trips_through_the_stored_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ['command = ["./srv", "--x"]\nenv = ["GIT_DIR"]', 'url = "http://h:1/mcp"'])
+def test_a_declared_server_round_trips_through_the_stored_job(tmp_path: Path, where: str) -> None:
     body = (
-        '[[mcp]]\nname = "git"\ncommand = ["./srv", "--x"]\nenv = ["GIT_DIR"]\ntools = ["git_commit"]\n'
+        f'[[mcp]]\nname = "git"\n{where}\ntools = ["git_commit"]\n'
         '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\ntimeout_seconds = 5\n'
     )
     job = load_job(write_job(tmp_path, body, [{"tool_calls": [{"tool": "git_commit"}]}, {"text": "done"}]))
-    assert job.mcp[0].command == (str(tmp_path / "srv"), "--x")
+    if job.mcp[0].command is not None:
+        assert job.mcp[0].command == (str(tmp_path / "srv"), "--x")
     assert type(job).from_config(job.to_config()) == job
 
 
@@ -245,6 +255,92 @@ def test_a_probe_settles_a_commit_in_doubt(
     assert ("evidence" in settled[0]) is made
 
 
+class HookGate:
+    """A git hook (pre-commit or post-commit) in a test repository that holds the commit at
+    that point: the first time it runs it writes its parent's pid (the git server's) to
+    `entered`, then waits for the exit code the test writes into the `release` FIFO, and
+    writes `left` as it exits with it. Later commits pass straight through."""
+
+    def __init__(self, repo: Path, hook: str, where: Path) -> None:
+        where.mkdir()
+        self.entered, self.release, self.left = where / "entered", where / "release", where / "left"
+        os.mkfifo(self.release)
+        script = repo / ".git" / "hooks" / hook
+        script.write_text(
+            "#!/bin/sh\n"
+            f"[ -e '{self.left}' ] && exit 0\n"
+            f"echo $PPID > '{where}/entered.tmp' && mv '{where}/entered.tmp' '{self.entered}'\n"
+            f"read code < '{self.release}'\n"
+            f"touch '{self.left}'\n"
+            'exit "$code"\n'
+        )
+        script.chmod(0o755)
+
+    def open(self, code: int) -> None:
+        with self.release.open("w") as fifo:  # blocks until the hook reads: it has entered
+            fifo.write(f"{code}\n")
+        wait_for(self.left.exists)
+
+    def server_pid(self) -> int:
+        return int(self.entered.read_text())
+
+
+def kill_inside_git_commit(
+    home_env: dict[str, str], job: Path, session: str, repo: Path, gate: HookGate, code: int
+) -> None:
+    """Run the job, SIGKILL `handshake run` while the git server's git_commit is held in the
+    hook, then let the hook exit with `code` (for pre-commit, 1 refuses the commit) and stop
+    the orphaned server."""
+    run = start(home_env, "run", str(job), "--session-id", session, "--workspace", str(repo))
+    try:
+        wait_for(lambda: gate.entered.exists() or run.poll() is not None, timeout=60)
+        assert run.poll() is None, run.communicate()
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    gate.open(code)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(gate.server_pid(), signal.SIGKILL)  # the SDK starts it in a session of its own
+
+
+GIT_PROBE = '[mcp.override.git_commit]\nprobe_tool = "git_log"\nprobe_match = "message"\n'
+
+
+@needs_git
+@needs_git_server
+@pytest.mark.parametrize(
+    ("hook", "probe", "made"),
+    [("post-commit", False, True), ("post-commit", True, True), ("pre-commit", True, False)],
+)
+def test_a_kill_of_handshake_while_git_commit_runs_never_makes_two_commits(
+    tmp_path: Path, hs: Cli, home_env: dict[str, str], root: Path, hook: str, probe: bool, made: bool
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    gate = HookGate(repo, hook, tmp_path / "gate")
+    kill_inside_git_commit(
+        home_env, git_job(tmp_path, GIT_PROBE if probe else ""), "r1", repo, gate, int(not made)
+    )
+    assert commits(repo) == (["first", "init"] if made else ["init"])
+    [intent] = [r for r in records(root, "r1", "tool.intent") if r["tool"] == "git_commit"]
+    assert not [r for r in records(root, "r1", "tool.result") if r["tool"] == "git_commit"]
+    first = hs("recover", "r1")
+    if probe:
+        assert first.code == 0, first.stdout + first.stderr
+        [settled] = [r for r in records(root, "r1", "tool.result") if r["tool"] == "git_commit"]
+        assert ("evidence" in settled) is made
+    else:
+        assert first.code == 3, first.stdout + first.stderr
+        call = intent["tool_call_id"]
+        assert f"{call} (git_commit)" in first.stderr and f"--resolve {call}=done" in first.stderr
+        assert intent["idempotency_key"] in first.stderr
+        done = hs("recover", "r1", "--resolve", f"{call}=done")
+        assert done.code == 0, done.stdout + done.stderr
+    assert commits(repo) == ["first", "init"]
+
+
 # --- mcp-server-time -----------------------------------------------------------------------
 
 
@@ -351,6 +447,70 @@ def test_a_changed_tool_list_blocks_until_accepted(
     assert accepted.code == 0, accepted.stdout + accepted.stderr
 
 
+# --- the streamable HTTP transport ---------------------------------------------------------
+
+
+@pytest.fixture
+def http_toy(workspace: Path, tmp_path: Path) -> Iterator[str]:
+    """The toy server over streamable HTTP on loopback, in the workspace: its URL. It prints
+    its port once it listens, so nothing here waits on time."""
+    with (tmp_path / "http-toy.stderr").open("wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, str(TOY), "--http"],
+            cwd=workspace,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        assert port.isdigit(), f"the toy server did not start: {(tmp_path / 'http-toy.stderr').read_text()}"
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_a_server_over_streamable_http_is_called_and_recovered(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path, home_env: dict[str, str], http_toy: str, probe: bool
+) -> None:
+    body = f'[[mcp]]\nname = "toy"\nurl = "{http_toy}"\ntools = ["append", "lookup"]\n'
+    if probe:
+        body += '[mcp.override.append]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    job = write_job(tmp_path, body, turns)
+    crash_run(home_env, job, "w1", workspace, "after_intent:2")  # append's intent is durable, no more
+    [listing] = records(root, "w1", "mcp.tools")
+    assert (listing["transport"], listing["url"]) == ("http", http_toy)
+    assert records(root, "w1", "tool.result")[0]["output"]["text"] == ""  # lookup ran: an empty ledger
+    assert not (workspace / "ledger.txt").exists()
+    if probe:
+        done = hs("recover", "w1")  # lookup does not find the key: append runs, once
+    else:
+        blocked = hs("recover", "w1")
+        assert blocked.code == 3, blocked.stdout + blocked.stderr
+        assert "call-2-0 (append)" in blocked.stderr and "non_idempotent and has no probe" in blocked.stderr
+        assert not (workspace / "ledger.txt").exists()
+        done = hs("recover", "w1", "--resolve", "call-2-0=retry")
+    assert done.code == 0, done.stdout + done.stderr
+    intent = records(root, "w1", "tool.intent")[1]
+    assert intent["tool"] == "append"
+    assert (
+        workspace / "ledger.txt"
+    ).read_text() == f"one {intent['idempotency_key']}\n"  # the key, from _meta
+    settled = [r for r in records(root, "w1", "tool.result") if r["tool"] == "append"]
+    assert [r["output"]["text"] for r in settled] == ["appended one"]
+    evidence = records(root, "w1", "recovery.started")[0]["in_doubt"][0]
+    assert evidence["decision"] == ("probe" if probe else "block")
+
+
 def test_a_server_that_cannot_start_creates_no_session(
     tmp_path: Path, hs: Cli, workspace: Path, root: Path
 ) -> None:
@@ -370,3 +530,188 @@ def test_a_tool_the_server_does_not_offer_is_refused_before_the_session_exists(
     refused = hs("run", str(write_job(tmp_path, body, [{"text": "done"}])), "--workspace", str(workspace))
     assert refused.code == 2, refused.stdout + refused.stderr
     assert "mcp[0].tools names 'nosuch', which the server 'toy' does not offer" in refused.stderr
+
+
+def test_an_inconclusive_probe_blocks_saying_the_probe_could_not_tell(
+    tmp_path: Path, hs: Cli, workspace: Path, home_env: dict[str, str]
+) -> None:
+    probe = '[mcp.override.append]\nprobe_tool = "fail"\n'  # its answer is always an error
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    crash_run(home_env, toy_job(tmp_path, turns, probe), "p1", workspace, "after_intent:1")
+    blocked = hs("recover", "p1")
+    assert blocked.code == 3, blocked.stdout + blocked.stderr
+    assert "non_idempotent and its probe could not tell whether it took effect" in blocked.stderr
+    assert "has no probe" not in blocked.stderr
+    assert "--resolve call-1-0=done" in blocked.stderr
+
+
+def test_accept_divergences_help_names_both_reasons() -> None:
+    from handshake_cli.cli.reference import help_text
+
+    shown = " ".join(help_text("recover").split())
+    assert "(model_divergence)" in shown and "(mcp_tools_changed)" in shown
+
+
+def test_a_fork_keeps_the_listing_and_the_servers_stderr_and_its_recovery_compares(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    from handshake_cli.paths import Paths
+    from handshake_cli.storage.store import Store
+
+    probe = '[mcp.override.append]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "lookup"}]},
+        {"tool_calls": [{"tool": "append", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    job = toy_job(tmp_path, turns, probe)
+    crash = {"TOY_CRASH_AFTER_APPEND": "1"}
+    stopped = hs("run", str(job), "--workspace", str(workspace), "--session-id", "o1", extra_env=crash)
+    assert stopped.code == 75, stopped.stdout + stopped.stderr
+    forked = hs("recover", "o1", "--fork", "o2")
+    assert forked.code == 0, forked.stdout + forked.stderr
+    [listing] = records(root, "o2", "mcp.tools")
+    assert listing == records(root, "o1", "mcp.tools")[0]
+    [failed] = records(root, "o2", "mcp.server_failed")
+    stderr = Store(Paths(root)).session("o2").artifact_store().get(failed["stderr_artifact_id"])
+    assert b"toy: crashing after the append" in stderr
+    changed = hs("recover", "o2", extra_env={"TOY_VARIANT": "changed"})
+    assert changed.code == 3, changed.stdout + changed.stderr
+    [blocked] = records(root, "o2", "recovery.blocked")
+    assert blocked["reason"] == "mcp_tools_changed" and "toy: lookup is gone" in blocked["detail"]
+    assert hs("recover", "o1", "--fork", "o3").code == 0
+    done = hs("recover", "o3")  # the same tools: its probe settles the append, nothing new is journaled
+    assert done.code == 0, done.stdout + done.stderr
+    assert records(root, "o3", "mcp.tools") == [listing]
+    assert len((workspace / "ledger.txt").read_text().splitlines()) == 1
+
+
+# --- a random-kill sweep (slow) ------------------------------------------------------------
+
+SWEEP_KILLS = int(os.environ.get("HANDSHAKE_MCP_SWEEP_KILLS", "100"))
+SWEEP_MESSAGES = ("alpha", "bravo")  # no hex digits: a commit hash never holds one
+
+
+def sweep_job(tmp: Path, name: str, probe: bool) -> Path:
+    body = (
+        f'[[mcp]]\nname = "git"\ncommand = {argv("-m", "mcp_server_git")}\n'
+        'tools = ["git_add", "git_commit", "git_log"]\n' + (GIT_PROBE if probe else "")
+    )
+    here = {"repo_path": "."}
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "git_add", "args": {**here, "files": ["a.txt"]}}]},
+        {"tool_calls": [{"tool": "git_commit", "args": {**here, "message": "alpha"}}]},
+        {
+            "tool_calls": [
+                {"tool": "git_add", "args": {**here, "files": ["b.txt"]}},
+                {"tool": "git_log", "args": here},
+            ]
+        },
+        {"tool_calls": [{"tool": "git_commit", "args": {**here, "message": "bravo"}}]},
+        {"tool_calls": [{"tool": "git_log", "args": here}]},
+        {"text": "done"},
+    ]
+    return write_job(tmp, body, turns, name)
+
+
+def start_bytes(home_env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        handshake(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=home_env,
+        start_new_session=True,
+    )
+
+
+def commit_calls_in_doubt(root: Path, session: str) -> int:
+    if not (root / "sessions" / session).is_dir():
+        return 0
+    settled = {r["tool_call_id"] for r in records(root, session, "tool.result")}
+    intents = records(root, session, "tool.intent")
+    return sum(1 for r in intents if r["tool"] == "git_commit" and r["tool_call_id"] not in settled)
+
+
+@needs_git
+@needs_git_server
+@pytest.mark.slow
+def test_random_sigkills_of_run_and_recover_never_make_two_commits(
+    tmp_path: Path, home_env: dict[str, str], root: Path
+) -> None:
+    """SIGKILLs at random instants of `run` and `recover` (recover killed again and again) of
+    sessions that add, commit, add, commit and log through mcp-server-git, half of them with
+    git_log as git_commit's probe. After each session's last recovery: each commit message is
+    in the repository at most once, and the session is COMPLETED (each commit once), or
+    BLOCKED with guidance naming a git_commit in doubt (only without a probe).
+    HANDSHAKE_MCP_SWEEP_KILLS sets how many kills (default 100), HANDSHAKE_MCP_SWEEP_SEED the seed."""
+    rng = random.Random(int(os.environ.get("HANDSHAKE_MCP_SWEEP_SEED", "20261203")))
+    tally: Counter[str] = Counter()
+    started = time.monotonic()
+
+    def journal_records(session: str) -> int:
+        journal = root / "sessions" / session / "journal"
+        if not journal.is_dir():
+            return 0
+        return sum(path.read_bytes().count(b"\n") for path in journal.iterdir())
+
+    def finish(
+        what: str, session: str, proc: subprocess.Popen[bytes], more: int | None
+    ) -> tuple[int | None, str]:
+        """Wait for the command, or SIGKILL it a random instant (0-100 ms) after its session's
+        journal has grown by `more` records: kills land all along the session, not mostly in
+        the interpreter's start-up."""
+        if more is not None:
+            target = journal_records(session) + more
+            while proc.poll() is None and journal_records(session) < target:
+                time.sleep(0.002)
+            if kill_after(proc, rng.uniform(0, 0.1)):
+                tally[f"{what}_killed"] += 1
+                return None, ""
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err.decode()
+
+    number = 0
+    while tally["run_killed"] + tally["recover_killed"] < SWEEP_KILLS:
+        number += 1
+        session, probe = f"s{number}", number % 2 == 0
+        repo = git_repo(tmp_path / session)
+        (repo / "b.txt").write_text("b\n")
+        job = sweep_job(tmp_path, session, probe)
+        run = ["run", str(job), "--session-id", session, "--workspace", str(repo)]
+        code, err = finish("run", session, start_bytes(home_env, *run), rng.randint(0, 38))
+        history = [f"run {code}"]
+        for attempt in range(40):
+            if code in (0, 3) and (root / "sessions" / session).is_dir():
+                break
+            if code is None and commit_calls_in_doubt(root, session):
+                tally[f"kills_leaving_a_commit_in_doubt_{'with' if probe else 'without'}_probe"] += 1
+                history.append("(a commit in doubt)")
+            exists = (root / "sessions" / session).is_dir()
+            argv_ = ["recover", session] if exists else run
+            what = "recover" if exists else "run"
+            more = rng.randint(0, 20) if attempt < 5 and rng.random() < 0.6 else None
+            code, err = finish(what, session, start_bytes(home_env, *argv_), more)
+            history.append(f"{what} {code}")
+            assert code in (None, 0, 3, 75), (session, history, err)
+        found = commits(repo)
+        context = (session, probe, history, found, err)
+        assert all(found.count(message) <= 1 for message in SWEEP_MESSAGES), context
+        state = describe(root, session)["state"]
+        print(f"  {session} probe={probe}: {' '.join(history)} -> {state}, commits {found}", flush=True)
+        tally["sessions"] += 1
+        tally["commit_calls_checked"] += len(SWEEP_MESSAGES)
+        if state == "COMPLETED":
+            tally["completed"] += 1
+            assert sorted(m for m in found if m in SWEEP_MESSAGES) == list(SWEEP_MESSAGES), context
+        else:
+            assert (state, code, probe) == ("BLOCKED", 3, False), context
+            tally["blocked"] += 1
+            [doubt] = [r for r in records(root, session, "tool.intent") if r["tool"] == "git_commit"][-1:]
+            call = doubt["tool_call_id"]
+            assert f"{call} (git_commit)" in err and f"--resolve {call}=done" in err, context
+    figures = {**tally, "seconds": round(time.monotonic() - started, 1)}
+    print(f"MCP kill sweep figures: {json.dumps(figures)}")
+    assert tally["run_killed"] and tally["recover_killed"]

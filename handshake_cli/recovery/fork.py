@@ -95,5 +95,12 @@ def _pick(
     return None
 
 
+# Records that name artifacts the fork must have too: a tool's large output, an MCP server's
+# stderr (kept when it stopped or failed). The MCP servers' listings (`mcp.tools`, written
+# before the first checkpoint) are copied like any record, so recovering the fork compares
+# what the servers offer then with what the original session started with.
+ARTIFACT_RECORDS = ("tool.result", "mcp.stopped", "mcp.server_failed")
+
+
 def _named_artifacts(record: Record) -> list[str]:
-    return named_artifacts(record.data) if record.type == "tool.result" else []
+    return named_artifacts(record.data) if record.type in ARTIFACT_RECORDS else []

@@ -74,7 +74,7 @@ def restart(view: SessionView, workspace: Path, environ: Mapping[str, str], mask
     for server in view.job.mcp:
         before = journaled.get(server.name)
         if before is None:
-            continue  # nothing journaled (a fork): what it offers now is journaled
+            continue  # nothing journaled (killed before its listing was): what it offers now is
         now = mcp_tools.kept_tools(server, listings[server.name])
         changes.extend(f"{server.name}: {change}" for change in mcp_tools.compare(before, now))
     return Restarted(host, job, listings, changes)

@@ -260,11 +260,12 @@ def guidance(plan: Plan) -> list[str]:
         for call in plan.in_doubt:
             if call.decision != BLOCK:
                 continue
-            why = (
-                f"{call.idempotency} and has no probe"
-                if call.idempotency
-                else "not declared by the session's job any more"
-            )
+            if not call.idempotency:
+                why = "not declared by the session's job any more"
+            elif call.has_probe:  # its probe was asked and could not tell
+                why = f"{call.idempotency} and its probe could not tell whether it took effect"
+            else:
+                why = f"{call.idempotency} and has no probe"
             lines.append(
                 f"  {call.tool_call_id} ({call.tool}) was started but its result was never recorded; "
                 f"it is {why}."

@@ -42,7 +42,13 @@ def recover(
     ] = None,
     accept_divergence: Annotated[
         bool,
-        typer.Option("--accept-divergence", help="Go on when a deterministic model answers differently."),
+        typer.Option(
+            "--accept-divergence",
+            help=(
+                "Go on when a deterministic model answers differently (model_divergence), or with the "
+                "tools an MCP server offers now (mcp_tools_changed)."
+            ),
+        ),
     ] = False,
     root: Root = None,
     json_: Json = False,

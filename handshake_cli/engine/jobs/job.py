@@ -216,9 +216,9 @@ def _mcp_config(server: McpServerSpec) -> dict[str, Any]:
     config: dict[str, Any] = {"name": server.name}
     if server.command is not None:
         config["command"] = list(server.command)
+        config["env"] = list(server.env)  # only a server handshake starts has an environment
     if server.url is not None:
         config["url"] = server.url
-    config["env"] = list(server.env)
     if server.tools is not None:
         config["tools"] = list(server.tools)
     config["timeout_seconds"] = server.timeout_seconds

@@ -1,4 +1,6 @@
-"""A small MCP server for handshake's tests (tests/test_mcp.py), over stdio.
+"""A small MCP server for handshake's tests (tests/test_mcp.py), over stdio; with `--http`,
+over the streamable HTTP transport on a free loopback port, which it prints (`PORT\n` on
+stdout) once it listens.
 
 - `append` (not idempotent): appends a line, with the idempotency key handshake sent in the
   request's `_meta`, to ledger.txt in its working directory;
@@ -6,12 +8,14 @@
 - `hang`: never answers; `crash`: the server dies mid-call; `fail`: an `isError` result;
   `refuse`: a JSON-RPC error answer;
 - TOY_VARIANT=changed (an environment variable the job passes through): `append` takes
-  another argument and `lookup` is gone, as after an upgrade.
+  another argument and `lookup` is gone, as after an upgrade;
+- TOY_CRASH_AFTER_APPEND=1: the first `append` dies after its effect (saying so on stderr).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +51,7 @@ else:
             os.fsync(out.fileno())
         if os.environ.get("TOY_CRASH_AFTER_APPEND") and not Path("crashed-once").exists():
             Path("crashed-once").touch()
+            print("toy: crashing after the append", file=sys.stderr, flush=True)
             os._exit(3)  # the effect happened; the answer never comes
         return f"appended {line}"
 
@@ -79,5 +84,25 @@ def refuse() -> str:
     raise MCPError(code=-32602, message="refused on purpose")
 
 
+def serve_http() -> None:
+    """Bind and listen before saying the port, so a client that read it never finds nothing
+    there; uvicorn then serves the SDK's streamable HTTP app on that socket."""
+    import socket
+
+    import anyio
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = server.streamable_http_app(host="127.0.0.1")
+    config = uvicorn.Config(app, log_level="warning")
+    print(sock.getsockname()[1], flush=True)
+    anyio.run(uvicorn.Server(config).serve, [sock])
+
+
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:] == ["--http"]:
+        serve_http()
+    else:
+        server.run()
