@@ -219,6 +219,7 @@ PLAN_FIELDS = (
     "exit_code",
     "executed",
     "detail",
+    "stopped_mcp_servers",
 )
 RECOVERED_TORN_TAIL = keys(*ENVELOPE, *PLAN_FIELDS, torn_tail=DAMAGE)
 BLOCKED = keys(*ENVELOPE, *PLAN_FIELDS, "guidance", in_doubt=[IN_DOUBT])

@@ -370,7 +370,7 @@ def test_a_read_only_server(tmp_path: Path, hs: Cli, workspace: Path, root: Path
 def toy_job(tmp: Path, turns: list[dict[str, Any]], extra: str = "", name: str = "toy") -> Path:
     body = f'[[mcp]]\nname = "toy"\ncommand = {argv(str(TOY))}\n'
     body += 'env = ["TOY_VARIANT", "TOY_CRASH_AFTER_APPEND"]\n'
-    body += 'tools = ["append", "lookup", "hang", "fail", "refuse"]\n'
+    body += 'tools = ["append", "lookup", "hang", "fail", "refuse", "append_when_released"]\n'
     return write_job(tmp, body + extra, turns, name)
 
 
@@ -410,6 +410,67 @@ def test_a_server_that_dies_mid_call_leaves_the_call_in_doubt_and_a_probe_settle
     assert done.code == 0, done.stdout + done.stderr
     assert len((workspace / "ledger.txt").read_text().splitlines()) == 1
     assert records(root, "d1", "tool.result")[0]["evidence"]["probe"] == "happened"
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"  # a zombie has exited: gone
+
+
+def held_pids(workspace: Path) -> list[int]:
+    return sorted(int(path.suffix[1:]) for path in workspace.glob("held.*"))
+
+
+def test_a_server_left_running_by_a_killed_run_is_stopped_before_the_probe(
+    tmp_path: Path, home_env: dict[str, str], workspace: Path, root: Path
+) -> None:
+    """The SDK starts a stdio server in a session of its own: a SIGKILL of `handshake run`
+    leaves it running, and it finishes the call in progress once it can. A `recover` run at
+    once must stop it (its pid gone) before its probe asks, or the probe says "not happened",
+    the call runs again, and the ledger gets two lines for one call."""
+    probe = '[mcp.override.append_when_released]\nprobe_tool = "lookup"\n'
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"tool": "append_when_released", "args": {"line": "one"}}]},
+        {"text": "done"},
+    ]
+    job = toy_job(tmp_path, turns, probe)
+    run = start(home_env, "run", str(job), "--session-id", "o1", "--workspace", str(workspace))
+    orphan = 0
+    try:
+        wait_for(lambda: bool(held_pids(workspace)) or run.poll() is not None, timeout=60)
+        assert run.poll() is None, run.communicate()
+        [orphan] = held_pids(workspace)  # the call is in progress in the server
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate()
+        assert running(orphan)
+        [process] = records(root, "o1", "mcp.process")
+        assert (process["server"], process["pid"], process["pgid"]) == ("toy", orphan, orphan)
+        recover = start(home_env, "recover", "o1")
+        try:
+            # The probe said "not happened" and the call runs again, in a new server.
+            wait_for(lambda: len(held_pids(workspace)) == 2 or recover.poll() is not None, timeout=60)
+            (workspace / "release").touch()
+            out, err = recover.communicate(timeout=60)
+        finally:
+            if recover.poll() is None:
+                recover.kill()
+                recover.communicate()
+        assert recover.returncode == 0, out + err
+        wait_for(lambda: not running(orphan), timeout=60)  # without the fix: once it has appended
+        [key] = {r["idempotency_key"] for r in records(root, "o1", "tool.intent")}  # the rerun's too
+        assert (workspace / "ledger.txt").read_text() == f"one {key}\n"
+        assert (workspace / "lookups.txt").read_text() == "running: []\n"  # the probe came after
+        [started] = records(root, "o1", "recovery.started")
+        assert started["stopped_mcp_servers"] == [{"server": "toy", "pid": orphan, "killed": [orphan]}]
+        assert f"stopped MCP server toy (pid {orphan})" in out
+        assert describe(root, "o1")["state"] == "COMPLETED"
+    finally:
+        if orphan and running(orphan):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(orphan, signal.SIGKILL)
 
 
 def test_a_server_that_hangs_leaves_the_call_in_doubt_by_the_usual_rules(

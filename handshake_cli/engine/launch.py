@@ -130,6 +130,9 @@ def _start(
             if host is not None:
                 for name, tools in listings.items():
                     writer.append("mcp.tools", host.record(name, tools), sync=False)
+                    if (process := host.process(name)) is not None:
+                        # durable with the first intent, before any call can reach the server
+                        writer.append("mcp.process", process, sync=False)
             writer.transition(ACTIVE, "run started")
             return runner.drive()
         finally:

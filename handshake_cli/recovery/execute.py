@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from handshake_cli import faults
 from handshake_cli.errors import ExitCode, HandshakeError, SessionLocked, UsageError
-from handshake_cli.recovery.mcp import Restarted, journaled_listings, restart
+from handshake_cli.recovery.mcp import Restarted, journaled_listings, restart, stop_left_behind
 from handshake_cli.recovery.plan import (
     BLOCK,
     PROBE,
@@ -54,6 +54,8 @@ class RecoveryResult:
     executed: bool  # False for --dry-run and for plans that needed no writes
     guidance: list[str] = field(default_factory=list)
     detail: str = ""
+    # MCP servers a killed run or recovery left running, stopped before anything else
+    stopped_mcp_servers: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class RecoveryResult:
             "exit_code": self.exit_code,
             "executed": self.executed,
             "detail": self.detail,
+            "stopped_mcp_servers": self.stopped_mcp_servers,
         }
 
 
@@ -150,15 +153,20 @@ def _recover_locked(
     provider = (
         make_provider(view.job.model, environ, workspace) if plan.action == PlanAction.RESUME else _NoModel()
     )
+    # A server a killed run (or recovery) left running may still finish the call in doubt:
+    # stopped, and gone, before any server starts again or any probe asks.
+    left_behind = stop_left_behind(view, root_args)
     # The MCP servers the job declares: started again (or refused, exit 74) before anything
     # is written, when the plan runs something.
     servers = None
     if plan.action == PlanAction.RESUME and view.job.mcp:
         servers = restart(view, workspace, environ, session_masker(view.job, environ).mask_json)
     try:
-        return _recover_started(
-            session, held, options, root_args, observer, environ, view, plan, provider, servers
+        result = _recover_started(
+            session, held, options, root_args, observer, environ, view, plan, provider, servers, left_behind
         )
+        result.stopped_mcp_servers = left_behind
+        return result
     finally:
         if servers is not None:
             servers.host.close()
@@ -175,6 +183,7 @@ def _recover_started(
     plan: Plan,
     provider: Any,
     servers: Restarted | None,
+    left_behind: list[dict[str, Any]],
 ) -> RecoveryResult:
     from handshake_cli.engine.loop import Cancellation, Runner
     from handshake_cli.engine.writer import open_writer
@@ -211,7 +220,7 @@ def _recover_started(
                 environ=environ,
                 mcp=servers.host if servers else None,
             )
-            return _execute(writer, runner, view, plan, options, repaired, servers)
+            return _execute(writer, runner, view, plan, options, repaired, servers, left_behind)
         finally:
             restore()
 
@@ -224,20 +233,20 @@ def _execute(
     options: Options,
     repaired: TailRepair | None,
     servers: Restarted | None = None,
+    left_behind: list[dict[str, Any]] | None = None,
 ) -> RecoveryResult:
     """Journal the recovery, then cancel, block, or settle the calls in doubt and resume."""
-    writer.append(
-        "recovery.started",
-        {
-            "action": plan.action,
-            "reason": plan.reason,
-            "checkpoint": plan.checkpoint,
-            "skipped_checkpoints": plan.skipped_checkpoints,
-            "repaired_torn_tail": repaired,
-            "in_doubt": [call.as_json() for call in plan.in_doubt],
-        },
-        sync=False,
-    )
+    started: dict[str, Any] = {
+        "action": plan.action,
+        "reason": plan.reason,
+        "checkpoint": plan.checkpoint,
+        "skipped_checkpoints": plan.skipped_checkpoints,
+        "repaired_torn_tail": repaired,
+        "in_doubt": [call.as_json() for call in plan.in_doubt],
+    }
+    if left_behind:
+        started["stopped_mcp_servers"] = left_behind
+    writer.append("recovery.started", started, sync=False)
     faults.crash_point("recovery_started")
     if plan.action == PlanAction.NOTHING:
         writer.sync()
@@ -286,6 +295,10 @@ def _resume(
     """Settle the calls in doubt and run on. Returns the plan as it stands when a probe could
     not answer or an MCP server's tools changed (the session blocks then, before running
     anything), or None."""
+    if servers is not None:
+        for name in servers.host.servers:
+            if (process := servers.host.process(name)) is not None:
+                writer.append("mcp.process", process, sync=False)  # durable with the first intent
     if servers is not None and servers.changes and not options.accept_divergence:
         runner.stop_mcp_servers()
         blocked = replace(plan, action=PlanAction.BLOCKED, reason="mcp_tools_changed")

@@ -47,7 +47,9 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
         head_for=initial_head,
         session_id=new_id,
     )
-    copied = [r for r in result.records[1:] if r.seq <= covers and r.type != "checkpoint.created"]
+    # Not the original's server processes (`mcp.process`): recovering the fork must never
+    # stop a server of the session it came from.
+    copied = [r for r in result.records[1:] if r.seq <= covers and r.type not in NOT_COPIED]
     with open_writer(new, command=" ".join(["handshake", "recover", source_id, "--fork", new_id])) as writer:
         try:
             filled = _fill(source, writer, copied, base, covers)
@@ -100,6 +102,7 @@ def _pick(
 # before the first checkpoint) are copied like any record, so recovering the fork compares
 # what the servers offer then with what the original session started with.
 ARTIFACT_RECORDS = ("tool.result", "mcp.stopped", "mcp.server_failed")
+NOT_COPIED = ("checkpoint.created", "mcp.process")
 
 
 def _named_artifacts(record: Record) -> list[str]:

@@ -6,6 +6,13 @@ session started (`mcp.tools` records), gated by the job's [mcp.override.NAME]. T
 reads them here (a pure function of the session's files); the executor starts the servers
 again and blocks with `mcp_tools_changed` when a tool the session relies on is gone or its
 input schema or annotations differ, rather than call it blindly.
+
+Before that, `stop_left_behind` stops the servers a killed `run` or `recover` left running:
+the SDK starts a stdio server in a process group of its own, so it outlives handshake and
+finishes the call in progress, and a probe that asked before it had would see "not
+happened" and the call would run twice. Each journaled `mcp.process` that is still the same
+process (its start time says so) has its group SIGKILLed, and recovery waits until it has
+gone.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handshake_cli.engine.jobs import ToolSpec
-from handshake_cli.engine.tools import mcp_tools
+from handshake_cli.engine.tools import mcp_tools, process
+from handshake_cli.errors import EnvironmentFailure
 from handshake_cli.recovery.view import SessionView
 from handshake_cli.storage.journal.scan import scan
+
+PROCESS_RECORD = "mcp.process"  # a started stdio server's process (docs/FORMAT.md)
 
 if TYPE_CHECKING:
     from handshake_cli.engine.jobs import Job
@@ -34,6 +44,36 @@ def journaled_listings(view: SessionView) -> dict[str, list[dict[str, Any]]]:
             tools = record.data.get("tools")
             found[str(record.data.get("server"))] = [t for t in tools or [] if isinstance(t, dict)]
     return found
+
+
+class McpServerLeftRunning(EnvironmentFailure):
+    """A server a crash left running did not go when killed: recovery must not probe or call."""
+
+    code = "mcp_server_left_running"
+
+
+def stop_left_behind(view: SessionView, root_args: list[str]) -> list[dict[str, Any]]:
+    """Stop each stdio server the session journaled (`mcp.process`) that is still running and
+    is the same process, and wait until it has gone. Returns what was stopped: the server,
+    its pid and the pids of its process group that were killed (empty when none was left)."""
+    if not view.job.mcp:
+        return []
+    stopped: list[dict[str, Any]] = []
+    for record in scan(view.session.journal, view.session.session_id).records:
+        if record.type != PROCESS_RECORD:
+            continue
+        try:
+            killed = process.stop_left_behind(record.data)
+        except process.StillRunning as exc:
+            raise McpServerLeftRunning(
+                f"the MCP server {record.data.get('server')!r} (pid {record.data.get('pid')}) left "
+                f"running by an interrupted run was killed but {exc}; nothing was recovered",
+                guidance=[" ".join(["handshake", "recover", view.session.session_id, *root_args])],
+            ) from None
+        if killed:
+            data = record.data
+            stopped.append({"server": data.get("server"), "pid": data.get("pid"), "killed": killed})
+    return stopped
 
 
 def journaled_specs(view: SessionView) -> dict[str, ToolSpec]:

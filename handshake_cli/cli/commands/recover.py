@@ -99,6 +99,12 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
         plan = outcome.plan
         verb = "would" if options.dry_run else ("did" if outcome.executed else "needed")
         out.line(f"session {plan.session_id}: {plan.state}; recovery {verb}: {plan.action} ({plan.reason})")
+        for server in outcome.stopped_mcp_servers:
+            killed = ", ".join(str(pid) for pid in server["killed"])
+            out.line(
+                f"  stopped MCP server {server['server']} (pid {server['pid']}), left running by an "
+                f"interrupted run, before anything else: killed {killed}"
+            )
         if plan.torn_tail:
             torn = plan.torn_tail
             out.line(f"  torn tail at {torn['segment']} byte {torn['offset']}: cut to quarantine/")

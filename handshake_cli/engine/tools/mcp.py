@@ -17,6 +17,10 @@ entered them). The runner's thread hands it coroutines and waits for their answe
 - `close()` stops every server (stdin closed, then the SDK terminates its process tree).
 
 Each stdio server's stderr goes to a temporary file, which the runner keeps as an artifact.
+The SDK starts a stdio server in a session (process group) of its own, so a SIGKILL of
+handshake leaves it running, finishing the call in progress: `process()` says what
+identifies it (pid, process group, start time), which the session journals (`mcp.process`)
+so that recovery can stop it before it probes or calls anything (recovery/mcp.py).
 Nothing here raises for what a server says: only `ToolInDoubt` (for the loop) and
 `McpUnavailable` (a server that cannot be started or listed) leave it.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import json
 import os
 import tempfile
@@ -34,6 +39,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, Any, cast
 
+import mcp.client.stdio as sdk_stdio
 import mcp_types
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -43,13 +49,41 @@ from mcp.shared.exceptions import MCPError
 from handshake_cli.engine.jobs import McpServerSpec, ToolSpec
 from handshake_cli.engine.tools import mcp_tools
 from handshake_cli.engine.tools.gate import ToolContext, ToolInDoubt, ToolOutcome, capped_text
-from handshake_cli.engine.tools.process import BASE_ENV
+from handshake_cli.engine.tools.process import BASE_ENV, identity
 from handshake_cli.errors import EnvironmentFailure
 
 IN_DOUBT_CODES = (mcp_types.CONNECTION_CLOSED, mcp_types.REQUEST_TIMEOUT)
 GRACE_SECONDS = 5.0  # past a call's own timeout, before the host stops waiting for the SDK
 STOP_SECONDS = 10.0
 STDERR_TAIL_CHARS = 2000
+
+
+# The pids of the processes the SDK spawns in the current task (one server's task).
+_SPAWNED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "handshake_mcp_spawned", default=None
+)
+
+
+def _watch_spawns() -> None:
+    """Wrap the SDK's spawn so each server's task learns its process's pid: `stdio_client`
+    keeps the process to itself. The SDK is pinned below 3; should the function move, the
+    servers run as before and nothing identifies them (recovery then has nothing to stop)."""
+    spawn = getattr(sdk_stdio, "_create_platform_compatible_process", None)
+    if spawn is None or getattr(spawn, "handshake_watched", False):
+        return
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        process = await spawn(*args, **kwargs)
+        found = _SPAWNED.get()
+        if found is not None:
+            found.append(int(process.pid))
+        return process
+
+    watched.handshake_watched = True  # type: ignore[attr-defined]
+    sdk_stdio._create_platform_compatible_process = watched
+
+
+_watch_spawns()
 
 
 class McpUnavailable(EnvironmentFailure):
@@ -70,6 +104,7 @@ class _Server:
         self.stop_event: asyncio.Event | None = None
         self.stderr: IO[bytes] | None = None
         self.info: dict[str, Any] = {}
+        self.process: dict[str, Any] | None = None  # a stdio server's identity, once started
 
     @property
     def transport(self) -> str:
@@ -87,7 +122,10 @@ class _Server:
                     )
                     errlog: Any = os.fdopen(os.dup(self.stderr.fileno()), "w")
                     stack.callback(errlog.close)
+                    spawned: list[int] = []
+                    _SPAWNED.set(spawned)  # this task's own context: no other server sees it
                     streams = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                    self.process = identity(spawned[0]) if spawned else None
                 else:
                     assert self.spec.url is not None
                     streams = await stack.enter_async_context(streamable_http_client(self.spec.url))
@@ -176,6 +214,13 @@ class McpHost:
             "server_info": server.info or None,
             "tools": mcp_tools.kept_tools(server.spec, tools),
         }
+
+    def process(self, name: str) -> dict[str, Any] | None:
+        """The `mcp.process` record's data for a started stdio server: what identifies its
+        process (engine/tools/process.py `identity`); None for an HTTP server, or where the
+        process cannot be identified."""
+        process = self.servers[name].process
+        return {"server": name, **process} if process else None
 
     def stderr(self, name: str) -> bytes:
         return self.servers[name].stderr_bytes()

@@ -14,9 +14,12 @@ model (capped output, error kinds) is the gate's.
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -134,3 +137,110 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+# -- a process left behind by a handshake that died (an MCP server in its own session) -----
+
+STOP_WAIT_SECONDS = 10.0  # for a SIGKILLed process group to go; only an unkillable one (D state) takes it
+
+
+class StillRunning(Exception):
+    """A process group did not go within STOP_WAIT_SECONDS of its SIGKILL."""
+
+
+def identity(pid: int) -> dict[str, Any] | None:
+    """What tells the process `pid` from any later one given its pid: its process group, its
+    start time (field 22 of /proc/PID/stat, clock ticks since boot) and the host. None where
+    there is no /proc, or when it has already gone."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == b"Z":
+        return None
+    return {"pid": pid, "pgid": int(fields[2]), "pid_start": int(fields[19]), "host": _hostname()}
+
+
+def stop_left_behind(process: Mapping[str, Any]) -> list[int]:
+    """SIGKILL the process group of `process` (an `identity()`) when it is still the same
+    process, or, its leader gone, members of its group started after it; return once every
+    one of them has gone (exited: a zombie nobody reaps counts). Returns the pids killed:
+    none when it runs on another host, has gone, or its pid now names another process.
+    Raises StillRunning when one does not go."""
+    if process.get("host") != _hostname():
+        return []
+    pid, pgid, started = int(process["pid"]), int(process["pgid"]), int(process["pid_start"])
+    leader = _stat(pid)
+    if leader is not None and int(leader[19]) != started:
+        return []  # the pid names another process now: the group it led has long gone
+    # Its group, in the session it led (the SDK starts a server with setsid), started no
+    # earlier than it; exited members (zombies) are gone already.
+    members = [
+        other
+        for other, fields in _processes()
+        if (int(fields[2]), int(fields[3])) == (pgid, pgid)
+        and int(fields[19]) >= started
+        and fields[0] != b"Z"
+    ]
+    if not members:
+        return []
+    waiters = {other: _pidfd(other) for other in members}
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        for other, fd in waiters.items():
+            _wait_gone(other, fd)
+    finally:
+        for fd in waiters.values():
+            if fd is not None:
+                os.close(fd)
+    return sorted(members)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # an old kernel, or already gone: /proc says when it goes
+        return None
+
+
+def _wait_gone(pid: int, fd: int | None) -> None:
+    """Until `pid` has exited: its pidfd becomes readable then; without one, /proc polled."""
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    if fd is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(STOP_WAIT_SECONDS * 1000):
+            raise StillRunning(f"pid {pid} did not go within {STOP_WAIT_SECONDS:g} s of its SIGKILL")
+        return
+    while (fields := _stat(pid)) is not None and fields[0] != b"Z":
+        if time.monotonic() > deadline:
+            raise StillRunning(f"pid {pid} did not go within {STOP_WAIT_SECONDS:g} s of its SIGKILL")
+        time.sleep(0.005)
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (state, ppid, pgrp, session, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parens: count from its last paren.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields if len(fields) > 19 else None
+
+
+def _processes() -> Iterable[tuple[int, list[bytes]]]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit() and (fields := _stat(int(name))) is not None:
+            yield int(name), fields
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()

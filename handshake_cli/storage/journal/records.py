@@ -135,12 +135,14 @@ _FIELDS: dict[str, Spec] = {
         "skipped_checkpoints": (_L, False),
         "repaired_torn_tail": (_D0, False),
         "in_doubt": (_L, False),
+        "stopped_mcp_servers": (_L, False),
     },
     "recovery.resumed": {"checkpoint": (_S0, False), "in_flight": (_D0, False), "replaying": (_B0, False)},
     "recovery.blocked": {"reason": (_S, False), "detail": (_S0, False), "in_doubt": (_L, False)},
     "operator.resolution": {"tool_call_id": (_S, False), "resolution": (_S, False), "by": (_S0, False)},
     # MCP tool servers (docs/FORMAT.md): a server's listing when it starts, a server that
-    # failed mid-call, a server stopped with the session (its stderr kept as an artifact).
+    # failed mid-call, a server stopped with the session (its stderr kept as an artifact);
+    # what identifies a stdio server's process, for recovery to stop one a crash left running.
     "mcp.tools": {
         "server": (_S, True),
         "transport": (_S, False),
@@ -149,6 +151,13 @@ _FIELDS: dict[str, Spec] = {
         "server_info": (_D0, False),
         "tools": (_L, True),
         "accepted": (_B, False),
+    },
+    "mcp.process": {
+        "server": (_S, True),
+        "pid": (_I, True),
+        "pgid": (_I, True),
+        "pid_start": (_I, True),
+        "host": (_S, True),
     },
     "mcp.server_failed": {
         "server": (_S0, False),

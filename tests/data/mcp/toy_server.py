@@ -9,7 +9,11 @@ stdout) once it listens.
   `refuse`: a JSON-RPC error answer;
 - TOY_VARIANT=changed (an environment variable the job passes through): `append` takes
   another argument and `lookup` is gone, as after an upgrade;
-- TOY_CRASH_AFTER_APPEND=1: the first `append` dies after its effect (saying so on stderr).
+- TOY_CRASH_AFTER_APPEND=1: the first `append` dies after its effect (saying so on stderr);
+- `append_when_released` (not idempotent): writes `held.PID` (its server's pid), waits for
+  a file `release` to appear, then appends like `append`: a call still in progress when
+  handshake is killed, which its orphaned server would finish. `lookup` notes in
+  lookups.txt which of the servers that wrote `held.PID` are still running when it is asked.
 """
 
 from __future__ import annotations
@@ -57,7 +61,29 @@ else:
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     def lookup(line: str = "") -> str:
+        held = sorted(int(path.suffix[1:]) for path in Path().glob("held.*"))
+        if held:
+            with open("lookups.txt", "a") as out:
+                out.write(f"running: {[pid for pid in held if _running(pid)]}\n")
         return LEDGER.read_text() if LEDGER.exists() else ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"  # a zombie has exited
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
+def append_when_released(line: str, ctx: Context) -> str:
+    Path(f"held.{os.getpid()}").touch()
+    while not Path("release").exists():
+        time.sleep(0.01)
+    with LEDGER.open("a") as out:
+        out.write(f"{line} {_key(ctx)}\n")
+    return f"appended {line}"
 
 
 @server.tool()
