@@ -448,6 +448,10 @@ def test_a_server_left_running_by_a_killed_run_is_stopped_before_the_probe(
         assert running(orphan)
         [process] = records(root, "o1", "mcp.process")
         assert (process["server"], process["pid"], process["pgid"]) == ("toy", orphan, orphan)
+        dry = subprocess.run(
+            handshake("recover", "o1", "--dry-run", "--json"), env=home_env, capture_output=True, text=True
+        )
+        assert json.loads(dry.stdout)["stopped_mcp_servers"] == [] and running(orphan)  # touches nothing
         recover = start(home_env, "recover", "o1")
         try:
             # The probe said "not happened" and the call runs again, in a new server.
