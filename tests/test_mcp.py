@@ -617,7 +617,7 @@ def test_accept_divergences_help_names_both_reasons() -> None:
     from handshake_cli.cli.reference import help_text
 
     shown = " ".join(help_text("recover").split())
-    assert "(model_divergence)" in shown and "(mcp_tools_changed)" in shown
+    assert "model_divergence" in shown and "mcp_tools_changed" in shown
 
 
 def test_a_fork_keeps_the_listing_and_the_servers_stderr_and_its_recovery_compares(

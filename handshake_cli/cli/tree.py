@@ -313,7 +313,7 @@ ROOT: dict[str, Any] = {
                     "value": False,
                     "multiple": False,
                     "hidden": False,
-                    "help": "Go on when a deterministic model answers differently.",
+                    "help": "Go on past a model_divergence or mcp_tools_changed block.",
                     "plain": True,
                     "callback": False,
                 },

@@ -44,10 +44,7 @@ def recover(
         bool,
         typer.Option(
             "--accept-divergence",
-            help=(
-                "Go on when a deterministic model answers differently (model_divergence), or with the "
-                "tools an MCP server offers now (mcp_tools_changed)."
-            ),
+            help="Go on past a model_divergence or mcp_tools_changed block.",
         ),
     ] = False,
     root: Root = None,
