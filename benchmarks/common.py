@@ -378,10 +378,14 @@ def run_pending_calls(runner: Any, calls: list[dict[str, Any]]) -> None:
         runner.run_tool_calls()
 
 
-def rebuild(session: Any) -> Any:
-    """The latest state of a session, as recovery rebuilds it (a SessionView)."""
+def rebuild(session: Any, *, lazy: bool = False) -> Any:
+    """The latest state of a session (a SessionView): in full, as a resume rebuilds it, or
+    `lazy`, as `recover --dry-run` plans from it (the job and the thread's history read only
+    when used)."""
     from handshake_cli.recovery.view import rebuild as rebuild_view
 
+    if lazy:
+        return rebuild_view(session, read_job=False, lazy_thread=True)
     return rebuild_view(session)
 
 
@@ -399,10 +403,11 @@ def newest_checkpoint(session: Any) -> Any:
     return ref
 
 
-def load_checkpoint(session: Any, ref: Any) -> Any:
+def load_checkpoint(session: Any, ref: Any, *, lazy: bool = False) -> Any:
+    """A checkpoint: with its whole thread, or `lazy` (its own record; the history on use)."""
     from handshake_cli.session.checkpoints import load
 
-    return load(session.journal, ref, session.session_id)
+    return load(session.journal, ref, session.session_id, lazy=lazy)
 
 
 def session_dir(root: Path, session_id: str) -> Any:

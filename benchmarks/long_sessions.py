@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     load_checkpoint,
     median,
     newest_checkpoint,
+    plan,
     print_rows,
     read_call,
     rebuild,
@@ -157,35 +158,55 @@ def in_process(label: str, session: Any, repeat: int, *, with_rebuild: bool) -> 
     ref = newest_checkpoint(session)
     out = []
     if with_rebuild:
-        rebuilt = timed(lambda: rebuild(session), repeat)
         scans = timed(lambda: full_verify(session), repeat)
+        planned = timed(lambda: plan(rebuild(session, lazy=True)), repeat)
+        rebuilt = timed(lambda: rebuild(session).thread.messages, repeat)
+        for name, samples, target, note in (
+            (
+                f"rebuild latest state and plan, {label}",
+                planned,
+                5.0,
+                "as recover --dry-run does it: the newest checkpoint's own record, the tail after it; "
+                "the job and the thread's history read only when used",
+            ),
+            (
+                f"rebuild latest state with its whole thread, {label}",
+                rebuilt,
+                None,
+                "as a resume needs it (the next model request sends the thread); no target",
+            ),
+        ):
+            out.append(
+                row(
+                    SUITE,
+                    name,
+                    median(samples) * 1e3,
+                    "ms",
+                    baseline="full verify of its journal",
+                    baseline_value=median(scans) * 1e3,
+                    ratio=median(samples) / median(scans),
+                    at_most=target,
+                    on="value",
+                    samples=[t * 1e3 for t in samples],
+                    note=f"in-process, median of {repeat} runs; {note}",
+                )
+            )
+    for lazy, name, target in (
+        (True, "load newest checkpoint", 1.0),
+        (False, "load newest checkpoint with its thread", None),
+    ):
+        loads = timed(lambda lazy=lazy: load_checkpoint(session, ref, lazy=lazy), repeat)
         out.append(
             row(
                 SUITE,
-                f"rebuild latest state, {label}",
-                median(rebuilt) * 1e3,
+                f"{name}, {label}",
+                median(loads) * 1e3,
                 "ms",
-                baseline="full verify of its journal",
-                baseline_value=median(scans) * 1e3,
-                ratio=median(rebuilt) / median(scans),
-                at_most=5,
+                at_most=target,
                 on="value",
-                samples=[s * 1e3 for s in rebuilt],
-                note="recovery.view.rebuild in-process, median of runs; baseline: journal scan, no decode",
+                samples=[t * 1e3 for t in loads],
             )
         )
-    loads = timed(lambda: load_checkpoint(session, ref), repeat)
-    out.append(
-        row(
-            SUITE,
-            f"load newest checkpoint, {label}",
-            median(loads) * 1e3,
-            "ms",
-            at_most=1,
-            on="value",
-            samples=[s * 1e3 for s in loads],
-        )
-    )
     return out
 
 
@@ -223,6 +244,9 @@ def rows(
     repeat = ctx.pick(25, 11, 3)
     out = []
     long = turns_session(ctx, turns)
+    # The floor every session pays: the command's start-up beyond --version (which loads
+    # neither typer nor the command tree), on a session of one turn.
+    out += beyond_version(ctx, "1-turn session (the start-up floor)", turns_session(ctx, 1), runs)
     out += beyond_version(ctx, f"{turns:,}-turn session", long, runs)
     for n in sizes:
         out += beyond_version(ctx, f"{n:,} records", records_session(ctx, n).session, runs)
