@@ -1,0 +1,117 @@
+"""A LangGraph thread as a handshake session: the id it lives under, and the fold of its
+`langgraph.*` records into the index the saver answers from.
+
+Thread ids are any string; session ids are `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`. A thread
+lives in session `lg-<readable part>-<16 hex of sha256(thread id)>`: deterministic (no
+lookup table to keep), unique in practice, and recognisable in `inspect`'s listing. The
+real thread id is kept in session.toml (`[langgraph] thread_id`) and in record 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from handshake_cli.storage.journal.codec import Record
+
+SESSION_PREFIX = "lg-"
+KIND = "langgraph"
+RECORD_TYPES = frozenset(
+    {"langgraph.checkpoint", "langgraph.writes", "langgraph.removed", "langgraph.repaired"}
+)
+# LangGraph's special writes (error, scheduled, interrupt, resume) have negative indices
+# and replace an earlier one; a regular write already stored for (task, index) is kept.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def session_id_for(thread_id: str) -> str:
+    readable = _UNSAFE.sub("_", thread_id)[:40].strip("._-") or "thread"
+    digest = hashlib.sha256(thread_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{SESSION_PREFIX}{readable}-{digest}"
+
+
+@dataclass
+class StoredCheckpoint:
+    """One checkpoint as its record holds it (values still as references)."""
+
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: dict[str, Any]
+    metadata: dict[str, Any]
+    run_id: str | None
+    seq: int
+
+
+WriteKey = tuple[str, int]  # (task_id, index)
+StoredWrite = tuple[str, str, dict[str, Any], str]  # (task_id, channel, value ref, task_path)
+
+
+@dataclass
+class ThreadIndex:
+    """Every live checkpoint, channel value and pending write of one thread."""
+
+    thread_id: str
+    checkpoints: dict[str, dict[str, StoredCheckpoint]] = field(default_factory=dict)
+    blobs: dict[tuple[str, str, Any], dict[str, Any]] = field(default_factory=dict)
+    writes: dict[tuple[str, str], dict[WriteKey, StoredWrite]] = field(default_factory=dict)
+    records: int = 0
+
+    def apply(self, record: Record) -> None:
+        data = record.data
+        if record.type == "langgraph.checkpoint":
+            ns = str(data["checkpoint_ns"])
+            for blob in data.get("blobs") or []:
+                self.blobs[(ns, str(blob["channel"]), _version(blob["version"]))] = blob["value"]
+            self.checkpoints.setdefault(ns, {})[str(data["checkpoint_id"])] = StoredCheckpoint(
+                ns,
+                str(data["checkpoint_id"]),
+                data.get("parent_checkpoint_id"),
+                data["checkpoint"],
+                data["metadata"],
+                data.get("run_id"),
+                record.seq,
+            )
+        elif record.type == "langgraph.writes":
+            self.add_writes(
+                str(data["checkpoint_ns"]),
+                str(data["checkpoint_id"]),
+                str(data["task_id"]),
+                str(data.get("task_path") or ""),
+                [(int(w["idx"]), str(w["channel"]), w["value"]) for w in data["writes"]],
+            )
+        elif record.type == "langgraph.removed":
+            for ns, checkpoint_id in data["checkpoints"]:
+                self.checkpoints.get(ns, {}).pop(checkpoint_id, None)
+                self.writes.pop((ns, checkpoint_id), None)
+        self.records += 1
+
+    def add_writes(
+        self,
+        ns: str,
+        checkpoint_id: str,
+        task_id: str,
+        task_path: str,
+        writes: list[tuple[int, str, dict[str, Any]]],
+    ) -> None:
+        stored = self.writes.setdefault((ns, checkpoint_id), {})
+        for idx, channel, ref in writes:
+            key = (task_id, idx)
+            if idx >= 0 and key in stored:
+                continue
+            stored[key] = (task_id, channel, ref, task_path)
+
+    def artifacts(self) -> set[str]:
+        found = {ref["artifact"] for ref in self.blobs.values() if "artifact" in ref}
+        for entries in self.checkpoints.values():
+            for stored in entries.values():
+                found.update(r["artifact"] for r in (stored.checkpoint, stored.metadata) if "artifact" in r)
+        for pending in self.writes.values():
+            found.update(w[2]["artifact"] for w in pending.values() if "artifact" in w[2])
+        return found
+
+
+def _version(value: Any) -> Any:
+    return value if isinstance(value, str | int | float) else str(value)
