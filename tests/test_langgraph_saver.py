@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("langgraph.graph", reason="the test extra is not installed (pip install -e '.[test]')")
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 from handshake_cli.errors import SessionLocked
@@ -39,7 +40,7 @@ def build(saver: HandshakeSaver):  # type: ignore[no-untyped-def]
     return graph.compile(checkpointer=saver)
 
 
-def config(thread_id: str) -> dict[str, dict[str, str]]:
+def config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
@@ -87,7 +88,7 @@ def test_the_thread_has_one_writer(tmp_path: Path) -> None:
     with HandshakeSaver(tmp_path) as first, HandshakeSaver(tmp_path) as second:
         build(first).invoke({"document": "d", "steps": []}, config("busy"))
         with pytest.raises(SessionLocked):
-            second.get_tuple(config("busy"))  # type: ignore[arg-type]
+            second.get_tuple(config("busy"))
 
 
 def test_any_thread_id_maps_to_a_session_and_back(tmp_path: Path) -> None:
