@@ -9,5 +9,6 @@ imports LangGraph.
 from __future__ import annotations
 
 from handshake_cli.langgraph.saver import HandshakeSaver
+from handshake_cli.langgraph.tools import GatedCall, Probed, ToolCallFailed, current_call, exactly_once
 
-__all__ = ["HandshakeSaver"]
+__all__ = ["GatedCall", "HandshakeSaver", "Probed", "ToolCallFailed", "current_call", "exactly_once"]

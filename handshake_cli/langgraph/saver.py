@@ -70,6 +70,7 @@ class OpenThread:
         self.appender = appender
         self.index = index
         self.artifacts = lease.session.artifact_store()
+        self.appended: threading.Condition | None = None
 
     @property
     def session_id(self) -> str:
@@ -79,6 +80,8 @@ class OpenThread:
         """Append one record durably (artifacts first) and fold it into the index."""
         record = self.appender.append(type_, data, durability=Durability.NOW)
         self.index.apply(record)
+        if self.appended is not None:
+            self.appended.notify_all()  # the caller holds the saver's lock
 
     def close(self) -> None:
         self.appender.close()
@@ -101,6 +104,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
         self.store = FilesystemStore(self.paths)
         self._open: dict[str, OpenThread] = {}
         self._lock = threading.RLock()
+        self._appended = threading.Condition(self._lock)  # notified after every append
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -126,6 +130,11 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
     ) -> None:
         self.close()
 
+    @property
+    def gate_lock(self) -> threading.RLock:
+        """The lock every change to this saver's threads holds (the tool gate's too)."""
+        return self._lock
+
     # -- threads ----------------------------------------------------------------------------
 
     def session_id(self, thread_id: str) -> str:
@@ -149,8 +158,24 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                     session_id=session_id,
                 )
             opened = self._open_session(session_id, thread_id)
+            opened.appended = self._appended
             self._open[thread_id] = opened
             return opened
+
+    def wait_for_checkpoints(self, thread_id: str, checkpoint_map: dict[str, str], timeout: float) -> bool:
+        """Wait until every (namespace, checkpoint id) of `checkpoint_map` is on disk in the
+        thread, as LangGraph's `durability="async"` puts a checkpoint in the background while
+        the step's tasks already run. Whether they all are, within `timeout` seconds."""
+
+        def durable() -> bool:
+            opened = self.thread(thread_id, create=False)
+            return opened is not None and all(
+                checkpoint_id in opened.index.checkpoints.get(ns, {})
+                for ns, checkpoint_id in checkpoint_map.items()
+            )
+
+        with self._appended:
+            return self._appended.wait_for(durable, timeout)
 
     def _open_session(self, session_id: str, thread_id: str) -> OpenThread:
         lease = self.store.acquire(session_id, command=LOCK_COMMAND)
@@ -323,8 +348,8 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                     "run_id": str(run_id) if run_id is not None else None,
                     "step": step if type(step) is int else None,
                     "source": source if isinstance(source, str) else None,
-                    "checkpoint": self._encode(opened, body),
-                    "metadata": self._encode(opened, full_metadata),
+                    "checkpoint": self.value_ref(opened, body),
+                    "metadata": self.value_ref(opened, full_metadata),
                     "blobs": blobs,
                 },
             )
@@ -337,9 +362,9 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
         own savers store it)."""
         if channel not in values:
             return encode_value(("empty", b""), opened.appender.pack)
-        return self._encode(opened, values[channel])
+        return self.value_ref(opened, values[channel])
 
-    def _encode(self, opened: OpenThread, value: Any) -> dict[str, Any]:
+    def value_ref(self, opened: OpenThread, value: Any) -> dict[str, Any]:
         return encode_value(self.serde.dumps_typed(value), opened.appender.pack)
 
     def put_writes(
@@ -362,7 +387,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                 idx = WRITES_IDX_MAP.get(channel, position)
                 if idx >= 0 and (task_id, idx) in stored:
                     continue  # already durable: a regular write is never replaced
-                entries.append({"idx": idx, "channel": channel, "value": self._encode(opened, value)})
+                entries.append({"idx": idx, "channel": channel, "value": self.value_ref(opened, value)})
             if not entries:
                 return
             opened.append(

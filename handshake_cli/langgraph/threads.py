@@ -19,7 +19,15 @@ from handshake_cli.storage.journal.codec import Record
 SESSION_PREFIX = "lg-"
 KIND = "langgraph"
 RECORD_TYPES = frozenset(
-    {"langgraph.checkpoint", "langgraph.writes", "langgraph.removed", "langgraph.repaired"}
+    {
+        "langgraph.checkpoint",
+        "langgraph.writes",
+        "langgraph.removed",
+        "langgraph.repaired",
+        "tool.intent",
+        "tool.result",
+        "operator.resolution",
+    }
 )
 # LangGraph's special writes (error, scheduled, interrupt, resume) have negative indices
 # and replace an earlier one; a regular write already stored for (task, index) is kept.
@@ -45,6 +53,15 @@ class StoredCheckpoint:
     seq: int
 
 
+@dataclass
+class ToolCallEntry:
+    """A gated tool call (tools.py): its newest intent, its result, an operator's answer."""
+
+    intent: dict[str, Any]
+    result: dict[str, Any] | None = None
+    resolution: str | None = None
+
+
 WriteKey = tuple[str, int]  # (task_id, index)
 StoredWrite = tuple[str, str, dict[str, Any], str]  # (task_id, channel, value ref, task_path)
 
@@ -57,6 +74,7 @@ class ThreadIndex:
     checkpoints: dict[str, dict[str, StoredCheckpoint]] = field(default_factory=dict)
     blobs: dict[tuple[str, str, Any], dict[str, Any]] = field(default_factory=dict)
     writes: dict[tuple[str, str], dict[WriteKey, StoredWrite]] = field(default_factory=dict)
+    calls: dict[str, ToolCallEntry] = field(default_factory=dict)
     records: int = 0
 
     def apply(self, record: Record) -> None:
@@ -82,6 +100,20 @@ class ThreadIndex:
                 str(data.get("task_path") or ""),
                 [(int(w["idx"]), str(w["channel"]), w["value"]) for w in data["writes"]],
             )
+        elif record.type == "tool.intent":
+            call_id = str(data["tool_call_id"])
+            found = self.calls.get(call_id)
+            if found is None or found.result is None:
+                # A second intent (the call runs again) clears the answer that allowed it.
+                self.calls[call_id] = ToolCallEntry(data)
+        elif record.type == "tool.result":
+            found = self.calls.get(str(data["tool_call_id"]))
+            if found is not None:
+                found.result = data
+        elif record.type == "operator.resolution":
+            found = self.calls.get(str(data["tool_call_id"]))
+            if found is not None and found.result is None:
+                found.resolution = str(data["resolution"])
         elif record.type == "langgraph.removed":
             for ns, checkpoint_id in data["checkpoints"]:
                 self.checkpoints.get(ns, {}).pop(checkpoint_id, None)
