@@ -53,10 +53,13 @@ def agent(root: Path, saver: str, *flags: str) -> dict[str, Any] | None:
     return outcome
 
 
-def operator_answer(root: Path, interrupt: dict[str, Any]) -> str:
-    """What an operator finds in the payee's books: the payment with this key happened or not."""
-    happened = any(p["key"] == interrupt["idempotency_key"] for p in payments(root / "ledger"))
-    return "done" if happened else "retry"
+def operator_answer(root: Path, interrupts: list[dict[str, Any]]) -> str:
+    """What an operator finds in the payee's books for each call in doubt: the payment with
+    its key happened or not. As JSON, for --resume."""
+    keys = {p["key"] for p in payments(root / "ledger")}
+    return json.dumps(
+        {i["tool_call_id"]: "done" if i["idempotency_key"] in keys else "retry" for i in interrupts}
+    )
 
 
 def run_to_the_end(root: Path, saver: str, *flags: str) -> list[dict[str, Any]]:
@@ -72,7 +75,7 @@ def run_to_the_end(root: Path, saver: str, *flags: str) -> list[dict[str, Any]]:
         if outcome["status"] == "finished":
             return met
         met += outcome["interrupts"]
-        resume = ["--resume", operator_answer(root, outcome["interrupts"][0])]
+        resume = ["--resume", operator_answer(root, outcome["interrupts"])]
     raise AssertionError("the agent never finished")
 
 
@@ -95,19 +98,20 @@ def test_handshake_pays_once_when_a_probe_settles_the_call_in_doubt(tmp_path: Pa
     assert paid_once_each(tmp_path)
 
 
-def test_without_a_probe_the_graph_stops_with_guidance_and_done_settles_it(tmp_path: Path) -> None:
+def test_without_a_probe_the_graph_stops_with_guidance_until_an_operator_answers(tmp_path: Path) -> None:
     assert agent(tmp_path, "handshake", "--kill-after-payment", "1") is None
     outcome = agent(tmp_path, "handshake")
     assert outcome is not None and outcome["status"] == "interrupted"
-    (guidance,) = outcome["interrupts"]
+    guidance = outcome["interrupts"][0]
     assert guidance["handshake"] == "tool_call_in_doubt" and guidance["thread_id"] == "agent-thread"
+    assert guidance["tool"] == "send_payment" and guidance["tool_call_id"].startswith("send_payment-")
     assert 'Command(resume="done")' in guidance["message"]
-    assert [p["key"] for p in payments(tmp_path / "ledger")] == [guidance["idempotency_key"]]
+    assert len(payments(tmp_path / "ledger")) == 1  # nothing ran while the call is in doubt
     again = agent(tmp_path, "handshake")  # resumed without an answer: still in doubt, nothing run
-    assert again is not None and again["interrupts"] == [guidance]
-    finished = agent(tmp_path, "handshake", "--resume", "done")
-    assert finished is not None and finished["status"] == "finished"
-    assert paid_once_each(tmp_path)
+    assert again is not None and again["interrupts"] == outcome["interrupts"]
+    assert len(payments(tmp_path / "ledger")) == 1
+    met = run_to_the_end(tmp_path, "handshake")  # the operator answers done or retry for each
+    assert met and paid_once_each(tmp_path)
 
 
 def test_retry_runs_the_call_in_doubt_again_with_the_same_key(tmp_path: Path) -> None:
@@ -116,7 +120,7 @@ def test_retry_runs_the_call_in_doubt_again_with_the_same_key(tmp_path: Path) ->
     assert outcome is not None and outcome["status"] == "interrupted"
     key = outcome["interrupts"][0]["idempotency_key"]
     assert key not in {p["key"] for p in payments(tmp_path / "ledger")}
-    finished = agent(tmp_path, "handshake", "--resume", "retry")
+    finished = agent(tmp_path, "handshake", "--resume", "retry")  # the one call in doubt: a bare answer
     assert finished is not None and finished["status"] == "finished"
     assert paid_once_each(tmp_path)
     assert key in {p["key"] for p in payments(tmp_path / "ledger")}

@@ -295,14 +295,7 @@ class _Gate:
                 return _Decision(True, probed.result)
             resolution = "retry"  # the probe says it never happened: running it is safe
         if resolution is None:
-            resolution = self._ask(call, arguments)
-            with saver.gate_lock:
-                opened = saver.thread(call.thread_id, create=True)
-                assert opened is not None
-                opened.append(
-                    "operator.resolution",
-                    {"tool_call_id": call.tool_call_id, "resolution": resolution, "by": "langgraph resume"},
-                )
+            resolution = self._ask(saver, call, arguments)
         if resolution == "done":
             self._after(saver, call, result=self.done_result, evidence={"operator": "resolved done"})
             return _Decision(True, self.done_result)
@@ -312,11 +305,19 @@ class _Gate:
             self._intent(opened, call, arguments)  # a second intent: the call runs again
         return _Decision(False)
 
-    def _ask(self, call: GatedCall, arguments: dict[str, Any]) -> str:
-        """Stop the graph with an interrupt; the value it is resumed with is the answer."""
+    def _ask(self, saver: HandshakeSaver, call: GatedCall, arguments: dict[str, Any]) -> str:
+        """Stop the graph with an interrupt until it is resumed with this call's answer.
+
+        ToolNode runs a turn's calls in parallel, and LangGraph hands a resume value to
+        whichever `interrupt()` comes first, so answers are addressed: `{call id: "done" |
+        "retry"}`, journaled as `operator.resolution` for every call in doubt they name (the
+        others find theirs in the journal when they run). A bare "done" or "retry" is taken
+        only when this is the thread's one call in doubt."""
         from langgraph.types import interrupt
 
-        guidance = {
+        thread = repr(call.thread_id)
+        answer_shape = f'{{"{call.tool_call_id}": "done"}}'
+        guidance: dict[str, Any] = {
             "handshake": "tool_call_in_doubt",
             "thread_id": call.thread_id,
             "tool_call_id": call.tool_call_id,
@@ -325,20 +326,47 @@ class _Gate:
             "args": _json_safe(arguments),
             "message": (
                 f"{call.tool} ({call.tool_call_id}) is non_idempotent and was in flight when the "
-                "process stopped: it may or may not have happened, and it has no probe. Check, then "
-                'resume the graph with Command(resume="done") if it happened or '
-                'Command(resume="retry") to run it again (same idempotency key).'
+                "process stopped: it may or may not have happened, and it has no probe. Check (its "
+                f"idempotency key is {call.idempotency_key}), then resume the graph with "
+                f'Command(resume={answer_shape}) if it happened, or "retry" in place of "done" to '
+                'run it again with the same key (a bare Command(resume="done") when it is the only '
+                "call in doubt)."
             ),
             "guidance": [
-                f'graph.invoke(Command(resume="{answer}"), {{"configurable": {{"thread_id": {thread}}}}})'
-                for answer, thread in (("done", repr(call.thread_id)), ("retry", repr(call.thread_id)))
+                f"graph.invoke(Command(resume={{{call.tool_call_id!r}: {answer!r}}}), "
+                f'{{"configurable": {{"thread_id": {thread}}}}})'
+                for answer in ("done", "retry")
             ],
         }
         while True:
-            answer = interrupt(guidance)
-            if answer in ("done", "retry"):
-                return str(answer)
-            guidance = {**guidance, "refused": f"resume with 'done' or 'retry', not {answer!r}"}
+            answers = self._answers(saver, call, interrupt(guidance))
+            if call.tool_call_id in answers:
+                return answers[call.tool_call_id]
+            guidance = {**guidance, "refused": f"no answer for {call.tool_call_id} in the resume value"}
+
+    def _answers(self, saver: HandshakeSaver, call: GatedCall, value: Any) -> dict[str, str]:
+        """The answers a resume value holds, each journaled for its call when that call is in
+        doubt and not yet answered."""
+        with saver.gate_lock:
+            opened = saver.thread(call.thread_id, create=True)
+            assert opened is not None
+            in_doubt = [
+                call_id
+                for call_id, entry in opened.index.calls.items()
+                if entry.result is None and entry.resolution is None
+            ]
+            if isinstance(value, str):
+                value = {in_doubt[0]: value} if in_doubt == [call.tool_call_id] else {}
+            if not isinstance(value, dict):
+                return {}
+            answers = {str(k): str(v) for k, v in value.items() if v in ("done", "retry")}
+            for call_id, answer in answers.items():
+                if call_id in in_doubt:
+                    opened.append(
+                        "operator.resolution",
+                        {"tool_call_id": call_id, "resolution": answer, "by": "langgraph resume"},
+                    )
+            return answers
 
     def _intent(self, opened: OpenThread, call: GatedCall, arguments: dict[str, Any]) -> None:
         opened.append(

@@ -6,7 +6,7 @@ interrupt, or until it is killed:
 
     python -m tests.support.langgraph_agent --saver handshake|sqlite --root DIR --ledger FILE
         [--kill-after-payment N | --kill-before-payment N | --kill-in SECONDS]
-        [--probe] [--resume done|retry]
+        [--probe] [--resume done|retry|JSON]
 
 It prints one JSON line: {"status": "finished" | "interrupted", "interrupts": [...]}.
 """
@@ -117,7 +117,7 @@ def run(
     kill_before: int | None = None,
     kill_in: float | None = None,
     probe: bool = False,
-    resume: str | None = None,
+    resume: str | dict[str, str] | None = None,
 ) -> dict[str, Any]:
     config: RunnableConfig = {"configurable": {"thread_id": THREAD}}
     if saver_kind == "handshake":
@@ -163,7 +163,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kill-before-payment", type=int)
     parser.add_argument("--kill-in", type=float, help="seconds after the graph starts")
     parser.add_argument("--probe", action="store_true")
-    parser.add_argument("--resume", choices=["done", "retry"])
+    parser.add_argument("--resume", help='"done", "retry", or JSON {call id: "done" | "retry"}')
     args = parser.parse_args(argv)
     outcome = run(
         args.saver,
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
         kill_before=args.kill_before_payment,
         kill_in=args.kill_in,
         probe=args.probe,
-        resume=args.resume,
+        resume=json.loads(args.resume) if args.resume and args.resume.startswith("{") else args.resume,
     )
     print(json.dumps(outcome))
     return 0
