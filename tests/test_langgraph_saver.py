@@ -18,8 +18,8 @@ from langgraph.graph import END, START, StateGraph
 
 from handshake_cli.errors import SessionLocked
 from handshake_cli.langgraph import HandshakeSaver
-from handshake_cli.langgraph.threads import session_id_for
 from handshake_cli.paths import Paths
+from handshake_cli.session.langgraph_thread import session_id_for
 from handshake_cli.storage.artifacts import ArtifactStore
 from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.store import SESSION_ID

@@ -45,7 +45,9 @@ from langgraph.checkpoint.base import writes_sort_key as _writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from handshake_cli.errors import NotFound
-from handshake_cli.langgraph.threads import (
+from handshake_cli.langgraph.values import decode_value, encode_value
+from handshake_cli.paths import Paths
+from handshake_cli.session.langgraph_thread import (
     KIND,
     RECORD_TYPES,
     SESSION_PREFIX,
@@ -53,9 +55,7 @@ from handshake_cli.langgraph.threads import (
     ThreadIndex,
     session_id_for,
 )
-from handshake_cli.langgraph.values import decode_value, encode_value
-from handshake_cli.paths import Paths
-from handshake_cli.session.state import initial_head
+from handshake_cli.session.state import ModelSession, initial_head
 from handshake_cli.storage.contract import Durability
 from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
 
@@ -65,10 +65,13 @@ LOCK_COMMAND = "langgraph HandshakeSaver"
 class OpenThread:
     """A thread this saver holds: its lease, its appender, and its index."""
 
-    def __init__(self, lease: FilesystemLease, appender: FilesystemAppender, index: ThreadIndex) -> None:
+    def __init__(
+        self, lease: FilesystemLease, appender: FilesystemAppender, index: ThreadIndex, session: ModelSession
+    ) -> None:
         self.lease = lease
         self.appender = appender
         self.index = index
+        self.session = session  # the session record, for head.json
         self.artifacts = lease.session.artifact_store()
         self.appended: threading.Condition | None = None
 
@@ -80,10 +83,14 @@ class OpenThread:
         """Append one record durably (artifacts first) and fold it into the index."""
         record = self.appender.append(type_, data, durability=Durability.NOW)
         self.index.apply(record)
+        self.session.apply(record)
         if self.appended is not None:
             self.appended.notify_all()  # the caller holds the saver's lock
 
     def close(self) -> None:
+        """head.json brought up to date (a cache: a crash leaves it behind, which `inspect`
+        reports and `recover` or the next saver mends), then the journal and the lock."""
+        self.lease.write_head(self.session.head())
         self.appender.close()
         self.lease.release()
 
@@ -180,7 +187,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
     def _open_session(self, session_id: str, thread_id: str) -> OpenThread:
         lease = self.store.acquire(session_id, command=LOCK_COMMAND)
         try:
-            scan = self.store.scan(session_id, decode=RECORD_TYPES)
+            scan = self.store.scan(session_id, decode=RECORD_TYPES | {"session.created"})
             repaired = None
             if scan.corruption is None and scan.torn_tail is not None:
                 repaired = lease.repair_torn_tail(scan.torn_tail)
@@ -189,9 +196,11 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             lease.release()
             raise
         index = ThreadIndex(thread_id)
+        session = ModelSession(session_id)
         for record in scan.records:
             index.apply(record)
-        opened = OpenThread(lease, appender, index)
+            session.apply(record)
+        opened = OpenThread(lease, appender, index, session)
         if repaired is not None:
             opened.append("langgraph.repaired", {"repaired_torn_tail": dict(repaired)})
         return opened

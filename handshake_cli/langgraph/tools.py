@@ -42,8 +42,8 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast
 from langgraph.config import get_config
 
 from handshake_cli.langgraph.saver import HandshakeSaver, OpenThread
-from handshake_cli.langgraph.threads import ToolCallEntry
 from handshake_cli.langgraph.values import decode_value
+from handshake_cli.session.langgraph_thread import ToolCallEntry
 
 Idempotency = Literal["idempotent", "idempotent_with_key", "non_idempotent"]
 SideEffect = Literal["read", "write", "execute"]
@@ -315,7 +315,8 @@ class _Gate:
         only when this is the thread's one call in doubt."""
         from langgraph.types import interrupt
 
-        thread = repr(call.thread_id)
+        thread = json.dumps(call.thread_id)
+        recover = f"handshake recover {saver.session_id(call.thread_id)} --root {saver.paths.root}"
         answer_shape = f'{{"{call.tool_call_id}": "done"}}'
         guidance: dict[str, Any] = {
             "handshake": "tool_call_in_doubt",
@@ -333,9 +334,13 @@ class _Gate:
                 "call in doubt)."
             ),
             "guidance": [
-                f"graph.invoke(Command(resume={{{call.tool_call_id!r}: {answer!r}}}), "
-                f'{{"configurable": {{"thread_id": {thread}}}}})'
-                for answer in ("done", "retry")
+                *(
+                    f"graph.invoke(Command(resume={{{call.tool_call_id!r}: {answer!r}}}), "
+                    f'{{"configurable": {{"thread_id": {thread}}}}})'
+                    for answer in ("done", "retry")
+                ),
+                # Or from a shell, with the graph's program stopped (it holds the thread's lock):
+                *(f"{recover} --resolve {call.tool_call_id}={answer}" for answer in ("done", "retry")),
             ],
         }
         while True:

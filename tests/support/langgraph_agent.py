@@ -151,6 +151,8 @@ def run(
     graph.invoke(payload, config)
     state = graph.get_state(config)
     interrupts = [i.value for task in state.tasks for i in task.interrupts]
+    if saver_kind == "handshake":
+        saver.close()
     return {"status": "interrupted" if interrupts else "finished", "interrupts": interrupts}
 
 

@@ -1,5 +1,6 @@
 """A LangGraph thread as a handshake session: the id it lives under, and the fold of its
-`langgraph.*` records into the index the saver answers from.
+`langgraph.*` and `tool.*` records into the index `HandshakeSaver` answers from and
+`recover` and `inspect` read (without LangGraph: values stay references).
 
 Thread ids are any string; session ids are `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`. A thread
 lives in session `lg-<readable part>-<16 hex of sha256(thread id)>`: deterministic (no

@@ -1,0 +1,63 @@
+"""The command line on LangGraph threads' sessions: `recover` repairs what belongs to
+storage and records an operator's answer for a gated call in doubt, prints how to resume
+from LangGraph and never runs the graph; `inspect --verify` checks a thread like any session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("langgraph.graph", reason="the test extra is not installed (pip install -e '.[test]')")
+
+from handshake_cli.langgraph import HandshakeSaver
+from handshake_cli.session.langgraph_thread import session_id_for
+from tests.support.cli import Cli
+from tests.support.langgraph_agent import payments
+from tests.test_langgraph_exactly_once import agent, paid_once_each
+from tests.test_langgraph_saver import build, config
+
+SESSION = session_id_for("agent-thread")
+
+
+def test_recover_records_done_for_the_call_in_doubt_and_the_graph_takes_it(root: Path, cli: Cli) -> None:
+    assert agent(root, "handshake", "--kill-after-payment", "3") is None
+    plan = cli("recover", SESSION, "--root", str(root), "--dry-run", "--json")
+    assert plan.code == 0, plan.stderr
+    (call,) = plan.json["in_doubt"]
+    assert plan.json["thread_id"] == "agent-thread" and call["idempotency"] == "non_idempotent"
+    assert plan.json["resume"] == 'graph.invoke(None, {"configurable": {"thread_id": "agent-thread"}})'
+    done = cli("recover", SESSION, "--root", str(root), "--resolve", f"{call['tool_call_id']}=done")
+    assert done.code == 0, done.stderr
+    assert "never runs the graph" in done.stdout and len(payments(root / "ledger")) == 3
+    finished = agent(root, "handshake")
+    assert finished is not None and finished["status"] == "finished"
+    assert paid_once_each(root)
+    verify = cli("inspect", SESSION, "--root", str(root), "--verify", "--json")
+    assert verify.code == 0, verify.stdout + verify.stderr
+
+
+def test_recover_refuses_an_answer_for_a_call_not_in_doubt(root: Path, cli: Cli) -> None:
+    assert agent(root, "handshake", "--probe") is not None
+    refused = cli("recover", SESSION, "--root", str(root), "--resolve", "send_payment-0=done")
+    assert refused.code == 2 and "not a call in doubt" in refused.stderr
+
+
+def test_recover_cuts_a_torn_tail_into_quarantine(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("torn"))
+    session = root / "sessions" / session_id_for("torn")
+    segment = sorted((session / "journal").iterdir())[-1]
+    with open(segment, "ab") as f:
+        f.write(b'{"seq":99,"ts":"x","type":"langgraph.wri')
+    done = cli("recover", session_id_for("torn"), "--root", str(root), "--json")
+    assert done.code == 0, done.stderr
+    assert done.json["repaired_torn_tail"]["quarantined"].startswith("quarantine/")
+    assert cli("inspect", session_id_for("torn"), "--root", str(root), "--verify").code == 0
+
+
+def test_recover_leaves_a_thread_a_live_saver_holds(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("held"))
+        held = cli("recover", session_id_for("held"), "--root", str(root))
+    assert held.code == 4 and "HandshakeSaver" in held.stderr
