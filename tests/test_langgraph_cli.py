@@ -4,6 +4,9 @@ from LangGraph and never runs the graph; `inspect --verify` checks a thread like
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,32 @@ def test_recover_leaves_a_thread_a_live_saver_holds(root: Path, cli: Cli) -> Non
         build(saver).invoke({"document": "d", "steps": []}, config("held"))
         held = cli("recover", session_id_for("held"), "--root", str(root))
     assert held.code == 4 and "HandshakeSaver" in held.stderr
+
+
+def test_the_readme_example_pays_each_invoice_once(
+    tmp_path: Path, home_env: dict[str, str], cli: Cli
+) -> None:
+    """README, "LangGraph": killed after the first payment, recovered, resumed."""
+    example = Path(__file__).resolve().parent.parent / "fixtures" / "langgraph" / "pay.py"
+
+    def pay(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(example)],
+            cwd=tmp_path,
+            env={**home_env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    assert pay(KILL_AFTER_PAYMENT="1").returncode == -9
+    session = session_id_for("invoices-2026-12")
+    assert session == "lg-invoices-2026-12-05f14d8161423050"  # as the README names it
+    plan = cli("recover", session, "--dry-run", "--json", extra_env=home_env)
+    assert plan.code == 0 and len(plan.json["in_doubt"]) == 1
+    done = pay()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["paid (found by the probe)", "paid 7 to carol"]
+    paid = [json.loads(line)["to"] for line in (tmp_path / "payments.txt").read_text().splitlines()]
+    assert paid == ["bob", "carol"]
