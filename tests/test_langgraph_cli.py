@@ -93,3 +93,15 @@ def test_the_readme_example_pays_each_invoice_once(
     assert json.loads(done.stdout) == ["paid (found by the probe)", "paid 7 to carol"]
     paid = [json.loads(line)["to"] for line in (tmp_path / "payments.txt").read_text().splitlines()]
     assert paid == ["bob", "carol"]
+
+
+def test_gc_removes_a_finished_thread_and_keeps_an_unfinished_one(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        for thread_id in ("finished", "going-on"):
+            build(saver).invoke({"document": "d", "steps": []}, config(thread_id))
+        saver.finish_thread("finished")
+        with pytest.raises(Exception, match="was finished"):
+            build(saver).invoke({"document": "e", "steps": []}, config("finished"))
+    swept = cli("gc", "--older-than", "0s", "--root", str(root), "--json")
+    assert swept.code == 0, swept.stderr
+    assert sorted(p.name for p in (root / "sessions").iterdir()) == [session_id_for("going-on")]

@@ -44,7 +44,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base import writes_sort_key as _writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from handshake_cli.errors import NotFound
+from handshake_cli.errors import NotFound, UsageError
 from handshake_cli.langgraph.values import decode_value, encode_value
 from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import (
@@ -55,11 +55,13 @@ from handshake_cli.session.langgraph_thread import (
     ThreadIndex,
     session_id_for,
 )
-from handshake_cli.session.state import ModelSession, initial_head
+from handshake_cli.session.state import ACTIVE, COMPLETED, ModelSession, initial_head
 from handshake_cli.storage.contract import Durability
 from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
 
 LOCK_COMMAND = "langgraph HandshakeSaver"
+# Records that carry a thread on, which a finished thread refuses (pruning it is fine).
+_GOING_ON = frozenset({"langgraph.checkpoint", "langgraph.writes", "tool.intent"})
 
 
 class OpenThread:
@@ -81,6 +83,11 @@ class OpenThread:
 
     def append(self, type_: str, data: dict[str, Any]) -> None:
         """Append one record durably (artifacts first) and fold it into the index."""
+        if self.session.state == COMPLETED and type_ in _GOING_ON:
+            raise UsageError(
+                f"LangGraph thread {self.index.thread_id!r} was finished (finish_thread): it takes no "
+                "more records; copy_thread it to a new thread to go on"
+            )
         record = self.appender.append(type_, data, durability=Durability.NOW)
         self.index.apply(record)
         self.session.apply(record)
@@ -409,6 +416,21 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                     "writes": entries,
                 },
             )
+
+    def finish_thread(self, thread_id: str, reason: str = "finished by the application") -> None:
+        """Mark a thread finished: its session ends COMPLETED, so `handshake gc` treats it as
+        any finished session (LangGraph threads never end by themselves). A finished thread
+        takes no more checkpoints; `copy_thread` it to go on."""
+        with self._lock:
+            opened = self.thread(thread_id, create=False)
+            if opened is None:
+                raise NotFound(f"no LangGraph thread {thread_id!r} under {self.paths.root}")
+            if opened.session.state == COMPLETED:
+                return
+            opened.append(
+                "session.state_change", {"from": opened.session.state, "to": ACTIVE, "reason": reason}
+            )
+            opened.append("session.completed", {"reason": reason})
 
     def delete_thread(self, thread_id: str) -> None:
         with self._lock:
