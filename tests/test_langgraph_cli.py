@@ -105,3 +105,18 @@ def test_gc_removes_a_finished_thread_and_keeps_an_unfinished_one(root: Path, cl
     swept = cli("gc", "--older-than", "0s", "--root", str(root), "--json")
     assert swept.code == 0, swept.stderr
     assert sorted(p.name for p in (root / "sessions").iterdir()) == [session_id_for("going-on")]
+
+
+def test_inspect_shows_the_thread_its_checkpoints_and_channels(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "x" * 10_000, "steps": []}, config("seen"))
+    shown = cli("inspect", session_id_for("seen"), "--root", str(root), "--json")
+    assert shown.code == 0, shown.stderr
+    thread = shown.json["langgraph"]
+    assert thread["thread_id"] == "seen" and thread["checkpoints"] == 4
+    (root_ns,) = thread["namespaces"]
+    assert root_ns["newest_step"] == 2 and root_ns["pending_writes"] == []
+    document = next(c for c in thread["channels"] if c["channel"] == "document")
+    assert document["artifact_id"] and document["bytes"] > 10_000
+    human = cli("inspect", session_id_for("seen"), "--root", str(root))
+    assert "LangGraph thread 'seen' (4 checkpoints)" in human.stdout
