@@ -41,7 +41,9 @@ def fill(saver: BaseCheckpointSaver[Any], count: int) -> float:
         checkpoint["channel_versions"] = {"counter": version, "note": version}
         if step:
             saver.put_writes(config, [("counter", step)], f"task-{step}")
-        config = saver.put(config, checkpoint, {"source": "loop", "step": step}, {"counter": version, "note": version})
+        config = saver.put(
+            config, checkpoint, {"source": "loop", "step": step}, {"counter": version, "note": version}
+        )
     return (time.perf_counter() - started) / count
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
+import json
 import os
 import random
 import threading
@@ -44,7 +46,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base import writes_sort_key as _writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from handshake_cli.errors import NotFound, UsageError
+from handshake_cli.errors import HandshakeError, NotFound, UsageError
 from handshake_cli.langgraph.values import decode_value, encode_value
 from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import (
@@ -56,8 +58,12 @@ from handshake_cli.session.langgraph_thread import (
     session_id_for,
 )
 from handshake_cli.session.state import ACTIVE, COMPLETED, ModelSession, initial_head
+from handshake_cli.storage.artifacts import Location
 from handshake_cli.storage.contract import Durability
 from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, utc_now
+from handshake_cli.storage.journal.scan import ScanResult, Start, list_segments
+from handshake_cli.storage.journal.writer import JournalWriter
 
 LOCK_COMMAND = "langgraph HandshakeSaver"
 # Records that carry a thread on, which a finished thread refuses (pruning it is fine).
@@ -74,6 +80,8 @@ class OpenThread:
         self.appender = appender
         self.index = index
         self.session = session  # the session record, for head.json
+        self.indexed_seq = 0  # the seq of the newest index snapshot
+        self.snapshot_at: dict[str, Any] | None = None  # where its record is, for head.json
         self.artifacts = lease.session.artifact_store()
         self.appended: threading.Condition | None = None
 
@@ -95,11 +103,42 @@ class OpenThread:
             self.appended.notify_all()  # the caller holds the saver's lock
 
     def close(self) -> None:
-        """head.json brought up to date (a cache: a crash leaves it behind, which `inspect`
-        reports and `recover` or the next saver mends), then the journal and the lock."""
-        self.lease.write_head(self.session.head())
-        self.appender.close()
-        self.lease.release()
+        """The index kept as a snapshot when the thread grew since the last one, head.json
+        brought up to date and pointing at it (a cache: a crash leaves it behind, which
+        `inspect` reports and the next saver or `recover` mends), then the journal and the
+        lock. Never raises: what a snapshot would save is only time."""
+        try:
+            snapshot = (
+                self._write_snapshot() if self.appender.last_seq > self.indexed_seq else self.snapshot_at
+            )
+            head = self.session.head()
+            if snapshot is not None:
+                head["langgraph_index"] = snapshot
+            self.lease.write_head(head)
+        except HandshakeError:
+            pass
+        finally:
+            self.appender.close()
+            self.lease.release()
+
+    def _write_snapshot(self) -> dict[str, Any]:
+        snapshot = {**self.index.snapshot(), "session": dataclasses.asdict(self.session)}
+        ident, location = self.appender.pack.add(json.dumps(snapshot, separators=(",", ":")).encode())
+        record = self.appender.append(
+            "langgraph.index",
+            {
+                "thread_id": self.index.thread_id,
+                "artifact_id": ident,
+                "pack": location.pack,
+                "offset": location.offset,
+                "covers_seq": self.appender.last_seq,
+            },
+            durability=Durability.NOW,
+        )
+        self.session.apply(record)
+        self.indexed_seq = record.seq
+        self.snapshot_at = {"seq": record.seq, "segment": record.segment, "offset": record.offset}
+        return self.snapshot_at
 
 
 class HandshakeSaver(BaseCheckpointSaver[str]):
@@ -192,25 +231,73 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             return self._appended.wait_for(durable, timeout)
 
     def _open_session(self, session_id: str, thread_id: str) -> OpenThread:
+        """Take the thread's lock and build its index: from the snapshot head.json points at
+        (its record and artifact checked) plus the records after it, else by folding the whole
+        journal. Either way every record read is verified, and the journal is opened for
+        appending after the last one without reading it again."""
         lease = self.store.acquire(session_id, command=LOCK_COMMAND)
         try:
-            scan = self.store.scan(session_id, decode=RECORD_TYPES | {"session.created"})
-            repaired = None
-            if scan.corruption is None and scan.torn_tail is not None:
-                repaired = lease.repair_torn_tail(scan.torn_tail)
-            appender = lease.open_journal()  # refuses corruption with IntegrityError
+            index, session, start = self._snapshot(session_id)
+            scan = self.store.scan(session_id, start=start, decode=RECORD_TYPES | {"session.created"})
+            if scan.corruption is not None:
+                lease.open_journal()  # raises IntegrityError, naming the damage
+            repaired = lease.repair_torn_tail(scan.torn_tail) if scan.torn_tail is not None else None
+            appender = self._appender(lease, scan) if repaired is None else lease.open_journal()
         except BaseException:
             lease.release()
             raise
-        index = ThreadIndex(thread_id)
-        session = ModelSession(session_id)
+        index = index or ThreadIndex(thread_id)
+        session = session or ModelSession(session_id)
         for record in scan.records:
             index.apply(record)
             session.apply(record)
         opened = OpenThread(lease, appender, index, session)
+        if start is not None:
+            opened.indexed_seq = start.seq
+            opened.snapshot_at = {"seq": start.seq, "segment": start.segment, "offset": start.offset}
         if repaired is not None:
             opened.append("langgraph.repaired", {"repaired_torn_tail": dict(repaired)})
         return opened
+
+    def _snapshot(self, session_id: str) -> tuple[ThreadIndex | None, ModelSession | None, Start | None]:
+        """The newest index snapshot, when head.json names one that checks out."""
+        where = (self.store.read_head(session_id) or {}).get("langgraph_index")
+        if not isinstance(where, dict):
+            return None, None, None
+        try:
+            record = self.store.record_at(session_id, str(where["segment"]), int(where["offset"]))
+            if record is None or record.type != "langgraph.index" or record.seq != where.get("seq"):
+                return None, None, None
+            data = record.data
+            location = Location(str(data["pack"]), int(data["offset"])) if "pack" in data else None
+            store = self.store.session(session_id).artifact_store()
+            snapshot = json.loads(store.get(str(data["artifact_id"]), location))
+            index = ThreadIndex.from_snapshot(snapshot)
+            session = ModelSession(**snapshot["session"])
+        except (HandshakeError, ValueError, KeyError, TypeError):
+            return None, None, None  # a cache that does not check out: fold the journal
+        return index, session, Start(record.segment, record.offset, record.seq, record.prev)
+
+    def _appender(self, lease: FilesystemLease, scan: ScanResult) -> FilesystemAppender:
+        """An appender after the last record the scan verified (no second read of the journal)."""
+        segments = list_segments(lease.session.journal)
+        if not segments or segments[-1] not in scan.valid_ends:
+            return lease.open_journal()
+        journal = JournalWriter(
+            lease.session.journal,
+            lease.session_id,
+            last_seq=scan.last_seq,
+            last_sum=scan.last_sum,
+            segment=segments[-1],
+            segment_size=scan.valid_ends[segments[-1]],
+            segment_bytes=DEFAULT_SEGMENT_BYTES,
+            clock=utc_now,
+        )
+        try:
+            return FilesystemAppender(journal, lease.session.artifact_store().pack_writer())
+        except BaseException:
+            journal.close()
+            raise
 
     def thread_ids(self) -> list[str]:
         """Every LangGraph thread under the root."""

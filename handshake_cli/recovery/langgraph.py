@@ -111,7 +111,11 @@ def recover_thread(
         session = ModelSession(session_id)
         for record in store.scan(session_id).records:
             session.apply(record)
-        lease.write_head(session.head())
+        head = session.head()
+        kept = (store.read_head(session_id) or {}).get("langgraph_index")
+        if kept is not None:  # the saver's snapshot: still valid (the saver checks it anyway)
+            head["langgraph_index"] = kept
+        lease.write_head(head)
     return _outcome(session_id, thread_id, index, repaired, resolutions, {}, root_args, False)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from handshake_cli.storage.journal.codec import Record
 
 SESSION_PREFIX = "lg-"
+SNAPSHOT_FORMAT = 1
 KIND = "langgraph"
 RECORD_TYPES = frozenset(
     {
@@ -25,6 +26,7 @@ RECORD_TYPES = frozenset(
         "langgraph.writes",
         "langgraph.removed",
         "langgraph.repaired",
+        "langgraph.index",
         "tool.intent",
         "tool.result",
         "operator.resolution",
@@ -135,6 +137,59 @@ class ThreadIndex:
             if idx >= 0 and key in stored:
                 continue
             stored[key] = (task_id, channel, ref, task_path)
+
+    # -- the index as an artifact, so a long thread opens without folding its whole journal --
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "thread_id": self.thread_id,
+            "checkpoints": [
+                [
+                    c.checkpoint_ns,
+                    c.checkpoint_id,
+                    c.parent_checkpoint_id,
+                    c.checkpoint,
+                    c.metadata,
+                    c.run_id,
+                    c.seq,
+                ]
+                for entries in self.checkpoints.values()
+                for c in entries.values()
+            ],
+            "blobs": [[ns, channel, version, ref] for (ns, channel, version), ref in self.blobs.items()],
+            "writes": [
+                [ns, checkpoint_id, task_id, idx, channel, ref, task_path]
+                for (ns, checkpoint_id), pending in self.writes.items()
+                for (task_id, idx), (_, channel, ref, task_path) in pending.items()
+            ],
+            "calls": [[call_id, c.intent, c.result, c.resolution] for call_id, c in self.calls.items()],
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> ThreadIndex:
+        """The index a snapshot holds; ValueError (or KeyError, TypeError) for one that is
+        not a snapshot this version writes: the caller folds the journal instead."""
+        if data.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"snapshot format {data.get('format')!r}")
+        index = cls(str(data["thread_id"]), records=int(data["records"]))
+        for ns, checkpoint_id, parent, checkpoint, metadata, run_id, seq in data["checkpoints"]:
+            index.checkpoints.setdefault(ns, {})[checkpoint_id] = StoredCheckpoint(
+                ns, checkpoint_id, parent, checkpoint, metadata, run_id, int(seq)
+            )
+        for ns, channel, version, ref in data["blobs"]:
+            index.blobs[(ns, channel, _version(version))] = ref
+        for ns, checkpoint_id, task_id, idx, channel, ref, task_path in data["writes"]:
+            index.writes.setdefault((ns, checkpoint_id), {})[(task_id, int(idx))] = (
+                task_id,
+                channel,
+                ref,
+                task_path,
+            )
+        for call_id, intent, result, resolution in data["calls"]:
+            index.calls[call_id] = ToolCallEntry(intent, result, resolution)
+        return index
 
     def artifacts(self) -> set[str]:
         found = {ref["artifact"] for ref in self.blobs.values() if "artifact" in ref}

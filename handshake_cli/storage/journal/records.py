@@ -160,7 +160,8 @@ _FIELDS: dict[str, Spec] = {
     "mcp.stopped": {"server": (_S, True), "stderr_bytes": (_I, False), "stderr_artifact_id": (_S, False)},
     # LangGraph threads (handshake_cli/langgraph, docs/FORMAT.md "Records of a LangGraph
     # thread"): a checkpoint with its new channel values, a task's pending writes, checkpoints
-    # removed (prune, delete_for_runs), a torn tail the saver cut when it opened the thread.
+    # removed (prune, delete_for_runs), a torn tail the saver cut when it opened the thread, the
+    # saver's index of the thread kept as an artifact (so a long thread opens without a fold).
     "langgraph.checkpoint": {
         "thread_id": (_S, False),
         "checkpoint_ns": (_S, True),
@@ -182,6 +183,7 @@ _FIELDS: dict[str, Spec] = {
     },
     "langgraph.removed": {"checkpoints": (_L, True), "reason": (_S, False)},
     "langgraph.repaired": {"repaired_torn_tail": (_D, False)},
+    "langgraph.index": {"artifact_id": (_S, True), "covers_seq": (_I, True), "thread_id": (_S, False)},
     "session.completed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.failed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.cancelled": {"reason": (_S0, False), "turns": (_I, False)},
