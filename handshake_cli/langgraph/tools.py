@@ -20,8 +20,9 @@ node had already made happens twice. `exactly_once` puts handshake's rules aroun
    gate records that and returns `done_result`) or `Command(resume="retry")` (run it again,
    same key).
 
-A tool gets its key as the `idempotency_key` keyword when it declares that parameter (the
-gate hides it from the signature LangChain builds a tool schema from), and from
+A tool gets its key as the `idempotency_key` keyword when it declares that parameter
+(declare it `idempotency_key: str = ""`, so that callers and type checkers need not pass it;
+the gate hides it from the signature LangChain builds a tool schema from), and from
 `current_call()` otherwise. Under a checkpointer that is not a `HandshakeSaver` the gate
 only supplies the key: nothing is journaled, and nothing is promised.
 """

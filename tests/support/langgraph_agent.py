@@ -83,7 +83,7 @@ def build(
 
         @tool
         @exactly_once(idempotency="non_idempotent", probe=probe_ledger if probe else None)
-        def send_payment(to: str, amount: int, idempotency_key: str) -> str:
+        def send_payment(to: str, amount: int, idempotency_key: str = "") -> str:
             """Send a payment."""
             return pay(ledger, to, amount, idempotency_key, kill_after, kill_before)
 
