@@ -120,3 +120,16 @@ def test_inspect_shows_the_thread_its_checkpoints_and_channels(root: Path, cli: 
     assert document["artifact_id"] and document["bytes"] > 10_000
     human = cli("inspect", session_id_for("seen"), "--root", str(root))
     assert "LangGraph thread 'seen' (4 checkpoints)" in human.stdout
+
+
+def test_a_thread_exported_and_imported_elsewhere_reads_the_same(
+    root: Path, tmp_path: Path, cli: Cli
+) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "x" * 5000, "steps": []}, config("moved"))
+        before = [(t.checkpoint, t.metadata) for t in saver.list(config("moved"))]
+    bundle, elsewhere = tmp_path / "moved.tar.gz", tmp_path / "elsewhere"
+    assert cli("export", session_id_for("moved"), "--root", str(root), "-o", str(bundle)).code == 0
+    assert cli("import", str(bundle), "--root", str(elsewhere)).code == 0
+    with HandshakeSaver(elsewhere) as saver:
+        assert [(t.checkpoint, t.metadata) for t in saver.list(config("moved"))] == before
