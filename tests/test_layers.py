@@ -34,9 +34,15 @@ LAYERS = [
     ("recovery", ["handshake_cli.recovery"]),
     ("readers", ["handshake_cli.readers"]),
     ("maintenance", ["handshake_cli.maintenance"]),
-    ("cli", ["handshake_cli.cli", "handshake_cli.__main__"]),
+    # Front ends: the command line, and LangGraph's checkpointer and tool gate beside it.
+    # Neither imports the other.
+    ("cli", ["handshake_cli.cli", "handshake_cli.__main__", "handshake_cli.langgraph"]),
 ]
 FRONT_END_ONLY = ("typer", "rich", "click")
+COMMAND_LINE = ("handshake_cli.cli", "handshake_cli.__main__")
+LANGGRAPH_FRONT_END = "handshake_cli.langgraph"
+# Third-party packages only the LangGraph front end may import (the `langgraph` extra).
+LANGGRAPH_ONLY = ("langgraph", "langchain_core")
 
 
 def layer_of(module: str) -> int:
@@ -96,7 +102,7 @@ def test_a_module_imports_only_its_own_layer_and_those_below(path: Path) -> None
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_the_command_line_imports_the_front_end_libraries(path: Path) -> None:
-    if layer_of(module_name(path)) == len(LAYERS) - 1:
+    if module_name(path).startswith(COMMAND_LINE):
         return
     front = [f"line {line}: {m}" for line, m in imports(path) if m.split(".")[0] in FRONT_END_ONLY]
     assert not front, f"{module_name(path)} imports " + "; ".join(front)
@@ -120,3 +126,20 @@ def test_every_layer_has_a_map() -> None:
         for prefix in prefixes:
             if prefix.count(".") == 1 and (PACKAGE.parent / prefix.replace(".", "/")).is_dir():
                 assert prefix.split(".")[1] + "/" in text, prefix
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_two_front_ends_never_import_each_other(path: Path) -> None:
+    """The command line never loads LangGraph (it reads LangGraph sessions from their
+    records alone, and the extra may not be installed); the LangGraph front end never loads
+    the command line."""
+    own = module_name(path)
+    if own.startswith(LANGGRAPH_FRONT_END + ".") or own == LANGGRAPH_FRONT_END:
+        wrong = [(line, m) for line, m in imports(path) if m.startswith(COMMAND_LINE)]
+    else:
+        wrong = [
+            (line, m)
+            for line, m in imports(path)
+            if m.startswith(LANGGRAPH_FRONT_END) or m.split(".")[0] in LANGGRAPH_ONLY
+        ]
+    assert not wrong, f"{own} imports " + "; ".join(f"line {line}: {m}" for line, m in wrong)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handshake_cli.errors import HandshakeError
+from handshake_cli.readers.langgraph import thread_summary
 from handshake_cli.readers.verify import verify
 from handshake_cli.recovery.plan import make_plan
 from handshake_cli.recovery.view import SessionView, rebuild
@@ -78,7 +79,7 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
     for call in calls:
         if "state" in call:
             call["state"] = status_seen(call["state"], writer_live=holder is not None)
-    return {
+    described = {
         "session_id": session.session_id,
         "job_name": (config.get("job") or {}).get("name"),
         "state": state,
@@ -104,6 +105,10 @@ def describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "recovery_plan": _recovery_plan(store, view, holder),
         "anomalies": record.anomalies,
     }
+    langgraph = thread_summary(session, config)
+    if langgraph is not None:  # a LangGraph thread's session (readers/langgraph.py)
+        described["langgraph"] = langgraph
+    return described
 
 
 def abandoned_streams(abandoned: list[dict[str, Any]], records: list[Record]) -> list[dict[str, Any]]:

@@ -144,6 +144,8 @@ def _description(store: Store, target: SessionDir) -> Result:
                 )
                 for call in stream.get("tool_calls") or []:
                     out.line(f"    tool call {call['name'] or '?'}: {_clip(call['arguments'])}")
+        if info.get("langgraph"):
+            _render_thread(out, info["langgraph"])
         if info["tool_calls"]:
             out.line()
             out.line(f"tool calls ({len(info['tool_calls'])})", style="bold")
@@ -153,6 +155,26 @@ def _description(store: Store, target: SessionDir) -> Result:
             )
 
     return Result(info, render)
+
+
+def _render_thread(out: Printer, thread: dict[str, Any]) -> None:
+    """A LangGraph thread's session: its checkpoints, pending writes and channels."""
+    out.line()
+    out.line(f"LangGraph thread {thread['thread_id']!r} ({thread['checkpoints']} checkpoints)", style="bold")
+    for ns in thread["namespaces"]:
+        out.line(
+            f"  namespace {ns['checkpoint_ns'] or '(root)'}: {ns['checkpoints']} checkpoints, newest "
+            f"{ns['newest_checkpoint']} (step {ns['newest_step']}), "
+            f"{len(ns['pending_writes'])} pending writes"
+        )
+    if thread["channels"]:
+        out.table(
+            ["CHANNEL", "TYPE", "BYTES", "STORED"],
+            [
+                [c["channel"], str(c["type"]), str(c["bytes"]), "artifact" if c["artifact_id"] else "inline"]
+                for c in thread["channels"]
+            ],
+        )
 
 
 def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str = "") -> None:

@@ -85,6 +85,10 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
 
     from handshake_cli.cli.progress import Progress
     from handshake_cli.recovery.execute import recover as execute
+    from handshake_cli.recovery.langgraph import is_langgraph_session
+
+    if is_langgraph_session(store.session(session_id).read_config()):
+        return _langgraph_thread(store, session_id, options)
 
     observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
     outcome = execute(store, session_id, options, observer=observer)
@@ -121,6 +125,36 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
 
     status = STATUS_FOR_EXIT.get(outcome.exit_code, "error")
     return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
+
+
+def _langgraph_thread(store: Store, session_id: str, options: Options) -> Result:
+    """A LangGraph thread's session: storage repaired, answers recorded, never run."""
+    from handshake_cli.errors import UsageError
+    from handshake_cli.recovery.langgraph import recover_thread
+
+    if options.cancel or options.result_file or options.accept_divergence:
+        raise UsageError(
+            f"session {session_id} is a LangGraph thread: recover takes only --resolve and --dry-run"
+        )
+    outcome = recover_thread(store.paths, session_id, options.resolutions, dry_run=options.dry_run)
+
+    def render(out: Printer) -> None:
+        verb = "would repair" if outcome.dry_run else "repaired"
+        out.line(
+            f"session {outcome.session_id}: LangGraph thread {outcome.thread_id!r}, "
+            f"{outcome.checkpoints} checkpoints"
+        )
+        if outcome.repaired_torn_tail:
+            torn = outcome.repaired_torn_tail
+            out.line(f"  {verb} a torn tail at {torn['segment']} byte {torn['offset']}: cut to quarantine/")
+        for call_id, answer in outcome.resolved.items():
+            out.line(f"  {call_id}: recorded {answer}; the graph applies it when it resumes")
+        for call in outcome.in_doubt:
+            out.line(f"  in doubt: {call['tool_call_id']} ({call['tool']}, {call['idempotency']})")
+        out.line("handshake never runs the graph; resume it from your program:")
+        out.line(f"  {outcome.as_json()['resume']}")
+
+    return Result(outcome.as_json(), render, exit_code=outcome.exit_code, guidance=outcome.guidance)
 
 
 def _fork(store: Store, source: str, new_id: str, checkpoint_id: str | None) -> Result:

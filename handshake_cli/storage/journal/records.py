@@ -167,6 +167,32 @@ _FIELDS: dict[str, Spec] = {
         "stderr_artifact_id": (_S, False),
     },
     "mcp.stopped": {"server": (_S, True), "stderr_bytes": (_I, False), "stderr_artifact_id": (_S, False)},
+    # LangGraph threads (handshake_cli/langgraph, docs/FORMAT.md "Records of a LangGraph
+    # thread"): a checkpoint with its new channel values, a task's pending writes, checkpoints
+    # removed (prune, delete_for_runs), a torn tail the saver cut when it opened the thread, the
+    # saver's index of the thread kept as an artifact (so a long thread opens without a fold).
+    "langgraph.checkpoint": {
+        "thread_id": (_S, False),
+        "checkpoint_ns": (_S, True),
+        "checkpoint_id": (_S, True),
+        "parent_checkpoint_id": (_S0, False),
+        "run_id": (_S0, False),
+        "step": (_I0, False),
+        "source": (_S0, False),
+        "checkpoint": (_D, True),
+        "metadata": (_D, True),
+        "blobs": (_L, False),
+    },
+    "langgraph.writes": {
+        "checkpoint_ns": (_S, True),
+        "checkpoint_id": (_S, True),
+        "task_id": (_S, True),
+        "task_path": (_S, False),
+        "writes": (_L, True),
+    },
+    "langgraph.removed": {"checkpoints": (_L, True), "reason": (_S, False)},
+    "langgraph.repaired": {"repaired_torn_tail": (_D, False)},
+    "langgraph.index": {"artifact_id": (_S, True), "covers_seq": (_I, True), "thread_id": (_S, False)},
     "session.completed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.failed": {"reason": (_S0, False), "turns": (_I, False)},
     "session.cancelled": {"reason": (_S0, False), "turns": (_I, False)},
@@ -242,7 +268,63 @@ def _model_completed(data: dict[str, Any]) -> str | None:
     return None
 
 
-_NESTED = {"session.created": _session_created, "model.completed": _model_completed}
+def _value_problem(ref: object, where: str) -> str | None:
+    """A LangGraph value reference: `{type, b64}` inline, or `{type, artifact, [pack, offset],
+    bytes}` naming an artifact."""
+    if type(ref) is not dict:
+        return f"{where} is {_kind(ref)}, not dict"
+    if type(ref.get("type")) is not str:
+        return f"{where}.type is not a string"
+    if "b64" in ref:
+        return None if type(ref["b64"]) is str else f"{where}.b64 is not a string"
+    if type(ref.get("artifact")) is not str:
+        return f"{where} has neither b64 nor artifact"
+    if "pack" in ref and (type(ref["pack"]) is not str or type(ref.get("offset")) is not int):
+        return f"{where}.pack and offset are not a location"
+    return None
+
+
+def _langgraph_checkpoint(data: dict[str, Any]) -> str | None:
+    problem = _value_problem(data["checkpoint"], "data.checkpoint") or _value_problem(
+        data["metadata"], "data.metadata"
+    )
+    for index, blob in enumerate(data.get("blobs") or []):
+        where = f"data.blobs[{index}]"
+        if type(blob) is not dict or type(blob.get("channel")) is not str or "version" not in blob:
+            return f"{where} is not a channel value"
+        problem = problem or _value_problem(blob.get("value"), f"{where}.value")
+    return problem
+
+
+def _langgraph_writes(data: dict[str, Any]) -> str | None:
+    for index, write in enumerate(data["writes"]):
+        where = f"data.writes[{index}]"
+        if (
+            type(write) is not dict
+            or type(write.get("idx")) is not int
+            or type(write.get("channel")) is not str
+        ):
+            return f"{where} is not a write"
+        problem = _value_problem(write.get("value"), f"{where}.value")
+        if problem:
+            return problem
+    return None
+
+
+def _langgraph_removed(data: dict[str, Any]) -> str | None:
+    for index, pair in enumerate(data["checkpoints"]):
+        if type(pair) is not list or len(pair) != 2 or not all(type(p) is str for p in pair):
+            return f"data.checkpoints[{index}] is not [checkpoint_ns, checkpoint_id]"
+    return None
+
+
+_NESTED = {
+    "session.created": _session_created,
+    "model.completed": _model_completed,
+    "langgraph.checkpoint": _langgraph_checkpoint,
+    "langgraph.writes": _langgraph_writes,
+    "langgraph.removed": _langgraph_removed,
+}
 
 
 # For `depth_exceeds`: every byte but quotes and brackets, and one level of innermost pairs.

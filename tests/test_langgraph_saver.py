@@ -1,0 +1,121 @@
+"""HandshakeSaver beyond the conformance suite: a thread is a session that survives its
+saver, large values are artifacts stored once, a torn tail is cut when the thread opens, and
+the session's lock keeps a second writer out."""
+
+from __future__ import annotations
+
+import operator
+import os
+from pathlib import Path
+from typing import Annotated, TypedDict
+
+import pytest
+
+pytest.importorskip("langgraph.graph", reason="the test extra is not installed (pip install -e '.[test]')")
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from handshake_cli.errors import SessionLocked
+from handshake_cli.langgraph import HandshakeSaver
+from handshake_cli.paths import Paths
+from handshake_cli.session.langgraph_thread import session_id_for
+from handshake_cli.storage.artifacts import ArtifactStore
+from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.store import SESSION_ID
+
+
+class State(TypedDict):
+    document: str
+    steps: Annotated[list[str], operator.add]
+
+
+def build(saver: HandshakeSaver):  # type: ignore[no-untyped-def]
+    graph = StateGraph(State)
+    graph.add_node("one", lambda state: {"steps": ["one"]})
+    graph.add_node("two", lambda state: {"steps": ["two"]})
+    graph.add_edge(START, "one")
+    graph.add_edge("one", "two")
+    graph.add_edge("two", END)
+    return graph.compile(checkpointer=saver)
+
+
+def config(thread_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def test_a_thread_outlives_its_saver_and_reads_back_whole(tmp_path: Path) -> None:
+    with HandshakeSaver(tmp_path) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("t1"))
+        before = [t.checkpoint["id"] for t in saver.list(config("t1"))]
+    with HandshakeSaver(tmp_path) as saver:
+        after = [t.checkpoint["id"] for t in saver.list(config("t1"))]
+        state = build(saver).get_state(config("t1"))
+    assert before == after and len(after) == 4
+    assert state.values == {"document": "d", "steps": ["one", "two"]}
+
+
+def test_a_large_unchanged_channel_is_one_artifact(tmp_path: Path) -> None:
+    big = "x" * 100_000
+    with HandshakeSaver(tmp_path) as saver:
+        build(saver).invoke({"document": big, "steps": []}, config("big"))
+        assert build(saver).get_state(config("big")).values["document"] == big
+    session = FilesystemStore(Paths(tmp_path)).session(session_id_for("big"))
+    frames = [f for f in ArtifactStore(session.artifacts).frames() if f.length > 100_000]
+    # The input as written (the `__start__` channel) and the `document` channel: once each,
+    # though four checkpoints hold the document. (The other frame is the index snapshot.)
+    assert len(frames) == 2
+    journal = b"".join(p.read_bytes() for p in sorted(session.journal.iterdir()))
+    assert len(journal) < 50_000  # the document is in no record
+
+
+def test_a_torn_tail_is_cut_into_quarantine_when_the_thread_opens(tmp_path: Path) -> None:
+    with HandshakeSaver(tmp_path) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("torn"))
+    session = FilesystemStore(Paths(tmp_path)).session(session_id_for("torn"))
+    segment = sorted(session.journal.iterdir())[-1]
+    with open(segment, "ab") as f:
+        f.write(b'{"seq":99,"ts":"x","type":"langgraph.wri')  # a write a kill cut short
+    with HandshakeSaver(tmp_path) as saver:
+        assert build(saver).get_state(config("torn")).values["steps"] == ["one", "two"]
+        build(saver).invoke({"document": "e", "steps": []}, config("torn"))
+    assert os.listdir(session.quarantine)
+    with HandshakeSaver(tmp_path) as saver:
+        assert build(saver).get_state(config("torn")).values["steps"] == ["one", "two", "one", "two"]
+
+
+def test_the_thread_has_one_writer(tmp_path: Path) -> None:
+    with HandshakeSaver(tmp_path) as first, HandshakeSaver(tmp_path) as second:
+        build(first).invoke({"document": "d", "steps": []}, config("busy"))
+        with pytest.raises(SessionLocked):
+            second.get_tuple(config("busy"))
+
+
+def test_any_thread_id_maps_to_a_session_and_back(tmp_path: Path) -> None:
+    odd = ["../etc/passwd", "a b/ü\x00", "x" * 500, "-", ""]
+    with HandshakeSaver(tmp_path) as saver:
+        for thread_id in odd:
+            build(saver).invoke({"document": "d", "steps": []}, config(thread_id))
+        assert sorted(saver.thread_ids()) == sorted(odd)
+    assert all(SESSION_ID.fullmatch(session_id_for(t)) for t in odd)
+    assert len({session_id_for(t) for t in odd}) == len(odd)
+
+
+def test_a_thread_reopens_from_its_index_snapshot_and_reads_the_same(tmp_path: Path) -> None:
+    with HandshakeSaver(tmp_path) as saver:
+        for _ in range(3):
+            build(saver).invoke({"document": "d", "steps": []}, config("long"))
+        everything = [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(config("long"))]
+    session = FilesystemStore(Paths(tmp_path)).session(session_id_for("long"))
+    head = FilesystemStore(Paths(tmp_path)).read_head(session.session_id)
+    assert head is not None and head["langgraph_index"]["seq"] == head["last_seq"]
+    with HandshakeSaver(tmp_path) as saver:
+        opened = saver.thread("long", create=False)
+        assert opened is not None and opened.index.records > 0 and opened.indexed_seq == head["last_seq"]
+        assert [
+            (t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(config("long"))
+        ] == everything
+        build(saver).invoke({"document": "d", "steps": []}, config("long"))  # goes on after it
+    (session.path / "head.json").unlink()  # without the cache: the whole journal is folded
+    with HandshakeSaver(tmp_path) as saver:
+        assert len(list(saver.list(config("long")))) == len(everything) + 4
