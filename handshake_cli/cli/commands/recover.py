@@ -87,7 +87,8 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
     from handshake_cli.recovery.execute import recover as execute
     from handshake_cli.recovery.langgraph import is_langgraph_session
 
-    if is_langgraph_session(store.session(session_id).read_config()):
+    # The kind only: the job's binding is checked by the recovery that runs, under the lock.
+    if is_langgraph_session(store.session(session_id).read_config(check_job=False)):
         return _langgraph_thread(store, session_id, options)
 
     observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
