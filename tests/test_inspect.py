@@ -147,3 +147,25 @@ def test_inspect_while_a_run_writes(
             (workspace / f"open{gate}").touch()
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_a_session_gc_removes_while_inspect_reads_it_is_not_found(
+    root: Path, finished: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers never block gc: when the session is moved away between two of inspect's reads,
+    the answer is exit 6 (not found), never an internal error."""
+    from handshake_cli.errors import NotFound
+    from handshake_cli.storage import lock
+
+    store = Store(Paths(root))
+    session = store.session(finished)
+    real_holder = lock.holder
+
+    def holder_then_gone(path: Path) -> Any:
+        answer = real_holder(path)
+        path.rename(root / "gone")  # as gc moves a session to its trash
+        return answer
+
+    monkeypatch.setattr(lock, "holder", holder_then_gone)
+    with pytest.raises(NotFound, match="removed"):
+        describe.describe(store, session)

@@ -144,10 +144,7 @@ def play_round(base: Path, rng: random.Random, round_no: int, reference: list[An
         key = f"{racer.what} {racer.target or ''}".strip() + f": {racer.code}"
         figures.exits[key] = figures.exits.get(key, 0) + 1
         assert racer.code != 1 and "Traceback" not in racer.err, (
-            racer.what,
-            racer.target,
-            racer.out,
-            racer.err,
+            f"{racer.what} {racer.target}: {json.dumps(racer.out)} {racer.err}"
         )
         assert racer.code in ALLOWED[racer.what], (racer.what, racer.target, racer.code, racer.out, racer.err)
         if racer.code == 4:

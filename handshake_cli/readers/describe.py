@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import HandshakeError
@@ -52,7 +53,15 @@ def journal_bytes(session: SessionDir) -> int:
 
 def describe(store: Store, session: SessionDir) -> dict[str, Any]:
     """Everything `inspect SESSION` shows: the record, the thread, tool calls, lock, integrity,
-    and the plan `recover` would follow."""
+    and the plan `recover` would follow. A file that vanishes while it is read (gc removed the
+    session, which readers never block) is NotFound, not a crash."""
+    try:
+        return _describe(store, session)
+    except FileNotFoundError as exc:
+        raise session.missing(Path(exc.filename).name if exc.filename else "file it was reading") from exc
+
+
+def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
     config = session.read_config()
     holder = lock.holder(session.path)
     view: SessionView | None

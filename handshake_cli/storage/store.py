@@ -115,7 +115,7 @@ class SessionDir:
 
         return ArtifactStore(self.artifacts)
 
-    def _missing(self, what: str) -> NotFound | IntegrityError:
+    def missing(self, what: str) -> NotFound | IntegrityError:
         """A file of the session is not there: the session was moved away (by gc) while it
         was being read, or, when its directory is still here, it is damaged."""
         if not os.path.lexists(self.path):
@@ -129,7 +129,7 @@ class SessionDir:
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise self._missing("session.toml") from exc
+            raise self.missing("session.toml") from exc
         config = parse_config(raw, self.session_id)
         if check_job and self.job_binding(config) == JOB_CHANGED:
             raise JobChanged(
@@ -162,7 +162,7 @@ class SessionDir:
         try:
             raw = durable.read_bytes(self.session_toml)
         except FileNotFoundError as exc:
-            raise self._missing("session.toml") from exc
+            raise self.missing("session.toml") from exc
         try:
             text = raw.decode("utf-8")
             end = text.find("\n[")
