@@ -20,7 +20,6 @@ checkpoints over a session stay linear in the number of messages.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,15 @@ from handshake_cli.errors import IntegrityError
 from handshake_cli.faults import crash_point
 from handshake_cli.session.state import ModelSession
 from handshake_cli.session.thread import LazyThread, Parts, Thread, canonical, digest
-from handshake_cli.storage import durable
 from handshake_cli.storage.artifacts import PackWriter
-from handshake_cli.storage.journal.codec import HEX, SEGMENT_SUFFIX, SUM_TAIL, Record, check_content
-from handshake_cli.storage.journal.records import MAX_RECORD_BYTES, RecordInvalid
+from handshake_cli.storage.journal.codec import HEX, SUM_TAIL, Record
+from handshake_cli.storage.journal.scan import read_line_at
 from handshake_cli.storage.journal.writer import JournalWriter
 
 CHECKPOINT_FORMAT = 1
+# How a checkpoint's record is read (one pread, the line kept for the body's hash); a name of
+# this module's own, so the tests can count the reads.
+record_at = read_line_at
 
 
 class CheckpointInvalid(IntegrityError):
@@ -422,35 +423,3 @@ def read_body(
     if body.get("session_id") != session_id:
         raise CheckpointInvalid(f"checkpoint {ref.checkpoint_id} belongs to another session")
     return body
-
-
-def record_at(journal_dir: Path, segment: str, offset: int) -> tuple[Record, bytes] | None:
-    """The intact record that starts at `offset` of `segment` and its line, or None: one
-    pread, no scan (`scan.read_record_at`, keeping the bytes for the body's hash)."""
-    if not segment.endswith(SEGMENT_SUFFIX) or "/" in segment or offset < 0:
-        return None
-    try:
-        fd = durable.open_read(journal_dir / segment)
-    except FileNotFoundError:
-        return None
-    try:
-        line = bytearray()
-        position = offset
-        with durable.environment("read", journal_dir / segment):
-            while b"\n" not in line:
-                if len(line) > MAX_RECORD_BYTES:
-                    return None  # no record is this long
-                block = os.pread(fd, 1 << 16, position)
-                if not block:
-                    break
-                line += block
-                position += len(block)
-    finally:
-        os.close(fd)
-    content = bytes(line.split(b"\n", 1)[0])
-    if check_content(content) is None:
-        return None
-    try:
-        return Record.decode(content, segment, offset), content
-    except RecordInvalid:
-        return None  # its content is damage, which a scan reports with its place

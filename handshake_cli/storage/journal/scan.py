@@ -401,6 +401,12 @@ def _last_in(fd: int, name: str) -> Record | None:
 
 def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | None:
     """The intact record that starts at `offset` of `segment`, or None: one pread, no scan."""
+    found = read_line_at(journal_dir, segment, offset)
+    return found[0] if found else None
+
+
+def read_line_at(journal_dir: Path, segment: str, offset: int) -> tuple[Record, bytes] | None:
+    """`read_record_at`, with the record's line (without its newline) beside it."""
     if not segment.endswith(SEGMENT_SUFFIX) or "/" in segment or offset < 0:
         return None
     try:
@@ -425,6 +431,6 @@ def read_record_at(journal_dir: Path, segment: str, offset: int) -> Record | Non
     if check_content(content) is None:
         return None
     try:
-        return Record.decode(content, segment, offset)
+        return Record.decode(content, segment, offset), content
     except RecordInvalid:
         return None  # its content is damage, which a scan reports with its place
