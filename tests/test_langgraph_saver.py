@@ -119,3 +119,28 @@ def test_a_thread_reopens_from_its_index_snapshot_and_reads_the_same(tmp_path: P
     (session.path / "head.json").unlink()  # without the cache: the whole journal is folded
     with HandshakeSaver(tmp_path) as saver:
         assert len(list(saver.list(config("long")))) == len(everything) + 4
+
+
+def test_prune_hides_checkpoints_and_copy_then_delete_reclaims_their_bytes(tmp_path: Path) -> None:
+    """README, "LangGraph": prune keeps every byte (the journal is append-only); copying the
+    thread takes only what is still shown, and deleting the old one frees the rest."""
+    sessions = tmp_path / "sessions"
+
+    def size(thread_id: str) -> int:
+        folder = sessions / session_id_for(thread_id)
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    with HandshakeSaver(tmp_path) as saver:
+        for n in range(5):
+            build(saver).invoke({"document": f"{n}" * 20_000, "steps": []}, config("old"))
+        before = size("old")
+        saver.prune(["old"])
+        assert len(list(saver.list(config("old")))) == 1
+        assert size("old") >= before  # hidden, not reclaimed
+        state = build(saver).get_state(config("old")).values
+        saver.copy_thread("old", "new")
+        saver.delete_thread("old")
+        assert not (sessions / session_id_for("old")).exists()
+        assert len(list(saver.list(config("new")))) == 1
+        assert build(saver).get_state(config("new")).values == state
+    assert size("new") < before / 3
