@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 from pathlib import Path
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 
@@ -144,3 +145,55 @@ def test_prune_hides_checkpoints_and_copy_then_delete_reclaims_their_bytes(tmp_p
         assert len(list(saver.list(config("new")))) == 1
         assert build(saver).get_state(config("new")).values == state
     assert size("new") < before / 3
+
+
+def test_writes_made_at_once_share_one_sync_and_each_returns_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangGraph calls put_writes from its executor's threads, several at once: the records
+    written while one sync runs ride on the next, one sync for all of them."""
+    tasks = 8
+    with HandshakeSaver(tmp_path) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("many"))
+        newest = saver.get_tuple(config("many"))
+        assert newest is not None
+        opened = saver.thread("many", create=False)
+        assert opened is not None
+        written = threading.Event()
+        base = opened.appender.last_seq
+        apply = opened.index.apply
+
+        def counted(record: Any) -> None:
+            apply(record)
+            if record.seq == base + tasks:
+                written.set()
+
+        syncs: list[int] = []
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            syncs.append(fd)
+            assert written.wait(30)  # the first sync lasts until every task has written
+            real(fd)
+
+        monkeypatch.setattr(opened.index, "apply", counted)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        returned: list[int] = []
+
+        def task(n: int) -> None:
+            saver.put_writes(newest.config, [("steps", [f"t{n}"])], f"task-{n}")
+            returned.append(opened.durable_seq)  # what was on disk when it returned
+
+        threads = [threading.Thread(target=task, args=(n,)) for n in range(tasks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        monkeypatch.undo()
+        assert len(syncs) == 2  # the first task's own, then one for the seven written meanwhile
+        # Each returned with its record on disk: the last seven only after the second sync.
+        assert len(returned) == tasks and sorted(returned)[1:] == [base + tasks] * (tasks - 1)
+        assert opened.durable_seq == base + tasks
+    with HandshakeSaver(tmp_path) as saver:
+        again = saver.get_tuple(config("many"))
+        assert again is not None and len(again.pending_writes or []) == tasks
