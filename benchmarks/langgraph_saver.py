@@ -6,6 +6,10 @@ sync per commit), on the same machine in the same run (issue 15):
   that a change in the machine's load (other processes, their syncs) falls on both alike;
   `super_step_ms` is each saver's total over its steps, and `block_ratio_median` the median
   of the blocks' handshake-over-sqlite ratios;
+- a graph as LangGraph runs it: a fan-out of three nodes and a join, invoked `--invokes`
+  times on one thread each (default durability, "async": LangGraph calls `put_writes` and
+  `put` from its executor's threads, several at once), the savers taking turns an invoke at
+  a time; `graph_invoke_ms` per invoke;
 - `get_tuple` of the newest checkpoint of that N-checkpoint thread;
 - a cold open: a new saver (a new connection) and that first `get_tuple`.
 
@@ -18,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
 
 from handshake_cli.langgraph import HandshakeSaver
 
@@ -67,6 +73,36 @@ class Filler:
         return elapsed
 
 
+class FanOut(TypedDict):
+    steps: Annotated[list[str], operator.add]
+
+
+def fan_out_graph(saver: BaseCheckpointSaver[Any]) -> Any:
+    graph = StateGraph(FanOut)
+    graph.add_node("start", lambda state: {"steps": ["start"]})
+    for name in ("a", "b", "c"):
+        graph.add_node(name, lambda state, name=name: {"steps": [name]})
+        graph.add_edge("start", name)
+    graph.add_node("join", lambda state: {"steps": ["join"]})
+    graph.add_edge(["a", "b", "c"], "join")
+    graph.add_edge(START, "start")
+    graph.add_edge("join", END)
+    return graph.compile(checkpointer=saver)
+
+
+def invokes(sqlite: BaseCheckpointSaver[Any], handshake: BaseCheckpointSaver[Any], count: int) -> list[float]:
+    """`count` invokes of the fan-out graph on each saver, in turns; seconds per invoke, each."""
+    graphs = [fan_out_graph(sqlite), fan_out_graph(handshake)]
+    spent = [0.0, 0.0]
+    config: Any = {"configurable": {"thread_id": "graph"}}
+    for turn in range(count):
+        for which in (0, 1) if turn % 2 == 0 else (1, 0):
+            started = time.perf_counter()
+            graphs[which].invoke({"steps": []}, config)
+            spent[which] += time.perf_counter() - started
+    return [s / count for s in spent]
+
+
 def fill(sqlite: Filler, handshake: Filler, count: int, block: int) -> list[float]:
     """`count` super-steps on each, in turns of `block`; each block's handshake/sqlite ratio."""
     ratios = []
@@ -98,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoints", type=int, default=1000)
     parser.add_argument("--block", type=int, default=50, help="super-steps per turn")
+    parser.add_argument("--invokes", type=int, default=100, help="invokes of the fan-out graph")
     parser.add_argument("--root", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as tmp:
@@ -109,6 +146,9 @@ def main() -> None:
         ratios = fill(*fillers, args.checkpoints, args.block)
         for name, filler in zip(("sqlite", "handshake"), fillers, strict=True):
             figures[name] = {"super_step_ms": filler.seconds / args.checkpoints * 1000}
+        per_invoke = invokes(sqlite, handshake, args.invokes)
+        for name, seconds in zip(("sqlite", "handshake"), per_invoke, strict=True):
+            figures[name]["graph_invoke_ms"] = seconds * 1000
         figures["sqlite"]["get_tuple_ms"] = newest(sqlite, 200) * 1000
         figures["handshake"]["get_tuple_ms"] = newest(handshake, 200) * 1000
         sqlite.conn.close()
