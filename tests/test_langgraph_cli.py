@@ -137,6 +137,8 @@ def test_the_listing_shows_a_thread_its_id_and_whether_it_is_finished(root: Path
     assert "langgraph going on/2" in line and "ACTIVE" in line
     described = cli("inspect", session_id_for("going on/2"), "--root", str(root), "--json")
     assert described.json["state"] == "ACTIVE" and described.json["stored_state"] == "CREATED"
+    shown = cli("inspect", session_id_for("going on/2"), "--root", str(root)).stdout
+    assert "langgraph going on/2" in shown and "ACTIVE" in shown
 
 
 def test_a_job_session_is_listed_as_a_job(root: Path, cli: Cli, workspace: Path) -> None:

@@ -125,7 +125,9 @@ def _description(store: Store, target: SessionDir) -> Result:
 
     def render(out: Printer) -> None:
         out.line(f"session     {info['session_id']}", style="bold")
-        out.line(f"job         {info.get('job_name') or '-'}")
+        thread = info.get("langgraph")
+        job = f"langgraph {thread['thread_id']}" if thread else info.get("job_name") or "-"
+        out.line(f"job         {job}")
         out.line(f"state       {info['state']}")
         out.line(f"model       {info['model']['id'] or '-'} ({info['model']['backend'] or '-'})")
         out.line(f"created     {info.get('created_at')}")
