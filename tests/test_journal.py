@@ -854,3 +854,28 @@ def test_the_prebuilt_encoder_writes_what_json_writes(
         return
     assert fast(value) == expected
     assert fast(value) == expected  # and again: nothing of one call stays for the next
+
+
+def test_a_sync_handle_syncs_what_was_written_to_the_open_segment(tmp_path: Path) -> None:
+    """`sync_handle` (a group commit's sync outside the writer's lock): a descriptor of the
+    segment records are written to now, and the last seq written; older segments were synced
+    as they rotated."""
+    journal_dir = tmp_path / "journal"
+    journal_dir.mkdir()
+    with JournalWriter.create(journal_dir, SID, segment_bytes=400) as writer:
+        assert writer.sync_handle() is None  # nothing written: no segment yet
+        for i in range(6):
+            writer.append("test.event", {"i": i, "pad": "x" * 100}, sync=False)
+        handle = writer.sync_handle()
+        assert handle is not None
+        fd, last = handle
+        try:
+            assert last == 6
+            newest = journal_dir / list_segments(journal_dir)[-1]
+            assert len(list_segments(journal_dir)) > 1  # it rotated on the way
+            assert os.fstat(fd).st_ino == newest.stat().st_ino
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        writer.append("test.event", {"i": 6}, sync=False)  # the writer goes on as before
+    assert [r.data["i"] for r in scan(journal_dir, SID).records] == list(range(7))

@@ -94,7 +94,9 @@ RUN_FAILED = {**RUN, "guidance": None}
 
 LISTED = keys(
     "session_id",
+    "kind",
     "job_name",
+    "thread_id",
     "state",
     "created_at",
     "updated_at",
@@ -289,6 +291,8 @@ IMPORT = keys(
     "workspace",
     "workspace_exists",
     "workspace_note",
+    "kind",
+    "thread_id",
     "exported_at",
     "exported_by",
     integrity=keys("verdict", "journal", "artifacts", "head", "job", **INTEGRITY_PARTS),

@@ -17,6 +17,7 @@ from handshake_cli.langgraph import HandshakeSaver
 from handshake_cli.session.langgraph_thread import session_id_for
 from tests.support.cli import Cli
 from tests.support.langgraph_agent import payments
+from tests.support.paths import FIXTURES
 from tests.test_langgraph_exactly_once import agent, paid_once_each
 from tests.test_langgraph_saver import build, config
 
@@ -105,6 +106,66 @@ def test_gc_removes_a_finished_thread_and_keeps_an_unfinished_one(root: Path, cl
     swept = cli("gc", "--older-than", "0s", "--root", str(root), "--json")
     assert swept.code == 0, swept.stderr
     assert sorted(p.name for p in (root / "sessions").iterdir()) == [session_id_for("going-on")]
+    (kept,) = swept.json["skipped"]
+    assert kept["state"] == "ACTIVE" and kept["reason"] == "unfinished"
+    # What moves a thread on is its program (or the age rule), never `recover`.
+    assert "finish_thread('going-on')" in kept["detail"] and "--include-unfinished" in kept["detail"]
+    assert "recover" not in kept["detail"]
+    aged = cli("gc", "--older-than", "0s", "--include-unfinished", "--root", str(root), "--json")
+    assert aged.code == 0 and [r["session_id"] for r in aged.json["removed"]] == []  # within the grace
+
+
+def test_the_listing_shows_a_thread_its_id_and_whether_it_is_finished(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        for thread_id in ("finished", "going on/2"):
+            build(saver).invoke({"document": "d", "steps": []}, config(thread_id))
+        saver.finish_thread("finished")
+        held = cli("inspect", "--root", str(root), "--json")
+    listed = cli("inspect", "--root", str(root), "--json")
+    assert listed.code == 0 and held.code == 0, listed.stderr + held.stderr
+    for listing, holder in ((held, True), (listed, False)):
+        rows = {r["session_id"]: r for r in listing.json["sessions"]}
+        going = rows[session_id_for("going on/2")]
+        assert going["kind"] == "langgraph" and going["thread_id"] == "going on/2"
+        # No run to interrupt: ACTIVE whether or not a saver holds it now.
+        assert going["state"] == "ACTIVE" and not going["needs_attention"]
+        assert (going["lock_holder"] is not None) is holder
+        finished = rows[session_id_for("finished")]
+        assert finished["state"] == "COMPLETED" and finished["thread_id"] == "finished"
+    human = cli("inspect", "--root", str(root))
+    line = next(li for li in human.stdout.splitlines() if li.startswith(session_id_for("going on/2")))
+    assert "langgraph going on/2" in line and "ACTIVE" in line
+    described = cli("inspect", session_id_for("going on/2"), "--root", str(root), "--json")
+    assert described.json["state"] == "ACTIVE" and described.json["stored_state"] == "CREATED"
+    shown = cli("inspect", session_id_for("going on/2"), "--root", str(root)).stdout
+    assert "langgraph going on/2" in shown and "ACTIVE" in shown
+
+
+def test_a_job_session_is_listed_as_a_job(root: Path, cli: Cli, workspace: Path) -> None:
+    quickstart = FIXTURES / "jobs" / "quickstart.toml"
+    ran = cli(
+        "run", str(quickstart), "--root", str(root), "--session-id", "job-1", "--workspace", str(workspace)
+    )
+    assert ran.code == 0, ran.stderr
+    (row,) = cli("inspect", "--root", str(root), "--json").json["sessions"]
+    assert row["kind"] == "job" and row["thread_id"] is None and row["job_name"] == "quickstart"
+
+
+def test_recover_fork_of_a_thread_is_refused_and_makes_nothing(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("kept"))
+    refused = cli("recover", session_id_for("kept"), "--fork", "copy", "--root", str(root), "--json")
+    assert refused.code == 2 and refused.json["error"]["code"] == "usage"
+    assert "copy_thread" in refused.json["error"]["message"]
+    assert sorted(p.name for p in (root / "sessions").iterdir()) == [session_id_for("kept")]
+
+
+def test_recover_all_leaves_threads_alone(root: Path, cli: Cli) -> None:
+    with HandshakeSaver(root) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("idle"))
+    done = cli("recover", "--all", "--root", str(root), "--json")
+    assert done.code == 0, done.stdout + done.stderr
+    assert done.json["sessions"] == []
 
 
 def test_inspect_shows_the_thread_its_checkpoints_and_channels(root: Path, cli: Cli) -> None:
@@ -130,6 +191,13 @@ def test_a_thread_exported_and_imported_elsewhere_reads_the_same(
         before = [(t.checkpoint, t.metadata) for t in saver.list(config("moved"))]
     bundle, elsewhere = tmp_path / "moved.tar.gz", tmp_path / "elsewhere"
     assert cli("export", session_id_for("moved"), "--root", str(root), "-o", str(bundle)).code == 0
-    assert cli("import", str(bundle), "--root", str(elsewhere)).code == 0
+    imported = cli("import", str(bundle), "--root", str(elsewhere), "--json")
+    assert imported.code == 0, imported.stderr
+    assert imported.json["kind"] == "langgraph" and imported.json["thread_id"] == "moved"
+    assert imported.json["state"] == "ACTIVE" and imported.json["workspace_note"] is None
+    (elsewhere / "sessions" / session_id_for("moved")).rename(tmp_path / "gone")
+    human = cli("import", str(bundle), "--root", str(elsewhere))
+    assert human.code == 0, human.stderr
+    assert "workspace" not in human.stdout + human.stderr and "LangGraph thread 'moved'" in human.stdout
     with HandshakeSaver(elsewhere) as saver:
         assert [(t.checkpoint, t.metadata) for t in saver.list(config("moved"))] == before

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +127,49 @@ def test_retry_runs_the_call_in_doubt_again_with_the_same_key(tmp_path: Path) ->
     assert key in {p["key"] for p in payments(tmp_path / "ledger")}
 
 
-@pytest.mark.slow
-def test_two_hundred_random_kills_never_pay_twice(tmp_path: Path) -> None:
-    rng = random.Random(15)
-    kills = runs = 0
-    while kills < 200:
-        root = tmp_path / f"run{runs}"
+# A run of the agent takes ~0.05-0.07 s from the graph's start (less once a kill has left
+# part of it checkpointed): kills drawn from a wider window mostly miss, and each miss costs a
+# whole process (about a second of imports) for no kill.
+KILL_WINDOW_SECONDS = 0.12
+
+
+@dataclass
+class Sweep:
+    kills: int = 0
+    runs: int = 0  # threads run to the end, each after its kills
+    duplicated_runs: int = 0  # threads whose ledger holds a payment twice
+    extra_payments: int = 0  # payments beyond one per invoice, over all threads
+
+
+def sweep(tmp_path: Path, saver: str, kills: int, seed: int = 15) -> Sweep:
+    """Kill the agent at random moments (each run of a thread killed until one gets through,
+    then run to its end), until `kills` kills; what the ledgers hold."""
+    rng = random.Random(seed)
+    found = Sweep()
+    while found.kills < kills:
+        root = tmp_path / f"{saver}{found.runs}"
         root.mkdir()
-        probe = ["--probe"] if runs % 2 else []
-        runs += 1
+        probe = ["--probe"] if found.runs % 2 and saver == "handshake" else []
+        found.runs += 1
         while True:  # kill it at random moments until one run gets through
-            outcome = agent(root, "handshake", *probe, "--kill-in", f"{rng.uniform(0, 0.25):.4f}")
+            outcome = agent(root, saver, *probe, "--kill-in", f"{rng.uniform(0, KILL_WINDOW_SECONDS):.4f}")
             if outcome is None:
-                kills += 1
+                found.kills += 1
                 continue
             break
-        run_to_the_end(root, "handshake", *probe)
-        assert paid_once_each(root), (runs, payments(root / "ledger"))
+        if outcome["status"] != "finished":
+            run_to_the_end(root, saver, *probe)
+        counts = Counter((p["to"], p["amount"]) for p in payments(root / "ledger"))
+        assert len(counts) == PAYMENTS, (root, counts)  # every invoice paid, at least once
+        extra = sum(counts.values()) - PAYMENTS
+        found.duplicated_runs += extra > 0
+        found.extra_payments += extra
+    return found
+
+
+@pytest.mark.slow
+def test_two_hundred_random_kills_never_pay_twice(tmp_path: Path) -> None:
+    found = sweep(tmp_path, "handshake", 200)
+    print(f"handshake: {found}")
+    assert found.kills >= 200
+    assert found.duplicated_runs == 0 and found.extra_payments == 0, found

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 from pathlib import Path
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 
@@ -119,3 +120,88 @@ def test_a_thread_reopens_from_its_index_snapshot_and_reads_the_same(tmp_path: P
     (session.path / "head.json").unlink()  # without the cache: the whole journal is folded
     with HandshakeSaver(tmp_path) as saver:
         assert len(list(saver.list(config("long")))) == len(everything) + 4
+
+
+def test_prune_hides_checkpoints_and_copy_then_delete_reclaims_their_bytes(tmp_path: Path) -> None:
+    """README, "LangGraph": prune keeps every byte (the journal is append-only); copying the
+    thread takes only what is still shown, and deleting the old one frees the rest."""
+    sessions = tmp_path / "sessions"
+
+    def size(thread_id: str) -> int:
+        folder = sessions / session_id_for(thread_id)
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    with HandshakeSaver(tmp_path) as saver:
+        for n in range(5):
+            build(saver).invoke({"document": f"{n}" * 20_000, "steps": []}, config("old"))
+        before = size("old")
+        saver.prune(["old"])
+        assert len(list(saver.list(config("old")))) == 1
+        assert size("old") >= before  # hidden, not reclaimed
+        state = build(saver).get_state(config("old")).values
+        saver.copy_thread("old", "new")
+        saver.delete_thread("old")
+        assert not (sessions / session_id_for("old")).exists()
+        assert len(list(saver.list(config("new")))) == 1
+        assert build(saver).get_state(config("new")).values == state
+    assert size("new") < before / 3
+
+
+def test_writes_made_at_once_share_one_sync_and_each_returns_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangGraph calls put_writes from its executor's threads, several at once: the records
+    written while one sync runs ride on the next, one sync for all of them."""
+    tasks = 8
+    with HandshakeSaver(tmp_path) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("many"))
+        newest = saver.get_tuple(config("many"))
+        assert newest is not None
+        opened = saver.thread("many", create=False)
+        assert opened is not None
+        written = threading.Event()
+        base = opened.appender.last_seq
+        apply = opened.index.apply
+
+        def counted(record: Any) -> None:
+            apply(record)
+            if record.seq == base + tasks:
+                written.set()
+
+        syncs: list[int] = []
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            syncs.append(fd)
+            assert written.wait(30)  # the first sync lasts until every task has written
+            real(fd)
+
+        mine: dict[int, int] = {}  # thread -> the seq of the record it wrote
+        write = opened.write
+
+        def noted(type_: str, data: dict[str, Any]) -> Any:
+            record = write(type_, data)
+            mine[threading.get_ident()] = record.seq
+            return record
+
+        monkeypatch.setattr(opened.index, "apply", counted)
+        monkeypatch.setattr(opened, "write", noted)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        returned: list[bool] = []
+
+        def task(n: int) -> None:
+            saver.put_writes(newest.config, [("steps", [f"t{n}"])], f"task-{n}")
+            returned.append(opened.durable_seq >= mine[threading.get_ident()])  # its own on disk
+
+        threads = [threading.Thread(target=task, args=(n,)) for n in range(tasks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        monkeypatch.undo()
+        assert len(syncs) == 2  # the first task's own, then one for the seven written meanwhile
+        assert returned == [True] * tasks  # each returned with its own record on disk
+        assert opened.durable_seq == base + tasks
+    with HandshakeSaver(tmp_path) as saver:
+        again = saver.get_tuple(config("many"))
+        assert again is not None and len(again.pending_writes or []) == tasks

@@ -8,8 +8,10 @@ the first time it touches the thread and keeps it until `close()`: it is that se
 writer (a second process on the same thread gets `SessionLocked`).
 
 Durability (DESIGN section 2): `put` and `put_writes` return only once their record is on
-disk (an fdatasync of the pack when it grew, then of the journal), so a task's writes are
-durable before LangGraph moves on, and a checkpoint before its config is handed back.
+disk (an fdatasync of the pack when it grew, before the record is written; then of the
+journal), so a task's writes are durable before LangGraph moves on, and a checkpoint before
+its config is handed back. The journal's sync is a group commit (`OpenThread.settle`): the
+calls LangGraph makes at once from its executor's threads share one fdatasync.
 
 A journal a crash left with a torn tail is repaired when the saver opens the thread (the
 torn bytes kept in `quarantine/`, a `langgraph.repaired` record saying so); corruption is
@@ -46,7 +48,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base import writes_sort_key as _writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from handshake_cli.errors import HandshakeError, NotFound, UsageError
+from handshake_cli.errors import DurabilityError, HandshakeError, NotFound, UsageError
 from handshake_cli.langgraph.values import decode_value, encode_value
 from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import (
@@ -58,10 +60,11 @@ from handshake_cli.session.langgraph_thread import (
     session_id_for,
 )
 from handshake_cli.session.state import ACTIVE, COMPLETED, ModelSession, initial_head
+from handshake_cli.storage import durable
 from handshake_cli.storage.artifacts import Location
 from handshake_cli.storage.contract import Durability
 from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
-from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, utc_now
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start, list_segments
 from handshake_cli.storage.journal.writer import JournalWriter
 
@@ -71,7 +74,13 @@ _GOING_ON = frozenset({"langgraph.checkpoint", "langgraph.writes", "tool.intent"
 
 
 class OpenThread:
-    """A thread this saver holds: its lease, its appender, and its index."""
+    """A thread this saver holds: its lease, its appender, and its index.
+
+    Appends are a group commit: `write` puts a record in the journal (under the saver's
+    lock, artifacts it names synced first) and `settle` returns once it is durable, with one
+    fdatasync made outside the saver's lock, so that the records other threads write
+    meanwhile (LangGraph calls `put_writes` and `put` from its background executor, several
+    at once) ride on the same sync. `append` is both, for callers that hold the lock."""
 
     def __init__(
         self, lease: FilesystemLease, appender: FilesystemAppender, index: ThreadIndex, session: ModelSession
@@ -83,24 +92,65 @@ class OpenThread:
         self.indexed_seq = 0  # the seq of the newest index snapshot
         self.snapshot_at: dict[str, Any] | None = None  # where its record is, for head.json
         self.artifacts = lease.session.artifact_store()
-        self.appended: threading.Condition | None = None
+        self.appended: threading.Condition | None = None  # notified when durable_seq moves on
+        self.durable_seq = appender.last_seq  # every record up to it is on disk
+        self.broken: str | None = None  # a failed sync: no record is acknowledged after it
+        self._writing = threading.Lock()  # the journal writer's state (innermost lock)
+        self._syncing = threading.Lock()  # one group sync at a time
 
     @property
     def session_id(self) -> str:
         return self.lease.session_id
 
-    def append(self, type_: str, data: dict[str, Any]) -> None:
-        """Append one record durably (artifacts first) and fold it into the index."""
+    def write(self, type_: str, data: dict[str, Any]) -> Record:
+        """Write one record (the artifacts it names synced first, DESIGN section 2) and fold
+        it into the index; durable only once `settle(record.seq)` returns. The caller holds
+        the saver's lock."""
         if self.session.state == COMPLETED and type_ in _GOING_ON:
             raise UsageError(
                 f"LangGraph thread {self.index.thread_id!r} was finished (finish_thread): it takes no "
                 "more records; copy_thread it to a new thread to go on"
             )
-        record = self.appender.append(type_, data, durability=Durability.NOW)
+        with self._writing:
+            if self.broken is not None:
+                raise DurabilityError(f"the thread's journal is unusable after a failed sync: {self.broken}")
+            self.appender.pack.sync()
+            record = self.appender.append(type_, data, durability=Durability.NEXT_SYNC)
         self.index.apply(record)
         self.session.apply(record)
-        if self.appended is not None:
-            self.appended.notify_all()  # the caller holds the saver's lock
+        return record
+
+    def append(self, type_: str, data: dict[str, Any]) -> Record:
+        """Append one record durably and fold it into the index."""
+        record = self.write(type_, data)
+        self.settle(record.seq)
+        return record
+
+    def settle(self, seq: int) -> None:
+        """Return once record `seq` (and every one before it) is on disk: one fdatasync of the
+        journal for all the records written when it starts, whoever wrote them."""
+        moved = False
+        with self._syncing:
+            if self.durable_seq < seq:
+                with self._writing:
+                    if self.broken is not None:
+                        raise DurabilityError(f"the thread's journal is unusable: {self.broken}")
+                    handle = self.appender.journal.sync_handle()
+                if handle is None:  # closed: close() settles first, so this is a bug
+                    raise DurabilityError(f"record {seq} was written to a journal closed before its sync")
+                fd, written = handle
+                try:
+                    durable.fsync_fd(fd, data_only=True, path=self.lease.session.journal)
+                except DurabilityError as exc:
+                    self.broken = exc.message  # never retried and acknowledged (DESIGN rule 4)
+                    raise
+                finally:
+                    os.close(fd)
+                self.durable_seq = max(self.durable_seq, written)
+                moved = True
+        if moved and self.appended is not None:
+            with self.appended:
+                self.appended.notify_all()
 
     def close(self) -> None:
         """The index kept as a snapshot when the thread grew since the last one, head.json
@@ -108,6 +158,7 @@ class OpenThread:
         `inspect` reports and the next saver or `recover` mends), then the journal and the
         lock. Never raises: what a snapshot would save is only time."""
         try:
+            self.settle(self.appender.last_seq)
             snapshot = (
                 self._write_snapshot() if self.appender.last_seq > self.indexed_seq else self.snapshot_at
             )
@@ -118,23 +169,25 @@ class OpenThread:
         except HandshakeError:
             pass
         finally:
-            self.appender.close()
+            with self._writing:
+                self.appender.close()
             self.lease.release()
 
     def _write_snapshot(self) -> dict[str, Any]:
         snapshot = {**self.index.snapshot(), "session": dataclasses.asdict(self.session)}
         ident, location = self.appender.pack.add(json.dumps(snapshot, separators=(",", ":")).encode())
-        record = self.appender.append(
-            "langgraph.index",
-            {
-                "thread_id": self.index.thread_id,
-                "artifact_id": ident,
-                "pack": location.pack,
-                "offset": location.offset,
-                "covers_seq": self.appender.last_seq,
-            },
-            durability=Durability.NOW,
-        )
+        with self._writing:
+            record = self.appender.append(
+                "langgraph.index",
+                {
+                    "thread_id": self.index.thread_id,
+                    "artifact_id": ident,
+                    "pack": location.pack,
+                    "offset": location.offset,
+                    "covers_seq": self.appender.last_seq,
+                },
+                durability=Durability.NOW,
+            )
         self.session.apply(record)
         self.indexed_seq = record.seq
         self.snapshot_at = {"seq": record.seq, "segment": record.segment, "offset": record.offset}
@@ -222,10 +275,13 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
 
         def durable() -> bool:
             opened = self.thread(thread_id, create=False)
-            return opened is not None and all(
-                checkpoint_id in opened.index.checkpoints.get(ns, {})
-                for ns, checkpoint_id in checkpoint_map.items()
-            )
+            if opened is None:
+                return False
+            for ns, checkpoint_id in checkpoint_map.items():
+                stored = opened.index.checkpoints.get(ns, {}).get(checkpoint_id)
+                if stored is None or stored.seq > opened.durable_seq:  # written is not enough
+                    return False
+            return True
 
         with self._appended:
             return self._appended.wait_for(durable, timeout)
@@ -441,7 +497,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             run_id = full_metadata.get("run_id")
             step = full_metadata.get("step")
             source = full_metadata.get("source")
-            opened.append(
+            record = opened.write(
                 "langgraph.checkpoint",
                 {
                     "thread_id": thread_id,
@@ -456,6 +512,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                     "blobs": blobs,
                 },
             )
+        opened.settle(record.seq)  # outside the lock: other threads' records share the sync
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -491,18 +548,20 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
                 if idx >= 0 and (task_id, idx) in stored:
                     continue  # already durable: a regular write is never replaced
                 entries.append({"idx": idx, "channel": channel, "value": self.value_ref(opened, value)})
-            if not entries:
-                return
-            opened.append(
-                "langgraph.writes",
-                {
-                    "checkpoint_ns": ns,
-                    "checkpoint_id": checkpoint_id,
-                    "task_id": task_id,
-                    "task_path": task_path,
-                    "writes": entries,
-                },
-            )
+            # Nothing new: the writes held may still be on their way to disk (another thread's).
+            seq = opened.appender.last_seq
+            if entries:
+                seq = opened.write(
+                    "langgraph.writes",
+                    {
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": checkpoint_id,
+                        "task_id": task_id,
+                        "task_path": task_path,
+                        "writes": entries,
+                    },
+                ).seq
+        opened.settle(seq)  # outside the lock: other threads' records share the sync
 
     def finish_thread(self, thread_id: str, reason: str = "finished by the application") -> None:
         """Mark a thread finished: its session ends COMPLETED, so `handshake gc` treats it as

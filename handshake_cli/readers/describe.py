@@ -26,7 +26,7 @@ from handshake_cli.recovery.view import SessionView, rebuild
 from handshake_cli.session.calls import ToolCallStatus, status_seen
 from handshake_cli.session.history import calls_since_checkpoint, replay
 from handshake_cli.session.state import fold
-from handshake_cli.session.status import effective_state
+from handshake_cli.session.status import shown_state
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
@@ -83,7 +83,7 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
         integrity = _tail_integrity(view)
         tool_calls = calls_since_checkpoint(view.thread, replay(view.records))
         abandoned = abandoned_streams(view.thread.abandoned, view.records)
-    state = effective_state(record.state, holder)
+    state = shown_state(record.state, holder, config)
     calls = list(tool_calls.values())
     for call in calls:
         if "state" in call:

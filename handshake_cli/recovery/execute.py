@@ -446,12 +446,16 @@ class _NoModel:
 
 
 def sessions_to_recover(store: Store) -> list[str]:
-    """Every session that is not terminal and whose lock nobody holds."""
+    """Every job's session that is not terminal and whose lock nobody holds. Not a LangGraph
+    thread's: it has no run to resume (its saver repairs a torn tail when it opens the thread,
+    and `recover SESSION` does too)."""
     from handshake_cli.session.status import list_sessions
 
     out = []
     for row in list_sessions(store):
         if row.get("state") in ("COMPLETED", "FAILED", "CANCELLED") or row.get("lock_holder"):
+            continue
+        if row.get("thread_id") is not None:
             continue
         out.append(str(row["session_id"]))
     return out

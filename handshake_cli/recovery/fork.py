@@ -15,8 +15,9 @@ import shutil
 from typing import Any
 
 from handshake_cli.engine.writer import SessionWriter, open_writer
-from handshake_cli.errors import IntegrityError, NotFound
+from handshake_cli.errors import IntegrityError, NotFound, UsageError
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, load
+from handshake_cli.session.langgraph_thread import thread_id_of
 from handshake_cli.session.state import initial_head
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage.journal.codec import Record
@@ -29,6 +30,14 @@ STORE_KEYS = ("format_version", "session_id", "created_at")
 def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:
     source = store.session(source_id)
     config = source.read_config()
+    thread_id = thread_id_of(config)
+    if thread_id is not None:  # its records are LangGraph's: a job's fork would make nonsense of them
+        raise UsageError(
+            f"session {source_id} is LangGraph thread {thread_id!r}: recover --fork forks a job's "
+            f"session, not a thread; copy the thread from your program with "
+            f"HandshakeSaver.copy_thread({thread_id!r}, NEW_THREAD_ID), or go back to a checkpoint "
+            "with graph.invoke(None, {'configurable': {'thread_id': ..., 'checkpoint_id': ...}})"
+        )
     result = scan(source.journal, source_id)  # the intact prefix, also of a damaged journal
     if not result.records:  # not even record 1: there is nothing to fork from
         raise IntegrityError(f"session {source_id}: the journal holds no intact record ({source.journal})")

@@ -6,6 +6,12 @@ Thread ids are any string; session ids are `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`. 
 lives in session `lg-<readable part>-<16 hex of sha256(thread id)>`: deterministic (no
 lookup table to keep), unique in practice, and recognisable in `inspect`'s listing. The
 real thread id is kept in session.toml (`[langgraph] thread_id`) and in record 1.
+
+A thread has no run that starts and ends: LangGraph adds checkpoints whenever its program
+invokes the graph, and a saver holds the lock only while it has the thread open. So the
+state readers show for a thread (`thread_state`) is ACTIVE until the saver finishes it
+(`finish_thread`: COMPLETED), whoever holds the lock; never INTERRUPTED, since there is no
+run to resume (docs/DECISIONS.md, "The state of a LangGraph thread").
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from handshake_cli.session.state import ACTIVE, TERMINAL
 from handshake_cli.storage.journal.codec import Record
+from handshake_cli.vocabulary import SessionState
 
 SESSION_PREFIX = "lg-"
 SNAPSHOT_FORMAT = 1
@@ -35,6 +43,24 @@ RECORD_TYPES = frozenset(
 # LangGraph's special writes (error, scheduled, interrupt, resume) have negative indices
 # and replace an earlier one; a regular write already stored for (task, index) is kept.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def is_thread(config: dict[str, Any]) -> bool:
+    """Whether a session.toml is a LangGraph thread's."""
+    return config.get("kind") == KIND
+
+
+def thread_id_of(config: dict[str, Any]) -> str | None:
+    """The real thread id a thread's session.toml keeps; None for any other session."""
+    if not is_thread(config):
+        return None
+    section = config.get(KIND)
+    return str(section.get("thread_id", "")) if isinstance(section, dict) else ""
+
+
+def thread_state(stored: str) -> SessionState:
+    """What a thread's stored state means to a reader: finished (terminal) or going on."""
+    return SessionState(stored) if stored in TERMINAL else ACTIVE
 
 
 def session_id_for(thread_id: str) -> str:

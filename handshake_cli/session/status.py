@@ -3,7 +3,8 @@
 - The stored state: head.json when it agrees with the journal's last record, else a fold of
   the journal (`head_or_fold`).
 - The state a reader shows: ACTIVE with nobody holding the lock is INTERRUPTED
-  (`effective_state`).
+  (`effective_state`); a LangGraph thread is ACTIVE until its saver finishes it
+  (`shown_state`, session/langgraph_thread.py).
 - The listing of a root: one row per session, cheaply; a session that cannot be read gets a
   row of its own (UNREADABLE, with its `error`) and the others are served as usual.
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple, Required, TypedDict
+from typing import Any, NamedTuple, Required, TypedDict
 
 from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
+from handshake_cli.session.langgraph_thread import KIND, thread_id_of, thread_state
 from handshake_cli.session.state import (
     ACTIVE,
     BLOCKED,
@@ -38,6 +40,22 @@ def effective_state(stored: str, holder: lock.LockHolder | None) -> str:
     return INTERRUPTED if stored == ACTIVE and holder is None else stored
 
 
+def shown_state(stored: str, holder: lock.LockHolder | None, config: dict[str, Any]) -> str:
+    """The state every reader shows: a thread's (no run to interrupt), else `effective_state`."""
+    if thread_id_of(config) is not None:
+        return thread_state(stored)
+    return effective_state(stored, holder)
+
+
+# The kind of a session made by `run` (or a fork of one): session.toml has no `kind`.
+JOB_KIND = "job"
+
+
+def session_kind(config: dict[str, Any]) -> str:
+    """`job` (run from a job file) or `langgraph` (a LangGraph thread's, handshake_cli/langgraph)."""
+    return KIND if thread_id_of(config) is not None else JOB_KIND
+
+
 # The state of a session whose files cannot be read (its row carries an `error`).
 UNREADABLE = SessionState.UNREADABLE
 
@@ -56,7 +74,9 @@ class SessionRow(TypedDict, total=False):
     whose files cannot be read (UNREADABLE) holds only the required keys and its `error`."""
 
     session_id: Required[str]
+    kind: str  # job or langgraph
     job_name: str | None
+    thread_id: str | None  # a LangGraph thread's id; None for a job's session
     state: Required[str]
     created_at: str | None
     updated_at: str | None
@@ -167,10 +187,12 @@ def _row(store: Store, session_id: str) -> SessionRow:
     config = session.read_config()
     record, head_matches, _ = head_or_fold(session)
     holder = lock.holder(session.path)
-    state = effective_state(record.state, holder)
+    state = shown_state(record.state, holder, config)
     return {
         "session_id": session_id,
+        "kind": session_kind(config),
         "job_name": (config.get("job") or {}).get("name"),
+        "thread_id": thread_id_of(config),
         "state": state,
         "created_at": config.get("created_at"),
         "updated_at": record.updated_at,

@@ -36,6 +36,9 @@ def import_(
             out.line(f"state       {report.state}")
             style = {"intact": "green", "repairable": "yellow"}.get(report.verdict, "red")
             out.line(f"integrity   {report.verdict}", style=style)
+            if report.thread_id is not None:
+                out.line(f"thread      LangGraph thread {report.thread_id!r}")
+                return
             out.line(f"workspace   {report.workspace or '-'}")
             if not report.guidance:  # the guidance repeats it when the session can be resumed
                 out.line(f"  ({report.workspace_note})")

@@ -88,11 +88,12 @@ def _listing(store: Store) -> Result:
             [
                 [
                     r["session_id"],
-                    r.get("job_name") or "-",
+                    _job_column(r),
                     r["state"],
                     _ago(now, r.get("updated_at")),
                     _ago(now, r.get("last_checkpoint_at")),
-                    str(r.get("checkpoint_count", "-")),
+                    # A thread's checkpoints are LangGraph's (inspect SESSION counts them).
+                    "-" if r.get("thread_id") is not None else str(r.get("checkpoint_count", "-")),
                     _size(r.get("size_bytes")),
                     f"pid {holder['pid']}" if (holder := r.get("lock_holder")) else "-",
                     "yes" if r.get("needs_attention") else "",
@@ -109,6 +110,14 @@ def _listing(store: Store) -> Result:
     return Result(data, render, exit_code=exit_code, status=Status.OK if exit_code == 0 else Status.ERROR)
 
 
+def _job_column(row: Any) -> str:
+    """The job's name, or `langgraph <thread id>` for a LangGraph thread's session."""
+    thread_id = row.get("thread_id")
+    if thread_id is not None:
+        return f"langgraph {thread_id}"
+    return str(row.get("job_name") or "-")
+
+
 def _description(store: Store, target: SessionDir) -> Result:
     from handshake_cli.readers.describe import describe
 
@@ -116,7 +125,9 @@ def _description(store: Store, target: SessionDir) -> Result:
 
     def render(out: Printer) -> None:
         out.line(f"session     {info['session_id']}", style="bold")
-        out.line(f"job         {info.get('job_name') or '-'}")
+        thread = info.get("langgraph")
+        job = f"langgraph {thread['thread_id']}" if thread else info.get("job_name") or "-"
+        out.line(f"job         {job}")
         out.line(f"state       {info['state']}")
         out.line(f"model       {info['model']['id'] or '-'} ({info['model']['backend'] or '-'})")
         out.line(f"created     {info.get('created_at')}")

@@ -53,9 +53,11 @@ class ImportReport:
     integrity: VerificationJson | dict[str, str]  # or {error} when it could not be verified
     workspace: str | None
     workspace_exists: bool
-    workspace_note: str
+    workspace_note: str | None  # None for a LangGraph thread's session
     exported_at: str | None
     tool_version: str | None
+    kind: str = "job"  # or langgraph (session/status.py, session_kind)
+    thread_id: str | None = None  # a LangGraph thread's session
     guidance: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -70,6 +72,8 @@ class ImportReport:
             "workspace": self.workspace,
             "workspace_exists": self.workspace_exists,
             "workspace_note": self.workspace_note,
+            "kind": self.kind,
+            "thread_id": self.thread_id,
             "exported_at": self.exported_at,
             "exported_by": self.tool_version,
         }
@@ -194,8 +198,9 @@ def _report(
     manifest: dict[str, Any],
     verification: Verification | HandshakeError,
 ) -> ImportReport:
+    from handshake_cli.session.langgraph_thread import thread_id_of
     from handshake_cli.session.state import fold
-    from handshake_cli.session.status import effective_state
+    from handshake_cli.session.status import session_kind, shown_state
 
     session_id = layout.session_id
     root_args = store.paths.root_args()
@@ -205,21 +210,29 @@ def _report(
         verdict, integrity, state = Verdict.DAMAGED, {"error": verification.message}, SessionState.UNREADABLE
     else:
         verdict, integrity = verification.verdict, verification.as_json()
-        state = effective_state(fold(session_id, verification.journal.records).state, None)
+        state = shown_state(fold(session_id, verification.journal.records).state, None, config)
+    thread_id = thread_id_of(config)
     workspace = config.get("workspace") if isinstance(config.get("workspace"), str) else None
     exists = workspace is not None and os.path.isdir(workspace)
-    note = (
-        f"recovery runs this session's tools in the workspace recorded in {landed / 'session.toml'}: "
-        f"{workspace}"
-        + ("" if exists else " (it does not exist on this machine)")
-        + "; edit `workspace` there to use another directory"
-    )
+    # A LangGraph thread runs no tools of handshake's: it has no workspace to point at.
+    note = None
+    if thread_id is None:
+        note = (
+            f"recovery runs this session's tools in the workspace recorded in {landed / 'session.toml'}: "
+            f"{workspace}"
+            + ("" if exists else " (it does not exist on this machine)")
+            + "; edit `workspace` there to use another directory"
+        )
     guidance: list[str] = []
     if verdict != Verdict.INTACT:
         verify_command = " ".join(["handshake", "inspect", session_id, "--verify", *root_args])
         guidance += ["see what is wrong with:", verify_command]
+    recover_command = " ".join(["handshake", "recover", session_id, *root_args])
     if verdict != Verdict.DAMAGED and (state in _STOPPED or verdict == Verdict.REPAIRABLE):
-        guidance += [note, "resume it with:", " ".join(["handshake", "recover", session_id, *root_args])]
+        if note is None:
+            guidance += ["repair it with:", recover_command]
+        else:
+            guidance += [note, "resume it with:", recover_command]
     files = manifest["files"]
     return ImportReport(
         session_id=session_id,
@@ -232,6 +245,8 @@ def _report(
         workspace=workspace,
         workspace_exists=exists,
         workspace_note=note,
+        kind=session_kind(config),
+        thread_id=thread_id,
         exported_at=manifest.get("created_at") if isinstance(manifest.get("created_at"), str) else None,
         tool_version=manifest.get("tool_version") if isinstance(manifest.get("tool_version"), str) else None,
         guidance=guidance,

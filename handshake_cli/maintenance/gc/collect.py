@@ -25,6 +25,7 @@ from handshake_cli.maintenance.gc.debris import Clock, Debris, entries, older, s
 from handshake_cli.maintenance.gc.policy import CONFIG_FILE, Policy
 from handshake_cli.maintenance.gc.reachability import has_artifacts, unnamed_artifacts
 from handshake_cli.maintenance.gc.report import Removed, Report, Skipped
+from handshake_cli.session.langgraph_thread import SESSION_PREFIX, thread_id_of, thread_state
 from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMINAL
 from handshake_cli.session.status import (
     UNREADABLE,
@@ -59,6 +60,7 @@ class _Look:
     last_record: Record | None = None
     age: float | None = None
     holder: session_lock.LockHolder | None = None
+    thread_id: str | None = None  # a LangGraph thread's session: its thread id
     # Why its files cannot be trusted: the `error` of its skipped entry ({code, exit_code, message}).
     error: ErrorObject | None = None
 
@@ -70,6 +72,8 @@ class _Look:
     def state(self) -> str:
         if self.stored_state is None:
             return UNREADABLE
+        if self.thread_id is not None:
+            return thread_state(self.stored_state)
         return effective_state(self.stored_state, self.holder)
 
     @property
@@ -176,6 +180,8 @@ class _Run:
             look.stored_state, look.last_record = stored.record.state, stored.last_record
             look.age = self.now() - _timestamp(look.last_record)
             look.holder = session_lock.holder(look.session.path)
+            if session_id.startswith(SESSION_PREFIX):  # only a thread's session has that prefix
+                look.thread_id = thread_id_of(look.session.read_config(check_job=False))
         except Exception as exc:  # one broken session must never be removed, nor hide the others
             if isinstance(exc, NotFound | FileNotFoundError) and not os.path.lexists(look.session.path):
                 return None  # gone since the listing (another gc)
@@ -230,11 +236,24 @@ class _Run:
         if reason == "locked":
             holder = look.holder or session_lock.holder(look.session.path)
             return f"held by {holder.describe()}" if holder else "another process holds its lock"
+        if look.thread_id is not None:
+            return self._unfinished_thread(look)
         if look.stored_state == CREATED and self.policy.include_unfinished:
             return "created moments ago; a run takes it next"
         return (
             f"{look.state} is not finished: resume it with `handshake recover {look.session.session_id}"
             f"{' ' + root_args if root_args else ''}`, or pass --include-unfinished to remove it"
+        )
+
+    def _unfinished_thread(self, look: _Look) -> str:
+        """A thread goes on until its program says otherwise: `recover` would not move it on."""
+        thread = repr(look.thread_id)
+        if self.policy.include_unfinished:  # only the grace kept it
+            return f"LangGraph thread {thread} was written to moments ago; a saver may hold it next"
+        return (
+            f"LangGraph thread {thread} is not finished: its program ends it with "
+            f"HandshakeSaver.finish_thread({thread}) (then gc removes it at --older-than), or pass "
+            "--include-unfinished to remove it at --older-than as it is"
         )
 
     # -- removal -----------------------------------------------------------------------------

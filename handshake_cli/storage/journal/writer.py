@@ -165,6 +165,19 @@ class JournalWriter:
             raise
         self.unsynced = 0
 
+    def sync_handle(self) -> tuple[int, int] | None:
+        """For a group commit that syncs outside the caller's lock, so that appends of other
+        threads go on meanwhile: a duplicate of the open segment's descriptor and the seq of
+        the last record written to it (every record of an older segment was synced when the
+        segment rotated), or None when no segment is open. Syncing the descriptor makes those
+        records durable; the caller closes it, and a failed sync is fatal to it as to `sync`."""
+        if self._broken:
+            raise DurabilityError(f"journal writer is unusable after an earlier failure: {self._broken}")
+        if self._fd is None:
+            return None
+        with durable.environment("duplicate the descriptor of", self._path):
+            return os.dup(self._fd), self.last_seq
+
     def close(self) -> None:
         """Let go of the segment. Never raises: what had to be durable was synced (and a
         failed close, reported by some filesystems, changes nothing already acknowledged)."""
