@@ -44,6 +44,10 @@ def inspect(
     tail: Annotated[
         int | None, typer.Option("--tail", metavar="N", help="With --events: only the last N records.", min=0)
     ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option("--html", metavar="FILE", help="Write the session's timeline as one HTML page."),
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
@@ -55,10 +59,14 @@ def inspect(
 
         store = Store(Paths.resolve(root))
         if session is None:
-            if events or verify or at is not None:
-                raise UsageError("--events, --verify and --at need a SESSION")
+            if events or verify or at is not None or html is not None:
+                raise UsageError("--events, --verify, --at and --html need a SESSION")
             return _listing(store)
         target = store.session(session)
+        if html is not None:
+            if events or verify or at is not None or types or since_seq or tail is not None:
+                raise UsageError("--html goes alone: the page holds every record")
+            return _page(target, html)
         if verify:
             return _verification(store, target)
         if (types or since_seq or tail is not None) and not events:
@@ -241,6 +249,36 @@ def _verification(store: Store, target: SessionDir) -> Result:
             " ".join(["handshake", "recover", target.session_id, "--dry-run", *store.paths.root_args()]),
         ]
         return Result(data, render, guidance=guidance)
+    return Result(data, render)
+
+
+def _page(target: SessionDir, output: str) -> Result:
+    from pathlib import Path
+
+    from handshake_cli.readers.timeline import timeline
+    from handshake_cli.readers.timeline_page import write_page
+
+    model = timeline(target)
+    size = write_page(model, Path(output))
+    facts = model["session"]
+    data = {
+        "session_id": target.session_id,
+        "state": facts["state"],
+        "html": str(Path(output).expanduser().absolute()),
+        "bytes": size,
+        "records": facts["records"],
+        "processes": len(model["lanes"]),
+        "crashes": facts["crashes"],
+        "folded_steps": model["limits"]["steps_in_buckets"],
+    }
+
+    def render(out: Printer) -> None:
+        crashes = facts["crashes"]
+        out.line(
+            f"wrote {data['html']}: {data['records']} records, {data['processes']} processes, "
+            f"{crashes} crash{'' if crashes == 1 else 'es'} ({size} bytes); open it in a browser"
+        )
+
     return Result(data, render)
 
 
