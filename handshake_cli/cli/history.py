@@ -3,7 +3,7 @@
 A pure function of the `history` field (docs/JSON.md, from `session/story`): one line per
 process (who, when, which records, how it ended), then, indented, what a recovery found and
 what it decided for each call in doubt. A session written by one process that never crashed
-takes one line.
+takes one line. Lines stay near 80 columns: a process's ending goes on a line of its own.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def history_lines(history: dict[str, Any]) -> list[str]:
     if history.get("partial"):
         lines.append(f"  partial: {history['partial']}")
     for number, process in enumerate(processes, 1):
-        lines.append(
-            f"  {number}. {process['kind']:<10} {_who(process)}, {_span(process)}, "
-            f"seq {process['first_seq']}-{process['last_seq']}: {_ending(process)}"
-        )
-        lines.extend(f"       {line}" for line in _details(process))
+        first, last = process["first_seq"], process["last_seq"]
+        seqs = f"seq {first}" if first == last else f"seq {first}-{last}"
+        lines.append(f"  {number}. {process['kind']}, {_who(process)}, {_span(process)} ({seqs})")
+        lines.append(f"     {_ending(process)}")
+        lines.extend(f"     {line}" for line in _details(process))
     return lines
 
 
@@ -61,7 +61,7 @@ def _ending(process: dict[str, Any]) -> str:
     if ending == "crashed":
         last = process["last_record"]
         what = last["type"] or "a record not read here"
-        return f"CRASHED after seq {last['seq']} ({what}), no ending on record"
+        return f"CRASHED after seq {last['seq']} ({what}): no ending on record"
     if ending == "paused":
         return f"stopped at a boundary{because}"
     if ending == "repaired":
