@@ -151,8 +151,9 @@ class SessionWriter:
         artifact_id, _location = self._pack.add(masked)
         return artifact_id
 
-    def checkpoint(self, reason: str) -> CheckpointRef:
-        ref, record = self._checkpoints.take(reason, self.thread, self.record)
+    def checkpoint(self, reason: str, *, process: Mapping[str, Any] | None = None) -> CheckpointRef:
+        """`process`: the writer's host and pid, for a checkpoint that is all its process writes."""
+        ref, record = self._checkpoints.take(reason, self.thread, self.record, process=process)
         self.record.apply(record)
         self.observer.checkpoint(ref, reason)
         return ref

@@ -20,6 +20,7 @@ checkpoints over a session stay linear in the number of messages.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ class CheckpointWriter:
         self._delta_bytes = 0
         self.bytes_written = 0
 
-    def take(self, reason: str, thread: Thread, session: ModelSession) -> tuple[CheckpointRef, Record]:
+    def take(
+        self, reason: str, thread: Thread, session: ModelSession, *, process: Mapping[str, Any] | None = None
+    ) -> tuple[CheckpointRef, Record]:
         snapshot = self._snapshot_bytes == 0 or self._delta_bytes >= self._snapshot_bytes
         messages_from = 0 if snapshot else self._messages_written
         ledger_from = 0 if snapshot else self._ledger_written
@@ -152,6 +155,8 @@ class CheckpointWriter:
             "parent": self.parent.checkpoint_id if self.parent else None,
             "snapshot": snapshot,
         }
+        if process is not None:
+            fields["process"] = dict(process)
         # The record carries the body in exactly the bytes that were hashed: encoded once.
         encoded = canonical(fields)[:-1] + b',"body":' + data + b"}"
         self.pack.sync()  # artifacts named by the records this checkpoint covers come first

@@ -26,6 +26,8 @@ decoding nothing else; it takes the records in seq order, any subset that contai
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,42 @@ STORY_TYPES = frozenset(
     }
 )
 
+# The same records found by their bytes in a long journal (storage/journal/find.py), without a
+# scan: a match is only a candidate (a tool's arguments may hold these words), `wanted` decides.
+# Of the checkpoints only the `checkpoint` command's, which carry `process` (keys are sorted:
+# it comes before `reason`, and no brace comes before it); of the tool records only those of
+# the calls in doubt at a recovery, found afterwards (`calls_pattern`).
+STORY_PATTERN = re.compile(
+    rb'"type":"(?:session\.(?:created|state_change|completed|failed|cancelled)'
+    rb"|recovery\.(?:started|resumed|blocked)|operator\.resolution|model\.stream_aborted|mcp\.tools"
+    rb'|langgraph\.repaired)"'
+    rb'|"type":"checkpoint\.created","data":\{[^{}]*"process":\{'
+)
+# The records before these are wanted too: the last record of the process before.
+OPENING_TYPES = frozenset({"session.created", "recovery.started", "checkpoint.created", "langgraph.repaired"})
+
+
+def calls_pattern(tool_call_ids: Iterable[str]) -> re.Pattern[bytes] | None:
+    """The intents and results of these calls, by their bytes (every writer puts
+    `tool_call_id` first in their data)."""
+    ids = sorted({json.dumps(i, ensure_ascii=False)[1:-1] for i in tool_call_ids})
+    if not ids:
+        return None
+    names = b"|".join(re.escape(i.encode("utf-8", "surrogatepass")) for i in ids)
+    return re.compile(rb'"type":"tool\.(?:intent|result)","data":\{"tool_call_id":"(?:' + names + rb')"')
+
+
+def in_doubt_ids(records: Iterable[Record]) -> set[str]:
+    """The calls recoveries found in doubt: the tool records the story needs besides the rest."""
+    ids: set[str] = set()
+    for record in records:
+        if record.type == "recovery.started":
+            for call in record.data.get("in_doubt") or []:
+                if isinstance(call, dict) and isinstance(call.get("tool_call_id"), str):
+                    ids.add(call["tool_call_id"])
+    return ids
+
+
 # Kinds of process.
 RUN = "run"
 RECOVER = "recover"
@@ -74,6 +112,7 @@ CHECKPOINTED = "checkpointed"  # the `checkpoint` command took its checkpoint
 FORKED = "forked"  # the fork was made (it is not resumed until `recover`)
 OPEN = "open"  # a LangGraph thread between invocations: its saver closes without an ending
 RUNNING = "running"  # the last process, and a live process holds the lock
+DAMAGED = "damaged"  # the last process that can be read: the journal is corrupt after it
 CRASHED = "crashed"  # no ending on record: it died after its last record
 
 _ENDING_RECORDS = {"session.completed": COMPLETED, "session.failed": FAILED, "session.cancelled": CANCELLED}
@@ -124,6 +163,7 @@ class Process:
     ending_seq: int | None = None  # the record that ended it
     torn_tail: dict[str, Any] | None = None  # what the next recovery cut after its last record
     found: dict[str, Any] | None = None  # a recovery's recovery.started, as written
+    forked_from: dict[str, Any] | None = None  # a fork's origin {session_id, covers_seq, checkpoint_id}
     calls: list[CallDecision] = field(default_factory=list)  # a recovery's calls in doubt
     events: list[dict[str, Any]] = field(default_factory=list)  # blocks, divergences, resumes
     state: str | None = None  # the last state this process moved the session to
@@ -155,6 +195,7 @@ class Process:
             "ending_seq": self.ending_seq,
             "last_record": {"seq": self.last_seq, "type": self.last_type, "ts": self.ended_at},
             "torn_tail": self.torn_tail,
+            "forked_from": self.forked_from,
             "found": found,
             "decisions": [call.as_json() for call in self.calls],
             "events": self.events,
@@ -186,13 +227,16 @@ def tell(
     last_seq: int | None = None,
     running: bool = False,
     torn_tail: dict[str, Any] | None = None,
+    damaged_after: str | None = None,
 ) -> Story:
     """The story of the records (in seq order; any subset holding `STORY_TYPES`).
 
     `last_seq`: the journal's last intact seq when the records given stop short of it (a
     scan that decoded only some types); `running`: a live process holds the session's lock,
     so the last process has not ended, it is still writing; `torn_tail`: the torn record the
-    scan found after the last intact one (a crash mid-write that no recovery has cut yet)."""
+    scan found after the last intact one (a crash mid-write that no recovery has cut yet);
+    `damaged_after`: what the corruption after the last intact record is, in words: how the
+    last process ended, and whether others followed, cannot be read."""
     teller = _Teller()
     for record in records:
         teller.apply(record)
@@ -206,6 +250,10 @@ def tell(
             final.torn_tail = torn_tail
         if running and final.ending == CRASHED:
             final.ending = RUNNING
+        if damaged_after is not None:
+            final.ending, final.reason, final.ending_seq = DAMAGED, damaged_after, None
+            story.complete = False
+            story.partial = f"the journal is damaged after seq {final.last_seq}: {damaged_after}"
     return story
 
 
@@ -217,7 +265,8 @@ class _Teller:
         self.langgraph = False
 
     def apply(self, record: Record) -> None:
-        opening = self._opening(record)
+        copying = self.current is not None and self.current.kind == FORK and not self.ended
+        opening = None if copying else self._opening(record)
         if opening is not None:
             self._open(opening, record)
         elif self.current is None or (self.ended and not _closing_detail(record)):
@@ -225,7 +274,16 @@ class _Teller:
         process = self.current
         assert process is not None
         process.last_seq, process.last_type, process.ended_at = record.seq, record.type, record.ts
-        self._fold(process, record)
+        if copying:  # the fork copies the original's records: its own checkpoint ends it
+            self._fork_copy(process, record)
+        else:
+            self._fold(process, record)
+
+    def _fork_copy(self, process: Process, record: Record) -> None:
+        reason = record.data.get("reason")
+        if record.type == "checkpoint.created" and str(reason).startswith("forked from"):
+            _end(process, FORKED, reason, record.seq)
+            self.ended = True
 
     def _opening(self, record: Record) -> Process | None:
         data = record.data
@@ -318,13 +376,13 @@ class _Teller:
                     "replaying": data.get("replaying"),
                 }
             )
-        elif kind == "checkpoint.created":
-            if process.kind == CHECKPOINT and process.first_seq == record.seq:
-                _end(process, CHECKPOINTED, data.get("reason"), record.seq)
-                self.ended = True
-            elif process.kind == FORK and str(data.get("reason", "")).startswith("forked from"):
-                _end(process, FORKED, data.get("reason"), record.seq)
-                self.ended = True
+        elif kind == "checkpoint.created" and process.kind == CHECKPOINT and process.first_seq == record.seq:
+            _end(process, CHECKPOINTED, data.get("reason"), record.seq)
+            self.ended = True
+        elif kind == "session.created" and process.kind == FORK:
+            process.forked_from = (
+                data.get("forked_from") if isinstance(data.get("forked_from"), dict) else None
+            )
         elif kind == "operator.resolution":
             call = _call(process, data.get("tool_call_id"))
             if call is not None:

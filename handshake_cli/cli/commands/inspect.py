@@ -138,6 +138,7 @@ def _description(store: Store, target: SessionDir) -> Result:
         out.line("lock        " + (f"held by pid {holder['pid']} on {holder['host']}" if holder else "free"))
         verify = ["handshake", "inspect", info["session_id"], "--verify", *store.paths.root_args()]
         _render_integrity(out, info["integrity"], " ".join(verify))
+        _render_history(out, info["history"])
         out.line()
         out.line(f"messages ({len(info['messages'])})", style="bold")
         for message in info["messages"]:
@@ -163,6 +164,16 @@ def _description(store: Store, target: SessionDir) -> Result:
             )
 
     return Result(info, render)
+
+
+def _render_history(out: Printer, history: dict[str, Any]) -> None:
+    from handshake_cli.cli.history import history_lines
+
+    lines = history_lines(history)
+    if len(lines) > 1:
+        out.line()
+    for number, line in enumerate(lines):
+        out.line(line, style="bold" if number == 0 and len(lines) > 1 else None)
 
 
 def _render_thread(out: Printer, thread: dict[str, Any]) -> None:

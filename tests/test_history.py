@@ -1,0 +1,346 @@
+"""The history in `inspect SESSION`: the processes that wrote a session, told from its files.
+
+Every session here is made by the console script and crashed for real (a SIGKILL at a named
+crash point, HANDSHAKE_CRASH_AT), recovered as a user would, and then read back with
+`inspect SESSION` and `--json`: which processes wrote it, with their host and pid, how each
+ended, where a crashed one stopped, what each recovery found and what it decided. The
+human lines checked are the ones a person doing the post-mortem reads.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from handshake_cli.paths import Paths
+from handshake_cli.readers import describe
+from handshake_cli.storage.store import Store
+from tests.support.cli import Cli, crash_run
+from tests.support.jobs import send_job
+from tests.support.paths import DATA
+from tests.support.sessions import effects, records_of, session_dir
+
+HOST = socket.gethostname()
+
+
+def history(hs: Cli, session_id: str) -> dict[str, Any]:
+    result = hs("inspect", session_id, "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    told: dict[str, Any] = result.json["history"]
+    return told
+
+
+def shown(hs: Cli, session_id: str) -> list[str]:
+    """The history section of `inspect SESSION`, as a person reads it."""
+    result = hs("inspect", session_id)
+    assert result.code == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("history"))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+def seq_of(root: Path, session_id: str, type_: str, nth: int = 0) -> int:
+    return [r.seq for r in records_of(root, session_id) if r.type == type_][nth]
+
+
+def assert_identified(process: dict[str, Any]) -> None:
+    assert process["host"] == HOST
+    assert isinstance(process["pid"], int) and process["pid"] > 0
+
+
+# -- no crash ------------------------------------------------------------------------------------
+
+
+def test_a_session_that_never_crashed_says_so_in_one_line(
+    tmp_path: Path, hs: Cli, workspace: Path, root: Path
+) -> None:
+    run = hs("run", str(send_job(tmp_path)), "--session-id", "calm-1", "--workspace", str(workspace))
+    assert run.code == 0, run.stdout + run.stderr
+    told = history(hs, "calm-1")
+    assert told["crashes"] == 0 and told["complete"] is True
+    [process] = told["processes"]
+    assert (process["kind"], process["ending"], process["reason"]) == (
+        "run",
+        "completed",
+        "the model answered",
+    )
+    assert_identified(process)
+    last = seq_of(root, "calm-1", "session.completed")
+    assert (process["first_seq"], process["last_seq"], process["ending_seq"]) == (1, last, last)
+    assert shown(hs, "calm-1") == [
+        f"history     one process (run, pid {process['pid']} on {HOST}), never crashed: "
+        "completed (the model answered)"
+    ]
+
+
+# -- one crash, and what the recovery's probe said -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("point", "answer"), [("before_result", "happened"), ("after_intent", "not_happened")]
+)
+def test_a_run_killed_mid_tool_and_the_probe_that_settled_it(
+    point: str, answer: str, tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    crash_run(home_env, send_job(tmp_path, probe=True), "probed-1", workspace, point)
+    intent = seq_of(root, "probed-1", "tool.intent")
+    recovered = hs("recover", "probed-1")
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    assert len(effects(workspace)) == 1
+
+    told = history(hs, "probed-1")
+    assert told["crashes"] == 1
+    run, recover = told["processes"]
+    assert (run["kind"], run["ending"]) == ("run", "crashed")
+    assert run["last_record"]["seq"] == run["last_seq"] == intent  # it died with the call in doubt
+    assert run["last_record"]["type"] == "tool.intent"
+    assert (recover["kind"], recover["ending"], recover["first_seq"]) == ("recover", "completed", intent + 1)
+    assert_identified(run)
+    assert_identified(recover)
+    assert recover["pid"] != run["pid"]
+    assert recover["found"]["action"] == "resume"
+    assert [c["decision"] for c in recover["found"]["in_doubt"]] == ["probe"]
+    [decision] = recover["decisions"]
+    assert (decision["tool_call_id"], decision["decision"], decision["probe"]) == (
+        "call-1-0",
+        "probe",
+        answer,
+    )
+    assert decision["result"] == "done"
+    results = [r.seq for r in records_of(root, "probed-1") if r.type == "tool.result"]
+    assert decision["result_seq"] == results[0]
+    if answer == "happened":
+        assert decision["rerun_seq"] is None and decision["seq"] == results[0]
+    else:
+        assert decision["rerun_seq"] == seq_of(root, "probed-1", "tool.intent", 1)
+
+    lines = shown(hs, "probed-1")
+    assert lines[0] == "history (2 processes, 1 crashed)"
+    assert re.fullmatch(rf"  1\. run, pid {run['pid']} on {re.escape(HOST)}, .* \(seq 1-{intent}\)", lines[1])
+    assert lines[2] == f"     CRASHED after seq {intent} (tool.intent): no ending on record"
+    assert lines[3].startswith(f"  2. recover, pid {recover['pid']} on {HOST}, ")
+    assert lines[4] == "     completed (the model answered)"
+    said = {
+        "happened": f"call-1-0 send: its probe said it happened (result at seq {results[0]})",
+        "not_happened": f"call-1-0 send: its probe said it did not happen; ran again at seq "
+        f"{decision['rerun_seq']}: done (seq {results[0]})",
+    }[answer]
+    assert f"     {said}" in lines
+
+
+# -- several crashes: run killed, recover blocked, recover killed, recover resolved ---------------
+
+
+def test_run_killed_recover_blocked_recover_killed_then_resolved(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    crash_run(home_env, send_job(tmp_path), "many-1", workspace, "before_result")
+    assert hs("recover", "many-1").code == 3  # a call that must not run twice, and no probe
+    killed = hs(
+        "recover",
+        "many-1",
+        "--resolve",
+        "call-1-0=done",
+        extra_env={"HANDSHAKE_CRASH_AT": "recovery_started"},
+    )
+    assert killed.code == -signal.SIGKILL, killed.stdout + killed.stderr
+    resolved = hs("recover", "many-1", "--resolve", "call-1-0=done")
+    assert resolved.code == 0, resolved.stdout + resolved.stderr
+    assert len(effects(workspace)) == 1
+
+    told = history(hs, "many-1")
+    assert told["crashes"] == 2
+    run, blocked, crashed, done = told["processes"]
+    assert [p["kind"] for p in told["processes"]] == ["run", "recover", "recover", "recover"]
+    assert [p["ending"] for p in told["processes"]] == ["crashed", "blocked", "crashed", "completed"]
+    assert len({p["pid"] for p in told["processes"]}) == 4
+    for process in told["processes"]:
+        assert_identified(process)
+    for before, after in zip(told["processes"], told["processes"][1:], strict=False):
+        assert after["first_seq"] == before["last_seq"] + 1
+
+    assert run["last_record"]["type"] == "tool.intent"
+    assert blocked["reason"] == "in_doubt_tool_call"
+    assert blocked["ending_seq"] == blocked["last_seq"] == seq_of(root, "many-1", "recovery.blocked")
+    [block] = blocked["decisions"]
+    assert (block["decision"], block["seq"]) == ("block", blocked["ending_seq"])
+    # the killed recovery wrote recovery.started and nothing else: the resolution never landed
+    assert crashed["first_seq"] == crashed["last_seq"]
+    assert crashed["last_record"]["type"] == "recovery.started"
+    [unsettled] = crashed["decisions"]
+    assert (unsettled["decision"], unsettled["resolution"]) == ("resolved_done", None)
+    [settled] = done["decisions"]
+    assert (settled["decision"], settled["resolution"], settled["by"]) == (
+        "resolved_done",
+        "done",
+        getpass.getuser(),
+    )
+    assert settled["seq"] == seq_of(root, "many-1", "operator.resolution")
+    assert (settled["result"], settled["rerun_seq"]) == ("done", None)  # never run again
+
+    lines = shown(hs, "many-1")
+    assert lines[0] == "history (4 processes, 2 crashed)"
+    headers = [line for line in lines if re.match(r"  \d\. ", line)]
+    endings = [lines[lines.index(header) + 1] for header in headers]
+    assert endings == [
+        f"     CRASHED after seq {run['last_seq']} (tool.intent): no ending on record",
+        "     blocked (in_doubt_tool_call)",
+        f"     CRASHED after seq {crashed['first_seq']} (recovery.started): no ending on record",
+        "     completed (the model answered)",
+    ]
+    assert "     call-1-0 send: must not run twice and has no probe: left to an operator" in lines
+    assert "     call-1-0 send: an operator said done, not on record before the process ended" in lines
+    assert f"     call-1-0 send: an operator said done ({getpass.getuser()}, seq {settled['seq']})" in lines
+
+
+# -- a torn tail ---------------------------------------------------------------------------------
+
+
+def test_a_torn_tail_before_and_after_recover_cuts_it(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    crash_run(home_env, send_job(tmp_path, probe=True), "torn-1", workspace, "after_intent")
+    last = records_of(root, "torn-1")[-1]
+    segment = session_dir(root, "torn-1") / "journal" / last.segment
+    offset = segment.stat().st_size
+    torn = b'{"seq":%d,"ts":"2026-12-03T13:00:00.000000Z","type":"tool.res' % (last.seq + 1)
+    with segment.open("ab") as journal:  # what a crash in the middle of an append leaves
+        journal.write(torn)
+
+    [run] = history(hs, "torn-1")["processes"]
+    assert run["ending"] == "crashed" and run["last_seq"] == last.seq
+    assert run["torn_tail"] == {
+        "segment": last.segment,
+        "offset": offset,
+        "length": len(torn),
+        "quarantined": None,
+    }
+    assert (
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
+        "not cut yet (recover cuts it)"
+    ) in shown(hs, "torn-1")
+
+    assert hs("recover", "torn-1").code == 0
+    run, recover = history(hs, "torn-1")["processes"]
+    quarantined = f"quarantine/{last.segment}.{offset}.torn"
+    cut = {"segment": last.segment, "offset": offset, "length": len(torn), "quarantined": quarantined}
+    assert run["torn_tail"] == cut == recover["found"]["repaired_torn_tail"]
+    assert (session_dir(root, "torn-1") / quarantined).read_bytes() == torn
+    assert recover["ending"] == "completed"
+    assert [(d["probe"], d["result"]) for d in recover["decisions"]] == [("not_happened", "done")]
+    assert (
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
+        f"cut into {quarantined}"
+    ) in shown(hs, "torn-1")
+
+
+# -- a divergence, then accepted -----------------------------------------------------------------
+
+
+def test_a_divergence_blocks_and_an_accepted_one_completes(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    # A deterministic model that changes its first word once the workspace holds `diverge`.
+    model = [sys.executable, str(DATA / "recover_jobs" / "changing_model.py")]
+    job = tmp_path / "changing.toml"
+    job.write_text(
+        tomli_w.dumps(
+            {
+                "name": "changing",
+                "prompt": {"user": "Count."},
+                "model": {"provider": "command", "command": model, "deterministic": True},
+            }
+        )
+    )
+    crash_run(home_env, job, "diverged-1", workspace, "mid_stream:2")
+    (workspace / "diverge").touch()
+    assert hs("recover", "diverged-1").code == 3
+
+    run, blocked = history(hs, "diverged-1")["processes"]
+    assert run["ending"] == "crashed" and run["last_record"]["type"] == "model.chunk"
+    assert (blocked["ending"], blocked["reason"]) == ("blocked", "model_divergence")
+    aborted = seq_of(root, "diverged-1", "model.stream_aborted")
+    assert {"kind": "divergence", "seq": aborted, "reason": "model_divergence", "turn": 1} in blocked[
+        "events"
+    ]
+    assert f"     turn 1: the model did not repeat what it had streamed (seq {aborted})" in shown(
+        hs, "diverged-1"
+    )
+
+    assert hs("recover", "diverged-1", "--accept-divergence").code == 0
+    told = history(hs, "diverged-1")
+    accepted = told["processes"][-1]
+    assert (accepted["ending"], accepted["found"]["accept_divergence"]) == ("completed", True)
+    assert told["crashes"] == 1
+    assert any(line.endswith(", --accept-divergence") for line in shown(hs, "diverged-1"))
+
+
+# -- a checkpoint of a stopped session, a fork ---------------------------------------------------
+
+
+def test_a_checkpoint_of_a_stopped_session_and_a_fork_are_processes_of_their_own(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    crash_run(home_env, send_job(tmp_path, probe=True), "ck-1", workspace, "after_intent")
+    taken = hs("checkpoint", "ck-1", "--reason", "before the post-mortem")
+    assert taken.code == 0, taken.stdout + taken.stderr
+    run, checkpoint = history(hs, "ck-1")["processes"]
+    assert run["ending"] == "crashed" and run["last_record"]["type"] == "tool.intent"
+    assert (checkpoint["kind"], checkpoint["ending"]) == ("checkpoint", "checkpointed")
+    assert checkpoint["reason"] == "requested: before the post-mortem"
+    assert checkpoint["first_seq"] == checkpoint["last_seq"] == run["last_seq"] + 1
+    assert_identified(checkpoint)
+    assert any(
+        line == "     took a checkpoint (requested: before the post-mortem)" for line in shown(hs, "ck-1")
+    )
+
+    forked = hs("recover", "ck-1", "--fork", "ck-fork")
+    assert forked.code == 0, forked.stdout + forked.stderr
+    [fork] = history(hs, "ck-fork")["processes"]
+    assert (fork["kind"], fork["ending"], fork["forked_from"]["session_id"]) == ("fork", "forked", "ck-1")
+    assert_identified(fork)
+    assert shown(hs, "ck-fork")[0].startswith(f"history     one process (fork, pid {fork['pid']} on {HOST})")
+
+    assert hs("recover", "ck-1").code == 0
+    kinds = [(p["kind"], p["ending"]) for p in history(hs, "ck-1")["processes"]]
+    assert kinds == [("run", "crashed"), ("checkpoint", "checkpointed"), ("recover", "completed")]
+
+
+# -- a long journal: the same story from the records found by their bytes ------------------------
+
+
+def test_a_long_journal_tells_the_same_story_from_its_tail_and_the_records_it_finds(
+    tmp_path: Path,
+    home_env: dict[str, str],
+    hs: Cli,
+    workspace: Path,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crash_run(home_env, send_job(tmp_path), "long-1", workspace, "before_result")
+    assert hs("recover", "long-1").code == 3
+    assert hs("checkpoint", "long-1").code == 0
+    assert hs("recover", "long-1", "--resolve", "call-1-0=done").code == 0
+    store = Store(Paths(root))
+    whole = describe.describe(store, store.session("long-1"))
+    assert whole["integrity"]["scope"] == "full"
+    monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)  # as for a journal of a million records
+    tail = describe.describe(store, store.session("long-1"))
+    assert tail["integrity"]["scope"] == "from_checkpoint"
+    assert tail["integrity"]["checked_from_seq"] > whole["history"]["processes"][1]["last_seq"]
+    assert tail["history"] == whole["history"]
+    assert [p["ending"] for p in tail["history"]["processes"]] == [
+        "crashed",
+        "blocked",
+        "checkpointed",
+        "completed",
+    ]
