@@ -156,7 +156,14 @@ def test_the_quickstart_killed_twice_tells_where_each_crash_was_and_why_notify_r
     assert crashes.nth(1).get_attribute("data-last-seq") == str(first_recover["last_seq"])
     assert journal[run_lane["last_seq"]]["type"] == "model.chunk"  # killed mid-stream
     assert journal[first_recover["last_seq"]]["type"] == "tool.intent"  # killed inside notify
-    assert page.locator("#lane-0 .crash .label").inner_text() == f"crashed after #{run_lane['last_seq']}"
+    assert page.locator("#lane-0 .crash .label").inner_text() == (
+        f"crashed after #{run_lane['last_seq']}: model.chunk of turn 1"
+    )
+    assert page.locator("#lane-1 .crash .label").inner_text() == (
+        f"crashed after #{first_recover['last_seq']}: tool.intent of notify (call-3-0)"
+    )
+    # Who each process was: the pid the journal recorded for it.
+    assert page.locator("#lane-0 .who").inner_text().startswith(f"pid {run_lane['pid']} on ")
     # The stream the first crash cut short is drawn as abandoned, in the run's lane.
     assert page.locator("#lane-0 .turn.abandoned").count() == 1
     assert page.locator("#lane-1 .turn.abandoned").count() == 0

@@ -83,6 +83,7 @@ ENDING_WORDS = {
     "open": "closed the thread",
     "running": "still running (a live process holds the lock)",
     "crashed": "crashed: no ending record",
+    "damaged": "the journal is damaged after its last intact record",
 }
 
 
@@ -191,9 +192,9 @@ def timeline(session: SessionDir) -> dict[str, Any]:
     its processes, and whether a live process holds it now."""
     from pathlib import Path
 
+    from handshake_cli.readers.history import history
     from handshake_cli.session.state import fold
     from handshake_cli.session.status import effective_state
-    from handshake_cli.session.story import tell
     from handshake_cli.storage import lock
     from handshake_cli.storage.journal.scan import scan
 
@@ -205,8 +206,15 @@ def timeline(session: SessionDir) -> dict[str, Any]:
         raise session.missing(Path(exc.filename).name if exc.filename else "file it was reading") from exc
     records = result.records
     damage = result.damage
-    torn = dict(damage.as_json()) if damage is not None and damage.repairable else None
-    story = tell(records, running=holder is not None, torn_tail=torn)
+    told = history(
+        session.journal,
+        records,
+        whole=True,
+        last_seq=records[-1].seq if records else 0,
+        running=holder is not None,
+        torn_tail=damage.as_json() if damage is not None and damage.repairable else None,
+        corruption=damage.as_json() if damage is not None and not damage.repairable else None,
+    )
     record = fold(session.session_id, records)
     facts = {
         "session_id": session.session_id,
@@ -218,9 +226,10 @@ def timeline(session: SessionDir) -> dict[str, Any]:
         "checkpoint_count": record.checkpoint_count,
         "lock_holder": holder.as_json() if holder else None,
         "damage": damage.as_json() if damage is not None else None,
-        "crashes": story.crashes,
+        "crashes": told["crashes"],
+        "history_partial": told.get("partial"),
     }
-    return build(records, story.as_json()["processes"], session=facts, running=holder is not None)
+    return build(records, told["processes"], session=facts, running=holder is not None)
 
 
 # -- folding the records ------------------------------------------------------------------
