@@ -28,8 +28,8 @@ import pytest
 from handshake_cli.readers.timeline import MAX_STEPS
 from handshake_cli.readers.timeline_page import embedded_json
 from tests.support.browser import Opened, chromium, open_page, screenshot
-from tests.support.cli import Cli, crash_run, handshake
-from tests.support.jobs import WRITE, write_job
+from tests.support.cli import Cli, crash_run, handshake, start, wait_for
+from tests.support.jobs import WRITE, gate_call, gate_tool, write_job
 from tests.support.long_history import write_long_session
 from tests.support.paths import FIXTURES
 from tests.support.sessions import records_of
@@ -216,6 +216,16 @@ def test_hovering_shows_the_records_and_finding_a_record_selects_its_element(
     page.click("#goto-button")
     assert page.locator(".item.selected[data-tool=notify]").count() == 1
     assert last in [r["seq"] for r in shown_records(opened)]
+    # The keyboard reaches every element: Enter on a checkpoint shows its record.
+    page.locator("#lane-0 .checkpoint").focus()
+    page.keyboard.press("Enter")
+    assert [r["type"] for r in shown_records(opened)] == ["checkpoint.created"]
+    # Zooming widens the columns and everything on them.
+    track = page.locator("#lane-0 .track")
+    narrow = track.bounding_box()
+    page.click("#zoom-in")
+    wide = track.bounding_box()
+    assert narrow is not None and wide is not None and wide["width"] > narrow["width"]
     assert_clean(opened)
 
 
@@ -284,6 +294,81 @@ def test_a_call_run_again_after_a_crash_is_drawn_as_rerun(
         "tool.result",
     ]
     screenshot(opened, "timeline-rerun")
+    assert_clean(opened)
+
+
+# -- damaged journals (golden sessions) --------------------------------------------------------
+
+
+def test_a_torn_tail_is_named_before_and_after_recover_cuts_it(
+    golden_root: Any, browser: Browser, hs: Cli, tmp_path: Path
+) -> None:
+    golden_root("torn-tail")
+    before = tmp_path / "torn.html"
+    doc = write_page(hs, "torn-tail", before)
+    assert (doc["processes"], doc["crashes"]) == (1, 1)  # its ending record was the torn write
+    opened = open_page(browser, before)
+    page = opened.page
+    assert "ends in a torn record at byte 7652" in page.locator("#notes").inner_text()
+    assert "`handshake recover` cuts it off" in page.locator("#story-list").inner_text()
+    assert lanes(opened) == [("run", "crashed")]
+    opened.page.context.close()
+
+    assert hs("recover", "torn-tail").code == 0
+    after = tmp_path / "repaired.html"
+    write_page(hs, "torn-tail", after)
+    opened = open_page(browser, after)
+    page = opened.page
+    assert lanes(opened) == [("run", "crashed"), ("recover", "repaired")]
+    assert page.locator("#notes .damage").count() == 0
+    story = page.locator("#story-list").inner_text()
+    assert "the next recovery cut 87 bytes at byte 7652 of 00000001.jsonl into quarantine/" in story
+    screenshot(opened, "timeline-torn-tail-repaired")
+    assert_clean(opened)
+
+
+def test_a_corrupt_journal_is_drawn_up_to_the_damage_and_says_so(
+    golden_root: Any, browser: Browser, hs: Cli, tmp_path: Path
+) -> None:
+    golden_root("corrupt-middle")
+    out = tmp_path / "corrupt.html"
+    doc = write_page(hs, "corrupt-middle", out)
+    opened = open_page(browser, out)
+    page = opened.page
+    assert lanes(opened) == [("run", "damaged")]
+    notes = page.locator("#notes .damage").inner_text()
+    assert "The journal is damaged at byte 2808" in notes and f"the {doc['records']} intact records" in notes
+    assert page.locator("#records .record").count() == 0
+    page.locator(".lane-head").click()
+    assert [r["seq"] for r in shown_records(opened)] == list(range(1, doc["records"] + 1))
+    assert_clean(opened)
+
+
+def test_a_session_a_live_run_is_writing_shows_it_running(
+    tmp_path: Path, home_env: dict[str, str], workspace: Path, browser: Browser, hs: Cli
+) -> None:
+    job = write_job(
+        tmp_path / "job-gated",
+        [{"text": "Waiting.", "tool_calls": [gate_call(1)]}, {"text": "Done."}],
+        [gate_tool()],
+    )
+    proc = start(home_env, "run", str(job), "--session-id", "live", "--workspace", str(workspace))
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=60)
+        out = tmp_path / "live.html"
+        doc = write_page(hs, "live", out)
+        assert proc.poll() is None  # the page was made without waiting for the writer
+    finally:
+        (workspace / "open1").touch()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert (doc["state"], doc["crashes"]) == ("ACTIVE", 0)
+    opened = open_page(browser, out)
+    page = opened.page
+    assert lanes(opened) == [("run", "running")]
+    assert page.locator(".crash").count() == 0
+    assert page.locator(".call[data-tool=gate]").get_attribute("data-outcome") == "running"
+    assert "held by pid" in page.locator("#facts").inner_text()
     assert_clean(opened)
 
 

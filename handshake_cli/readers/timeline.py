@@ -758,13 +758,15 @@ def narrate(lane: dict[str, Any], *, calls_by_id: dict[str, _Call]) -> list[str]
                     f"{call.tool} ({call.tool_call_id}) was in doubt: its intent is on record "
                     f"(seq {open_here[-1]}), its result is not."
                 )
-    if lane.get("torn_tail"):
-        torn = lane["torn_tail"]
-        lines.append(
-            f"Its last write was torn: the next recovery cut {torn.get('length')} bytes "
-            f"from {torn.get('segment')} at byte {torn.get('offset')}"
-            + (f" into {torn['quarantined']}." if torn.get("quarantined") else ".")
-        )
+    torn = lane.get("torn_tail")
+    if torn:
+        where = f"{torn.get('length')} bytes at byte {torn.get('offset')} of {torn.get('segment')}"
+        if torn.get("quarantined"):
+            lines.append(
+                f"Its last write was torn: the next recovery cut {where} into {torn['quarantined']}."
+            )
+        else:
+            lines.append(f"Its last write was torn ({where}): `handshake recover` cuts it off.")
     found = lane.get("found")
     if found:
         lines.append(f"Plan: {found.get('action')} ({found.get('reason')}).")

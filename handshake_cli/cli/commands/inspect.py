@@ -286,11 +286,15 @@ def _page(target: SessionDir, output: str) -> Result:
     def render(out: Printer) -> None:
         crashes = facts["crashes"]
         out.line(
-            f"wrote {data['html']}: {data['records']} records, {data['processes']} processes, "
-            f"{crashes} crash{'' if crashes == 1 else 'es'} ({size} bytes); open it in a browser"
+            f"wrote {data['html']}: {data['records']} records, {_count(data['processes'], 'process')}, "
+            f"{_count(crashes, 'crash')} ({size} bytes); open it in a browser"
         )
 
     return Result(data, render)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es"
 
 
 def _events(
