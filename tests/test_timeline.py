@@ -18,20 +18,22 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import tomli_w
 
 from handshake_cli.readers.timeline import MAX_STEPS
 from handshake_cli.readers.timeline_page import embedded_json
 from tests.support.browser import Opened, chromium, open_page, screenshot
 from tests.support.cli import Cli, crash_run, handshake, start, wait_for
-from tests.support.jobs import WRITE, gate_call, gate_tool, write_job
+from tests.support.jobs import WRITE, command_tool, gate_call, gate_tool, write_job
 from tests.support.long_history import write_long_session
-from tests.support.paths import FIXTURES
+from tests.support.paths import DATA, FIXTURES
 from tests.support.sessions import records_of
 
 if TYPE_CHECKING:
@@ -261,7 +263,7 @@ def test_a_blocked_then_resolved_session_shows_the_block_and_the_operators_answe
     assert_clean(opened)
 
 
-def test_a_call_run_again_after_a_crash_is_drawn_as_rerun(
+def test_a_call_run_again_after_a_crash_is_drawn_as_rerun_and_a_failed_call_as_failed(
     tmp_path: Path, home_env: dict[str, str], workspace: Path, browser: Browser, hs: Cli
 ) -> None:
     job = write_job(
@@ -271,9 +273,10 @@ def test_a_call_run_again_after_a_crash_is_drawn_as_rerun(
                 "text": "Writing.",
                 "tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "x"}}],
             },
+            {"text": "Failing.", "tool_calls": [{"tool": "fail", "args": {}}]},
             {"text": "Written."},
         ],
-        [WRITE],
+        [WRITE, command_tool("fail", "fail_tool.py", side_effect="read", idempotency="idempotent")],
     )
     crash_run(home_env, job, "rerun-1", workspace, "after_intent")
     assert hs("recover", "rerun-1").code == 0
@@ -286,14 +289,54 @@ def test_a_call_run_again_after_a_crash_is_drawn_as_rerun(
     assert [write.nth(i).get_attribute("data-outcome") for i in range(write.count())] == ["rerun", "rerun"]
     assert page.locator("#lane-1 .call[data-call=call-1-0] .intent").count() == 1  # the second intent
     assert page.locator("#lane-1 .decision[data-decision=rerun]").count() == 1
+    assert page.locator("#lane-1 .call[data-call=call-2-0]").get_attribute("data-outcome") == "failed"
     write.nth(1).click()
-    assert [r["type"] for r in shown_records(opened)] == [
-        "model.completed",
-        "tool.intent",
-        "tool.intent",
-        "tool.result",
-    ]
+    types = [r["type"] for r in shown_records(opened)]
+    assert types == ["model.completed", "tool.intent", "tool.intent", "tool.result"]
     screenshot(opened, "timeline-rerun")
+    assert_clean(opened)
+
+
+def changing_model_job(tmp_path: Path) -> Path:
+    """A deterministic model that changes its first word once the workspace holds `diverge`
+    (tests/data/recover_jobs/changing_model.py, as tests/test_recover.py uses it)."""
+    job = {
+        "name": "changing",
+        "prompt": {"user": "Count."},
+        "model": {
+            "provider": "command",
+            "command": [sys.executable, str(DATA / "recover_jobs" / "changing_model.py")],
+            "deterministic": True,
+        },
+    }
+    path = tmp_path / "job-changing.toml"
+    path.write_text(tomli_w.dumps(job))
+    return path
+
+
+def test_a_divergence_shows_the_stream_that_was_not_repeated(
+    tmp_path: Path, home_env: dict[str, str], workspace: Path, browser: Browser, hs: Cli
+) -> None:
+    crash_run(home_env, changing_model_job(tmp_path), "diverged-1", workspace, "mid_stream:2")
+    (workspace / "diverge").touch()
+    assert hs("recover", "diverged-1").code == 3
+    assert hs("recover", "diverged-1", "--accept-divergence").code == 0
+    out = tmp_path / "diverged.html"
+    write_page(hs, "diverged-1", out)
+    opened = open_page(browser, out)
+    page = opened.page
+    assert lanes(opened) == [("run", "crashed"), ("recover", "blocked"), ("recover", "completed")]
+    cut = page.locator("#lane-0 .turn.abandoned")
+    diverged = page.locator("#lane-1 .turn.abandoned")
+    assert cut.count() == 1 and diverged.count() == 1
+    diverged.click()
+    assert "abandoned: diverged" in page.locator("#detail-facts").inner_text()
+    assert page.locator("#detail-text .streamed.abandoned").inner_text().startswith("changed0")
+    assert page.locator("#lane-2 .turn.completed").count() == 1
+    story = page.locator("#story-list").inner_text()
+    assert "did not repeat what it had streamed for turn 1" in story
+    assert "--accept-divergence" in story
+    screenshot(opened, "timeline-divergence")
     assert_clean(opened)
 
 

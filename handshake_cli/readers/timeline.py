@@ -770,6 +770,8 @@ def narrate(lane: dict[str, Any], *, calls_by_id: dict[str, _Call]) -> list[str]
     found = lane.get("found")
     if found:
         lines.append(f"Plan: {found.get('action')} ({found.get('reason')}).")
+        if found.get("accept_divergence"):
+            lines.append("It was told to take the model's new answer (--accept-divergence).")
         for skipped in found.get("skipped_checkpoints") or []:
             lines.append(f"Skipped checkpoint {skipped.get('checkpoint_id')}: {skipped.get('reason')}.")
     for decision in lane.get("decisions") or []:
