@@ -28,7 +28,7 @@ import pytest
 import tomli_w
 
 from handshake_cli.readers.timeline import MAX_STEPS
-from handshake_cli.readers.timeline_page import embedded_json
+from handshake_cli.readers.timeline.page import embedded_json
 from tests.support.browser import Opened, chromium, open_page, screenshot
 from tests.support.cli import Cli, crash_run, handshake, start, wait_for
 from tests.support.jobs import WRITE, command_tool, gate_call, gate_tool, write_job

@@ -267,7 +267,7 @@ def _page(target: SessionDir, output: str) -> Result:
     from pathlib import Path
 
     from handshake_cli.readers.timeline import timeline
-    from handshake_cli.readers.timeline_page import write_page
+    from handshake_cli.readers.timeline.page import write_page
 
     model = timeline(target)
     size = write_page(model, Path(output))

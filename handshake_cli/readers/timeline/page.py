@@ -1,6 +1,6 @@
-"""The timeline page: `readers/timeline.py`'s model in one self-contained HTML file.
+"""The timeline page: the model (`readers/timeline`) in one self-contained HTML file.
 
-The page is `timeline.html` (package data beside this module: its CSS and JavaScript
+The page is `page.html` (package data beside this module: its CSS and JavaScript
 inline, a Content-Security-Policy that forbids every fetch) with the model embedded as JSON in
 a `<script type="application/json">` element. Record text can hold anything, `</script>`
 included, so the JSON is written with `<`, `>` and `&` (and U+2028/U+2029) escaped as
@@ -21,7 +21,7 @@ from handshake_cli import __version__
 from handshake_cli.errors import UsageError
 from handshake_cli.storage import durable
 
-TEMPLATE = "timeline.html"
+TEMPLATE = "page.html"
 # What would end or confuse a script element, written as the JSON escapes of the same characters
 # (str.replace: a translate table is ten times slower on a page of a hundred thousand records).
 _ESCAPES = (
