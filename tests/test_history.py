@@ -22,9 +22,11 @@ import tomli_w
 
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
+from handshake_cli.recovery.view import rebuild
+from handshake_cli.session.story_found import fold_found
 from handshake_cli.storage.store import Store
 from tests.support.cli import Cli, crash_run
-from tests.support.jobs import send_job
+from tests.support.jobs import WRITE, send_job, write_job
 from tests.support.paths import DATA
 from tests.support.sessions import effects, records_of, session_dir
 
@@ -315,10 +317,42 @@ def test_a_checkpoint_of_a_stopped_session_and_a_fork_are_processes_of_their_own
     assert kinds == [("run", "crashed"), ("checkpoint", "checkpointed"), ("recover", "completed")]
 
 
-# -- a long journal: the same story from the records found by their bytes ------------------------
+# -- long sessions: the story kept in checkpoints, or found by its records' bytes ------------------
 
 
-def test_a_long_journal_tells_the_same_story_from_its_tail_and_the_records_it_finds(
+def test_checkpoints_carry_the_story_whole_when_it_changes_and_name_it_otherwise(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    turns = [
+        {
+            "text": f"Writing {n}.",
+            "tool_calls": [{"tool": "write_file", "args": {"path": f"{n}.txt", "content": "x"}}],
+        }
+        for n in range(3)
+    ]
+    job = write_job(tmp_path / "job-writes", [*turns, {"text": "Done."}], [WRITE])
+    crash_run(home_env, job, "kept-1", workspace, "before_intent:3")
+    assert hs("recover", "kept-1").code == 0
+    records = records_of(root, "kept-1")
+    bodies = [(r, r.data["body"]["story"]) for r in records if r.type == "checkpoint.created"]
+    recovery = seq_of(root, "kept-1", "recovery.started")
+    whole = [(r.seq, len(s["processes"])) for r, s in bodies if "kept_in" not in s]
+    # each writer's first checkpoint holds the story whole, and so does one after it changed
+    assert whole[0] == (bodies[0][0].seq, 1)
+    assert any(seq > recovery and count == 2 for seq, count in whole)
+    named = [(r, s["kept_in"]) for r, s in bodies if "kept_in" in s]
+    assert named, "a checkpoint whose story did not change names the one that holds it"
+    by_seq = {r.seq: r for r, _ in bodies}
+    for record, where in named:
+        holder = by_seq[where["seq"]]
+        assert (holder.segment, holder.offset) == (
+            where["segment"],
+            where["offset"],
+        ) and holder.seq < record.seq
+        assert "kept_in" not in holder.data["body"]["story"]
+
+
+def test_a_long_journal_tells_the_same_story_from_its_tail_and_its_newest_checkpoint(
     tmp_path: Path,
     home_env: dict[str, str],
     hs: Cli,
@@ -326,19 +360,22 @@ def test_a_long_journal_tells_the_same_story_from_its_tail_and_the_records_it_fi
     root: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    crash_run(home_env, send_job(tmp_path), "long-1", workspace, "before_result")
-    assert hs("recover", "long-1").code == 3
-    assert hs("checkpoint", "long-1").code == 0
-    assert hs("recover", "long-1", "--resolve", "call-1-0=done").code == 0
+    crash_run(home_env, send_job(tmp_path), "long-2", workspace, "before_result")
+    assert hs("recover", "long-2").code == 3
+    assert hs("checkpoint", "long-2").code == 0
+    assert hs("recover", "long-2", "--resolve", "call-1-0=done").code == 0
     store = Store(Paths(root))
-    whole = describe.describe(store, store.session("long-1"))
-    assert whole["integrity"]["scope"] == "full"
+    whole = describe.describe(store, store.session("long-2"))
     monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)  # as for a journal of a million records
-    tail = describe.describe(store, store.session("long-1"))
+    tail = describe.describe(store, store.session("long-2"))
     assert tail["integrity"]["scope"] == "from_checkpoint"
-    assert tail["integrity"]["checked_from_seq"] > whole["history"]["processes"][1]["last_seq"]
     assert tail["history"] == whole["history"]
-    assert [p["ending"] for p in tail["history"]["processes"]] == [
+    # a session whose checkpoints predate the story: the records it needs found by their bytes
+    view = rebuild(store.session("long-2"))
+    found, unreadable = fold_found(view.session.journal, view.records)
+    assert unreadable == 0
+    assert found.told().as_json() == view.story.told().as_json()
+    assert [p["ending"] for p in found.told().as_json()["processes"]] == [
         "crashed",
         "blocked",
         "checkpointed",

@@ -101,6 +101,8 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
             running=holder is not None,
             torn_tail=view.torn_tail.as_json() if view.torn_tail else None,
             corruption=view.corruption.as_json() if view.corruption else None,
+            fold=view.story,
+            unreadable=view.story_unreadable,
         )
     state = effective_state(record.state, holder)
     calls = list(tool_calls.values())

@@ -26,10 +26,11 @@ decoding nothing else; it takes the records in seq order, any subset that contai
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from handshake_cli.storage.journal.codec import Record
@@ -229,19 +230,44 @@ def tell(
     torn_tail: dict[str, Any] | None = None,
     damaged_after: str | None = None,
 ) -> Story:
-    """The story of the records (in seq order; any subset holding `STORY_TYPES`).
-
-    `last_seq`: the journal's last intact seq when the records given stop short of it (a
-    scan that decoded only some types); `running`: a live process holds the session's lock,
-    so the last process has not ended, it is still writing; `torn_tail`: the torn record the
-    scan found after the last intact one (a crash mid-write that no recovery has cut yet);
-    `damaged_after`: what the corruption after the last intact record is, in words: how the
-    last process ended, and whether others followed, cannot be read."""
-    teller = _Teller()
+    """The story of the records (in seq order; any subset holding `STORY_TYPES`); see
+    `StoryFold.told` for the other arguments."""
+    fold = StoryFold()
     for record in records:
-        teller.apply(record)
-    story = teller.story
-    if story.processes:
+        fold.apply(record)
+    return fold.told(last_seq=last_seq, running=running, torn_tail=torn_tail, damaged_after=damaged_after)
+
+
+class StoryFold:
+    """The fold itself, record by record. The session writer keeps one as it appends and
+    each checkpoint carries its `state()` (the body's `story`), so a reader of a long
+    session tells the story from its newest checkpoint and the records after it, as it
+    rebuilds everything else."""
+
+    def __init__(self) -> None:
+        self.story = Story()
+        self.current: Process | None = None
+        self.ended = False  # the current process wrote an ending: what follows is another's
+        self.langgraph = False
+
+    def told(
+        self,
+        *,
+        last_seq: int | None = None,
+        running: bool = False,
+        torn_tail: dict[str, Any] | None = None,
+        damaged_after: str | None = None,
+    ) -> Story:
+        """The story so far, the fold left as it is. `last_seq`: the journal's last intact
+        seq when the records folded stop short of it; `running`: a live process holds the
+        session's lock, so the last process has not ended, it is still writing; `torn_tail`:
+        the torn record a scan found after the last intact one (a crash mid-write that no
+        recovery has cut yet); `damaged_after`: what the corruption after the last intact
+        record is, in words: how the last process ended, and whether others followed,
+        cannot be read."""
+        story = copy.deepcopy(self.story)
+        if not story.processes:
+            return story
         final = story.processes[-1]
         if last_seq is not None and last_seq > final.last_seq:
             final.last_seq, final.last_type, final.ended_at = last_seq, None, None
@@ -254,15 +280,50 @@ def tell(
             final.ending, final.reason, final.ending_seq = DAMAGED, damaged_after, None
             story.complete = False
             story.partial = f"the journal is damaged after seq {final.last_seq}: {damaged_after}"
-    return story
+        return story
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint body keeps of the fold (`story`): its processes, each with only
+        the fields that are set, and whether the last one has ended."""
+        return {
+            "processes": [_compact(asdict(process)) for process in self.story.processes],
+            "ended": self.ended,
+            "langgraph": self.langgraph,
+        }
 
-class _Teller:
-    def __init__(self) -> None:
-        self.story = Story()
-        self.current: Process | None = None
-        self.ended = False  # the current process wrote an ending: what follows is another's
-        self.langgraph = False
+    @staticmethod
+    def same_story(state: dict[str, Any], other: dict[str, Any] | None) -> bool:
+        """Whether two states tell the same story but for where the last process has got to
+        (its last record), which the records after a checkpoint always set again."""
+        if other is None or len(state["processes"]) != len(other["processes"]):
+            return False
+        moving = ("last_seq", "last_type", "ended_at")
+        if state["processes"]:
+            mine = {k: v for k, v in state["processes"][-1].items() if k not in moving}
+            theirs = {k: v for k, v in other["processes"][-1].items() if k not in moving}
+            if mine != theirs:
+                return False
+        return state["processes"][:-1] == other["processes"][:-1] and (
+            state["ended"],
+            state["langgraph"],
+        ) == (other["ended"], other["langgraph"])
+
+    @classmethod
+    def from_state(cls, state: Any) -> StoryFold | None:
+        """The fold a body's `story` holds, or None when it holds none this version reads
+        (an older body: the caller tells the story another way)."""
+        if not isinstance(state, dict) or not isinstance(state.get("processes"), list):
+            return None
+        fold = cls()
+        try:
+            for item in state["processes"]:
+                calls = [CallDecision(**call) for call in item.get("calls", [])]
+                fold.story.processes.append(Process(**{"started_at": None, **item, "calls": calls}))
+        except (TypeError, AttributeError):
+            return None  # a shape this version never writes
+        fold.current = fold.story.processes[-1] if fold.story.processes else None
+        fold.ended, fold.langgraph = state.get("ended") is True, state.get("langgraph") is True
+        return fold
 
     def apply(self, record: Record) -> None:
         copying = self.current is not None and self.current.kind == FORK and not self.ended
@@ -434,6 +495,17 @@ class _Teller:
                 call.probe, call.seq = "inconclusive", seq
             elif call.decision == Decision.BLOCK and call.seq is None:
                 call.seq = seq
+
+
+def _compact(value: dict[str, Any]) -> dict[str, Any]:
+    """A process or call without its unset fields: every checkpoint body carries the story."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "calls":
+            item = [_compact(call) for call in item]
+        if item is not None and item != [] and item != "":
+            out[key] = item
+    return out
 
 
 def _call(process: Process, tool_call_id: Any) -> CallDecision | None:
