@@ -127,7 +127,8 @@ def build(
     last_seq = records[-1].seq if records else 0
     items += turn_items(attempts, col, lanes, hidden, seq_index)
     items += call_items(calls, col, lanes, lane_of, hidden, seq_index, running and bool(lanes))
-    items += record_items(records, col, lane_of, hidden)
+    claimed = {seq for item in items for first, last in item["seqs"] for seq in range(first, last + 1)}
+    items += record_items(records, col, lane_of, hidden, claimed)
     items += bucket_items(buckets, records, col, calls)
     items += lane_items(lanes, col)
     width = (max(columns) + 1 if columns else 0) + BUCKET_COLUMNS

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from handshake_cli.readers.timeline.fold import BUCKET_COLUMNS, STREAMED, Attempt, Call, as_int
+from handshake_cli.readers.timeline.fold import BUCKET_COLUMNS, Attempt, Call, as_int
 from handshake_cli.readers.timeline.words import decision_words, what
 from handshake_cli.storage.journal.codec import Record
 
@@ -176,17 +176,16 @@ MARKED = {
 
 
 def record_items(
-    records: Sequence[Record], col: dict[int, int], lane_of: Any, hidden: set[int]
+    records: Sequence[Record], col: dict[int, int], lane_of: Any, hidden: set[int], claimed: set[int]
 ) -> list[dict[str, Any]]:
+    """A checkpoint tick or a mark for each record no turn, call or block holds, so that every
+    record is reachable by a click (a record a turn or a call would hold but cannot, such as
+    a result whose call has no intent on record, is a mark of its own)."""
     items = []
-    known = {"model.request", "model.completed", "model.stream_aborted", "tool.intent", "tool.result"}
-    known |= {"operator.resolution"} | STREAMED
     for i, record in enumerate(records):
-        if i in hidden:
+        if i in hidden or record.seq in claimed:
             continue
         kind, data = record.type, record.data
-        if kind in known:
-            continue
         item: dict[str, Any] = {
             "lane": lane_of(record.seq),
             "x0": col[record.seq],
