@@ -53,6 +53,9 @@ class Attempt:
 
 @dataclass
 class Call:
+    """A tool call as the records tell it: which turn asked for it, every intent (a second one
+    means it ran again), an operator's answers, and its result with its evidence."""
+
     tool_call_id: str
     tool: Any = None
     asked_seq: int | None = None
@@ -89,6 +92,10 @@ def lane_at_each(records: Sequence[Record], starts: list[int]) -> list[int]:
 def fold_records(
     records: Sequence[Record], lane_at: list[int]
 ) -> tuple[list[Attempt], dict[str, Call], list[Step]]:
+    """Every model call, every tool call and every step, in one pass. A call in flight when its
+    process ended is abandoned (`process_stopped`, as the thread's fold says when recovery
+    asks again); in flight in the last process, it stays in flight (the crash, or the live
+    writer, is the lane's to say)."""
     attempts: list[Attempt] = []
     calls: dict[str, Call] = {}
     steps: list[Step] = []
@@ -115,7 +122,7 @@ def fold_records(
             current.chunk_records += 1
             if kind == "model.chunk":
                 current.add_text(str(data.get("text", "")))
-        elif kind == "model.completed" and current is not None:
+        elif kind == "model.completed" and current is not None and current.status == "in_flight":
             current.seqs.append(seq)
             current.status, current.end_seq = "completed", seq
             message = data.get("message") or {}
@@ -124,7 +131,7 @@ def fold_records(
                 entry = calls.setdefault(call_id, Call(call_id, call.get("tool")))
                 entry.asked_seq = entry.asked_seq or seq
                 current.tool_calls.append(call_id)
-        elif kind == "model.stream_aborted" and current is not None:
+        elif kind == "model.stream_aborted" and current is not None and current.status == "in_flight":
             current.seqs.append(seq)
             current.status, current.reason, current.end_seq = "abandoned", data.get("reason"), seq
         elif kind == "tool.intent":
@@ -145,8 +152,6 @@ def fold_records(
         step.last = index
         if kind not in QUIET:
             step.quiet = False
-    if current is not None and current.status == "in_flight":
-        current.end_seq = None
     return attempts, calls, steps
 
 
