@@ -95,6 +95,11 @@ def narrate(lane: dict[str, Any], *, calls_by_id: dict[str, Call]) -> list[str]:
         lines.append(f"Plan: {found.get('action')} ({found.get('reason')}).")
         if found.get("accept_divergence"):
             lines.append("It was told to take the model's new answer (--accept-divergence).")
+        for server in found.get("stopped_mcp_servers") or []:
+            lines.append(
+                f"It stopped MCP server {server.get('server')} (pid {server.get('pid')}), "
+                "which the process before had left running."
+            )
         for skipped in found.get("skipped_checkpoints") or []:
             lines.append(f"Skipped checkpoint {skipped.get('checkpoint_id')}: {skipped.get('reason')}.")
     for decision in lane.get("decisions") or []:
