@@ -10,6 +10,8 @@ human lines checked are the ones a person doing the post-mortem reads.
 from __future__ import annotations
 
 import getpass
+import json
+import os
 import re
 import signal
 import socket
@@ -23,10 +25,13 @@ import tomli_w
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.recovery.view import rebuild
+from handshake_cli.session.story import StoryFold, tell
 from handshake_cli.session.story_found import fold_found
+from handshake_cli.storage import lock
+from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.store import Store
-from tests.support.cli import Cli, crash_run
-from tests.support.jobs import WRITE, send_job, write_job
+from tests.support.cli import Cli, crash_run, start, wait_for
+from tests.support.jobs import WRITE, long_turn_job, send_job, write_job
 from tests.support.paths import DATA
 from tests.support.sessions import effects, records_of, session_dir
 
@@ -381,3 +386,88 @@ def test_a_long_journal_tells_the_same_story_from_its_tail_and_its_newest_checkp
         "checkpointed",
         "completed",
     ]
+
+
+def test_a_running_process_is_running_and_crashed_once_killed(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    job = long_turn_job(tmp_path, words=300, delay_ms=20)
+    proc = start(home_env, "run", str(job), "--session-id", "live-1", "--workspace", str(workspace))
+    try:
+        session = session_dir(root, "live-1")
+        wait_for(lambda: session.exists() and (h := lock.holder(session)) is not None and h.pid == proc.pid)
+        [live] = history(hs, "live-1")["processes"]
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert (live["kind"], live["ending"], live["pid"], live["host"]) == ("run", "running", proc.pid, HOST)
+    [dead] = history(hs, "live-1")["processes"]
+    assert dead["ending"] == "crashed" and dead["last_seq"] >= live["last_seq"]
+    assert shown(hs, "live-1")[2].startswith(f"     CRASHED after seq {dead['last_seq']} (")
+
+
+# -- the fold on its own: sessions written before `process`, LangGraph threads, its state ----------
+
+
+def records(*items: tuple[str, dict[str, Any]]) -> list[Record]:
+    return [
+        Record(seq, f"2026-01-01T00:00:{seq:02d}Z", type_, data, "", "", "00000001.jsonl", seq * 100)
+        for seq, (type_, data) in enumerate(items, 1)
+    ]
+
+
+PAUSED_RUN = (
+    ("session.created", {"job_name": "old"}),
+    ("session.state_change", {"from": "CREATED", "to": "ACTIVE", "reason": "run started"}),
+    ("session.state_change", {"from": "ACTIVE", "to": "PAUSED", "reason": "graceful shutdown (SIGTERM)"}),
+    ("checkpoint.created", {"reason": "state change to PAUSED"}),
+)
+
+
+def test_an_old_sessions_requested_checkpoint_after_an_ending_is_the_commands() -> None:
+    told = tell(records(*PAUSED_RUN, ("checkpoint.created", {"reason": "requested"}))).as_json()
+    assert [(p["kind"], p["ending"], p["pid"]) for p in told["processes"]] == [
+        ("run", "paused", None),
+        ("checkpoint", "checkpointed", None),
+    ]
+    crashed = (*PAUSED_RUN[:2], ("tool.intent", {"tool_call_id": "call-1-0"}))
+    told = tell(records(*crashed, ("checkpoint.created", {"reason": "requested"}))).as_json()
+    assert [(p["kind"], p["ending"]) for p in told["processes"]] == [("run", "crashed")]
+
+
+def test_a_langgraph_thread_is_open_between_invocations_and_crashed_before_a_torn_tail() -> None:
+    thread = (
+        ("session.created", {"kind": "langgraph", "thread_id": "t"}),
+        ("langgraph.checkpoint", {"checkpoint_ns": "", "checkpoint_id": "1"}),
+    )
+    assert [p["ending"] for p in tell(records(*thread)).as_json()["processes"]] == ["open"]
+    torn = {"segment": "00000001.jsonl", "offset": 200, "length": 9, "quarantined": "quarantine/x.torn"}
+    told = tell(records(*thread, ("langgraph.repaired", {"repaired_torn_tail": torn}))).as_json()
+    assert [(p["kind"], p["ending"]) for p in told["processes"]] == [
+        ("langgraph", "crashed"),
+        ("langgraph", "open"),
+    ]
+    assert told["processes"][0]["torn_tail"] == torn and told["crashes"] == 1
+
+
+def test_the_fold_resumes_from_its_state_as_a_checkpoint_keeps_it() -> None:
+    everything = records(
+        *PAUSED_RUN,
+        ("recovery.started", {"action": "resume", "in_doubt": [], "process": {"host": "h", "pid": 7}}),
+        ("session.state_change", {"from": "PAUSED", "to": "ACTIVE", "reason": "recovered (paused)"}),
+        ("session.completed", {"reason": "the model answered"}),
+    )
+    whole = StoryFold()
+    for record in everything:
+        whole.apply(record)
+    for cut in range(1, len(everything)):
+        first = StoryFold()
+        for record in everything[:cut]:
+            first.apply(record)
+        resumed = StoryFold.from_state(json.loads(json.dumps(first.state())))
+        assert resumed is not None
+        for record in everything[cut:]:
+            resumed.apply(record)
+        assert resumed.told().as_json() == whole.told().as_json(), cut
+    assert StoryFold.from_state({"processes": [{"no": "such field"}]}) is None

@@ -379,10 +379,10 @@ class StoryFold:
             previous = self.current
             if previous.last_seq < record.seq - 1:  # records of its end were skipped
                 previous.last_seq, previous.last_type, previous.ended_at = record.seq - 1, None, None
-            _close(previous)
-            if process.kind in (RECOVER, LANGGRAPH):  # a torn tail is the end of the process before
-                torn = record.data.get("repaired_torn_tail")
-                previous.torn_tail = torn if isinstance(torn, dict) else None
+            torn = record.data.get("repaired_torn_tail") if process.kind in (RECOVER, LANGGRAPH) else None
+            previous.torn_tail = torn if isinstance(torn, dict) else None  # the end of the process before
+            if previous.torn_tail is None:
+                _close(previous)  # (a saver that left a torn record did not close its thread: it crashed)
         self.story.processes.append(process)
         self.current = process
         self.ended = False
