@@ -424,21 +424,28 @@ HOSTILE = (
 )
 
 
-def test_record_text_is_shown_as_text_never_run_or_fetched(
+TOKEN = "ghp_" + "a1B2c3D4e5" * 4  # a GitHub token's shape: masked at the source
+
+
+def test_record_text_is_shown_as_text_never_run_or_fetched_and_secrets_stay_masked(
     tmp_path: Path, workspace: Path, hs: Cli, browser: Browser
 ) -> None:
-    job = write_job(tmp_path / "job-hostile", [{"text": f"Here it is: {HOSTILE} \u2028 done."}], [])
+    job = write_job(tmp_path / "job-hostile", [{"text": f"Here it is: {HOSTILE} \u2028 {TOKEN} done."}], [])
     run = hs("run", str(job), "--session-id", "hostile", "--workspace", str(workspace))
     assert run.code == 0, run.stdout + run.stderr
     out = tmp_path / "hostile.html"
     write_page(hs, "hostile", out)
-    assert "</script><script>window.pwned" not in out.read_text(encoding="utf-8")
+    page_text = out.read_text(encoding="utf-8")
+    assert "</script><script>window.pwned" not in page_text
+    assert TOKEN not in page_text and TOKEN[:12] not in page_text  # nothing of it, anywhere
     opened = open_page(browser, out)
     page = opened.page
     assert page.evaluate("window.pwned") is None
     assert page.locator("img").count() == 0
     page.locator(".turn").first.click()
-    assert HOSTILE in page.locator("#detail-text").inner_text()
+    shown = page.locator("#detail-text").inner_text()
+    assert HOSTILE in shown and "[masked:github_token]" in shown
+    assert any("[masked:github_token]" in json.dumps(r) for r in shown_records(opened))
     assert_clean(opened)
 
 
