@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from handshake_cli.readers.events import parse_ts
 from handshake_cli.readers.timeline.fold import BUCKET_COLUMNS, Attempt, Call, as_int
 from handshake_cli.readers.timeline.words import decision_words, what
 from handshake_cli.storage.journal.codec import Record
@@ -264,7 +265,10 @@ def lanes_of(
     col: dict[int, int],
     seq_index: dict[int, int],
 ) -> list[dict[str, Any]]:
-    lanes = []
+    """One lane per process, with its columns, its last record, and the seconds between the
+    last record of the process before and its first (`after_seconds`, from the records'
+    timestamps: informational, for a person reading the page; null when unreadable)."""
+    lanes: list[dict[str, Any]] = []
     for index, process in enumerate(processes):
         first, last = int(process["first_seq"]), int(process["last_seq"])
         present = [s for s in (first, last) if s in col]
@@ -283,9 +287,19 @@ def lanes_of(
                     "ts": last_record.ts if last_record else None,
                     "what": what(last_record) if last_record else None,
                 },
+                "after_seconds": _seconds_between(
+                    lanes[-1]["last_record"]["ts"] if lanes else None, process.get("started_at")
+                ),
             }
         )
     return lanes
+
+
+def _seconds_between(earlier: str | None, later: str | None) -> float | None:
+    start, end = parse_ts(earlier), parse_ts(later)
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
 
 
 def lane_items(lanes: list[dict[str, Any]], col: dict[int, int]) -> list[dict[str, Any]]:

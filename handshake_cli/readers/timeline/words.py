@@ -70,6 +70,9 @@ def narrate(lane: dict[str, Any], *, calls_by_id: dict[str, Call]) -> list[str]:
     if lane.get("reason") and ending not in ("crashed", "running"):
         said += f" ({lane['reason']})"
     lines = [f"{who}, {span}: {said}."]
+    if lane.get("after_seconds") is not None:
+        gap = _duration(lane["after_seconds"])
+        lines.append(f"It began {gap} after the last record of the process before.")
     if ending == "crashed":
         last = lane["last_record"]
         lines.append(f"It died after record {last['seq']}, {last['what'] or last['type']}.")
@@ -110,6 +113,14 @@ def narrate(lane: dict[str, Any], *, calls_by_id: dict[str, Call]) -> list[str]:
         elif event.get("kind") == "accepted_divergence":
             lines.append("A changed MCP tool list was accepted (--accept-divergence).")
     return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def what(record: Record) -> str:
