@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from handshake_cli.cli.history import history_lines
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.recovery.view import rebuild
@@ -288,7 +289,9 @@ def test_a_divergence_blocks_and_an_accepted_one_completes(
     accepted = told["processes"][-1]
     assert (accepted["ending"], accepted["found"]["accept_divergence"]) == ("completed", True)
     assert told["crashes"] == 1
-    assert any(line.endswith(", --accept-divergence") for line in shown(hs, "diverged-1"))
+    assert "     with --accept-divergence: a model or MCP server that changed is taken as it is" in shown(
+        hs, "diverged-1"
+    )
 
 
 # -- a checkpoint of a stopped session, a fork ---------------------------------------------------
@@ -471,3 +474,47 @@ def test_the_fold_resumes_from_its_state_as_a_checkpoint_keeps_it() -> None:
             resumed.apply(record)
         assert resumed.told().as_json() == whole.told().as_json(), cut
     assert StoryFold.from_state({"processes": [{"no": "such field"}]}) is None
+
+
+def test_the_words_for_what_a_recovery_found_and_did() -> None:
+    stopped = [{"server": "git", "pid": 4242, "killed": [4242]}]
+    skipped = [{"checkpoint_id": "ck-4", "seq": 30, "reason": "its body does not match its artifact id"}]
+    found = {
+        "action": "resume",
+        "reason": "interrupted",
+        "checkpoint": "ck-3",
+        "in_doubt": [{"tool_call_id": "call-2-0", "tool": "store", "decision": "rerun_with_key"}],
+        "skipped_checkpoints": skipped,
+        "stopped_mcp_servers": stopped,
+        "accept_divergence": True,
+        "process": {"host": "box", "pid": 9},
+    }
+    everything = records(
+        ("session.created", {"process": {"host": "box", "pid": 8}}),
+        ("tool.intent", {"tool_call_id": "call-2-0", "tool": "store"}),
+        ("recovery.started", found),
+        ("mcp.tools", {"server": "git", "tools": [], "accepted": True}),
+        ("session.state_change", {"from": "ACTIVE", "to": "ACTIVE", "reason": "recovered (interrupted)"}),
+        (
+            "recovery.resumed",
+            {"checkpoint": "ck-3", "in_flight": {"turn": 2, "request_seq": 9}, "replaying": True},
+        ),
+        ("tool.intent", {"tool_call_id": "call-2-0", "tool": "store"}),
+        ("tool.result", {"tool_call_id": "call-2-0", "tool": "store", "error": {"kind": "tool_failed"}}),
+    )
+    told = tell(everything, damaged_after="corrupt in 00000001.jsonl at byte 900").as_json()
+    assert history_lines(told) == [
+        "history (2 processes, 1 crashed)",
+        "  partial: the journal is damaged after seq 8: corrupt in 00000001.jsonl at byte 900",
+        "  1. run, pid 8 on box, 2026-01-01 00:00:01 to 00:00:02 (seq 1-2)",
+        "     CRASHED after seq 2 (tool.intent): no ending on record",
+        "  2. recover, pid 9 on box, 2026-01-01 00:00:03 to 00:00:08 (seq 3-8)",
+        "     unknown: corrupt in 00000001.jsonl at byte 900, nothing after seq 8 can be read",
+        "     found: plan resume (interrupted) from checkpoint ck-3, 1 call in doubt",
+        "     with --accept-divergence: a model or MCP server that changed is taken as it is",
+        "     skipped checkpoint ck-4: its body does not match its artifact id",
+        "     stopped MCP server git left running (pid 4242)",
+        "     call-2-0 store: run again with the same key; ran again at seq 7: failed (seq 8)",
+        "     accepted MCP server git's changed tools (seq 4)",
+        "     resumed at seq 6, asking turn 2 again (the model must repeat its streamed text)",
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 
 _DECISION = {
     "rerun": "idempotent: run again",
-    "rerun_with_key": "idempotent with its key: run again with the same key",
+    "rerun_with_key": "run again with the same key",
     "block": "must not run twice and has no probe: left to an operator",
 }
 
@@ -88,10 +88,11 @@ def _details(process: dict[str, Any]) -> list[str]:
         base = f"checkpoint {found['checkpoint']}" if found["checkpoint"] else "record 1"
         doubt = len(found["in_doubt"])
         lines.append(
-            f"found: plan {found['action']} ({found['reason']}), rebuilt from {base}, "
+            f"found: plan {found['action']} ({found['reason']}) from {base}, "
             + (f"{doubt} call{'s' if doubt != 1 else ''} in doubt" if doubt else "no call in doubt")
-            + (", --accept-divergence" if found.get("accept_divergence") else "")
         )
+        if found.get("accept_divergence"):
+            lines.append("with --accept-divergence: a model or MCP server that changed is taken as it is")
         for skipped in found["skipped_checkpoints"]:
             lines.append(f"skipped checkpoint {skipped.get('checkpoint_id')}: {skipped.get('reason')}")
         for server in found["stopped_mcp_servers"]:
