@@ -4,7 +4,9 @@ Every session here is made by the console script and crashed for real (a SIGKILL
 crash point, HANDSHAKE_CRASH_AT), recovered as a user would, and then read back with
 `inspect SESSION` and `--json`: which processes wrote it, with their host and pid, how each
 ended, where a crashed one stopped, what each recovery found and what it decided. The
-human lines checked are the ones a person doing the post-mortem reads.
+human lines checked are the ones a person doing the post-mortem reads. Three such sessions
+are also committed with what `inspect` told of them (fixtures/history/build.py), so a change
+of the fold or of its words shows up against fixed bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -31,9 +34,9 @@ from handshake_cli.session.story_found import fold_found
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.store import Store
-from tests.support.cli import Cli, crash_run, start, wait_for
+from tests.support.cli import Cli, CliResult, crash_run, start, wait_for
 from tests.support.jobs import WRITE, long_turn_job, send_job, write_job
-from tests.support.paths import DATA
+from tests.support.paths import DATA, FIXTURES
 from tests.support.sessions import effects, records_of, session_dir
 
 HOST = socket.gethostname()
@@ -232,10 +235,11 @@ def test_a_torn_tail_before_and_after_recover_cuts_it(
         "length": len(torn),
         "quarantined": None,
     }
-    assert (
-        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
-        "not cut yet (recover cuts it)"
-    ) in shown(hs, "torn-1")
+    lines = shown(hs, "torn-1")
+    at = lines.index(
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes)"
+    )
+    assert lines[at + 1] == "       not cut yet (recover cuts it)"
 
     assert hs("recover", "torn-1").code == 0
     run, recover = history(hs, "torn-1")["processes"]
@@ -245,10 +249,11 @@ def test_a_torn_tail_before_and_after_recover_cuts_it(
     assert (session_dir(root, "torn-1") / quarantined).read_bytes() == torn
     assert recover["ending"] == "completed"
     assert [(d["probe"], d["result"]) for d in recover["decisions"]] == [("not_happened", "done")]
-    assert (
-        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
-        f"cut into {quarantined}"
-    ) in shown(hs, "torn-1")
+    lines = shown(hs, "torn-1")
+    at = lines.index(
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes)"
+    )
+    assert lines[at + 1] == f"       cut into {quarantined}"
 
 
 # -- a divergence, then accepted -----------------------------------------------------------------
@@ -518,3 +523,61 @@ def test_the_words_for_what_a_recovery_found_and_did() -> None:
         "     accepted MCP server git's changed tools (seq 4)",
         "     resumed at seq 6, asking turn 2 again (the model must repeat its streamed text)",
     ]
+
+
+# -- the golden sessions: real runs killed for real, committed with what inspect tells -------------
+
+HISTORY = FIXTURES / "history"
+STORIES = {
+    # session: [(kind, ending)], and each process's decisions
+    # [(tool_call_id, decision, probe, resolution, result)]
+    "killed-twice": (
+        [("run", "crashed"), ("recover", "crashed"), ("recover", "completed")],
+        [[], [("call-3-0", "probe", None, None, None)], [("call-3-0", "probe", "happened", None, "done")]],
+    ),
+    "blocked-resolved": (
+        [("run", "crashed"), ("recover", "blocked"), ("recover", "crashed"), ("recover", "completed")],
+        [
+            [],
+            [("call-3-0", "block", None, None, None)],
+            [("call-3-0", "resolved_done", None, None, None)],
+            [("call-3-0", "resolved_done", None, "done", "done")],
+        ],
+    ),
+    "torn-checkpoint": (
+        [("run", "crashed"), ("recover", "completed"), ("checkpoint", "checkpointed")],
+        [[], [("call-3-0", "probe", "not_happened", None, "done")], []],
+    ),
+}
+
+
+@pytest.fixture
+def history_root(tmp_path: Path) -> Path:
+    root = tmp_path / "history-root"
+    root.mkdir(mode=0o700)
+    shutil.copytree(HISTORY / "root" / "sessions", root / "sessions")
+    return root
+
+
+@pytest.mark.parametrize("session_id", sorted(STORIES))
+def test_the_golden_sessions_tell_their_story_as_committed(
+    session_id: str, history_root: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hs(*args: str) -> CliResult:
+        return cli(*args, extra_env={"HANDSHAKE_HOME": str(history_root)})
+
+    told = history(hs, session_id)
+    assert told == json.loads((HISTORY / f"{session_id}.history.json").read_text())
+    assert shown(hs, session_id) == (HISTORY / f"{session_id}.history.txt").read_text().splitlines()
+    endings, decisions = STORIES[session_id]
+    assert [(p["kind"], p["ending"]) for p in told["processes"]] == endings
+    assert [
+        [(d["tool_call_id"], d["decision"], d["probe"], d["resolution"], d["result"]) for d in p["decisions"]]
+        for p in told["processes"]
+    ] == decisions
+    for process in told["processes"]:
+        assert isinstance(process["pid"], int) and process["host"]
+    # the same story from the newest checkpoint and the tail, as for a long journal
+    store = Store(Paths(history_root))
+    monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
+    assert describe.describe(store, store.session(session_id))["history"] == told

@@ -100,10 +100,9 @@ def _details(process: dict[str, Any]) -> list[str]:
     torn = process["torn_tail"]
     if torn is not None:
         where = f"{torn['segment']} at byte {torn['offset']} ({torn['length']} bytes)"
-        cut = (
-            f"cut into {torn['quarantined']}" if torn.get("quarantined") else "not cut yet (recover cuts it)"
-        )
-        lines.append(f"a torn record after seq {process['last_seq']}: {where}, {cut}")
+        lines.append(f"a torn record after seq {process['last_seq']}: {where}")
+        quarantined = torn.get("quarantined")
+        lines.append(f"  cut into {quarantined}" if quarantined else "  not cut yet (recover cuts it)")
     if found is not None and process["kind"] == "langgraph" and found.get("repaired_torn_tail"):
         torn = found["repaired_torn_tail"]
         lines.append(f"cut a torn tail: {torn.get('segment')} at byte {torn.get('offset')}")
