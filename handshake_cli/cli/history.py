@@ -20,12 +20,15 @@ _DECISION = {
 def history_lines(history: dict[str, Any]) -> list[str]:
     processes = history["processes"]
     crashes = history["crashes"]
-    if len(processes) == 1 and crashes == 0:
+    complete = history["complete"]
+    if len(processes) == 1 and crashes == 0 and complete:
         only = processes[0]
         return [f"history     one process ({only['kind']}, {_who(only)}), never crashed: {_ending(only)}"]
-    counted = f"{len(processes)} process{'es' if len(processes) != 1 else ''}, " + (
-        "never crashed" if crashes == 0 else f"{crashes} crashed" if crashes > 1 else "1 crashed"
-    )
+    if crashes:
+        crashed = f"{crashes} crashed"
+    else:  # a journal that cannot be read to its end may hide a crash
+        crashed = "never crashed" if complete else "no crash in what can be read"
+    counted = f"{len(processes)} process{'es' if len(processes) != 1 else ''}, {crashed}"
     lines = [f"history ({counted})"]
     if history.get("partial"):
         lines.append(f"  partial: {history['partial']}")
