@@ -4,7 +4,9 @@ Every session here is made by the console script and crashed for real (a SIGKILL
 crash point, HANDSHAKE_CRASH_AT), recovered as a user would, and then read back with
 `inspect SESSION` and `--json`: which processes wrote it, with their host and pid, how each
 ended, where a crashed one stopped, what each recovery found and what it decided. The
-human lines checked are the ones a person doing the post-mortem reads.
+human lines checked are the ones a person doing the post-mortem reads. Three such sessions
+are also committed with what `inspect` told of them (fixtures/history/build.py), so a change
+of the fold or of its words shows up against fixed bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -22,6 +25,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from handshake_cli.cli.history import history_lines
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.recovery.view import rebuild
@@ -30,9 +34,9 @@ from handshake_cli.session.story_found import fold_found
 from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.store import Store
-from tests.support.cli import Cli, crash_run, start, wait_for
+from tests.support.cli import Cli, CliResult, crash_run, start, wait_for
 from tests.support.jobs import WRITE, long_turn_job, send_job, write_job
-from tests.support.paths import DATA
+from tests.support.paths import DATA, FIXTURES
 from tests.support.sessions import effects, records_of, session_dir
 
 HOST = socket.gethostname()
@@ -231,10 +235,11 @@ def test_a_torn_tail_before_and_after_recover_cuts_it(
         "length": len(torn),
         "quarantined": None,
     }
-    assert (
-        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
-        "not cut yet (recover cuts it)"
-    ) in shown(hs, "torn-1")
+    lines = shown(hs, "torn-1")
+    at = lines.index(
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes)"
+    )
+    assert lines[at + 1] == "       not cut yet (recover cuts it)"
 
     assert hs("recover", "torn-1").code == 0
     run, recover = history(hs, "torn-1")["processes"]
@@ -244,10 +249,11 @@ def test_a_torn_tail_before_and_after_recover_cuts_it(
     assert (session_dir(root, "torn-1") / quarantined).read_bytes() == torn
     assert recover["ending"] == "completed"
     assert [(d["probe"], d["result"]) for d in recover["decisions"]] == [("not_happened", "done")]
-    assert (
-        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes), "
-        f"cut into {quarantined}"
-    ) in shown(hs, "torn-1")
+    lines = shown(hs, "torn-1")
+    at = lines.index(
+        f"     a torn record after seq {last.seq}: {last.segment} at byte {offset} ({len(torn)} bytes)"
+    )
+    assert lines[at + 1] == f"       cut into {quarantined}"
 
 
 # -- a divergence, then accepted -----------------------------------------------------------------
@@ -288,7 +294,9 @@ def test_a_divergence_blocks_and_an_accepted_one_completes(
     accepted = told["processes"][-1]
     assert (accepted["ending"], accepted["found"]["accept_divergence"]) == ("completed", True)
     assert told["crashes"] == 1
-    assert any(line.endswith(", --accept-divergence") for line in shown(hs, "diverged-1"))
+    assert "     with --accept-divergence: a model or MCP server that changed is taken as it is" in shown(
+        hs, "diverged-1"
+    )
 
 
 # -- a checkpoint of a stopped session, a fork ---------------------------------------------------
@@ -471,3 +479,105 @@ def test_the_fold_resumes_from_its_state_as_a_checkpoint_keeps_it() -> None:
             resumed.apply(record)
         assert resumed.told().as_json() == whole.told().as_json(), cut
     assert StoryFold.from_state({"processes": [{"no": "such field"}]}) is None
+
+
+def test_the_words_for_what_a_recovery_found_and_did() -> None:
+    stopped = [{"server": "git", "pid": 4242, "killed": [4242]}]
+    skipped = [{"checkpoint_id": "ck-4", "seq": 30, "reason": "its body does not match its artifact id"}]
+    found = {
+        "action": "resume",
+        "reason": "interrupted",
+        "checkpoint": "ck-3",
+        "in_doubt": [{"tool_call_id": "call-2-0", "tool": "store", "decision": "rerun_with_key"}],
+        "skipped_checkpoints": skipped,
+        "stopped_mcp_servers": stopped,
+        "accept_divergence": True,
+        "process": {"host": "box", "pid": 9},
+    }
+    everything = records(
+        ("session.created", {"process": {"host": "box", "pid": 8}}),
+        ("tool.intent", {"tool_call_id": "call-2-0", "tool": "store"}),
+        ("recovery.started", found),
+        ("mcp.tools", {"server": "git", "tools": [], "accepted": True}),
+        ("session.state_change", {"from": "ACTIVE", "to": "ACTIVE", "reason": "recovered (interrupted)"}),
+        (
+            "recovery.resumed",
+            {"checkpoint": "ck-3", "in_flight": {"turn": 2, "request_seq": 9}, "replaying": True},
+        ),
+        ("tool.intent", {"tool_call_id": "call-2-0", "tool": "store"}),
+        ("tool.result", {"tool_call_id": "call-2-0", "tool": "store", "error": {"kind": "tool_failed"}}),
+    )
+    told = tell(everything, damaged_after="corrupt in 00000001.jsonl at byte 900").as_json()
+    assert history_lines(told) == [
+        "history (2 processes, 1 crashed)",
+        "  partial: the journal is damaged after seq 8: corrupt in 00000001.jsonl at byte 900",
+        "  1. run, pid 8 on box, 2026-01-01 00:00:01 to 00:00:02 (seq 1-2)",
+        "     CRASHED after seq 2 (tool.intent): no ending on record",
+        "  2. recover, pid 9 on box, 2026-01-01 00:00:03 to 00:00:08 (seq 3-8)",
+        "     unknown: corrupt in 00000001.jsonl at byte 900, nothing after seq 8 can be read",
+        "     found: plan resume (interrupted) from checkpoint ck-3, 1 call in doubt",
+        "     with --accept-divergence: a model or MCP server that changed is taken as it is",
+        "     skipped checkpoint ck-4: its body does not match its artifact id",
+        "     stopped MCP server git left running (pid 4242)",
+        "     call-2-0 store: run again with the same key; ran again at seq 7: failed (seq 8)",
+        "     accepted MCP server git's changed tools (seq 4)",
+        "     resumed at seq 6, asking turn 2 again (the model must repeat its streamed text)",
+    ]
+
+
+# -- the golden sessions: real runs killed for real, committed with what inspect tells -------------
+
+HISTORY = FIXTURES / "history"
+STORIES = {
+    # session: [(kind, ending)], and each process's decisions
+    # [(tool_call_id, decision, probe, resolution, result)]
+    "killed-twice": (
+        [("run", "crashed"), ("recover", "crashed"), ("recover", "completed")],
+        [[], [("call-3-0", "probe", None, None, None)], [("call-3-0", "probe", "happened", None, "done")]],
+    ),
+    "blocked-resolved": (
+        [("run", "crashed"), ("recover", "blocked"), ("recover", "crashed"), ("recover", "completed")],
+        [
+            [],
+            [("call-3-0", "block", None, None, None)],
+            [("call-3-0", "resolved_done", None, None, None)],
+            [("call-3-0", "resolved_done", None, "done", "done")],
+        ],
+    ),
+    "torn-checkpoint": (
+        [("run", "crashed"), ("recover", "completed"), ("checkpoint", "checkpointed")],
+        [[], [("call-3-0", "probe", "not_happened", None, "done")], []],
+    ),
+}
+
+
+@pytest.fixture
+def history_root(tmp_path: Path) -> Path:
+    root = tmp_path / "history-root"
+    root.mkdir(mode=0o700)
+    shutil.copytree(HISTORY / "root" / "sessions", root / "sessions")
+    return root
+
+
+@pytest.mark.parametrize("session_id", sorted(STORIES))
+def test_the_golden_sessions_tell_their_story_as_committed(
+    session_id: str, history_root: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hs(*args: str) -> CliResult:
+        return cli(*args, extra_env={"HANDSHAKE_HOME": str(history_root)})
+
+    told = history(hs, session_id)
+    assert told == json.loads((HISTORY / f"{session_id}.history.json").read_text())
+    assert shown(hs, session_id) == (HISTORY / f"{session_id}.history.txt").read_text().splitlines()
+    endings, decisions = STORIES[session_id]
+    assert [(p["kind"], p["ending"]) for p in told["processes"]] == endings
+    assert [
+        [(d["tool_call_id"], d["decision"], d["probe"], d["resolution"], d["result"]) for d in p["decisions"]]
+        for p in told["processes"]
+    ] == decisions
+    for process in told["processes"]:
+        assert isinstance(process["pid"], int) and process["host"]
+    # the same story from the newest checkpoint and the tail, as for a long journal
+    store = Store(Paths(history_root))
+    monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
+    assert describe.describe(store, store.session(session_id))["history"] == told

@@ -12,7 +12,7 @@ from typing import Any
 
 _DECISION = {
     "rerun": "idempotent: run again",
-    "rerun_with_key": "idempotent with its key: run again with the same key",
+    "rerun_with_key": "run again with the same key",
     "block": "must not run twice and has no probe: left to an operator",
 }
 
@@ -20,12 +20,15 @@ _DECISION = {
 def history_lines(history: dict[str, Any]) -> list[str]:
     processes = history["processes"]
     crashes = history["crashes"]
-    if len(processes) == 1 and crashes == 0:
+    complete = history["complete"]
+    if len(processes) == 1 and crashes == 0 and complete:
         only = processes[0]
         return [f"history     one process ({only['kind']}, {_who(only)}), never crashed: {_ending(only)}"]
-    counted = f"{len(processes)} process{'es' if len(processes) != 1 else ''}, " + (
-        "never crashed" if crashes == 0 else f"{crashes} crashed" if crashes > 1 else "1 crashed"
-    )
+    if crashes:
+        crashed = f"{crashes} crashed"
+    else:  # a journal that cannot be read to its end may hide a crash
+        crashed = "never crashed" if complete else "no crash in what can be read"
+    counted = f"{len(processes)} process{'es' if len(processes) != 1 else ''}, {crashed}"
     lines = [f"history ({counted})"]
     if history.get("partial"):
         lines.append(f"  partial: {history['partial']}")
@@ -88,10 +91,11 @@ def _details(process: dict[str, Any]) -> list[str]:
         base = f"checkpoint {found['checkpoint']}" if found["checkpoint"] else "record 1"
         doubt = len(found["in_doubt"])
         lines.append(
-            f"found: plan {found['action']} ({found['reason']}), rebuilt from {base}, "
+            f"found: plan {found['action']} ({found['reason']}) from {base}, "
             + (f"{doubt} call{'s' if doubt != 1 else ''} in doubt" if doubt else "no call in doubt")
-            + (", --accept-divergence" if found.get("accept_divergence") else "")
         )
+        if found.get("accept_divergence"):
+            lines.append("with --accept-divergence: a model or MCP server that changed is taken as it is")
         for skipped in found["skipped_checkpoints"]:
             lines.append(f"skipped checkpoint {skipped.get('checkpoint_id')}: {skipped.get('reason')}")
         for server in found["stopped_mcp_servers"]:
@@ -99,10 +103,9 @@ def _details(process: dict[str, Any]) -> list[str]:
     torn = process["torn_tail"]
     if torn is not None:
         where = f"{torn['segment']} at byte {torn['offset']} ({torn['length']} bytes)"
-        cut = (
-            f"cut into {torn['quarantined']}" if torn.get("quarantined") else "not cut yet (recover cuts it)"
-        )
-        lines.append(f"a torn record after seq {process['last_seq']}: {where}, {cut}")
+        lines.append(f"a torn record after seq {process['last_seq']}: {where}")
+        quarantined = torn.get("quarantined")
+        lines.append(f"  cut into {quarantined}" if quarantined else "  not cut yet (recover cuts it)")
     if found is not None and process["kind"] == "langgraph" and found.get("repaired_torn_tail"):
         torn = found["repaired_torn_tail"]
         lines.append(f"cut a torn tail: {torn.get('segment')} at byte {torn.get('offset')}")
