@@ -340,6 +340,37 @@ def test_a_divergence_shows_the_stream_that_was_not_repeated(
     assert_clean(opened)
 
 
+# -- the golden sessions of the history (fixtures/history) --------------------------------------
+
+HISTORY = FIXTURES / "history"
+
+
+@pytest.mark.parametrize("name", ["killed-twice", "blocked-resolved", "torn-checkpoint"])
+def test_the_lanes_are_the_history_inspect_tells(
+    name: str, root: Path, hs: Cli, browser: Browser, tmp_path: Path
+) -> None:
+    """The page and `inspect SESSION` tell one story: a lane per process of the golden history,
+    with its kind, pid, ending and crash mark."""
+    (root / "sessions").mkdir(mode=0o700, exist_ok=True)
+    shutil.copytree(HISTORY / "root" / "sessions" / name, root / "sessions" / name)
+    told = json.loads((HISTORY / f"{name}.history.json").read_text())
+    out = tmp_path / f"{name}.html"
+    doc = write_page(hs, name, out)
+    assert (doc["processes"], doc["crashes"]) == (len(told["processes"]), told["crashes"])
+    opened = open_page(browser, out)
+    page = opened.page
+    assert lanes(opened) == [(p["kind"], p["ending"]) for p in told["processes"]]
+    for index, process in enumerate(told["processes"]):
+        who = page.locator(f"#lane-{index} .who").inner_text()
+        assert who == (f"pid {process['pid']} on {process['host']}" if process["pid"] else "pid not recorded")
+        crash = page.locator(f"#lane-{index} .crash")
+        if process["ending"] == "crashed":
+            assert crash.get_attribute("data-last-seq") == str(process["last_seq"])
+        else:
+            assert crash.count() == 0
+    assert_clean(opened)
+
+
 # -- damaged journals (golden sessions) --------------------------------------------------------
 
 
