@@ -12,6 +12,9 @@ same run, and how many bytes a session takes per turn.
 - in-process, on that session: rebuilding its latest state (`recovery.view.rebuild`, target
   <= 5 ms), against a full verify of its journal; loading its newest checkpoint (target <= 1 ms,
   and the same at N records);
+- the history `inspect SESSION` shows, on that session: told from the newest checkpoint
+  (against rebuilding it, target <= 1.5x) and found by its records' bytes, as for checkpoints
+  that predate the story (against a full verify, no target);
 - session bytes per turn (every file of the session) at 100 and --turns turns, and their
   ratio: linear growth keeps it near 1 (or under: the fixed part is spread over more turns).
 """
@@ -210,6 +213,46 @@ def in_process(label: str, session: Any, repeat: int, *, with_rebuild: bool) -> 
     return out
 
 
+def history_rows(label: str, session: Any, repeat: int) -> list[Row]:
+    """The history `inspect SESSION` shows, for a long session: told from its newest
+    checkpoint's `story` and the tail (against rebuilding the session, which inspect does
+    anyway), and found by its records' bytes, as for checkpoints written before bodies kept
+    it (against a full verify of the journal, what a scan of every record costs)."""
+    from handshake_cli.recovery.view import rebuild as view_of
+    from handshake_cli.session.story_found import fold_found
+
+    rebuilt = timed(lambda: view_of(session, lazy_thread=True), repeat)
+    told = timed(lambda: view_of(session, lazy_thread=True).story.told(), repeat)
+    view = view_of(session, lazy_thread=True)
+    found = timed(lambda: fold_found(session.journal, view.records), repeat)
+    scans = timed(lambda: full_verify(session), repeat)
+    return [
+        row(
+            SUITE,
+            f"rebuild and tell the history, {label}",
+            median(told) * 1e3,
+            "ms",
+            baseline="rebuild alone",
+            baseline_value=median(rebuilt) * 1e3,
+            ratio=median(told) / median(rebuilt),
+            at_most=1.5,
+            samples=[t * 1e3 for t in told],
+            note=f"in-process, median of {repeat} runs: the newest checkpoint's story and the tail",
+        ),
+        row(
+            SUITE,
+            f"history found by its records' bytes, {label}",
+            median(found) * 1e3,
+            "ms",
+            baseline="full verify of its journal",
+            baseline_value=median(scans) * 1e3,
+            ratio=median(found) / median(scans),
+            samples=[t * 1e3 for t in found],
+            note="sessions whose checkpoints predate the story: grows with the journal; no target",
+        ),
+    ]
+
+
 def bytes_rows(ctx: Context, turns: int | None = None) -> list[Row]:
     small, large = ctx.pick(100, 100, 20), turns or ctx.pick(1000, 1000, 200)
     per_turn = {n: session_bytes(turns_session(ctx, n).path) / n for n in (small, large)}
@@ -271,6 +314,7 @@ def rows(
     out += in_process(
         f"{max(sizes):,} records", records_session(ctx, max(sizes)).session, repeat, with_rebuild=False
     )
+    out += history_rows(f"{max(sizes):,} records", records_session(ctx, max(sizes)).session, repeat)
     return out
 
 

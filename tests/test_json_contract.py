@@ -125,6 +125,26 @@ TOOL_CALLS = [
     keys(*TOOL_CALL_FIELDS, "mcp", "intent_seq"),
 ]
 RECOVERY_PLAN = keys("action", "reason", "in_doubt", "in_flight", "checkpoint", "commands")
+PROCESS = keys(
+    "kind",
+    "host",
+    "pid",
+    "first_seq",
+    "last_seq",
+    "started_at",
+    "ended_at",
+    "ending",
+    "reason",
+    "ending_seq",
+    "last_record",
+    "torn_tail",
+    "forked_from",
+    "found",
+    "decisions",
+    "events",
+    last_record=keys("seq", "type", "ts"),
+)
+HISTORY = keys("processes", "crashes", "complete", "partial", processes=[PROCESS])
 DESCRIPTION = keys(
     *ENVELOPE,
     "session_id",
@@ -149,11 +169,13 @@ DESCRIPTION = keys(
     "integrity",
     "recovery_plan",
     "anomalies",
+    "history",
     model=keys("id", "backend"),
     messages=MESSAGES,
     tool_calls=TOOL_CALLS,
     integrity=INTEGRITY,
     recovery_plan=RECOVERY_PLAN,
+    history=HISTORY,
 )
 IN_DOUBT_DESCRIPTION = {
     **DESCRIPTION,

@@ -449,6 +449,19 @@ ROOT: dict[str, Any] = {
                     "callback": False,
                 },
                 {
+                    "name": "html",
+                    "argument": False,
+                    "opts": [
+                        "--html",
+                    ],
+                    "value": True,
+                    "multiple": False,
+                    "hidden": False,
+                    "help": "Write the session's timeline as one HTML page.",
+                    "plain": True,
+                    "callback": False,
+                },
+                {
                     "name": "root",
                     "argument": False,
                     "opts": [

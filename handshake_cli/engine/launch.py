@@ -116,6 +116,7 @@ def _start(
             "workspace": str(workspace),
         }
     )
+    created["process"] = session_lock.this_process()  # who wrote it: the session's history names the run
     session = store.create_session(config, created, head_for=initial_head, session_id=session_id)
     if on_created is not None:
         on_created(session.session_id)
@@ -207,6 +208,9 @@ def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> Ch
     job = Job.from_config(stored, origin=f"{session.session_toml} [job]")
     with open_writer(session, job=job) as writer:
         masked = writer.masker.mask(reason) if reason else None
-        ref = writer.checkpoint(f"requested: {masked}" if masked else "requested")
+        # `process` tells this checkpoint, a process of its own, from one a running session takes
+        ref = writer.checkpoint(
+            f"requested: {masked}" if masked else "requested", process=session_lock.this_process()
+        )
         writer.write_head()
         return CheckpointAnswer(session_id, ref.as_json(), running=False)

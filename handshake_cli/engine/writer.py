@@ -41,6 +41,7 @@ from handshake_cli.session.state import (
     fold,
     write_head,
 )
+from handshake_cli.session.story import StoryFold
 from handshake_cli.session.thread import Thread, fold_thread
 from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
 from handshake_cli.storage.journal.scan import Start, scan
@@ -84,6 +85,8 @@ class Standing(Protocol):
     def newest_checkpoint(self) -> CheckpointRef | None: ...
     @property
     def start(self) -> Start | None: ...
+    @property
+    def story(self) -> StoryFold: ...
 
 
 def session_masker(job: Job | None, environ: Mapping[str, str] | None = None) -> SecretMasker:
@@ -108,6 +111,8 @@ class SessionWriter:
         self.session = session
         self.record = standing.record
         self.thread = standing.thread
+        self.story = standing.story  # the session's history, which every checkpoint carries
+        self._story_kept: tuple[dict[str, Any], dict[str, Any]] | None = None  # (state, its record)
         self.masker = masker
         self.observer = observer
         self.reason = ""  # why the session is in its state: the reason of the last transition
@@ -136,6 +141,7 @@ class SessionWriter:
         record = self._journal.append(type_, data, sync=sync)
         self.record.apply(record)
         self.thread.apply(record)
+        self.story.apply(record)
         return record
 
     def sync(self) -> None:
@@ -151,9 +157,22 @@ class SessionWriter:
         artifact_id, _location = self._pack.add(masked)
         return artifact_id
 
-    def checkpoint(self, reason: str) -> CheckpointRef:
-        ref, record = self._checkpoints.take(reason, self.thread, self.record)
+    def checkpoint(self, reason: str, *, process: Mapping[str, Any] | None = None) -> CheckpointRef:
+        """`process`: the writer's host and pid, for a checkpoint that is all its process writes."""
+        state = self.story.state()
+        kept = self._story_kept
+        # A story that has not changed since this writer's last checkpoint that holds one
+        # (but for its last record) is named, not copied: a checkpoint per tool call stays small.
+        same = kept is not None and StoryFold.same_story(state, kept[0])
+        story = {"kept_in": kept[1]} if same and kept is not None else state
+        ref, record = self._checkpoints.take(reason, self.thread, self.record, process=process, story=story)
+        if not same:
+            self._story_kept = (
+                state,
+                {"seq": record.seq, "segment": record.segment, "offset": record.offset},
+            )
         self.record.apply(record)
+        self.story.apply(record)
         self.observer.checkpoint(ref, reason)
         return ref
 
@@ -240,6 +259,9 @@ class _Folded:
         last = next((r for r in reversed(records) if r.type == "checkpoint.created"), None)
         self.newest_checkpoint = CheckpointRef.from_record(last) if last else None
         self.start: Start | None = None
+        self.story = StoryFold()
+        for record in records:
+            self.story.apply(record)
 
 
 def _folded(session: SessionDir) -> _Folded:

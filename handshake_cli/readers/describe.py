@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import HandshakeError
+from handshake_cli.readers.history import history as session_history
 from handshake_cli.readers.langgraph import thread_summary
 from handshake_cli.readers.verify import verify
 from handshake_cli.recovery.plan import make_plan
@@ -77,12 +78,32 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
         integrity = {"scope": "full", **verify(session, result).as_json()}
         abandoned = abandoned_streams(fold_thread(result.records).abandoned, result.records)
         tool_calls = history.tool_calls
+        told = session_history(
+            session.journal,
+            result.records,
+            whole=True,
+            last_seq=result.last_seq,
+            running=holder is not None,
+            torn_tail=result.torn_tail.as_json() if result.torn_tail else None,
+            corruption=result.corruption.as_json() if result.corruption else None,
+        )
     else:
         record = view.record
         messages, turns = view.thread.messages, view.thread.turn
         integrity = _tail_integrity(view)
         tool_calls = calls_since_checkpoint(view.thread, replay(view.records))
         abandoned = abandoned_streams(view.thread.abandoned, view.records)
+        told = session_history(
+            session.journal,
+            view.records,
+            whole=False,
+            last_seq=view.last_seq,
+            running=holder is not None,
+            torn_tail=view.torn_tail.as_json() if view.torn_tail else None,
+            corruption=view.corruption.as_json() if view.corruption else None,
+            fold=view.story,
+            unreadable=view.story_unreadable,
+        )
     state = shown_state(record.state, holder, config)
     calls = list(tool_calls.values())
     for call in calls:
@@ -113,6 +134,7 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "integrity": integrity,
         "recovery_plan": _recovery_plan(store, view, holder),
         "anomalies": record.anomalies,
+        "history": told,
     }
     langgraph = thread_summary(session, config)
     if langgraph is not None:  # a LangGraph thread's session (readers/langgraph.py)

@@ -246,6 +246,9 @@ def _execute(
     }
     if left_behind:
         started["stopped_mcp_servers"] = left_behind
+    if options.accept_divergence:
+        started["accept_divergence"] = True
+    started["process"] = session_lock.this_process()  # who recovered: the session's history names it
     writer.append("recovery.started", started, sync=False)
     faults.crash_point("recovery_started")
     if plan.action == PlanAction.NOTHING:

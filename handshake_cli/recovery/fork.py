@@ -20,6 +20,7 @@ from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, 
 from handshake_cli.session.langgraph_thread import thread_id_of
 from handshake_cli.session.state import initial_head
 from handshake_cli.session.thread import named_artifacts
+from handshake_cli.storage import lock
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir, Store
@@ -48,7 +49,8 @@ def fork(store: Store, source_id: str, new_id: str, checkpoint_id: str | None = 
     if base:
         origin["checkpoint_id"] = base.checkpoint_id
     first = result.records[0]
-    created = {k: v for k, v in first.data.items() if k not in ("session_id", "format_version")}
+    created = {k: v for k, v in first.data.items() if k not in ("session_id", "format_version", "process")}
+    created["process"] = lock.this_process()  # the fork's own process, not the original run's
     new_config = {k: v for k, v in config.items() if k not in STORE_KEYS}
     new = store.create_session(
         {**new_config, "forked_from": origin},

@@ -19,8 +19,16 @@ from typing import Any, TypedDict
 
 from handshake_cli.engine.jobs import Job
 from handshake_cli.errors import IntegrityError
-from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
+from handshake_cli.session.checkpoints import (
+    CheckpointInvalid,
+    CheckpointRef,
+    LoadedCheckpoint,
+    kept_story,
+    load,
+)
 from handshake_cli.session.state import ModelSession
+from handshake_cli.session.story import StoryFold
+from handshake_cli.session.story_found import fold_found
 from handshake_cli.session.thread import Thread, fold_thread
 from handshake_cli.storage import durable
 from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES, Record, check_content, genesis
@@ -63,6 +71,33 @@ class SessionView:
     # session.toml and its [job], read (and the job checked against record 1) on first use
     _config: dict[str, Any] | None = field(default=None, repr=False)
     _job: Job | None = field(default=None, repr=False)
+    # the history as the base checkpoint's body kept it (`story`), folded on first use
+    _story_state: Any = field(default=None, repr=False)
+    _story: StoryFold | None = field(default=None, repr=False)
+    story_unreadable: int = 0  # records the history needed that failed their checksum (found by bytes)
+
+    @property
+    def story(self) -> StoryFold:
+        """The session's history as of the last record read (`session/story`): the base
+        checkpoint's, with the records after it; folded from record 1 without a base; found
+        by its bytes (`session/story_found`) when the base's body predates the story."""
+        if self._story is None:
+            kept = None
+            if self.base is not None:
+                kept = StoryFold.from_state(kept_story(self.session.journal, {"story": self._story_state}))
+            if kept is not None:
+                assert self.base is not None
+                for item in self.records:
+                    if item.seq > self.base.covers_seq:
+                        kept.apply(item)
+                self._story = kept
+            elif self.scanned_from == 1:
+                self._story = StoryFold()
+                for item in self.records:
+                    self._story.apply(item)
+            else:
+                self._story, self.story_unreadable = fold_found(self.session.journal, self.records)
+        return self._story
 
     @property
     def config(self) -> dict[str, Any]:
@@ -363,6 +398,7 @@ def _assemble(
         damage=damage,
         last_seq=last_seq,
         scanned_from=records[0].seq if records else 1,
+        _story_state=base.body.get("story") if base else None,
     )
     return view
 

@@ -20,6 +20,7 @@ checkpoints over a session stay linear in the number of messages.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,18 @@ class CheckpointWriter:
         self._delta_bytes = 0
         self.bytes_written = 0
 
-    def take(self, reason: str, thread: Thread, session: ModelSession) -> tuple[CheckpointRef, Record]:
+    def take(
+        self,
+        reason: str,
+        thread: Thread,
+        session: ModelSession,
+        *,
+        process: Mapping[str, Any] | None = None,
+        story: Mapping[str, Any] | None = None,
+    ) -> tuple[CheckpointRef, Record]:
+        """Append a checkpoint of `thread` and `session`. `process`: the writer's host and pid,
+        for a checkpoint that is all its process writes; `story`: the session's history so far
+        (`session/story`), kept whole in every body so a reader finds it in the newest one."""
         snapshot = self._snapshot_bytes == 0 or self._delta_bytes >= self._snapshot_bytes
         messages_from = 0 if snapshot else self._messages_written
         ledger_from = 0 if snapshot else self._ledger_written
@@ -143,6 +155,8 @@ class CheckpointWriter:
         if thread.abandoned:  # absent until a model call is abandoned, like in older bodies
             abandoned_from = 0 if snapshot else self._abandoned_written
             body["abandoned"] = {"from": abandoned_from, "items": thread.abandoned[abandoned_from:]}
+        if story is not None:  # absent in bodies written before the story was kept
+            body["story"] = dict(story)
         data = canonical(body)
         fields = {
             "checkpoint_id": checkpoint_id,
@@ -152,6 +166,8 @@ class CheckpointWriter:
             "parent": self.parent.checkpoint_id if self.parent else None,
             "snapshot": snapshot,
         }
+        if process is not None:
+            fields["process"] = dict(process)
         # The record carries the body in exactly the bytes that were hashed: encoded once.
         encoded = canonical(fields)[:-1] + b',"body":' + data + b"}"
         self.pack.sync()  # artifacts named by the records this checkpoint covers come first
@@ -172,6 +188,27 @@ class CheckpointWriter:
         self._ledger_written = len(thread.ledger)
         self._abandoned_written = len(thread.abandoned)
         return ref, record
+
+
+def kept_story(journal_dir: Path, body: dict[str, Any]) -> Any:
+    """The session's history a body keeps (`story`, see `session/story`), or None: its own, or,
+    when it is the same as an earlier checkpoint's, the one in that checkpoint's body, which
+    it names (`{kept_in: {seq, segment, offset}}`): one pread, the record and body checked."""
+    story = body.get("story")
+    if not isinstance(story, dict) or "kept_in" not in story:
+        return story
+    where = story["kept_in"]
+    if not isinstance(where, dict) or not isinstance(where.get("segment"), str):
+        return None
+    offset = where.get("offset")
+    found = read_line_at(journal_dir, where["segment"], offset if isinstance(offset, int) else -1)
+    if found is None:
+        return None
+    record, content = found
+    if record.seq != where.get("seq") or record.type != "checkpoint.created" or body_problem(record, content):
+        return None
+    held = record.data["body"].get("story")
+    return held if isinstance(held, dict) and "kept_in" not in held else None
 
 
 def body_problem(record: Record, content: bytes | None = None) -> str | None:

@@ -244,6 +244,13 @@ class SessionLock:
         self.release()
 
 
+def this_process() -> dict[str, str | int]:
+    """Who is writing: the host name and pid that a record opening a process carries as
+    `process` (`session.created`, `recovery.started`, the `checkpoint` command's checkpoint;
+    docs/FORMAT.md section 5), so that a session's history can name each process that wrote it."""
+    return {"host": _hostname(), "pid": os.getpid()}
+
+
 def _hostname() -> str:
     import socket  # a few ms of start-up (its enums) that only taking or judging a lock needs
 

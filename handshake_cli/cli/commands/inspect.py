@@ -44,6 +44,10 @@ def inspect(
     tail: Annotated[
         int | None, typer.Option("--tail", metavar="N", help="With --events: only the last N records.", min=0)
     ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option("--html", metavar="FILE", help="Write the session's timeline as one HTML page."),
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
@@ -55,10 +59,14 @@ def inspect(
 
         store = Store(Paths.resolve(root))
         if session is None:
-            if events or verify or at is not None:
-                raise UsageError("--events, --verify and --at need a SESSION")
+            if events or verify or at is not None or html is not None:
+                raise UsageError("--events, --verify, --at and --html need a SESSION")
             return _listing(store)
         target = store.session(session)
+        if html is not None:
+            if events or verify or at is not None or types or since_seq or tail is not None:
+                raise UsageError("--html goes alone: the page holds every record")
+            return _page(target, html)
         if verify:
             return _verification(store, target)
         if (types or since_seq or tail is not None) and not events:
@@ -141,6 +149,7 @@ def _description(store: Store, target: SessionDir) -> Result:
         out.line("lock        " + (f"held by pid {holder['pid']} on {holder['host']}" if holder else "free"))
         verify = ["handshake", "inspect", info["session_id"], "--verify", *store.paths.root_args()]
         _render_integrity(out, info["integrity"], " ".join(verify))
+        _render_history(out, info["history"])
         out.line()
         out.line(f"messages ({len(info['messages'])})", style="bold")
         for message in info["messages"]:
@@ -166,6 +175,16 @@ def _description(store: Store, target: SessionDir) -> Result:
             )
 
     return Result(info, render)
+
+
+def _render_history(out: Printer, history: dict[str, Any]) -> None:
+    from handshake_cli.cli.history import history_lines
+
+    lines = history_lines(history)
+    if len(lines) > 1:
+        out.line()
+    for number, line in enumerate(lines):
+        out.line(line, style="bold" if number == 0 and len(lines) > 1 else None)
 
 
 def _render_thread(out: Printer, thread: dict[str, Any]) -> None:
@@ -253,6 +272,40 @@ def _verification(store: Store, target: SessionDir) -> Result:
         ]
         return Result(data, render, guidance=guidance)
     return Result(data, render)
+
+
+def _page(target: SessionDir, output: str) -> Result:
+    from pathlib import Path
+
+    from handshake_cli.readers.timeline import timeline
+    from handshake_cli.readers.timeline.page import write_page
+
+    model = timeline(target)
+    size = write_page(model, Path(output))
+    facts = model["session"]
+    data = {
+        "session_id": target.session_id,
+        "state": facts["state"],
+        "html": str(Path(output).expanduser().absolute()),
+        "bytes": size,
+        "records": facts["records"],
+        "processes": len(model["lanes"]),
+        "crashes": facts["crashes"],
+        "folded_steps": model["limits"]["steps_in_buckets"],
+    }
+
+    def render(out: Printer) -> None:
+        crashes = facts["crashes"]
+        out.line(
+            f"wrote {data['html']}: {data['records']} records, {_count(data['processes'], 'process')}, "
+            f"{_count(crashes, 'crash')} ({size} bytes); open it in a browser"
+        )
+
+    return Result(data, render)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es"
 
 
 def _events(
