@@ -29,6 +29,7 @@ from handshake_cli.cli.history import history_lines
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.recovery.view import rebuild
+from handshake_cli.session.checkpoints import kept_story
 from handshake_cli.session.story import StoryFold, tell
 from handshake_cli.session.story_found import fold_found
 from handshake_cli.storage import lock
@@ -363,6 +364,16 @@ def test_checkpoints_carry_the_story_whole_when_it_changes_and_name_it_otherwise
             where["offset"],
         ) and holder.seq < record.seq
         assert "kept_in" not in holder.data["body"]["story"]
+    # from any checkpoint, its story and the records after it tell the whole journal's
+    journal = session_dir(root, "kept-1") / "journal"
+    expected = tell(records).as_json()
+    for record, _ in bodies:
+        resumed = StoryFold.from_state(kept_story(journal, record.data["body"]))
+        assert resumed is not None, record.seq
+        for later in records:
+            if later.seq > record.data["covers_seq"]:
+                resumed.apply(later)
+        assert resumed.told().as_json() == expected, record.seq
 
 
 def test_a_long_journal_tells_the_same_story_from_its_tail_and_its_newest_checkpoint(

@@ -112,7 +112,7 @@ class SessionWriter:
         self.record = standing.record
         self.thread = standing.thread
         self.story = standing.story  # the session's history, which every checkpoint carries
-        self._story_kept: tuple[dict[str, Any], dict[str, Any]] | None = None  # (state, its record)
+        self._story_kept: tuple[int, dict[str, Any]] | None = None  # (the story's version, its record)
         self.masker = masker
         self.observer = observer
         self.reason = ""  # why the session is in its state: the reason of the last transition
@@ -159,16 +159,14 @@ class SessionWriter:
 
     def checkpoint(self, reason: str, *, process: Mapping[str, Any] | None = None) -> CheckpointRef:
         """`process`: the writer's host and pid, for a checkpoint that is all its process writes."""
-        state = self.story.state()
-        kept = self._story_kept
+        kept, version = self._story_kept, self.story.version
         # A story that has not changed since this writer's last checkpoint that holds one
         # (but for its last record) is named, not copied: a checkpoint per tool call stays small.
-        same = kept is not None and StoryFold.same_story(state, kept[0])
-        story = {"kept_in": kept[1]} if same and kept is not None else state
+        story = {"kept_in": kept[1]} if kept is not None and kept[0] == version else self.story.state()
         ref, record = self._checkpoints.take(reason, self.thread, self.record, process=process, story=story)
-        if not same:
+        if "kept_in" not in story:
             self._story_kept = (
-                state,
+                version,
                 {"seq": record.seq, "segment": record.segment, "offset": record.offset},
             )
         self.record.apply(record)

@@ -116,6 +116,10 @@ RUNNING = "running"  # the last process, and a live process holds the lock
 DAMAGED = "damaged"  # the last process that can be read: the journal is corrupt after it
 CRASHED = "crashed"  # no ending on record: it died after its last record
 
+# Story records written at every tool call: they change the story only for a call in doubt at
+# a recovery, or when they open or end a process.
+_CALL_RECORDS = ("tool.intent", "tool.result")
+_OFTEN = frozenset({*_CALL_RECORDS, "checkpoint.created"})
 _ENDING_RECORDS = {"session.completed": COMPLETED, "session.failed": FAILED, "session.cancelled": CANCELLED}
 
 
@@ -249,6 +253,9 @@ class StoryFold:
         self.current: Process | None = None
         self.ended = False  # the current process wrote an ending: what follows is another's
         self.langgraph = False
+        # Counts the records that changed the story other than by moving the last process's
+        # last record: the writer names an earlier checkpoint's story while it stays the same.
+        self.version = 0
 
     def told(
         self,
@@ -291,23 +298,6 @@ class StoryFold:
             "langgraph": self.langgraph,
         }
 
-    @staticmethod
-    def same_story(state: dict[str, Any], other: dict[str, Any] | None) -> bool:
-        """Whether two states tell the same story but for where the last process has got to
-        (its last record), which the records after a checkpoint always set again."""
-        if other is None or len(state["processes"]) != len(other["processes"]):
-            return False
-        moving = ("last_seq", "last_type", "ended_at")
-        if state["processes"]:
-            mine = {k: v for k, v in state["processes"][-1].items() if k not in moving}
-            theirs = {k: v for k, v in other["processes"][-1].items() if k not in moving}
-            if mine != theirs:
-                return False
-        return state["processes"][:-1] == other["processes"][:-1] and (
-            state["ended"],
-            state["langgraph"],
-        ) == (other["ended"], other["langgraph"])
-
     @classmethod
     def from_state(cls, state: Any) -> StoryFold | None:
         """The fold a body's `story` holds, or None when it holds none this version reads
@@ -328,17 +318,25 @@ class StoryFold:
     def apply(self, record: Record) -> None:
         copying = self.current is not None and self.current.kind == FORK and not self.ended
         opening = None if copying else self._opening(record)
+        count, ended, kind = len(self.story.processes), self.ended, record.type
         if opening is not None:
             self._open(opening, record)
         elif self.current is None or (self.ended and not _closing_detail(record)):
             self._open(Process(UNKNOWN, record.seq, record.ts), record)
         process = self.current
         assert process is not None
-        process.last_seq, process.last_type, process.ended_at = record.seq, record.type, record.ts
+        process.last_seq, process.last_type, process.ended_at = record.seq, kind, record.ts
         if copying:  # the fork copies the original's records: its own checkpoint ends it
             self._fork_copy(process, record)
         else:
             self._fold(process, record)
+        if (
+            count != len(self.story.processes)
+            or ended != self.ended
+            or (kind in STORY_TYPES and kind not in _OFTEN)
+            or (kind in _CALL_RECORDS and _call(process, record.data.get("tool_call_id")) is not None)
+        ):
+            self.version += 1
 
     def _fork_copy(self, process: Process, record: Record) -> None:
         reason = record.data.get("reason")
