@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from handshake_cli import faults
 from handshake_cli.errors import IntegrityError, NotFound
 from handshake_cli.paths import Paths
-from handshake_cli.storage import durable, head, lock
+from handshake_cli.storage import durable, head, lock, requests
 from handshake_cli.storage.artifacts import PackWriter
 from handshake_cli.storage.contract import (
+    ArtifactCheck,
+    CheckpointRequest,
     Durability,
     HeadFor,
     JournalAppender,
@@ -30,12 +33,15 @@ from handshake_cli.storage.contract import (
     SessionStore,
     TailRepair,
 )
-from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal import backwards
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Clock, Record, segment_name, utc_now
 from handshake_cli.storage.journal.scan import (
     Damage,
     ScanResult,
     Start,
+    list_segments,
     read_last_record,
+    read_line_at,
     read_record_at,
     scan,
 )
@@ -93,8 +99,14 @@ class FilesystemStore(SessionStore):
         durable.fsync_dir(trash)
         measure_and_delete(target)  # what it cannot delete stays in the trash, for gc
 
-    def read_config(self, session_id: str) -> dict[str, Any]:
-        return self.session(session_id).read_config()
+    def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
+        return self.session(session_id).read_config(check_job=check_job)
+
+    def location(self, session_id: str) -> str:
+        return str(self.paths.sessions / session_id)
+
+    def session_bytes(self, session_id: str) -> int:
+        return directory_size(self.session(session_id).path)
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -108,6 +120,31 @@ class FilesystemStore(SessionStore):
 
     def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
         return read_record_at(self.session(session_id).journal, segment, offset)
+
+    def record_line_at(self, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
+        return read_line_at(self.session(session_id).journal, segment, offset)
+
+    def first_record(self, session_id: str) -> Record | None:
+        return read_record_at(self.session(session_id).journal, segment_name(1), 0)
+
+    def start_near(self, session_id: str, seq: int) -> Start | None:
+        """The first record of the segment holding `seq` (segments are named after their first)."""
+        journal = self.session(session_id).journal
+        names = [n for n in list_segments(journal) if int(n.split(".")[0]) <= seq]
+        first = read_record_at(journal, names[-1], 0) if names else None
+        return Start(first.segment, 0, first.seq, first.prev) if first is not None else None
+
+    def find_backwards(
+        self, session_id: str, type_: str, *, at_most: int | None = None
+    ) -> Iterator[tuple[Record, bytes]]:
+        return backwards.find_backwards(self.session(session_id).journal, session_id, type_, at_most=at_most)
+
+    def journal_bytes(self, session_id: str) -> int:
+        try:
+            entries = os.scandir(self.session(session_id).journal)
+            return sum(e.stat(follow_symlinks=False).st_size for e in entries)
+        except FileNotFoundError:
+            return 0
 
     # -- artifacts, the head cache, quarantine --------------------------------------------
 
@@ -141,6 +178,12 @@ class FilesystemStore(SessionStore):
         except FileNotFoundError:
             raise NotFound(f"session {session_id} keeps nothing under {name}") from None
 
+    def check_artifacts(self, session_id: str) -> ArtifactCheck:
+        artifacts = self.session(session_id).artifact_store()
+        checked, problems = artifacts.verify()
+        present = set(artifacts.loose_ids()) | {frame.artifact_id for frame in artifacts.frames()}
+        return {"checked": checked, "problems": problems, "present": present}
+
     # -- the lease ------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> FilesystemLease:
@@ -156,6 +199,23 @@ class FilesystemStore(SessionStore):
     def holder(self, session_id: str) -> LockHolder | None:
         return lock.holder(self.session(session_id).path)
 
+    # -- asking a running session for a checkpoint: files in requests/ (`storage.requests`) --
+
+    def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
+        return requests.submit(self.session(session_id).path, reason)
+
+    def wait_for_answer(
+        self,
+        session_id: str,
+        request: CheckpointRequest,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, Any] | None:
+        return requests.wait_for_answer(self.session(session_id).path, request, timeout, alive)
+
+    def withdraw_request(self, session_id: str, request: CheckpointRequest) -> None:
+        requests.withdraw(self.paths.sessions / session_id, request)
+
 
 class FilesystemLease(Lease):
     """The session's flock, held by this process, and what only its holder may do."""
@@ -166,8 +226,16 @@ class FilesystemLease(Lease):
         self.holder = holder
         self._lock = held
 
-    def open_journal(self, *, clock: Clock | None = None) -> FilesystemAppender:
-        journal = JournalWriter.open(self.session.journal, self.session_id, clock=clock or utc_now)
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> FilesystemAppender:
+        journal = JournalWriter.open(
+            self.session.journal,
+            self.session_id,
+            clock=clock or utc_now,
+            start=start,
+            segment_bytes=segment_bytes or DEFAULT_SEGMENT_BYTES,
+        )
         try:
             pack = self.session.artifact_store().pack_writer()
         except BaseException:
@@ -194,6 +262,12 @@ class FilesystemLease(Lease):
             length=done["length"],
             quarantined=done["quarantined"],
         )
+
+    def pending_requests(self) -> list[CheckpointRequest]:
+        return requests.pending_requests(self.session.path)
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        return requests.answer(self.session.path, request, payload)
 
     def release(self) -> None:
         self._lock.release()
@@ -235,6 +309,9 @@ class FilesystemAppender(JournalAppender):
     def sync(self) -> None:
         self.pack.sync()
         self.journal.sync()
+
+    def sync_artifacts(self) -> None:
+        self.pack.sync()
 
     def close(self) -> None:
         self.journal.close()
@@ -307,6 +384,18 @@ def quarantine(session: SessionDir, stem: str, data: bytes) -> str:
             os.unlink(tmp)
         except OSError:
             pass  # a temporary name gc sweeps; the bytes are kept or the error says why
+
+
+def directory_size(path: Path) -> int:
+    """The bytes of every file under `path` (one that vanishes while it is counted is none)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def _holds(path: Path, data: bytes) -> bool:

@@ -16,9 +16,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import (
@@ -29,8 +33,11 @@ from handshake_cli.errors import (
     SessionExists,
     SessionLocked,
 )
+from handshake_cli.paths import Paths
 from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
 from handshake_cli.storage.contract import (
+    ArtifactCheck,
+    CheckpointRequest,
     Durability,
     HeadFor,
     JournalAppender,
@@ -44,7 +51,13 @@ from handshake_cli.storage.journal.codec import Clock, Record, utc_now
 from handshake_cli.storage.journal.records import RecordInvalid
 from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
-from handshake_cli.storage.store import FORMAT_VERSION, job_digest, new_session_id, validate_session_id
+from handshake_cli.storage.store import (
+    FORMAT_VERSION,
+    check_job_binding,
+    job_digest,
+    new_session_id,
+    validate_session_id,
+)
 
 # Every record's position is (JOURNAL, index of its line).
 JOURNAL = "journal"
@@ -60,6 +73,8 @@ class _Session:
     head: bytes | None = None  # the head cache, as JSON text
     quarantine: dict[str, bytes] = field(default_factory=dict)
     lease: LockHolder | None = None
+    requests: dict[str, CheckpointRequest] = field(default_factory=dict)  # by nonce, in order
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Memory:
@@ -80,8 +95,9 @@ class Memory:
 
 
 class MemoryStore(SessionStore):
-    def __init__(self, memory: Memory | None = None) -> None:
+    def __init__(self, memory: Memory | None = None, paths: Paths | None = None) -> None:
         self.memory = memory if memory is not None else Memory()
+        self.paths = paths or Paths(Path("/memory"))  # a name for messages: nothing is written there
 
     def _session(self, session_id: str) -> _Session:
         validate_session_id(session_id)
@@ -131,8 +147,25 @@ class MemoryStore(SessionStore):
             raise _locked(session_id, session.lease)
         del self.memory.sessions[session_id]
 
-    def read_config(self, session_id: str) -> dict[str, Any]:
-        return copy.deepcopy(self._session(session_id).config)
+    def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
+        session = self._session(session_id)
+        if check_job:
+            first = _intact(session.lines, 0) if session.lines else None
+            check_job_binding(session_id, session.config, first)
+        return copy.deepcopy(session.config)
+
+    def location(self, session_id: str) -> str:
+        return f"memory store, session {session_id}"
+
+    def session_bytes(self, session_id: str) -> int:
+        session = self._session(session_id)
+        return (
+            sum(map(len, session.lines))
+            + sum(map(len, session.artifacts.values()))
+            + sum(map(len, session.quarantine.values()))
+            + len(session.head or b"")
+            + len(json.dumps(session.config, default=str))
+        )
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -150,10 +183,46 @@ class MemoryStore(SessionStore):
         return None
 
     def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
+        found = self.record_line_at(session_id, segment, offset)
+        return found[0] if found else None
+
+    def record_line_at(self, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
         lines = self._session(session_id).lines
         if segment != JOURNAL or not 0 <= offset < len(lines):
             return None
-        return _intact(lines, offset)
+        record = _intact(lines, offset)
+        return (record, lines[offset].removesuffix(b"\n")) if record else None
+
+    def first_record(self, session_id: str) -> Record | None:
+        lines = self._session(session_id).lines
+        return _intact(lines, 0) if lines else None
+
+    def start_near(self, session_id: str, seq: int) -> Start | None:
+        lines = self._session(session_id).lines
+        if not 1 <= seq <= len(lines):
+            return None
+        found = _intact(lines, seq - 1)
+        return Start(JOURNAL, seq - 1, found.seq, found.prev) if found and found.seq == seq else None
+
+    def find_backwards(
+        self, session_id: str, type_: str, *, at_most: int | None = None
+    ) -> Iterator[tuple[Record, bytes]]:
+        lines = self._session(session_id).lines
+        for index in range(len(lines) - 1, -1, -1):
+            record = _intact(lines, index)
+            if record is None or record.type != type_ or (at_most is not None and record.seq > at_most):
+                continue
+            before = _intact(lines, index - 1) if index else None
+            follows = (
+                record.seq == 1 and record.prev == codec.genesis(session_id)
+                if index == 0
+                else before is not None and (before.seq, before.sum) == (record.seq - 1, record.prev)
+            )
+            if follows:
+                yield record, lines[index].removesuffix(b"\n")
+
+    def journal_bytes(self, session_id: str) -> int:
+        return sum(map(len, self._session(session_id).lines))
 
     # -- artifacts, the head cache, quarantine --------------------------------------------
 
@@ -184,6 +253,15 @@ class MemoryStore(SessionStore):
             raise NotFound(f"session {session_id} keeps nothing under {name}")
         return found
 
+    def check_artifacts(self, session_id: str) -> ArtifactCheck:
+        artifacts = self._session(session_id).artifacts
+        problems: list[dict[str, Any]] = [
+            {"kind": "artifact_corrupt", "artifact_id": ident, "repairable": False}
+            for ident, data in sorted(artifacts.items())
+            if artifact_id(data) != ident
+        ]
+        return {"checked": len(artifacts), "problems": problems, "present": set(artifacts)}
+
     # -- the lease ------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> MemoryLease:
@@ -200,6 +278,34 @@ class MemoryStore(SessionStore):
 
     def holder(self, session_id: str) -> LockHolder | None:
         return self._session(session_id).lease
+
+    # -- asking a running session for a checkpoint ----------------------------------------
+
+    def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
+        request = CheckpointRequest(secrets.token_hex(8), reason)
+        self._session(session_id).requests[request.nonce] = request
+        return request
+
+    def wait_for_answer(
+        self,
+        session_id: str,
+        request: CheckpointRequest,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, Any] | None:
+        answers = self._session(session_id).answers
+        deadline = time.monotonic() + timeout
+        while True:
+            if request.nonce in answers:
+                return answers.pop(request.nonce)
+            if not alive() or time.monotonic() >= deadline:
+                return answers.pop(request.nonce, None)
+            time.sleep(0.02)
+
+    def withdraw_request(self, session_id: str, request: CheckpointRequest) -> None:
+        found = self.memory.sessions.get(session_id)
+        if found is not None:
+            found.requests.pop(request.nonce, None)
 
 
 def _locked(session_id: str, holder: LockHolder) -> SessionLocked:
@@ -219,8 +325,10 @@ class MemoryLease(Lease):
         self.session_id = session_id
         self.holder = holder
 
-    def open_journal(self, *, clock: Clock | None = None) -> MemoryAppender:
-        result = _scan(self.session.lines, self.session_id, None, False)
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> MemoryAppender:
+        result = _scan(self.session.lines, self.session_id, start, False)
         if result.corruption:
             damage = result.corruption
             raise IntegrityError(
@@ -267,6 +375,14 @@ class MemoryLease(Lease):
             if kept.setdefault(name, data) == data:
                 return name
             number += 1
+
+    def pending_requests(self) -> list[CheckpointRequest]:
+        return list(self.session.requests.values())
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        self.session.requests.pop(request.nonce, None)
+        self.session.answers[request.nonce] = copy.deepcopy(payload)
+        return True
 
     def release(self) -> None:
         if self.session.lease is self.holder:
@@ -325,6 +441,9 @@ class MemoryAppender(JournalAppender):
     def sync(self) -> None:
         self.session.unsynced_artifacts.clear()
         self.session.synced = len(self.session.lines)
+
+    def sync_artifacts(self) -> None:
+        self.session.unsynced_artifacts.clear()
 
     def close(self) -> None:
         pass

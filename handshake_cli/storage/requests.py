@@ -13,21 +13,15 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import EnvironmentFailure
 from handshake_cli.storage import durable
+from handshake_cli.storage.contract import CheckpointRequest
 
 REQUESTS_DIR = "requests"
 _DONE = ".done.json"
-
-
-@dataclass(frozen=True)
-class CheckpointRequest:
-    nonce: str
-    reason: str | None
 
 
 def submit(session_path: Path, reason: str | None) -> CheckpointRequest:
