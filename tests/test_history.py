@@ -33,8 +33,8 @@ from handshake_cli.session.checkpoints import kept_story
 from handshake_cli.session.story import StoryFold, tell
 from handshake_cli.session.story_found import fold_found
 from handshake_cli.storage import lock
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.store import Store
 from tests.support.cli import Cli, CliResult, crash_run, start, wait_for
 from tests.support.jobs import WRITE, long_turn_job, send_job, write_job
 from tests.support.paths import DATA, FIXTURES
@@ -365,10 +365,11 @@ def test_checkpoints_carry_the_story_whole_when_it_changes_and_name_it_otherwise
         ) and holder.seq < record.seq
         assert "kept_in" not in holder.data["body"]["story"]
     # from any checkpoint, its story and the records after it tell the whole journal's
-    journal = session_dir(root, "kept-1") / "journal"
     expected = tell(records).as_json()
     for record, _ in bodies:
-        resumed = StoryFold.from_state(kept_story(journal, record.data["body"]))
+        resumed = StoryFold.from_state(
+            kept_story(FilesystemStore(Paths(root)), "kept-1", record.data["body"])
+        )
         assert resumed is not None, record.seq
         for later in records:
             if later.seq > record.data["covers_seq"]:
@@ -388,15 +389,15 @@ def test_a_long_journal_tells_the_same_story_from_its_tail_and_its_newest_checkp
     assert hs("recover", "long-2").code == 3
     assert hs("checkpoint", "long-2").code == 0
     assert hs("recover", "long-2", "--resolve", "call-1-0=done").code == 0
-    store = Store(Paths(root))
-    whole = describe.describe(store, store.session("long-2"))
+    store = FilesystemStore(Paths(root))
+    whole = describe.describe(store, "long-2")
     monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)  # as for a journal of a million records
-    tail = describe.describe(store, store.session("long-2"))
+    tail = describe.describe(store, "long-2")
     assert tail["integrity"]["scope"] == "from_checkpoint"
     assert tail["history"] == whole["history"]
     # a session whose checkpoints predate the story: the records it needs found by their bytes
-    view = rebuild(store.session("long-2"))
-    found, unreadable = fold_found(view.session.journal, view.records)
+    view = rebuild(store, "long-2")
+    found, unreadable = fold_found(store, "long-2", view.records)
     assert unreadable == 0
     assert found.told().as_json() == view.story.told().as_json()
     assert [p["ending"] for p in found.told().as_json()["processes"]] == [
@@ -589,6 +590,6 @@ def test_the_golden_sessions_tell_their_story_as_committed(
     for process in told["processes"]:
         assert isinstance(process["pid"], int) and process["host"]
     # the same story from the newest checkpoint and the tail, as for a long journal
-    store = Store(Paths(history_root))
+    store = FilesystemStore(Paths(history_root))
     monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
-    assert describe.describe(store, store.session(session_id))["history"] == told
+    assert describe.describe(store, session_id)["history"] == told

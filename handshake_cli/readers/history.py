@@ -11,17 +11,18 @@ partial.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from handshake_cli.session.story import StoryFold, tell
 from handshake_cli.session.story_found import fold_found
+from handshake_cli.storage.contract import SessionStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import DamageJson
 
 
 def history(
-    journal_dir: Path,
+    store: SessionStore,
+    session_id: str,
     records: list[Record],
     *,
     whole: bool,
@@ -51,7 +52,7 @@ def history(
         story = tell(records, last_seq=last_seq, running=running, torn_tail=torn, damaged_after=damaged)
         return story.as_json()
     if fold is None:
-        fold, unreadable = fold_found(journal_dir, records)
+        fold, unreadable = fold_found(store, session_id, records)
     story = fold.told(last_seq=last_seq, running=running, torn_tail=torn, damaged_after=damaged)
     if unreadable and story.complete:
         story.complete = False

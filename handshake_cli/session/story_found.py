@@ -12,16 +12,26 @@ checkpoints it writes carry the story from then on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from handshake_cli.session.story import OPENING_TYPES, STORY_PATTERN, StoryFold, calls_pattern, in_doubt_ids
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.find import find_records
 
 
-def fold_found(journal_dir: Path, tail: list[Record]) -> tuple[StoryFold, int]:
+def fold_found(store: SessionStore, session_id: str, tail: list[Record]) -> tuple[StoryFold, int]:
     """The fold of the story records found before `tail` (the intact records read from a
-    checkpoint on), then of `tail`; and how many matching lines failed their checksum."""
+    checkpoint on), then of `tail`; and how many matching lines failed their checksum.
+
+    Finding by bytes is the filesystem's (its segments are files to search); any other store
+    folds its verified journal whole, which only a session imported from before the story was
+    kept in checkpoints ever asks of it."""
+    if not isinstance(store, FilesystemStore):
+        fold = StoryFold()
+        for record in store.scan(session_id).records:
+            fold.apply(record)
+        return fold, 0
+    journal_dir = store.session(session_id).journal
     first = tail[0].seq if tail else None
     found = find_records(journal_dir, STORY_PATTERN, before=OPENING_TYPES)
     # A match is a candidate (a tool's arguments may hold the words the pattern looks for),

@@ -32,10 +32,13 @@ Errors come from the one family in `handshake_cli.errors`: `NotFound`, `SessionE
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
+from handshake_cli.paths import Paths
 from handshake_cli.storage.journal.codec import Clock, Record
 from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
@@ -58,6 +61,37 @@ class TailRepair(TypedDict):
 
 
 HeadFor = Callable[[Record], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    """A request `handshake checkpoint` left for a running session: its nonce and reason."""
+
+    nonce: str
+    reason: str | None
+
+
+class SessionFile(Protocol):
+    """One file of a session as a bundle holds it (docs/FORMAT.md's layout), open for one read."""
+
+    name: str  # below the session, '/'-separated: "session.toml", "journal/00000001.jsonl"
+    size: int
+    mtime: int  # seconds since the epoch
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to `n` (all, when negative) of the `size` bytes not read yet; `SessionChanged`
+        when the bytes end before `size` (a live session's file was cut meanwhile)."""
+        ...
+
+
+class ArtifactCheck(TypedDict):
+    """What `SessionStore.check_artifacts` found: how many artifacts were hashed, what was
+    wrong (each a problem object of JSON.md's integrity report: `kind` `artifact_corrupt`,
+    `pack_corrupt` or `pack_torn_tail`, with `artifact_id` or where), and every id present."""
+
+    checked: int
+    problems: list[dict[str, Any]]
+    present: set[str]
 
 
 class JournalAppender(Protocol):
@@ -90,6 +124,12 @@ class JournalAppender(Protocol):
         """Make every artifact, then every record, added so far durable."""
         ...
 
+    def sync_artifacts(self) -> None:
+        """Make every artifact added so far durable, now (records stay as they are). The
+        writer calls it before each append, so a record never reaches the store before an
+        artifact it names, even one that a crash makes durable unasked."""
+        ...
+
     def close(self) -> None:
         """Let go; never raises. What was not synced may be lost at a crash."""
         ...
@@ -101,9 +141,14 @@ class Lease(Protocol):
     session_id: str
     holder: LockHolder  # who holds it (pid, host, since, command): what a refused writer is told
 
-    def open_journal(self, *, clock: Clock | None = None) -> JournalAppender:
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> JournalAppender:
         """An appender after the journal's last record, once the journal is verified:
-        `IntegrityError` for corruption, `JournalNeedsRepair` for a torn tail."""
+        `IntegrityError` for corruption, `JournalNeedsRepair` for a torn tail. `start` is a
+        record the caller already verified (recovery's view): only the journal from it on
+        need be verified again. `segment_bytes` is where a store that keeps the journal in
+        segments starts a new one (a hint; a store without segments ignores it)."""
         ...
 
     def put_artifact(self, data: bytes) -> str:
@@ -122,6 +167,15 @@ class Lease(Protocol):
         with `IntegrityError`: it is never cut."""
         ...
 
+    def pending_requests(self) -> list[CheckpointRequest]:
+        """The checkpoint requests not answered yet, oldest first (`SessionStore.submit_request`)."""
+        ...
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        """Answer a request with the checkpoint taken for it, and take it off the pending list;
+        whether the answer was kept. Never fatal: the asker times out instead."""
+        ...
+
     def release(self) -> None:
         """Let go of the session; never raises."""
         ...
@@ -133,6 +187,10 @@ class Lease(Protocol):
 
 class SessionStore(Protocol):
     """Every session of one store, read by anyone and changed under a lease."""
+
+    # The root as the user gave it (a directory or a URL): guidance repeats
+    # `paths.root_args()`, messages show `paths.shown_root` (never a password).
+    paths: Paths
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -161,8 +219,20 @@ class SessionStore(Protocol):
         `SessionLocked` while a lease is held; `NotFound` when there is no such session."""
         ...
 
-    def read_config(self, session_id: str) -> dict[str, Any]:
-        """The config the session was created with, checked as it is read."""
+    def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
+        """The config the session was created with, checked as it is read: `UnsupportedFormat`
+        for a newer `format_version`, `IntegrityError` for another session's. Unless
+        `check_job` is False, a `job` that no longer hashes to record 1's `job_sha256` (edited
+        after the session began) is `JobChanged`."""
+        ...
+
+    def location(self, session_id: str) -> str:
+        """Where the session is kept, for messages: a directory, or the store's address
+        (never a password) and the id."""
+        ...
+
+    def session_bytes(self, session_id: str) -> int:
+        """What the session takes in the store, in bytes (the listing's `size_bytes`)."""
         ...
 
     # -- the journal --------------------------------------------------------------------------
@@ -182,6 +252,33 @@ class SessionStore(Protocol):
 
     def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
         """The intact record at a position the store handed out, or None."""
+        ...
+
+    def record_line_at(self, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
+        """`record_at`, with the record's line (the codec's bytes, without the newline) beside
+        it: a checkpoint's body is hashed in the bytes it was written in."""
+        ...
+
+    def first_record(self, session_id: str) -> Record | None:
+        """Record 1 when it is intact, else None; one read, no scan."""
+        ...
+
+    def start_near(self, session_id: str, seq: int) -> Start | None:
+        """A place to begin a scan that reaches record `seq`: an intact record at or before it
+        (cheaply found: a segment's first record, say), or None to scan from the start."""
+        ...
+
+    def find_backwards(
+        self, session_id: str, type_: str, *, at_most: int | None = None
+    ) -> Iterator[tuple[Record, bytes]]:
+        """The intact records of `type_` (with seq at most `at_most`), newest first, each with
+        its line, found from the journal's end without reading all of it. A record's checksum
+        proves its bytes, not its place: each one yielded links (seq and `prev`) to the
+        intact record just before it, so a stale copy of an old line is never yielded."""
+        ...
+
+    def journal_bytes(self, session_id: str) -> int:
+        """How many bytes the journal's lines take: `inspect` verifies a small journal whole."""
         ...
 
     # -- artifacts, the head cache, quarantine -------------------------------------------------
@@ -204,6 +301,33 @@ class SessionStore(Protocol):
         """The bytes kept under one quarantine name (as `TailRepair.quarantined` gave it)."""
         ...
 
+    def check_artifacts(self, session_id: str) -> ArtifactCheck:
+        """Hash every artifact the session keeps (`inspect --verify`); never raises for damage."""
+        ...
+
+    # -- bundles: a session as files (export), files as a session (import) ---------------------
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        """The session as the files of a bundle (docs/FORMAT.md, "Bundles"), without the lease:
+        a directory as its name, a file as a `SessionFile` open until the next item is asked
+        for. head.json first, then session.toml, then the journal in seq order (so a live
+        session gives a consistent prefix: artifacts are durable before the records naming
+        them), then the rest. The same session gives the same files from any store. What
+        cannot travel (what describes a writer's process; a name no store writes) is left out,
+        the latter added to `skipped` as {path, reason}."""
+        ...
+
+    def staging_area(self, session_id: str) -> Path:
+        """A new, empty, private directory where a bundle's session is assembled for
+        `import_session`; the caller removes it afterwards, whatever happened."""
+        ...
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        """Make `staged` (a directory holding `sessions/<session_id>/` in the bundle layout,
+        each file checked against its manifest, possibly a damaged session) one of this store's
+        sessions, byte for byte, whole or not at all: `SessionExists` when the id is taken."""
+        ...
+
     # -- the lease ------------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> Lease:
@@ -213,4 +337,26 @@ class SessionStore(Protocol):
 
     def holder(self, session_id: str) -> LockHolder | None:
         """Who holds the lease, if a live holder does. Never takes it."""
+        ...
+
+    # -- asking a running session for a checkpoint ----------------------------------------------
+
+    def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
+        """Leave a checkpoint request for the lease holder (`Lease.pending_requests`), without
+        the lease. The asker then wakes the holder as it can (a signal on the same machine)."""
+        ...
+
+    def wait_for_answer(
+        self,
+        session_id: str,
+        request: CheckpointRequest,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, Any] | None:
+        """The holder's answer (`Lease.answer_request`), consumed; None when `timeout` seconds
+        pass without one, or as soon as `alive` says the holder is gone."""
+        ...
+
+    def withdraw_request(self, session_id: str, request: CheckpointRequest) -> None:
+        """Take an unanswered request back, so a later run does not answer it; never raises."""
         ...

@@ -13,36 +13,42 @@ session's flock, which the kernel drops when its process ends, however it ends.
 from __future__ import annotations
 
 import os
-import secrets
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from handshake_cli import faults
-from handshake_cli.errors import IntegrityError, NotFound
+from handshake_cli.errors import IntegrityError, NotFound, SessionExists
 from handshake_cli.paths import Paths
-from handshake_cli.storage import durable, head, lock
+from handshake_cli.storage import durable, head, lock, requests, session_files
 from handshake_cli.storage.artifacts import PackWriter
 from handshake_cli.storage.contract import (
+    ArtifactCheck,
+    CheckpointRequest,
     Durability,
     HeadFor,
     JournalAppender,
     Lease,
+    SessionFile,
     SessionStore,
     TailRepair,
 )
-from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal import backwards
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Clock, Record, segment_name, utc_now
 from handshake_cli.storage.journal.scan import (
     Damage,
     ScanResult,
     Start,
+    list_segments,
     read_last_record,
+    read_line_at,
     read_record_at,
     scan,
 )
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import LockHolder, SessionLock
-from handshake_cli.storage.store import SessionDir, Store
-from handshake_cli.storage.trash import measure_and_delete
+from handshake_cli.storage.store import SessionDir, Store, validate_session_id
 
 # Where a removed session goes before it is deleted; gc empties what a crash leaves there.
 QUARANTINE = "quarantine/"
@@ -55,10 +61,31 @@ class FilesystemStore(SessionStore):
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.store = Store(paths)
+        self._checked: dict[str, tuple[SessionDir, int, int]] = {}  # with the directory's (dev, ino)
 
     def session(self, session_id: str) -> SessionDir:
-        """An existing session's directory, checked (`Store.session`)."""
-        return self.store.session(session_id)
+        """An existing session's directory, checked (`Store.session`: no link, the files in
+        their places). Checked whole the first time this store is asked for it; after that one
+        lstat says it is still the same directory (a session read through ten operations
+        costs one check, not ten), and anything else is checked whole again, so a session
+        moved away meanwhile is NotFound as before."""
+        found = self._checked.get(session_id)
+        if found is not None:
+            session, dev, ino = found
+            try:
+                st = os.lstat(session.path)
+                if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == (dev, ino):
+                    return session
+            except OSError:
+                pass
+            del self._checked[session_id]
+        session = self.store.session(session_id)
+        try:
+            st = os.lstat(session.path)
+        except OSError:
+            return session  # moved away just now: the read that follows says so
+        self._checked[session_id] = (session, st.st_dev, st.st_ino)
+        return session
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -83,18 +110,27 @@ class FilesystemStore(SessionStore):
         """Under the lease, one rename into `<root>/trash/` (made durable), then the tree is
         deleted: a crash leaves the session whole in `sessions/` or out of it."""
         session = self.session(session_id)
+        self._checked.pop(session_id, None)
         trash = self.paths.trash
-        target = trash / f"{session_id}.{secrets.token_hex(4)}"
+        target = trash / f"{session_id}.{os.urandom(4).hex()}"
         with self.acquire(session_id, command=f"remove session {session_id}"):
             durable.ensure_subdir(trash)
             with durable.environment("move into the trash", session.path):
                 os.rename(session.path, target)
         durable.fsync_dir(self.paths.sessions)
         durable.fsync_dir(trash)
+        from handshake_cli.storage.trash import measure_and_delete  # subprocess: not for readers
+
         measure_and_delete(target)  # what it cannot delete stays in the trash, for gc
 
-    def read_config(self, session_id: str) -> dict[str, Any]:
-        return self.session(session_id).read_config()
+    def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
+        return self.session(session_id).read_config(check_job=check_job)
+
+    def location(self, session_id: str) -> str:
+        return str(self.paths.sessions / session_id)
+
+    def session_bytes(self, session_id: str) -> int:
+        return directory_size(self.session(session_id).path)
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -108,6 +144,31 @@ class FilesystemStore(SessionStore):
 
     def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
         return read_record_at(self.session(session_id).journal, segment, offset)
+
+    def record_line_at(self, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
+        return read_line_at(self.session(session_id).journal, segment, offset)
+
+    def first_record(self, session_id: str) -> Record | None:
+        return read_record_at(self.session(session_id).journal, segment_name(1), 0)
+
+    def start_near(self, session_id: str, seq: int) -> Start | None:
+        """The first record of the segment holding `seq` (segments are named after their first)."""
+        journal = self.session(session_id).journal
+        names = [n for n in list_segments(journal) if int(n.split(".")[0]) <= seq]
+        first = read_record_at(journal, names[-1], 0) if names else None
+        return Start(first.segment, 0, first.seq, first.prev) if first is not None else None
+
+    def find_backwards(
+        self, session_id: str, type_: str, *, at_most: int | None = None
+    ) -> Iterator[tuple[Record, bytes]]:
+        return backwards.find_backwards(self.session(session_id).journal, session_id, type_, at_most=at_most)
+
+    def journal_bytes(self, session_id: str) -> int:
+        try:
+            entries = os.scandir(self.session(session_id).journal)
+            return sum(e.stat(follow_symlinks=False).st_size for e in entries)
+        except FileNotFoundError:
+            return 0
 
     # -- artifacts, the head cache, quarantine --------------------------------------------
 
@@ -141,6 +202,38 @@ class FilesystemStore(SessionStore):
         except FileNotFoundError:
             raise NotFound(f"session {session_id} keeps nothing under {name}") from None
 
+    def check_artifacts(self, session_id: str) -> ArtifactCheck:
+        artifacts = self.session(session_id).artifact_store()
+        checked, problems = artifacts.verify()
+        present = set(artifacts.loose_ids()) | {frame.artifact_id for frame in artifacts.frames()}
+        return {"checked": checked, "problems": problems, "present": present}
+
+    # -- bundles ----------------------------------------------------------------------------
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        return session_files.session_files(self.session(session_id).path, skipped)
+
+    def staging_area(self, session_id: str) -> Path:
+        """Under `<root>/staging/`, on the filesystem of `sessions/`: landing is one rename,
+        and what a crash leaves there is gc's to sweep."""
+        validate_session_id(session_id)
+        durable.ensure_root(self.paths.root)
+        durable.ensure_subdir(self.paths.sessions)
+        durable.ensure_subdir(self.paths.staging)
+        staging = self.paths.staging / f"{session_id}.{os.urandom(4).hex()}"
+        durable.make_dir(staging)
+        return staging
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        """One rename of `staged/sessions/<id>` into `sessions/`, made durable."""
+        target = self.paths.sessions / validate_session_id(session_id)
+        if os.path.lexists(target):
+            raise SessionExists(f"session {session_id} appeared under {self.paths.root} during the import")
+        self._checked.pop(session_id, None)
+        with durable.environment("move the imported session into", target):
+            os.rename(staged / "sessions" / session_id, target)
+        durable.fsync_dir(self.paths.sessions)
+
     # -- the lease ------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> FilesystemLease:
@@ -156,6 +249,23 @@ class FilesystemStore(SessionStore):
     def holder(self, session_id: str) -> LockHolder | None:
         return lock.holder(self.session(session_id).path)
 
+    # -- asking a running session for a checkpoint: files in requests/ (`storage.requests`) --
+
+    def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
+        return requests.submit(self.session(session_id).path, reason)
+
+    def wait_for_answer(
+        self,
+        session_id: str,
+        request: CheckpointRequest,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, Any] | None:
+        return requests.wait_for_answer(self.session(session_id).path, request, timeout, alive)
+
+    def withdraw_request(self, session_id: str, request: CheckpointRequest) -> None:
+        requests.withdraw(self.paths.sessions / session_id, request)
+
 
 class FilesystemLease(Lease):
     """The session's flock, held by this process, and what only its holder may do."""
@@ -166,8 +276,16 @@ class FilesystemLease(Lease):
         self.holder = holder
         self._lock = held
 
-    def open_journal(self, *, clock: Clock | None = None) -> FilesystemAppender:
-        journal = JournalWriter.open(self.session.journal, self.session_id, clock=clock or utc_now)
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> FilesystemAppender:
+        journal = JournalWriter.open(
+            self.session.journal,
+            self.session_id,
+            clock=clock or utc_now,
+            start=start,
+            segment_bytes=segment_bytes or DEFAULT_SEGMENT_BYTES,
+        )
         try:
             pack = self.session.artifact_store().pack_writer()
         except BaseException:
@@ -194,6 +312,12 @@ class FilesystemLease(Lease):
             length=done["length"],
             quarantined=done["quarantined"],
         )
+
+    def pending_requests(self) -> list[CheckpointRequest]:
+        return requests.pending_requests(self.session.path)
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        return requests.answer(self.session.path, request, payload)
 
     def release(self) -> None:
         self._lock.release()
@@ -235,6 +359,9 @@ class FilesystemAppender(JournalAppender):
     def sync(self) -> None:
         self.pack.sync()
         self.journal.sync()
+
+    def sync_artifacts(self) -> None:
+        self.pack.sync()
 
     def close(self) -> None:
         self.journal.close()
@@ -307,6 +434,18 @@ def quarantine(session: SessionDir, stem: str, data: bytes) -> str:
             os.unlink(tmp)
         except OSError:
             pass  # a temporary name gc sweeps; the bytes are kept or the error says why
+
+
+def directory_size(path: Path) -> int:
+    """The bytes of every file under `path` (one that vanishes while it is counted is none)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def _holds(path: Path, data: bytes) -> bool:

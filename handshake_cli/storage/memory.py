@@ -16,9 +16,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import (
@@ -29,22 +34,34 @@ from handshake_cli.errors import (
     SessionExists,
     SessionLocked,
 )
-from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
+from handshake_cli.paths import Paths
+from handshake_cli.storage import durable
+from handshake_cli.storage.artifacts import ARTIFACT_ID, ArtifactStore, artifact_id
 from handshake_cli.storage.contract import (
+    ArtifactCheck,
+    CheckpointRequest,
     Durability,
     HeadFor,
     JournalAppender,
     Lease,
+    SessionFile,
     SessionStore,
     TailRepair,
 )
 from handshake_cli.storage.head import HEAD_FORMAT
 from handshake_cli.storage.journal import codec, records
-from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal.codec import Clock, Record, segment_name, utc_now
 from handshake_cli.storage.journal.records import RecordInvalid
-from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
+from handshake_cli.storage.journal.scan import Damage, ScanResult, Start, list_segments
 from handshake_cli.storage.lock import LockHolder
-from handshake_cli.storage.store import FORMAT_VERSION, job_digest, new_session_id, validate_session_id
+from handshake_cli.storage.store import (
+    FORMAT_VERSION,
+    check_job_binding,
+    job_digest,
+    new_session_id,
+    parse_config,
+    validate_session_id,
+)
 
 # Every record's position is (JOURNAL, index of its line).
 JOURNAL = "journal"
@@ -60,6 +77,8 @@ class _Session:
     head: bytes | None = None  # the head cache, as JSON text
     quarantine: dict[str, bytes] = field(default_factory=dict)
     lease: LockHolder | None = None
+    requests: dict[str, CheckpointRequest] = field(default_factory=dict)  # by nonce, in order
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Memory:
@@ -80,8 +99,9 @@ class Memory:
 
 
 class MemoryStore(SessionStore):
-    def __init__(self, memory: Memory | None = None) -> None:
+    def __init__(self, memory: Memory | None = None, paths: Paths | None = None) -> None:
         self.memory = memory if memory is not None else Memory()
+        self.paths = paths or Paths(Path("/memory"))  # a name for messages: nothing is written there
 
     def _session(self, session_id: str) -> _Session:
         validate_session_id(session_id)
@@ -131,8 +151,25 @@ class MemoryStore(SessionStore):
             raise _locked(session_id, session.lease)
         del self.memory.sessions[session_id]
 
-    def read_config(self, session_id: str) -> dict[str, Any]:
-        return copy.deepcopy(self._session(session_id).config)
+    def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
+        session = self._session(session_id)
+        if check_job:
+            first = _intact(session.lines, 0) if session.lines else None
+            check_job_binding(session_id, session.config, first)
+        return copy.deepcopy(session.config)
+
+    def location(self, session_id: str) -> str:
+        return f"memory store, session {session_id}"
+
+    def session_bytes(self, session_id: str) -> int:
+        session = self._session(session_id)
+        return (
+            sum(map(len, session.lines))
+            + sum(map(len, session.artifacts.values()))
+            + sum(map(len, session.quarantine.values()))
+            + len(session.head or b"")
+            + len(json.dumps(session.config, default=str))
+        )
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -150,10 +187,46 @@ class MemoryStore(SessionStore):
         return None
 
     def record_at(self, session_id: str, segment: str, offset: int) -> Record | None:
+        found = self.record_line_at(session_id, segment, offset)
+        return found[0] if found else None
+
+    def record_line_at(self, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
         lines = self._session(session_id).lines
         if segment != JOURNAL or not 0 <= offset < len(lines):
             return None
-        return _intact(lines, offset)
+        record = _intact(lines, offset)
+        return (record, lines[offset].removesuffix(b"\n")) if record else None
+
+    def first_record(self, session_id: str) -> Record | None:
+        lines = self._session(session_id).lines
+        return _intact(lines, 0) if lines else None
+
+    def start_near(self, session_id: str, seq: int) -> Start | None:
+        lines = self._session(session_id).lines
+        if not 1 <= seq <= len(lines):
+            return None
+        found = _intact(lines, seq - 1)
+        return Start(JOURNAL, seq - 1, found.seq, found.prev) if found and found.seq == seq else None
+
+    def find_backwards(
+        self, session_id: str, type_: str, *, at_most: int | None = None
+    ) -> Iterator[tuple[Record, bytes]]:
+        lines = self._session(session_id).lines
+        for index in range(len(lines) - 1, -1, -1):
+            record = _intact(lines, index)
+            if record is None or record.type != type_ or (at_most is not None and record.seq > at_most):
+                continue
+            before = _intact(lines, index - 1) if index else None
+            follows = (
+                record.seq == 1 and record.prev == codec.genesis(session_id)
+                if index == 0
+                else before is not None and (before.seq, before.sum) == (record.seq - 1, record.prev)
+            )
+            if follows:
+                yield record, lines[index].removesuffix(b"\n")
+
+    def journal_bytes(self, session_id: str) -> int:
+        return sum(map(len, self._session(session_id).lines))
 
     # -- artifacts, the head cache, quarantine --------------------------------------------
 
@@ -184,6 +257,62 @@ class MemoryStore(SessionStore):
             raise NotFound(f"session {session_id} keeps nothing under {name}")
         return found
 
+    def check_artifacts(self, session_id: str) -> ArtifactCheck:
+        artifacts = self._session(session_id).artifacts
+        problems: list[dict[str, Any]] = [
+            {"kind": "artifact_corrupt", "artifact_id": ident, "repairable": False}
+            for ident, data in sorted(artifacts.items())
+            if artifact_id(data) != ident
+        ]
+        return {"checked": len(artifacts), "problems": problems, "present": set(artifacts)}
+
+    # -- bundles: the session shown in the bundle layout, one segment and loose artifacts --
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        import tomli_w
+
+        session = self._session(session_id)
+        if session.head is not None:
+            yield _Bytes("head.json", session.head)
+        yield _Bytes("session.toml", tomli_w.dumps(session.config).encode("utf-8"))
+        yield "journal"
+        yield _Bytes(f"journal/{segment_name(1)}", b"".join(session.lines))
+        if session.artifacts:
+            yield "artifacts"
+            yield "artifacts/objects"
+            for ident, data in sorted(session.artifacts.items()):
+                yield _Bytes(f"artifacts/objects/{ident}", data)
+        if session.quarantine:
+            yield "quarantine"
+            for name, data in sorted(session.quarantine.items()):
+                yield _Bytes(name, data)
+
+    def staging_area(self, session_id: str) -> Path:
+        validate_session_id(session_id)
+        return Path(tempfile.mkdtemp(prefix=f"handshake-import-{session_id}."))
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        validate_session_id(session_id)
+        if session_id in self.memory.sessions:
+            raise SessionExists(f"session {session_id} already exists in this memory store")
+        top = staged / "sessions" / session_id
+        session = _Session(parse_config(durable.read_bytes(top / "session.toml"), session_id))
+        for name in list_segments(top / "journal"):
+            session.lines += durable.read_bytes(top / "journal" / name).splitlines(keepends=True)
+        session.synced = len(session.lines)
+        artifacts = ArtifactStore(top / "artifacts")
+        for ident in {*artifacts.loose_ids(), *(frame.artifact_id for frame in artifacts.frames())}:
+            try:
+                session.artifacts[ident] = artifacts.get(ident)
+            except ArtifactCorrupt:
+                pass  # damage is not carried: reading it says it is missing
+        if (top / "head.json").is_file():
+            session.head = durable.read_bytes(top / "head.json")
+        if (top / "quarantine").is_dir():
+            for path in sorted((top / "quarantine").iterdir()):
+                session.quarantine[f"quarantine/{path.name}"] = durable.read_bytes(path)
+        self.memory.sessions[session_id] = session  # whole, in one step
+
     # -- the lease ------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> MemoryLease:
@@ -200,6 +329,45 @@ class MemoryStore(SessionStore):
 
     def holder(self, session_id: str) -> LockHolder | None:
         return self._session(session_id).lease
+
+    # -- asking a running session for a checkpoint ----------------------------------------
+
+    def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
+        request = CheckpointRequest(secrets.token_hex(8), reason)
+        self._session(session_id).requests[request.nonce] = request
+        return request
+
+    def wait_for_answer(
+        self,
+        session_id: str,
+        request: CheckpointRequest,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, Any] | None:
+        answers = self._session(session_id).answers
+        deadline = time.monotonic() + timeout
+        while True:
+            if request.nonce in answers:
+                return answers.pop(request.nonce)
+            if not alive() or time.monotonic() >= deadline:
+                return answers.pop(request.nonce, None)
+            time.sleep(0.02)
+
+    def withdraw_request(self, session_id: str, request: CheckpointRequest) -> None:
+        found = self.memory.sessions.get(session_id)
+        if found is not None:
+            found.requests.pop(request.nonce, None)
+
+
+class _Bytes(SessionFile):
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.size, self.mtime = name, len(data), int(time.time())
+        self._data = memoryview(data)
+
+    def read(self, n: int = -1) -> bytes:
+        part = self._data[: n if n >= 0 else len(self._data)]
+        self._data = self._data[len(part) :]
+        return bytes(part)
 
 
 def _locked(session_id: str, holder: LockHolder) -> SessionLocked:
@@ -219,8 +387,10 @@ class MemoryLease(Lease):
         self.session_id = session_id
         self.holder = holder
 
-    def open_journal(self, *, clock: Clock | None = None) -> MemoryAppender:
-        result = _scan(self.session.lines, self.session_id, None, False)
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> MemoryAppender:
+        result = _scan(self.session.lines, self.session_id, start, False)
         if result.corruption:
             damage = result.corruption
             raise IntegrityError(
@@ -267,6 +437,14 @@ class MemoryLease(Lease):
             if kept.setdefault(name, data) == data:
                 return name
             number += 1
+
+    def pending_requests(self) -> list[CheckpointRequest]:
+        return list(self.session.requests.values())
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        self.session.requests.pop(request.nonce, None)
+        self.session.answers[request.nonce] = copy.deepcopy(payload)
+        return True
 
     def release(self) -> None:
         if self.session.lease is self.holder:
@@ -325,6 +503,9 @@ class MemoryAppender(JournalAppender):
     def sync(self) -> None:
         self.session.unsynced_artifacts.clear()
         self.session.synced = len(self.session.lines)
+
+    def sync_artifacts(self) -> None:
+        self.session.unsynced_artifacts.clear()
 
     def close(self) -> None:
         pass

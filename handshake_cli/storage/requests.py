@@ -10,30 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import EnvironmentFailure
 from handshake_cli.storage import durable
+from handshake_cli.storage.contract import CheckpointRequest
 
 REQUESTS_DIR = "requests"
 _DONE = ".done.json"
 
 
-@dataclass(frozen=True)
-class CheckpointRequest:
-    nonce: str
-    reason: str | None
-
-
 def submit(session_path: Path, reason: str | None) -> CheckpointRequest:
     directory = session_path / REQUESTS_DIR
     durable.ensure_subdir(directory)
-    request = CheckpointRequest(secrets.token_hex(8), reason)
+    request = CheckpointRequest(os.urandom(8).hex(), reason)
     durable.atomic_write(
         directory / f"{request.nonce}.json", json.dumps({"reason": reason}).encode(), durable=False
     )

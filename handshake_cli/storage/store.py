@@ -132,12 +132,7 @@ class SessionDir:
             raise self.missing("session.toml") from exc
         config = parse_config(raw, self.session_id)
         if check_job and self.job_binding(config) == JOB_CHANGED:
-            raise JobChanged(
-                f"session {self.session_id}: the [job] in {self.session_toml} is not the job the session "
-                "was created with (record 1's job_sha256 differs): it was edited after the session "
-                "started. Nothing was run. Put the original [job] back (an exported bundle holds it).",
-                guidance=[f"handshake inspect {self.session_id} --verify"],
-            )
+            raise job_changed(self.session_id, str(self.session_toml))
         return config
 
     def job_binding(self, config: dict[str, Any]) -> str:
@@ -146,10 +141,7 @@ class SessionDir:
         1 has no `job_sha256`) or whose record 1 cannot be read (the journal scan reports that)."""
         from handshake_cli.storage.journal.scan import read_record_at
 
-        first = read_record_at(self.journal, segment_name(1), 0)
-        if first is None or not isinstance(first.data, dict) or "job_sha256" not in first.data:
-            return JOB_UNBOUND
-        return JOB_BOUND if first.data["job_sha256"] == job_digest(config.get("job")) else JOB_CHANGED
+        return job_binding(config, read_record_at(self.journal, segment_name(1), 0))
 
     def check_identity(self) -> None:
         """That session.toml is this session's, in a format this version reads, without
@@ -180,6 +172,30 @@ class SessionDir:
 JOB_BOUND = "bound"  # record 1 carries the job's digest, and session.toml's [job] matches it
 JOB_CHANGED = "changed"  # it carries one, and [job] no longer matches: damage, exit 5
 JOB_UNBOUND = "unbound"  # made before handshake bound the job (or record 1 unreadable)
+
+
+def job_binding(config: dict[str, Any], first: Record | None) -> str:
+    """Whether `config`'s job is the one record 1 (`first`, None when not intact) was written
+    with: JOB_BOUND, JOB_CHANGED or JOB_UNBOUND (`SessionDir.job_binding`), for any store."""
+    if first is None or not isinstance(first.data, dict) or "job_sha256" not in first.data:
+        return JOB_UNBOUND
+    return JOB_BOUND if first.data["job_sha256"] == job_digest(config.get("job")) else JOB_CHANGED
+
+
+def job_changed(session_id: str, where: str) -> JobChanged:
+    """The refusal of a session whose stored [job] (at `where`) was edited after it began."""
+    return JobChanged(
+        f"session {session_id}: the [job] in {where} is not the job the session "
+        "was created with (record 1's job_sha256 differs): it was edited after the session "
+        "started. Nothing was run. Put the original [job] back (an exported bundle holds it).",
+        guidance=[f"handshake inspect {session_id} --verify"],
+    )
+
+
+def check_job_binding(session_id: str, config: dict[str, Any], first: Record | None) -> None:
+    """`job_changed` when `config`'s job is not record 1's: what a store's `read_config` checks."""
+    if job_binding(config, first) == JOB_CHANGED:
+        raise job_changed(session_id, f"session {session_id}'s config")
 
 
 def job_digest(job: object) -> str:

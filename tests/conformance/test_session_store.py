@@ -514,3 +514,154 @@ def test_quarantine_never_overwrites_what_it_keeps(
         assert store.read_quarantined(session_id, name) == tail
     with pytest.raises(NotFound):
         store.read_quarantined(session_id, "quarantine/never-written.torn")
+
+
+# -- operations the commands need (issue 16: every command through the contract) ------------
+
+
+def test_a_record_is_read_with_its_line_and_record_1_without_a_scan(
+    harness: Harness, store: SessionStore, session_id: str
+) -> None:
+    appended = write_notes(store, session_id, 3)
+    first = store.first_record(session_id)
+    assert first is not None and first.seq == 1 and first.type == "session.created"
+    for record in appended:
+        found = store.record_line_at(session_id, record.segment, record.offset)
+        assert found is not None
+        assert found[0] == record
+        assert found[1] + b"\n" == harness.stored_line(session_id, record)
+    assert store.record_line_at(session_id, appended[0].segment, 10**9) is None
+    harness.flip_bit(session_id, appended[1], 5)
+    assert store.record_line_at(session_id, appended[1].segment, appended[1].offset) is None
+
+
+def test_a_scan_started_near_a_record_reaches_it_and_what_follows(
+    store: SessionStore, session_id: str
+) -> None:
+    appended = write_notes(store, session_id, 6)
+    for record in appended:
+        start = store.start_near(session_id, record.seq)
+        result = store.scan(session_id, start=start)
+        assert result.damage is None
+        assert [r.seq for r in result.records if r.seq >= record.seq] == list(range(record.seq, 8))
+        assert result.records[0].seq <= record.seq
+
+
+def test_records_of_a_type_are_found_newest_first_only_where_they_belong(
+    harness: Harness, store: SessionStore, session_id: str
+) -> None:
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        marks = []
+        for n in range(5):
+            journal.append("test.note", {"n": n})
+            marks.append(journal.append("test.mark", {"n": n}))
+        journal.close()
+    found = list(store.find_backwards(session_id, "test.mark"))
+    assert [record for record, _ in found] == marks[::-1]
+    assert all(line + b"\n" == harness.stored_line(session_id, record) for record, line in found)
+    assert [r.seq for r, _ in store.find_backwards(session_id, "test.mark", at_most=7)] == [7, 5, 3]
+    # A copy of an old line at the end is intact, but not where its seq says: never found.
+    harness.tear(session_id, harness.stored_line(session_id, marks[0]))
+    assert [record for record, _ in store.find_backwards(session_id, "test.mark")] == marks[::-1]
+
+
+def test_sizes_grow_with_what_is_stored(store: SessionStore, session_id: str) -> None:
+    journal, whole = store.journal_bytes(session_id), store.session_bytes(session_id)
+    assert 0 < journal <= whole
+    write_notes(store, session_id, 3)
+    with store.acquire(session_id) as lease:
+        lease.put_artifact(b"x" * 4096)
+    assert store.journal_bytes(session_id) > journal
+    assert store.session_bytes(session_id) >= whole + 4096
+    assert session_id in store.location(session_id)
+
+
+def test_artifacts_are_checked_and_damage_reported_not_raised(
+    harness: Harness, store: SessionStore, session_id: str
+) -> None:
+    with store.acquire(session_id) as lease:
+        good, bad = lease.put_artifact(b"good"), lease.put_artifact(b"bad")
+    check = store.check_artifacts(session_id)
+    assert check["checked"] == 2 and check["problems"] == [] and check["present"] == {good, bad}
+    harness.damage_artifact(session_id, bad)
+    check = store.check_artifacts(session_id)
+    assert [(p["kind"], p.get("artifact_id")) for p in check["problems"]] == [("artifact_corrupt", bad)]
+    assert good in check["present"]
+
+
+def test_a_checkpoint_request_reaches_the_holder_and_its_answer_the_asker(
+    store: SessionStore, session_id: str
+) -> None:
+    with store.acquire(session_id) as lease:
+        assert lease.pending_requests() == []
+        asked = store.submit_request(session_id, "before the deploy")
+        gone = store.submit_request(session_id, None)
+        store.withdraw_request(session_id, gone)
+        assert lease.pending_requests() == [asked]
+        assert store.wait_for_answer(session_id, asked, 0) is None
+        assert lease.answer_request(asked, {"checkpoint_id": "ck-1"})
+        assert lease.pending_requests() == []
+    assert store.wait_for_answer(session_id, asked, 5) == {"checkpoint_id": "ck-1"}
+    assert store.wait_for_answer(session_id, asked, 0) is None  # an answer is read once
+
+
+def test_the_config_is_checked_against_record_1_unless_asked_not_to(
+    store: SessionStore, session_id: str
+) -> None:
+    assert store.read_config(session_id, check_job=False) == store.read_config(session_id)
+
+
+def _files(store: SessionStore, session_id: str) -> dict[str, bytes | None]:
+    """The session's bundle files, read whole (None for a directory)."""
+    found: dict[str, bytes | None] = {}
+    skipped: list[dict[str, str]] = []
+    for item in store.session_files(session_id, skipped):
+        if isinstance(item, str):
+            found[item] = None
+        else:
+            data = item.read()
+            assert len(data) == item.size and item.read() == b""
+            found[item.name] = data
+    assert skipped == []
+    return found
+
+
+def test_a_session_leaves_as_files_and_comes_back_from_them_byte_for_byte(
+    store: SessionStore, session_id: str
+) -> None:
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        ident = journal.add_artifact(b"large output " * 100)
+        journal.append("test.note", {"artifact": ident})
+        journal.close()
+        lease.write_head({"state": "ACTIVE", "last_seq": 2})
+    before = store.scan(session_id)
+    files = _files(store, session_id)
+    names = list(files)
+    assert names.index("head.json") < names.index("session.toml") < names.index("journal")
+    assert any(name.startswith("journal/") for name in names)
+    staging = store.staging_area(session_id)
+    try:
+        top = staging / "sessions" / session_id
+        top.mkdir(parents=True)
+        for name, data in files.items():
+            if data is None:
+                (top / name).mkdir(parents=True, exist_ok=True)
+            else:
+                (top / name).parent.mkdir(parents=True, exist_ok=True)
+                (top / name).write_bytes(data)
+        with pytest.raises(SessionExists):
+            store.import_session(session_id, staging)
+        store.remove_session(session_id)
+        store.import_session(session_id, staging)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    after = store.scan(session_id)
+    assert after.records == before.records and after.damage is None
+    assert store.get_artifact(session_id, ident) == b"large output " * 100
+    assert store.read_head(session_id) == {"format_version": 1, "state": "ACTIVE", "last_seq": 2}
+    assert store.read_config(session_id) == store.read_config(session_id, check_job=False)
+    assert _files(store, session_id) == files

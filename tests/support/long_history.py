@@ -13,6 +13,7 @@ from handshake_cli.engine.tools.gate import idempotency_key, tool_call_id
 from handshake_cli.engine.writer import open_writer
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import ACTIVE, initial_head
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.store import SessionDir, Store
 
 READ = ToolSpec(name="read_file", side_effect="read", idempotency="idempotent", builtin="read_file")
@@ -31,7 +32,8 @@ def write_long_session(root: Path, session_id: str, records: int, *, chunks_per_
         tools=(READ,),
         limits=Limits(max_turns=1_000_000),
     )
-    session = Store(Paths(root)).create_session(
+    store = FilesystemStore(Paths(root))
+    session_id = store.create_session(
         {"job": job.to_config(), "workspace": str(root)},
         {
             "job_name": job.name,
@@ -41,7 +43,7 @@ def write_long_session(root: Path, session_id: str, records: int, *, chunks_per_
         head_for=initial_head,
         session_id=session_id,
     )
-    with open_writer(session, job=job, environ={}) as writer:
+    with open_writer(store, session_id, job=job, environ={}) as writer:
         writer.transition(ACTIVE, "run started")
         turn = 0
 
@@ -81,7 +83,7 @@ def write_long_session(root: Path, session_id: str, records: int, *, chunks_per_
             if turn % 40 == 0 and records - writer.last_seq > chunks_per_turn + 8:
                 writer.checkpoint("tool call completed")
         writer.sync()
-    return session
+    return Store(Paths(root)).session(session_id)
 
 
 def chunk(turn: int, index: int) -> dict[str, object]:

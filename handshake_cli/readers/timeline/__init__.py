@@ -49,33 +49,36 @@ from handshake_cli.readers.timeline.words import narrate
 from handshake_cli.storage.journal.codec import Record
 
 if TYPE_CHECKING:
-    from handshake_cli.storage.store import SessionDir
+    from handshake_cli.storage.contract import SessionStore
 
 __all__ = ["MAX_STEPS", "RECORD_DATA_MAX", "TEXT_MAX", "build", "timeline"]
 
 
-def timeline(session: SessionDir) -> dict[str, Any]:
-    """The page model of a session as its files stand, read without the lock: every intact
-    record (a torn tail or corruption after them is named in `session.damage`), the story of
-    its processes, and whether a live process holds it now."""
+def timeline(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """The page model of a session as it stands, read without the lease: every intact record
+    (a torn tail or corruption after them is named in `session.damage`), the story of its
+    processes, and whether a live process holds it now."""
     from pathlib import Path
 
+    from handshake_cli.errors import NotFound
     from handshake_cli.readers.history import history
     from handshake_cli.session.state import fold
-    from handshake_cli.session.status import effective_state
-    from handshake_cli.storage import lock
-    from handshake_cli.storage.journal.scan import scan
+    from handshake_cli.session.status import shown_state, vanished
 
     try:
-        config = session.read_config()
-        holder = lock.holder(session.path)
-        result = scan(session.journal, session.session_id)
+        config = store.read_config(session_id, check_job=False)
+        holder = store.holder(session_id)
+        result = store.scan(session_id)
     except FileNotFoundError as exc:  # gc moved the session away while it was read
-        raise session.missing(Path(exc.filename).name if exc.filename else "file it was reading") from exc
+        what = Path(exc.filename).name if exc.filename else "file it was reading"
+        raise vanished(store, session_id, what) from exc
+    except NotFound as exc:
+        raise vanished(store, session_id, "record it was reading") from exc
     records = result.records
     damage = result.damage
     told = history(
-        session.journal,
+        store,
+        session_id,
         records,
         whole=True,
         last_seq=records[-1].seq if records else 0,
@@ -83,11 +86,11 @@ def timeline(session: SessionDir) -> dict[str, Any]:
         torn_tail=damage.as_json() if damage is not None and damage.repairable else None,
         corruption=damage.as_json() if damage is not None and not damage.repairable else None,
     )
-    record = fold(session.session_id, records)
+    record = fold(session_id, records)
     facts = {
-        "session_id": session.session_id,
+        "session_id": session_id,
         "job_name": (config.get("job") or {}).get("name"),
-        "state": effective_state(record.state, holder),
+        "state": shown_state(record.state, holder, config),
         "model": {"id": record.model_id, "backend": record.backend},
         "created_at": config.get("created_at"),
         "updated_at": record.updated_at,
