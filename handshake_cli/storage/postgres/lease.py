@@ -40,23 +40,29 @@ from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import journal
 from handshake_cli.storage.postgres.connect import Connection
 
-# The write of a record, fenced: nothing is inserted unless this holder's token is the lease's.
+# Each write is one statement in a transaction of its own, whose first act sets how it commits
+# (`%(commit)s`: "on", durable when it returns; "off", visible at once and durable with the next
+# synchronous commit), and which writes nothing unless this holder's token is the lease's.
+# The write of a record:
 INSERT_RECORD = """
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true))
 INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
-SELECT %(session)s, %(segment)s, %(offset)s, %(seq)s, %(type)s, %(line)b
+SELECT %(session)s, %(segment)s, %(offset)s, %(seq)s, %(type)s, %(line)b FROM commit
  WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
 """
-# An artifact, fenced the same way; the answer says whether the fence held (the insert itself
-# does nothing when the artifact is already there).
+# An artifact; the answer says whether the fence held, and whether a row was added (none when
+# the artifact is already there).
 INSERT_ARTIFACT = """
-WITH fence AS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s),
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true)),
+     fence AS (SELECT 1 FROM handshake.leases, commit WHERE session_id = %(session)s AND token = %(token)s),
      put AS (INSERT INTO handshake.artifacts (session_id, artifact_id, data)
              SELECT %(session)s, %(id)s, %(data)b FROM fence ON CONFLICT DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM put)
 """
 WRITE_HEAD = """
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true))
 INSERT INTO handshake.heads (session_id, head)
-SELECT %(session)s, %(head)b
+SELECT %(session)s, %(head)b FROM commit
  WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
 ON CONFLICT (session_id) DO UPDATE SET head = EXCLUDED.head
 """
@@ -113,15 +119,13 @@ class PostgresLease(Lease):
 
     def run(self, query: str, params: Any, *, durable: bool, doing: str) -> psycopg.Cursor[Any]:
         """Execute one statement in a transaction of its own: committed with synchronous_commit
-        on when `durable`, else off (visible now, durable with the next synchronous commit)."""
+        on when `durable`, else off (visible now, durable with the next synchronous commit).
+        A statement that says how it commits takes `%(commit)s` from here."""
         self.check()
+        if isinstance(params, dict):
+            params = {**params, "commit": "on" if durable else "off"}
         try:
-            if durable:
-                cursor = self.conn.execute(query, params)
-            else:
-                with self.conn.pipeline(), self.conn.transaction():
-                    self.conn.execute("SET LOCAL synchronous_commit TO off")
-                    cursor = self.conn.execute(query, params)
+            cursor = self.conn.execute(query, params)
         except psycopg.Error as exc:
             raise self.failed(exc, doing) from None
         if not durable:

@@ -5,7 +5,7 @@ with other applications. `handshake.schema_version` holds one row, the version o
 tables; a handshake that meets a newer one refuses it (exit 2, `unsupported_format`, as for a
 newer session.toml) and changes nothing, and one that finds no tables creates them when it
 first writes (a reader never creates anything: an empty database simply holds no sessions).
-Two processes that create the tables at once are serialised by a transaction-level advisory
+Two processes that create the tables at once are serialised by an advisory
 lock, and the second finds them made.
 """
 
@@ -91,13 +91,7 @@ def ready(conn: Connection, shown: str, *, create: bool) -> bool:
     if not _exists(conn):
         if not create:
             return False
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-            if not _exists(conn):
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-                for statement in TABLES:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO handshake.schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+        _create(conn)
     row = conn.execute("SELECT version FROM handshake.schema_version").fetchone()
     found = row[0] if row else None
     if found == SCHEMA_VERSION:
@@ -113,6 +107,23 @@ def ready(conn: Connection, shown: str, *, create: bool) -> bool:
         "handshake wrote",
         details={"root": shown, "schema_version": found},
     )
+
+
+def _create(conn: Connection) -> None:
+    """Make the tables in one transaction, unless another process made them first. The lock
+    is the session's, and the second look a transaction of its own: a transaction that waited
+    for the lock could still see the catalog as it was before the other one committed."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
+    try:
+        if _exists(conn):
+            return
+        with conn.transaction():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            for statement in TABLES:
+                conn.execute(statement)
+            conn.execute("INSERT INTO handshake.schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
 
 
 def _exists(conn: Connection) -> bool:

@@ -1,0 +1,431 @@
+"""The PostgreSQL store against a real server, where the conformance suite cannot reach: the
+server ending a writer's connection, the server stopping hard mid-append, a database of a newer
+schema, wrong URLs and credentials, readers beside a writer, and segments that match the files.
+
+Every test gets a fresh database on the test run's server (tests/support/postgres.py); the
+ones that stop the server start it again before they end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from handshake_cli.errors import (
+    DurabilityError,
+    EnvironmentFailure,
+    ExitCode,
+    SessionLocked,
+    UnsupportedFormat,
+    UsageError,
+)
+from handshake_cli.paths import Paths
+from handshake_cli.storage.contract import Durability
+from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.postgres import PostgresStore
+from handshake_cli.storage.postgres.lease import PostgresLease
+from tests.support.postgres import PASSWORD, PostgresServer
+
+CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
+CREATED = {"job_name": "pg", "workspace": "/nowhere"}
+TIMEOUT = 60
+TABLES = ("sessions", "records", "artifacts", "heads", "quarantine", "leases", "requests", "schema_version")
+
+
+def head_for(record: Record) -> dict[str, Any]:
+    return {"state": "CREATED", "last_seq": record.seq}
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[PostgresStore]:
+    found = PostgresStore(postgres_url)
+    yield found
+    found.close()
+
+
+def new_session(store: PostgresStore, session_id: str = "pg-1") -> str:
+    return store.create_session(CONFIG, CREATED, head_for=head_for, session_id=session_id)
+
+
+def seqs(store: PostgresStore, session_id: str) -> list[int]:
+    result = store.scan(session_id)
+    assert result.damage is None
+    return [record.seq for record in result.records]
+
+
+def everything(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the store, to prove that nothing changed."""
+    with psycopg.connect(url) as conn:
+        query = "SELECT * FROM handshake.{} ORDER BY 1, 2"
+        return {table: conn.execute(query.format(table)).fetchall() for table in TABLES}
+
+
+# A writer in a process of its own: takes the lease, appends records (every third riding on
+# the next sync), prints each acknowledged seq, and leaves the way the CLI would on an error:
+# its message on stderr, its exit code.
+WRITER = """
+import sys
+from handshake_cli.errors import HandshakeError
+from handshake_cli.storage.contract import Durability
+from handshake_cli.storage.postgres import PostgresStore
+from handshake_cli.storage.postgres.lease import PostgresLease
+
+store = PostgresStore(sys.argv[1])
+try:
+    lease = store.acquire(sys.argv[2], command="writer")
+    print("backend", lease.conn.info.backend_pid, flush=True)
+    journal = lease.open_journal()
+    while True:
+        seq = journal.last_seq + 1
+        riding = seq % 3 == 0
+        journal.append("test.note", {"n": seq}, durability=Durability.NEXT_SYNC if riding else Durability.NOW)
+        if not riding:
+            print("acked", seq, flush=True)
+except HandshakeError as exc:
+    print(type(exc).__name__, exc.message, file=sys.stderr, flush=True)
+    sys.exit(int(exc.exit_code))
+"""
+
+
+class Writer:
+    """The WRITER script, running; reads what it acknowledged as it goes."""
+
+    def __init__(self, url: str, session_id: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, session_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        word, backend = self.proc.stdout.readline().split()
+        assert word == "backend"
+        self.backend = int(backend)
+        self.acked: list[int] = []
+
+    def wait_for_acks(self, count: int) -> None:
+        assert self.proc.stdout is not None
+        while len(self.acked) < count:
+            line = self.proc.stdout.readline()
+            assert line, f"the writer ended early: {self.finish()}"
+            self.acked.append(int(line.split()[1]))
+
+    def finish(self) -> tuple[int, str]:
+        """Its exit code and stderr, once it has stopped (reading what it acknowledged last)."""
+        out, err = self.proc.communicate(timeout=TIMEOUT)
+        self.acked += [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]
+        return self.proc.returncode, err
+
+
+# -- the lease: fencing ---------------------------------------------------------------------------
+
+
+def test_a_writer_whose_connection_the_server_ends_can_never_write_again(
+    postgres_server: PostgresServer, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    lease = store.acquire(session_id, command="old writer")
+    journal = lease.open_journal()
+    kept = [journal.append("test.note", {"n": n}) for n in range(3)]
+
+    postgres_server.terminate_backend(lease.conn.info.backend_pid)
+
+    with pytest.raises(DurabilityError) as failed:
+        journal.append("test.note", {"n": "after"})
+    assert failed.value.exit_code == ExitCode.ENVIRONMENT
+    assert "never reconnects" in failed.value.message and PASSWORD not in failed.value.message
+    for attempt in (
+        lambda: journal.append("test.note", {"n": "again"}, durability=Durability.NEXT_SYNC),
+        journal.sync,
+        lambda: journal.add_artifact(b"late"),
+        lambda: lease.put_artifact(b"late"),
+    ):
+        with pytest.raises(DurabilityError):
+            attempt()
+    assert not lease.write_head({"state": "ACTIVE"})  # never raises, never written
+    assert seqs(store, session_id) == [1, *(r.seq for r in kept)]  # nothing it tried is stored
+    assert store.holder(session_id) is None  # the server dropped the lock with the connection
+
+    with store.acquire(session_id, command="new writer") as taken:
+        holder = store.holder(session_id)
+        assert holder is not None and holder.command == "new writer"
+        after = taken.open_journal().append("test.note", {"n": "new writer"})
+    assert after.seq == 5
+    lease.release()  # never raises, and takes nothing from the new holder
+    journal.close()
+
+
+def test_a_writer_that_lost_its_lock_is_fenced_off_by_the_new_holders_token(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """Its connection still alive (a pooler that reset the session, say): the lock is gone,
+    another holder took the lease, and the old writer's statements insert nothing."""
+    session_id = new_session(store)
+    lease = store.acquire(session_id, command="old writer")
+    journal = lease.open_journal()
+    journal.append("test.note", {"n": "before"})
+    lease.conn.execute("SELECT pg_advisory_unlock_all()")
+    other = PostgresStore(postgres_url).acquire(session_id, command="new writer")
+
+    with pytest.raises(DurabilityError, match="no longer holds"):
+        journal.append("test.note", {"n": "old writer, after"})
+    with pytest.raises(DurabilityError):
+        journal.append("test.note", {"n": "again"})
+
+    assert seqs(store, session_id) == [1, 2]
+    holder = store.holder(session_id)
+    assert holder is not None and holder.command == "new writer"
+    assert other.open_journal().append("test.note", {"n": "new writer"}).seq == 3
+    other.release()
+    lease.release()
+
+
+def test_one_of_two_racing_writers_gets_the_lease_and_the_other_is_told_who(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    outcomes: list[PostgresLease | SessionLocked] = []
+    ready = threading.Barrier(2)
+
+    def race(name: str) -> None:
+        contender = PostgresStore(postgres_url)
+        ready.wait()
+        try:
+            outcomes.append(contender.acquire(session_id, command=name))
+        except SessionLocked as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=race, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+
+    leases = [o for o in outcomes if isinstance(o, PostgresLease)]
+    refused = [o for o in outcomes if isinstance(o, SessionLocked)]
+    assert len(leases) == 1 and len(refused) == 1
+    assert leases[0].holder.describe() in refused[0].message
+    leases[0].release()
+
+
+# -- the server stopped hard ----------------------------------------------------------------------
+
+
+def test_the_server_stopped_hard_mid_append_loses_nothing_acknowledged_and_stops_the_writer(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    writer = Writer(postgres_url, session_id)
+    writer.wait_for_acks(40)
+
+    postgres_server.stop_immediately()  # pg_ctl stop -m immediate, while the writer appends
+    try:
+        code, stderr = writer.finish()
+        with pytest.raises(EnvironmentFailure):  # a reader, meanwhile: exit 74
+            store.scan(session_id)
+    finally:
+        postgres_server.start()
+
+    assert code == ExitCode.ENVIRONMENT, stderr
+    assert stderr.startswith("DurabilityError") and "never reconnects" in stderr
+    stored = seqs(store, session_id)  # the reader connects again: a read acknowledges nothing
+    assert stored == list(range(1, len(stored) + 1))  # a prefix of what was tried, no gap
+    assert set(writer.acked) <= set(stored)  # everything acknowledged is there
+    assert store.holder(session_id) is None
+    with store.acquire(session_id, command="recover") as lease:
+        assert lease.open_journal().append("test.note", {"n": "after"}).seq == len(stored) + 1
+
+
+def test_a_reader_whose_connection_is_lost_fails_with_74_and_the_next_read_connects_again(
+    postgres_server: PostgresServer, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    assert store._conn is not None
+    postgres_server.terminate_backend(store._conn.info.backend_pid)
+
+    with pytest.raises(EnvironmentFailure) as lost:
+        store.scan(session_id)
+
+    assert lost.value.exit_code == ExitCode.ENVIRONMENT and "lost the connection" in lost.value.message
+    assert seqs(store, session_id) == [1]
+
+
+# -- the schema's version -------------------------------------------------------------------------
+
+
+def test_a_database_of_a_newer_schema_is_refused_and_nothing_is_changed(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE handshake.schema_version SET version = 2")
+    before = everything(postgres_url)
+    newer = PostgresStore(postgres_url)
+
+    for attempt in (
+        newer.session_ids,
+        lambda: newer.scan(session_id),
+        lambda: newer.acquire(session_id),
+        lambda: newer.create_session(CONFIG, CREATED, head_for=head_for, session_id="pg-2"),
+        lambda: newer.remove_session(session_id),
+    ):
+        with pytest.raises(UnsupportedFormat) as refused:
+            attempt()
+        assert refused.value.exit_code == ExitCode.USAGE and refused.value.code == "unsupported_format"
+        assert "schema version 2" in refused.value.message
+        assert "reads schema version 1" in refused.value.message
+    assert everything(postgres_url) == before
+
+
+def test_the_tables_are_made_by_the_first_writer_and_a_reader_of_an_empty_database_finds_nothing(
+    postgres_url: str,
+) -> None:
+    reader = PostgresStore(postgres_url)
+    assert reader.session_ids() == []
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('handshake.sessions')").fetchone() == (None,)
+    writers = [PostgresStore(postgres_url) for _ in range(4)]
+    threads = [
+        threading.Thread(target=new_session, args=(writer, f"made-{n}")) for n, writer in enumerate(writers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert reader.session_ids() == [f"made-{n}" for n in range(4)]
+
+
+# -- bad roots -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "says"),
+    [
+        ("postgresql://user:s3cret@host:notaport/db", ExitCode.USAGE, "not a TCP port"),
+        ("postgresql://user:s3%zzcret@localhost/db", ExitCode.USAGE, "not a URL libpq can read"),
+        ("mysql://user:s3cret@localhost/db", ExitCode.USAGE, "not a PostgreSQL URL"),
+    ],
+)
+def test_a_malformed_url_is_usage_and_its_password_is_never_shown(url: str, code: int, says: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        PostgresStore(url).session_ids()
+    assert refused.value.exit_code == code and says in refused.value.message
+    assert "s3" not in refused.value.message and "cret" not in refused.value.message
+
+
+def test_wrong_credentials_or_database_are_usage_and_an_unreachable_server_is_74(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    wrong_password = postgres_server.url(database, password="not-the-password")
+    with pytest.raises(UsageError) as refused:
+        PostgresStore(wrong_password).session_ids()
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert "password authentication failed" in refused.value.message
+    assert "not-the-password" not in refused.value.message and "postgres@127.0.0.1" in refused.value.message
+
+    with pytest.raises(UsageError, match="does not exist"):
+        PostgresStore(postgres_server.url("no_such_database")).session_ids()
+    with pytest.raises(UsageError, match="no_such_role"):
+        PostgresStore(postgres_server.url(database, user="no_such_role")).acquire("pg-1")
+
+    with socket_closed() as port:
+        unreachable = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/{database}"
+        with pytest.raises(EnvironmentFailure) as failed:
+            PostgresStore(unreachable).session_ids()
+    assert failed.value.exit_code == ExitCode.ENVIRONMENT
+    assert "cannot connect" in failed.value.message and PASSWORD not in failed.value.message
+
+
+class socket_closed:
+    """A loopback port nothing listens on (bound, never listening, while the `with` lasts)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+# -- readers beside a writer ----------------------------------------------------------------------
+
+
+def test_readers_see_a_growing_verified_prefix_while_a_writer_appends_and_never_wait_for_it(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    session_id = new_session(store)
+    writer = Writer(postgres_url, session_id)
+    try:
+        writer.wait_for_acks(5)
+        seen: list[int] = []
+        while len(seen) < 30 or seen[-1] < 200:
+            result = store.scan(session_id)
+            assert result.damage is None  # a moment of the journal, verified whole
+            count = [r.seq for r in result.records]
+            assert count == list(range(1, len(count) + 1))
+            assert not seen or len(count) >= seen[-1]
+            seen.append(len(count))
+            last = store.last_record(session_id)
+            assert last is not None and last.seq >= len(count)
+            holder = store.holder(session_id)
+            assert holder is not None and holder.command == "writer"
+        assert len(set(seen)) > 1  # the journal grew between the readers' looks
+    finally:
+        writer.proc.kill()
+        writer.finish()
+
+
+# -- segments, as the files would hold them --------------------------------------------------------
+
+
+def test_segments_hold_exactly_the_bytes_of_the_filesystem_stores_files(
+    tmp_path: Path, store: PostgresStore, postgres_url: str
+) -> None:
+    ticks = iter(range(10**6))
+
+    def clock() -> str:
+        return f"2026-12-03T00:00:00.{next(ticks):06d}Z"
+
+    files = FilesystemStore(Paths(tmp_path / "root"))
+    for kept in (files, store):
+        ticks = iter(range(10**6))
+        session_id = kept.create_session(CONFIG, CREATED, head_for=head_for, session_id="same", clock=clock)
+        with kept.acquire(session_id) as lease:
+            journal = lease.open_journal(clock=clock, segment_bytes=700)
+            for n in range(12):
+                journal.append("test.note", {"n": n, "text": "x" * (n * 17)}, durability=Durability.NEXT_SYNC)
+            journal.sync()
+            journal.close()
+
+    folder = tmp_path / "root" / "sessions" / "same" / "journal"
+    expected = {path.name: path.read_bytes() for path in folder.iterdir()}
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT segment, line FROM handshake.records WHERE session_id = 'same' "
+            "ORDER BY segment, byte_offset"
+        ).fetchall()
+    segments: dict[str, bytes] = {}
+    for number, line in rows:
+        name = f"{number:08d}.jsonl"
+        segments[name] = segments.get(name, b"") + bytes(line)
+    assert len(expected) > 3 and segments == expected
+    assert store.scan("same").records == files.scan("same").records
+    head = store.read_head("same")
+    assert head is not None and json.loads((folder.parent / "head.json").read_bytes()) == head
+    config = (folder.parent / "session.toml").read_bytes()
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT config FROM handshake.sessions WHERE session_id = 'same'").fetchone()
+    assert row is not None and bytes(row[0]) == config
