@@ -51,6 +51,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "journal": ("journal appends and scans vs bare writes and json.loads", "journal", "rows"),
     "gc": ("gc over a root of many sessions", "gc", "rows"),
     "providers": ("the openai provider's stream vs httpx alone", "providers", "rows"),
+    "postgres": ("the PostgreSQL store's appends vs bare INSERT+COMMIT, scans", "postgres_store", "rows"),
 }
 
 

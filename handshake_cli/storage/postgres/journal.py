@@ -174,11 +174,11 @@ def start_near(conn: Connection, session_id: str, seq: int) -> Start | None:
 
 
 def find_backwards(
-    conn: Connection, session_id: str, type_: str, at_most: int | None, below: int | None
+    conn: Connection, session_id: str, type_: str, at_most: int | None, below: int | None, page: int
 ) -> tuple[list[tuple[Record, bytes]], int | None]:
-    """One page of `SessionStore.find_backwards`: the records of `type_` with seq under
-    `below` (and at most `at_most`), newest first, each kept only when it links (seq and
-    `prev`) to the row just before it; and the `below` of the next page (None: no more).
+    """One page (`page` rows) of `SessionStore.find_backwards`: the records of `type_` with
+    seq under `below` (and at most `at_most`), newest first, each kept only when it links (seq
+    and `prev`) to the row just before it; and the `below` of the next page (None: no more).
 
     The candidates come from the (session_id, type, seq) index, whose columns were written
     with each line; every one is then proven by its own bytes and its neighbour's."""
@@ -192,7 +192,7 @@ def find_backwards(
              FROM handshake.records r
             WHERE r.session_id = %s AND r.type = %s AND r.seq <= %s
             ORDER BY r.seq DESC LIMIT %s""",
-        (session_id, type_, limit, _PAGE),
+        (session_id, type_, limit, page),
     ).fetchall()
     found: list[tuple[Record, bytes]] = []
     for number, at, _seq, line, before in rows:
@@ -204,7 +204,7 @@ def find_backwards(
             continue
         if _links(record, session_id, bytes(before) if before is not None else None, (number, at)):
             found.append(kept)
-    following = rows[-1][2] if len(rows) == _PAGE else None
+    following = rows[-1][2] if len(rows) == page else None
     return found, following
 
 

@@ -123,7 +123,7 @@ class PostgresLease(Lease):
         A statement that says how it commits takes `%(commit)s` from here."""
         self.check()
         if isinstance(params, dict):
-            params = {**params, "commit": "on" if durable else "off"}
+            params["commit"] = "on" if durable else "off"
         try:
             cursor = self.conn.execute(query, params)
         except psycopg.Error as exc:

@@ -308,13 +308,15 @@ class PostgresStore(SessionStore):
     ) -> Iterator[tuple[Record, bytes]]:
         validate_session_id(session_id)
         below: int | None = None
+        page = 4  # most callers want the newest one: the first page is small, the next ones grow
         while True:
             with self._reading("read a journal", snapshot=True) as conn:
                 self._session(conn, session_id)
-                found, below = journal.find_backwards(conn, session_id, type_, at_most, below)
+                found, below = journal.find_backwards(conn, session_id, type_, at_most, below, page)
             yield from found
             if below is None:
                 return
+            page = min(page * 4, 256)
 
     def journal_bytes(self, session_id: str) -> int:
         validate_session_id(session_id)
