@@ -356,7 +356,7 @@ def make_runner(
     session = store.create_session(
         {"job": job.to_config(), "workspace": str(workspace)}, created, head_for=initial_head
     )
-    writer = closing.enter_context(open_writer(session, job=job, environ={}))
+    writer = closing.enter_context(open_writer(store_of(session), session.session_id, job=job, environ={}))
     scripted = ScriptedProvider(job.model)
     extra = {"observer": observer} if observer is not None else {}
     runner = Runner(writer, job, workspace, provider(scripted) if provider else scripted, **extra)
@@ -378,6 +378,14 @@ def run_pending_calls(runner: Any, calls: list[dict[str, Any]]) -> None:
         runner.run_tool_calls()
 
 
+def store_of(session: Any) -> Any:
+    """The filesystem store whose root holds `session` (a SessionDir, `<root>/sessions/<id>`)."""
+    from handshake_cli.paths import Paths
+    from handshake_cli.storage.filesystem import FilesystemStore
+
+    return FilesystemStore(Paths(session.path.parent.parent))
+
+
 def rebuild(session: Any, *, lazy: bool = False) -> Any:
     """The latest state of a session (a SessionView): in full, as a resume rebuilds it, or
     `lazy`, as `recover --dry-run` plans from it (the job and the thread's history read only
@@ -385,8 +393,8 @@ def rebuild(session: Any, *, lazy: bool = False) -> Any:
     from handshake_cli.recovery.view import rebuild as rebuild_view
 
     if lazy:
-        return rebuild_view(session, read_job=False, lazy_thread=True)
-    return rebuild_view(session)
+        return rebuild_view(store_of(session), session.session_id, read_job=False, lazy_thread=True)
+    return rebuild_view(store_of(session), session.session_id)
 
 
 def plan(view: Any) -> Any:

@@ -48,6 +48,7 @@ from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import ModelSession, fold, initial_head, write_head
 from handshake_cli.storage import durable
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import SessionLock
 from handshake_cli.storage.store import Store
@@ -199,7 +200,7 @@ def rows(ctx: Any, sessions: int | None = None, records: int = 6, repeat: int | 
     started = time.perf_counter()
     subprocess.run(["rm", "-rf", str(base / "sample" / "sessions")], check=True)
     rm_per_session = (time.perf_counter() - started) / sample
-    store = Store(Paths(root))
+    store = FilesystemStore(Paths(root))
     base_times, dry_times = [], []
     for _ in range(repeat):
         base_times.append(baseline(root))
@@ -267,7 +268,7 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run(["rm", "-rf", str(base / "sample" / "sessions")], check=True)
         rm_per_session = (time.perf_counter() - started) / args.floor_sample
-        store = Store(Paths(root))
+        store = FilesystemStore(Paths(root))
 
         base_times, dry_times = [], []
         dry = None

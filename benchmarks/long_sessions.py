@@ -75,7 +75,7 @@ def turns_session(ctx: Context, turns: int) -> Any:
     from handshake_cli.engine import launch
     from handshake_cli.engine.jobs import load_job
     from handshake_cli.paths import Paths
-    from handshake_cli.storage.store import Store
+    from handshake_cli.storage.filesystem import FilesystemStore
 
     key = f"turns-{turns}"
     if key not in ctx.cache:
@@ -85,7 +85,7 @@ def turns_session(ctx: Context, turns: int) -> Any:
         workspace.mkdir()
         (workspace / "f.txt").write_text("some content\n")
         started = time.perf_counter()
-        result = launch.start(job, Store(Paths(tmp / "root")), workspace=workspace, session_id=key)
+        result = launch.start(job, FilesystemStore(Paths(tmp / "root")), workspace=workspace, session_id=key)
         assert result.state == "COMPLETED", result
         print(f"  ran a session of {turns:,} turns in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         ctx.cache[key] = session_dir(tmp / "root", key)

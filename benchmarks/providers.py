@@ -33,7 +33,7 @@ import httpx
 from handshake_cli.engine import launch
 from handshake_cli.engine.jobs import load_job
 from handshake_cli.paths import Paths
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.filesystem import FilesystemStore
 from tests.support.openai_server import FakeOpenAI, sse, text_events
 
 
@@ -75,7 +75,7 @@ def through_handshake(server: Remote, words: int, tmp: Path, round_: int) -> flo
         f'base_url = "{server.url}"\nmodel = "m"\n'
     )
     job = load_job(str(job_file))
-    store = Store(Paths.resolve(str(tmp / f"root{round_}")))
+    store = FilesystemStore(Paths.resolve(str(tmp / f"root{round_}")))
     start = time.perf_counter()
     result = launch.start(job, store, workspace=tmp)
     elapsed = time.perf_counter() - start

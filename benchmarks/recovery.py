@@ -59,6 +59,7 @@ from handshake_cli.recovery.view import in_flight_text, rebuild
 from handshake_cli.session.checkpoints import CheckpointRef, load
 from handshake_cli.session.state import ACTIVE, ModelSession, initial_head, write_head
 from handshake_cli.session.thread import Thread
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
 from handshake_cli.storage.journal.scan import list_segments, scan
 from handshake_cli.storage.store import SessionDir, Store
@@ -89,6 +90,11 @@ class Built:
     seconds: float
 
 
+def store_of(session: SessionDir) -> FilesystemStore:
+    """The filesystem store whose root holds `session` (`<root>/sessions/<id>`)."""
+    return FilesystemStore(Paths(session.path.parent.parent))
+
+
 class Generator:
     """Appends a session's records through the real session writer, keeping only the live Thread."""
 
@@ -97,7 +103,9 @@ class Generator:
         self.sid = session.session_id
         self._closing = ExitStack()
         self.writer = self._closing.enter_context(
-            open_writer(session, job=job, environ={}, segment_bytes=segment_bytes)
+            open_writer(
+                store_of(session), session.session_id, job=job, environ={}, segment_bytes=segment_bytes
+            )
         )
         self.record: ModelSession = self.writer.record
         self.thread: Thread = self.writer.thread
@@ -278,7 +286,7 @@ def rebuild_once(built: Built, case: Case) -> None:
     session = built.session
     gc.collect()
     start = time.perf_counter()
-    view = rebuild(session)
+    view = rebuild(store_of(session), session.session_id)
     plan = make_plan(view, [])
     case.times.append(time.perf_counter() - start)
     # What recovery must find whatever head.json says: the newest checkpoint, the call in flight.
@@ -308,7 +316,7 @@ def measure(built: Built, repeat: int) -> dict[str, Any]:
         scans.append(time.perf_counter() - start)
         assert result.count == built.records and result.damage is None
         start = time.perf_counter()
-        load(session.journal, built.newest, session.session_id)
+        load(store_of(session), built.newest, session.session_id)
         loads.append(time.perf_counter() - start)
         write_head(session.path, built.newest_head)
         rebuild_once(built, newest)

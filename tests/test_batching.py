@@ -15,9 +15,9 @@ from handshake_cli.engine import launch
 from handshake_cli.engine.jobs import load_job
 from handshake_cli.engine.loop import QuietObserver
 from handshake_cli.paths import Paths
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.journal.writer import JournalWriter
-from handshake_cli.storage.store import Store
 from tests.support.cli import Cli
 from tests.support.jobs import READ, WRITE, send_tool, write_job
 
@@ -71,7 +71,7 @@ def run_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: list[dict[s
     monkeypatch.setattr(JournalWriter, "append", append)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     monkeypatch.setattr(os, "fsync", fsync)
-    store = Store(Paths(tmp_path / "root"))
+    store = FilesystemStore(Paths(tmp_path / "root"))
     result = launch.start(job, store, workspace=workspace, observer=events, environ={})
     assert result.state == "COMPLETED"
     first = events.log.index("model.completed")

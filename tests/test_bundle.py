@@ -26,7 +26,7 @@ import pytest
 from handshake_cli.maintenance import bundle
 from handshake_cli.maintenance.bundle import import_ as importing
 from handshake_cli.paths import Paths
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.filesystem import FilesystemStore
 from tests.support.cli import CliResult, handshake, wait_for
 from tests.support.jobs import WRITE, write_job
 from tests.support.paths import FIXTURES, GOLDEN
@@ -254,7 +254,7 @@ def test_human_output(golden_root: Callable[[str], Path], cli: Cli, tmp_path: Pa
 @pytest.fixture
 def good_bundle(golden_root: Callable[[str], Path], tmp_path: Path) -> Path:
     out = tmp_path / "good.tar.gz"
-    bundle.export_session(Store(Paths(golden_root("clean"))), "clean", out)
+    bundle.export_session(FilesystemStore(Paths(golden_root("clean"))), "clean", out)
     return out
 
 
@@ -421,5 +421,5 @@ def test_a_failure_while_landing_leaves_no_half_session(
     monkeypatch.setattr(importing, "_seal", crash)
     paths = Paths(tmp_path / "dest")
     with pytest.raises(OSError, match="disk on fire"):
-        bundle.import_bundle(Store(paths), good_bundle)
+        bundle.import_bundle(FilesystemStore(paths), good_bundle)
     assert list(paths.sessions.iterdir()) == [] and list(paths.staging.iterdir()) == []

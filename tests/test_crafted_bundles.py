@@ -40,7 +40,8 @@ from handshake_cli.errors import ExitCode, HandshakeError
 from handshake_cli.maintenance import bundle
 from handshake_cli.maintenance.bundle import checks
 from handshake_cli.paths import Paths
-from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES, Store
+from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 from tests.support.cli import CliResult
 from tests.support.paths import GOLDEN
 from tests.support.peak_memory import PEAK_KIB
@@ -202,7 +203,7 @@ def import_in_process(root: Path, path: Path) -> Outcome:
     """`handshake import` as the core does it; then the root is checked and put back."""
     before = files_of(root / "sessions")
     try:
-        report = bundle.import_bundle(Store(Paths(root)), path)
+        report = bundle.import_bundle(FilesystemStore(Paths(root)), path)
     except HandshakeError as exc:
         outcome = Outcome(int(exc.exit_code), exc.message)
     else:

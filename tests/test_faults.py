@@ -191,11 +191,11 @@ def _export_after(world: World, outcome: Outcome) -> None:
     if "b.tgz" in names:
         from handshake_cli.maintenance.bundle import import_bundle
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.filesystem import FilesystemStore
 
         scratch = lab.base / "scratch"
         shutil.rmtree(scratch, ignore_errors=True)
-        report = import_bundle(Store(Paths(scratch)), out / "b.tgz")
+        report = import_bundle(FilesystemStore(Paths(scratch)), out / "b.tgz")
         assert report.verdict in ("intact", "repairable"), context
         shutil.rmtree(scratch)
 

@@ -12,7 +12,7 @@ import pytest
 from handshake_cli.paths import Paths
 from handshake_cli.readers import describe
 from handshake_cli.session.thread import fold_thread
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.filesystem import FilesystemStore
 from tests.support.cli import CliResult, start_run, wait_for
 from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.paths import FIXTURES
@@ -84,10 +84,10 @@ def test_the_summary_of_a_long_session_reads_from_its_newest_checkpoint(
 ) -> None:
     """Past FULL_CHECK_BYTES, inspect reads the newest checkpoint and the tail, and says so;
     what it shows is the same story the whole journal tells."""
-    store = Store(Paths(root))
-    full = describe.describe(store, store.session(finished))
+    store = FilesystemStore(Paths(root))
+    full = describe.describe(store, finished)
     monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
-    quick = describe.describe(store, store.session(finished))
+    quick = describe.describe(store, finished)
     assert full["integrity"]["scope"] == "full"
     assert quick["integrity"]["scope"] == "from_checkpoint"
     assert quick["integrity"]["verdict"] == "intact" and quick["integrity"]["checked_from_seq"] > 1
@@ -157,8 +157,7 @@ def test_a_session_gc_removes_while_inspect_reads_it_is_not_found(
     from handshake_cli.errors import NotFound
     from handshake_cli.storage import lock
 
-    store = Store(Paths(root))
-    session = store.session(finished)
+    store = FilesystemStore(Paths(root))
     real_holder = lock.holder
 
     def holder_then_gone(path: Path) -> Any:
@@ -168,4 +167,4 @@ def test_a_session_gc_removes_while_inspect_reads_it_is_not_found(
 
     monkeypatch.setattr(lock, "holder", holder_then_gone)
     with pytest.raises(NotFound, match="removed"):
-        describe.describe(store, session)
+        describe.describe(store, finished)

@@ -29,10 +29,11 @@ from handshake_cli.recovery.view import rebuild
 from handshake_cli.session import checkpoints
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, load
 from handshake_cli.session.thread import LazyThread, digest, fold_thread
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal import scan as journal_scan
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.journal.writer import JournalWriter
-from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.store import SessionDir
 from tests.support.jobs import READ, write_job
 
 TURNS = 40
@@ -54,10 +55,15 @@ def long_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionDi
     workspace = tmp / "ws"
     workspace.mkdir()
     (workspace / "f.txt").write_text("some content\n")
-    store = Store(Paths(tmp / "root"))
+    store = FilesystemStore(Paths(tmp / "root"))
     result = launch.start(load_job(job), store, workspace=workspace, session_id="long")
     assert result.state == "COMPLETED"
     yield store.session("long")
+
+
+def store_of(session: SessionDir) -> FilesystemStore:
+    """The filesystem store whose root holds `session` (`<root>/sessions/<id>`)."""
+    return FilesystemStore(Paths(session.path.parent.parent))
 
 
 class Reads:
@@ -65,9 +71,9 @@ class Reads:
         self.count = 0
         real = checkpoints.record_at
 
-        def counted(journal_dir: Path, segment: str, offset: int) -> Any:
+        def counted(*where: Any) -> Any:
             self.count += 1
-            return real(journal_dir, segment, offset)
+            return real(*where)
 
         monkeypatch.setattr(checkpoints, "record_at", counted)
 
@@ -79,11 +85,11 @@ def newest_ref(session: SessionDir) -> tuple[CheckpointRef, list[Any]]:
 
 
 def chain_length(session: SessionDir, ref: CheckpointRef) -> int:
-    body = checkpoints.read_body(session.journal, ref, session.session_id)
+    body = checkpoints.read_body(store_of(session), ref, session.session_id)
     length = 1
     while not body["snapshot"]:
         body = checkpoints.read_body(
-            session.journal, CheckpointRef.from_json(body["parent"]), session.session_id
+            store_of(session), CheckpointRef.from_json(body["parent"]), session.session_id
         )
         length += 1
     return length
@@ -95,9 +101,9 @@ def test_a_lazy_load_reads_one_record_and_the_chain_only_when_used(
     ref, records = newest_ref(long_session)
     links = chain_length(long_session, ref)
     assert links > 5, "the fixture should give the newest checkpoint a long delta chain"
-    eager = load(long_session.journal, ref, long_session.session_id)
+    eager = load(store_of(long_session), ref, long_session.session_id)
     reads = Reads(monkeypatch)
-    lazy = load(long_session.journal, ref, long_session.session_id, lazy=True)
+    lazy = load(store_of(long_session), ref, long_session.session_id, lazy=True)
     assert reads.count == 1  # its own record, whatever the session's length
     assert isinstance(lazy.thread, LazyThread) and not lazy.thread.loaded
     assert (lazy.thread.pending, lazy.thread.turn, lazy.thread.in_flight) == (
@@ -120,7 +126,7 @@ def test_a_lazy_thread_keeps_what_the_fold_adds_after_its_checkpoint(long_sessio
     ref = CheckpointRef.from_record(middle)
     after = [r for r in records if r.seq > middle.data["covers_seq"]]
     assert any(r.type == "tool.result" for r in after)
-    lazy = load(long_session.journal, ref, long_session.session_id, lazy=True).thread
+    lazy = load(store_of(long_session), ref, long_session.session_id, lazy=True).thread
     folded = fold_thread(after, base=lazy)
     assert isinstance(folded, LazyThread) and not folded.loaded  # appends wait for the parts
     whole = fold_thread(records)
@@ -138,10 +144,10 @@ def test_planning_reads_no_history_and_no_job(
     def no_config(self: SessionDir, **_: Any) -> dict[str, Any]:
         raise AssertionError("session.toml was read")
 
-    full = rebuild(long_session)
+    full = rebuild(store_of(long_session), long_session.session_id)
     reads = Reads(monkeypatch)
     monkeypatch.setattr(SessionDir, "read_config", no_config)
-    view = rebuild(long_session, read_job=False, lazy_thread=True)
+    view = rebuild(store_of(long_session), long_session.session_id, read_job=False, lazy_thread=True)
     plan = make_plan(view, [])
     assert plan.as_json() == make_plan(full, []).as_json()
     assert reads.count == 0  # the candidate found from the end is the record: no read of the chain
@@ -152,7 +158,7 @@ def test_planning_reads_no_history_and_no_job(
 def test_dry_run_decodes_no_message_of_the_history(
     long_session: SessionDir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(Paths(long_session.path.parent.parent))
+    store = store_of(long_session)
     reads = Reads(monkeypatch)
     result = execute.recover(store, "long", execute.Options(dry_run=True))
     assert result.plan.action == "nothing" and not result.executed
@@ -179,8 +185,8 @@ def test_a_lazy_load_still_refuses_a_newest_checkpoint_that_contradicts_itself(
     finally:
         journal.close()
     with pytest.raises(CheckpointInvalid, match="tail id"):
-        load(session.journal, CheckpointRef.from_record(bad), "long", lazy=True)
-    view = rebuild(session, read_job=False, lazy_thread=True)
+        load(store_of(session), CheckpointRef.from_record(bad), "long", lazy=True)
+    view = rebuild(store_of(session), session.session_id, read_job=False, lazy_thread=True)
     assert view.base is not None and view.base.checkpoint_id == good.data["checkpoint_id"]
     assert [s["checkpoint_id"] for s in view.skipped] == ["ck-999"]
 
@@ -199,7 +205,7 @@ def test_a_checkpoint_is_hashed_in_the_bytes_it_was_written_in(
 
     monkeypatch.setattr(checkpoints, "digest", watched)
     ref, _ = newest_ref(long_session)
-    loaded = load(long_session.journal, ref, long_session.session_id)
+    loaded = load(store_of(long_session), ref, long_session.session_id)
     assert loaded.thread.messages and encoded_bodies == []
 
 
@@ -208,10 +214,11 @@ def test_the_newest_checkpoint_is_found_whatever_the_search_window(
     long_session: SessionDir, monkeypatch: pytest.MonkeyPatch, window: int
 ) -> None:
     from handshake_cli.recovery import view as view_module
+    from handshake_cli.storage.journal import backwards
 
     ref, _ = newest_ref(long_session)
-    monkeypatch.setattr(view_module, "_FIRST_WINDOW", window)
-    found = list(view_module.checkpoint_candidates(long_session.journal, long_session.session_id))
+    monkeypatch.setattr(backwards, "FIRST_WINDOW", window)
+    found = list(view_module.checkpoint_candidates(store_of(long_session), long_session.session_id))
     every = [
         r
         for r in scan(long_session.journal, long_session.session_id).records

@@ -27,7 +27,7 @@ from handshake_cli.cli import streams
 from handshake_cli.paths import Paths
 from handshake_cli.readers.describe import describe
 from handshake_cli.readers.verify import verify
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.filesystem import FilesystemStore
 from tests.support.cli import CliResult, handshake, wait_for
 from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.paths import DATA
@@ -88,13 +88,12 @@ def assert_no_bug(code: int, err: str) -> None:
 
 def state_of(root: Path, session_id: str) -> str:
     """As `inspect SESSION --json` says it (read in this process: no interpreter to start)."""
-    store = Store(Paths(root))
-    return str(describe(store, store.session(session_id))["state"])
+    return str(describe(FilesystemStore(Paths(root)), session_id)["state"])
 
 
 def assert_intact(root: Path, session_id: str) -> None:
     """As `inspect SESSION --verify` says it: every checksum, link, artifact and head.json."""
-    assert verify(Store(Paths(root)).session(session_id)).verdict == "intact"
+    assert verify(FilesystemStore(Paths(root)), session_id).verdict == "intact"
 
 
 def assert_completed_whole(root: Path, session_id: str) -> None:

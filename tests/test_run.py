@@ -104,9 +104,9 @@ def test_intent_is_synced_before_the_tool_runs(tmp_path: Path, workspace: Path) 
         "from handshake_cli.engine import launch\n"
         "from handshake_cli.engine.jobs import load_job\n"
         "from handshake_cli.paths import Paths\n"
-        "from handshake_cli.storage.store import Store\n"
+        "from handshake_cli.storage.filesystem import FilesystemStore\n"
         "from pathlib import Path\n"
-        "store = Store(Paths(Path(sys.argv[1])))\n"
+        "store = FilesystemStore(Paths(Path(sys.argv[1])))\n"
         "r = launch.start(load_job(sys.argv[3]), store, workspace=Path(sys.argv[2]))\n"
         "print(json.dumps({'session_id': r.session_id, 'synced': synced}))\n"
     )
@@ -411,7 +411,7 @@ def test_checkpoint_bytes_grow_linearly(tmp_path: Path) -> None:
     from handshake_cli.engine import launch
     from handshake_cli.engine.jobs import load_job
     from handshake_cli.paths import Paths
-    from handshake_cli.storage.store import Store
+    from handshake_cli.storage.filesystem import FilesystemStore
 
     def total_checkpoint_bytes(calls: int) -> tuple[int, int]:
         turns = [
@@ -427,7 +427,7 @@ def test_checkpoint_bytes_grow_linearly(tmp_path: Path) -> None:
         ws = tmp_path / f"ws{calls}"
         ws.mkdir()
         (ws / "f.txt").write_text("some content " * 20)
-        result = launch.start(load_job(job), Store(Paths(tmp_path / f"root{calls}")), workspace=ws)
+        result = launch.start(load_job(job), FilesystemStore(Paths(tmp_path / f"root{calls}")), workspace=ws)
         assert result.state == "COMPLETED"
         return result.checkpoint_bytes, result.checkpoints
 
@@ -441,15 +441,17 @@ def test_checkpoint_bytes_grow_linearly(tmp_path: Path) -> None:
 def test_a_checkpoint_reads_back_as_the_journal_tells_it(
     cli: Callable[..., CliResult], root: Path, workspace: Path
 ) -> None:
+    from handshake_cli.paths import Paths
     from handshake_cli.session.checkpoints import CheckpointRef, load
     from handshake_cli.session.thread import fold_thread
+    from handshake_cli.storage.filesystem import FilesystemStore
 
     run = cli("run", str(QUICKSTART), "--root", str(root), "--workspace", str(workspace), "--json").json
     session_id = run["session_id"]
     records = records_of(root, session_id)
-    journal = root / "sessions" / session_id / "journal"
+    store = FilesystemStore(Paths(root))
     for record in (r for r in records if r.type == "checkpoint.created"):
-        loaded = load(journal, CheckpointRef.from_record(record), session_id)
+        loaded = load(store, CheckpointRef.from_record(record), session_id)
         expected = fold_thread(records[: record.data["covers_seq"]])
         assert loaded.thread.messages == expected.messages
         assert loaded.thread.ledger == expected.ledger

@@ -13,8 +13,9 @@ from handshake_cli.engine.writer import open_writer
 from handshake_cli.errors import SessionLocked
 from handshake_cli.paths import Paths
 from handshake_cli.session.state import ACTIVE, COMPLETED, fold, initial_head, read_head
+from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.store import SessionDir
 from tests.support.cli import CliResult
 
 KEY_VAR = "HANDSHAKE_TEST_PROVIDER_KEY"
@@ -45,13 +46,15 @@ def stopped_openai_session(tmp_path: Path, root: Path) -> tuple[SessionDir, Job]
         "workspace": str(workspace),
     }
     config = {"job": loaded.to_config(), "workspace": str(workspace)}
-    return Store(Paths(root)).create_session(config, created, head_for=initial_head), loaded
+    store = FilesystemStore(Paths(root))
+    return store.session(store.create_session(config, created, head_for=initial_head)), loaded
 
 
 def test_the_writer_holds_the_lock_and_keeps_the_fold_in_step(tmp_path: Path, root: Path) -> None:
     session, job = stopped_openai_session(tmp_path, root)
-    with open_writer(session, job=job, environ={}) as writer:
-        with pytest.raises(SessionLocked), open_writer(session):
+    store = FilesystemStore(Paths(root))
+    with open_writer(store, session.session_id, job=job, environ={}) as writer:
+        with pytest.raises(SessionLocked), open_writer(store, session.session_id):
             pass
         writer.transition(ACTIVE, "run started")
         writer.append("model.request", {"turn": 1, "message_count": 1}, sync=False)
@@ -66,7 +69,7 @@ def test_the_writer_holds_the_lock_and_keeps_the_fold_in_step(tmp_path: Path, ro
     assert fold(session.session_id, records).as_json() == writer.record.as_json()
     assert writer.thread.in_flight is not None and writer.thread.in_flight["request_seq"] == records[-4].seq
     assert (read_head(session.path) or {}).get("state") == COMPLETED
-    with open_writer(session) as again:  # the lock was let go
+    with open_writer(store, session.session_id) as again:  # the lock was let go
         assert again.record.as_json() == writer.record.as_json()
 
 

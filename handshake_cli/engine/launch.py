@@ -21,9 +21,7 @@ from handshake_cli.engine.providers import Provider, make_provider
 from handshake_cli.engine.writer import open_writer, session_masker
 from handshake_cli.errors import SessionLocked, UsageError
 from handshake_cli.session.state import ACTIVE, initial_head
-from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage import requests
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.contract import SessionStore
 
 if TYPE_CHECKING:
     from handshake_cli.engine.tools.mcp import McpHost
@@ -31,7 +29,7 @@ if TYPE_CHECKING:
 
 def start(
     job: Job,
-    store: Store,
+    store: SessionStore,
     *,
     workspace: Path,
     session_id: str | None = None,
@@ -95,7 +93,7 @@ def _mcp_host_class() -> type[McpHost]:
 def _start(
     job: Job,
     run_job: Job,
-    store: Store,
+    store: SessionStore,
     workspace: Path,
     session_id: str | None,
     observer: Observer | None,
@@ -116,11 +114,11 @@ def _start(
             "workspace": str(workspace),
         }
     )
-    session = store.create_session(config, created, head_for=initial_head, session_id=session_id)
+    session_id = store.create_session(config, created, head_for=initial_head, session_id=session_id)
     if on_created is not None:
-        on_created(session.session_id)
+        on_created(session_id)
     observer = observer or QuietObserver()
-    with open_writer(session, job=job, environ=env, observer=observer) as writer:
+    with open_writer(store, session_id, job=job, environ=env, observer=observer) as writer:
         cancel = Cancellation()
         restore = cancel.install()
         try:
@@ -149,15 +147,14 @@ class CheckpointAnswer:
         return {"session_id": self.session_id, "running": self.running, **self.checkpoint}
 
 
-def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float) -> CheckpointAnswer:
-    session = store.session(session_id)
-    session.read_config()
-    holder = session_lock.holder(session.path)
+def checkpoint(store: SessionStore, session_id: str, *, reason: str | None, wait: float) -> CheckpointAnswer:
+    store.read_config(session_id)
+    holder = store.holder(session_id)
     if holder is None:
         try:
             return _checkpoint_stopped(store, session_id, reason)
         except SessionLocked:
-            holder = session_lock.holder(session.path)
+            holder = store.holder(session_id)
             if holder is None:
                 raise
     if holder.is_alive() is not True:
@@ -166,19 +163,17 @@ def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float
             "running on this machine for a checkpoint",
             details={"lock_holder": holder.as_json()},
         )
-    request = requests.submit(session.path, reason)
+    request = store.submit_request(session_id, reason)
     try:
         os.kill(holder.pid, signal.SIGUSR1)
     except ProcessLookupError:
-        requests.withdraw(session.path, request)
+        store.withdraw_request(session_id, request)
         return _checkpoint_stopped(store, session_id, reason)
     # A holder that dies (a crash, a kill -9) never answers: stop waiting then, and take the
     # checkpoint from the journal as for any stopped session.
-    payload = requests.wait_for_answer(
-        session.path, request, wait, alive=lambda: holder.is_alive() is not False
-    )
+    payload = store.wait_for_answer(session_id, request, wait, alive=lambda: holder.is_alive() is not False)
     if payload is None:
-        requests.withdraw(session.path, request)
+        store.withdraw_request(session_id, request)
         if holder.is_alive() is False:
             return _checkpoint_stopped(store, session_id, reason)
         raise SessionLocked(
@@ -200,12 +195,11 @@ def checkpoint(store: Store, session_id: str, *, reason: str | None, wait: float
     return CheckpointAnswer(session_id, payload, running=True)
 
 
-def _checkpoint_stopped(store: Store, session_id: str, reason: str | None) -> CheckpointAnswer:
-    session = store.session(session_id)
+def _checkpoint_stopped(store: SessionStore, session_id: str, reason: str | None) -> CheckpointAnswer:
     # The job gives the masker a run of it has: `secret_env` and the provider's key variable.
-    stored = session.read_config().get("job") or {}
-    job = Job.from_config(stored, origin=f"{session.session_toml} [job]")
-    with open_writer(session, job=job) as writer:
+    stored = store.read_config(session_id).get("job") or {}
+    job = Job.from_config(stored, origin=f"{store.location(session_id)}/session.toml [job]")
+    with open_writer(store, session_id, job=job) as writer:
         masked = writer.masker.mask(reason) if reason else None
         ref = writer.checkpoint(f"requested: {masked}" if masked else "requested")
         writer.write_head()

@@ -217,7 +217,7 @@ class Runner:
     def result(self) -> RunResult:
         record = self.writer.record
         return RunResult(
-            session_id=self.writer.session.session_id,
+            session_id=self.writer.session_id,
             state=record.state,
             reason=self.writer.reason,
             turns=self.thread.turn,
@@ -304,7 +304,7 @@ class Runner:
     def _fork_hint(self) -> str:
         """How to go on after fixing the server: a fork from the newest checkpoint, which
         comes before this call (the next one is the FAILED transition's) and resumes it."""
-        session_id = self.writer.session.session_id
+        session_id = self.writer.session_id
         checkpoint = f"ck-{self.writer.record.checkpoint_count}"
         return (
             f" it is fixed, go on from the checkpoint before this call: `handshake recover {session_id} "
@@ -448,7 +448,7 @@ class Runner:
     def _prepare(self, call: dict[str, Any]) -> _ToolStep:
         args = call.get("args") or {}
         name = call["tool"]
-        key = idempotency_key(self.writer.session.session_id, call["tool_call_id"], name, args)
+        key = idempotency_key(self.writer.session_id, call["tool_call_id"], name, args)
         return _ToolStep(call, self.job.tool(name), args, key)
 
     def _outcome(self, step: _ToolStep) -> ToolOutcome:
@@ -471,7 +471,7 @@ class Runner:
                 }
             )
         context = ToolContext(
-            session_id=self.writer.session.session_id,
+            session_id=self.writer.session_id,
             tool_call_id=step.call_id,
             idempotency_key=step.key,
             workspace=self.workspace,
@@ -528,13 +528,11 @@ class Runner:
     # -- `handshake checkpoint` while running --------------------------------------------
 
     def _serve_checkpoint_requests(self) -> None:
-        from handshake_cli.storage.requests import answer, pending_requests
-
-        path = self.writer.session.path
-        for request in pending_requests(path):
+        lease = self.writer.lease
+        for request in lease.pending_requests():
             reason = self.masker.mask(request.reason) if request.reason else None
             ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
-            answer(path, request, ref.as_json())
+            lease.answer_request(request, ref.as_json())
 
 
 @dataclass

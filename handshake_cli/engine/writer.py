@@ -1,8 +1,11 @@
 """The session writer: how records and artifacts are appended to a session and head.json
 follows them, and the session (its ModelSession record and its Thread) as they leave it.
 
-`open_writer()` owns the order: the lock, the journal (refused if it needs repair), the
-artifact pack, the fold; closed in reverse, the lock last. Its clients are the run loop,
+`open_writer()` owns the order: the lease, the journal with its artifacts (refused if it
+needs repair), the fold; closed in reverse, the lease last. Everything goes through the
+session-store contract (`storage.contract`): the filesystem store's appender is a journal
+writer and a pack writer (where the named crash points of `faults` are), another store's
+is its own. Its clients are the run loop,
 recovery's executor, `handshake checkpoint` on a stopped session, `recover --fork` and the
 benchmarks. DESIGN section 2's durability rules, as kept here:
 
@@ -17,19 +20,18 @@ benchmarks. DESIGN section 2's durability rules, as kept here:
 3. `sync=False` records (chunks, requests, completions) ride on the next sync.
 4. A failed fsync is fatal: the journal and pack writers refuse every later write.
 5. A torn tail is recovery's to cut before a writer opens: the journal refuses to open over it.
-6. Every writer holds the session's lock, from before the journal opens to after it closes.
+6. Every writer holds the session's lease, from before the journal opens to after it closes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from handshake_cli import faults
 from handshake_cli.engine.jobs import CheckpointPolicy, Job
 from handshake_cli.engine.secrets import SecretMasker
-from handshake_cli.errors import IntegrityError
 from handshake_cli.session.checkpoints import CheckpointRef, CheckpointWriter
 from handshake_cli.session.state import (
     BLOCKED,
@@ -39,17 +41,12 @@ from handshake_cli.session.state import (
     PAUSED,
     ModelSession,
     fold,
-    write_head,
 )
+from handshake_cli.session.status import no_intact_record
 from handshake_cli.session.thread import Thread, fold_thread
+from handshake_cli.storage.contract import Durability, JournalAppender, Lease, SessionStore
 from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record
-from handshake_cli.storage.journal.scan import Start, scan
-from handshake_cli.storage.journal.writer import JournalWriter
-from handshake_cli.storage.lock import SessionLock
-
-if TYPE_CHECKING:
-    from handshake_cli.storage.artifacts import PackWriter
-    from handshake_cli.storage.store import SessionDir
+from handshake_cli.storage.journal.scan import Start
 
 ENDING_RECORD: dict[str, str] = {
     COMPLETED: "session.completed",
@@ -96,28 +93,28 @@ class SessionWriter:
 
     def __init__(
         self,
-        session: SessionDir,
-        journal: JournalWriter,
-        pack: PackWriter,
+        store: SessionStore,
+        lease: Lease,
+        journal: JournalAppender,
         standing: Standing,
         *,
         masker: SecretMasker,
         policy: CheckpointPolicy,
         observer: WriteObserver,
     ) -> None:
-        self.session = session
+        self.store = store
+        self.lease = lease
+        self.session_id = lease.session_id
         self.record = standing.record
         self.thread = standing.thread
         self.masker = masker
         self.observer = observer
         self.reason = ""  # why the session is in its state: the reason of the last transition
         self._journal = journal
-        self._pack = pack
         self._policy = policy
         self._checkpoints = CheckpointWriter(
-            session.session_id,
+            lease.session_id,
             journal,
-            pack,
             count=standing.record.checkpoint_count,
             parent=standing.newest_checkpoint,
         )
@@ -132,24 +129,27 @@ class SessionWriter:
         return self._checkpoints.bytes_written
 
     def append(self, type_: str, data: dict[str, Any], *, sync: bool) -> Record:
-        self._pack.sync()  # rule 2: this record may name artifacts stored since the last sync
-        record = self._journal.append(type_, data, sync=sync)
+        self._journal.sync_artifacts()  # rule 2: this record may name artifacts stored since the last sync
+        durability = Durability.NOW if sync else Durability.NEXT_SYNC
+        record = self._journal.append(type_, data, durability=durability)
         self.record.apply(record)
         self.thread.apply(record)
         return record
 
     def sync(self) -> None:
-        self._pack.sync()
         self._journal.sync()
 
     def sync_artifacts(self) -> None:
-        self._pack.sync()
+        self._journal.sync_artifacts()
 
     def store_large_output(self, data: bytes) -> str:
         """Tool output too large for a record: masked, then packed (durable with the next sync)."""
         masked = self.masker.mask(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
-        artifact_id, _location = self._pack.add(masked)
-        return artifact_id
+        return self._journal.add_artifact(masked)
+
+    def put_artifact(self, data: bytes) -> str:
+        """Keep `data` (already what it should be: a fork's copy) as an artifact, durably, now."""
+        return self.lease.put_artifact(data)
 
     def checkpoint(self, reason: str) -> CheckpointRef:
         ref, record = self._checkpoints.take(reason, self.thread, self.record)
@@ -191,42 +191,39 @@ class SessionWriter:
         self.write_head()
 
     def write_head(self) -> None:
-        write_head(self.session.path, self.record)
+        self.lease.write_head(self.record.head())
 
 
 @contextmanager
 def open_writer(
-    session: SessionDir,
+    store: SessionStore,
+    session_id: str,
     *,
     job: Job | None = None,
     environ: Mapping[str, str] | None = None,
     observer: WriteObserver | None = None,
     command: str | None = None,
-    lock: SessionLock | None = None,
+    lease: Lease | None = None,
     standing: Standing | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
 ) -> Iterator[SessionWriter]:
-    """A writer for `session`, under its lock: taken here (owner.json names `command`), or
-    `lock`, already held by a caller that planned under it (recovery) and releases it.
+    """A writer for the session, under its lease: taken here (the holder named by `command`),
+    or `lease`, already held by a caller that planned under it (recovery) and releases it.
 
     `job` gives the masker and the checkpoint policy (None: no variables to mask, the
     default policy). The session stands where `standing` says, or as its journal folds."""
     with ExitStack() as stack:
-        if lock is None:
-            lock = SessionLock(session.path, session.session_id)
-            lock.acquire(command)
-            stack.callback(lock.release)
+        if lease is None:
+            lease = store.acquire(session_id, command=command)
+            stack.callback(lease.release)
         start = standing.start if standing else None
-        journal = stack.enter_context(
-            JournalWriter.open(session.journal, session.session_id, segment_bytes=segment_bytes, start=start)
-        )
-        pack = session.artifact_store().pack_writer()
-        stack.callback(pack.close)
+        journal = lease.open_journal(start=start, segment_bytes=segment_bytes)
+        stack.callback(journal.close)
         yield SessionWriter(
-            session,
+            store,
+            lease,
             journal,
-            pack,
-            standing or _folded(session),
+            standing or _folded(store, session_id),
             masker=session_masker(job, environ),
             policy=job.checkpoint if job else CheckpointPolicy(),
             observer=observer or _Unobserved(),
@@ -242,10 +239,8 @@ class _Folded:
         self.start: Start | None = None
 
 
-def _folded(session: SessionDir) -> _Folded:
-    records = scan(session.journal, session.session_id).records
+def _folded(store: SessionStore, session_id: str) -> _Folded:
+    records = store.scan(session_id).records
     if not records:  # record 1 is written with the session: appending would start a journal anew
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    return _Folded(records, session.session_id)
+        raise no_intact_record(store, session_id)
+    return _Folded(records, session_id)

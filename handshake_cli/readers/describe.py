@@ -13,12 +13,11 @@ half-written at that instant looks like a torn tail and is reported as such, nev
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from handshake_cli.errors import HandshakeError
+from handshake_cli.errors import HandshakeError, NotFound
 from handshake_cli.readers.langgraph import thread_summary
 from handshake_cli.readers.verify import verify
 from handshake_cli.recovery.plan import make_plan
@@ -26,12 +25,11 @@ from handshake_cli.recovery.view import SessionView, rebuild
 from handshake_cli.session.calls import ToolCallStatus, status_seen
 from handshake_cli.session.history import calls_since_checkpoint, replay
 from handshake_cli.session.state import fold
-from handshake_cli.session.status import effective_state
+from handshake_cli.session.status import effective_state, vanished
 from handshake_cli.session.thread import fold_thread
 from handshake_cli.storage import lock
+from handshake_cli.storage.contract import SessionStore
 from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import Verdict
 
 # Journals up to this size are verified in full by `inspect SESSION`; larger ones from their
@@ -44,37 +42,33 @@ FULL_CHECK_BYTES = 256 * 1024
 PLAN_SHOWN = ("action", "reason", "in_doubt", "in_flight", "checkpoint", "commands")
 
 
-def journal_bytes(session: SessionDir) -> int:
-    try:
-        return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(session.journal))
-    except FileNotFoundError:
-        return 0
-
-
-def describe(store: Store, session: SessionDir) -> dict[str, Any]:
+def describe(store: SessionStore, session_id: str) -> dict[str, Any]:
     """Everything `inspect SESSION` shows: the record, the thread, tool calls, lock, integrity,
     and the plan `recover` would follow. A file that vanishes while it is read (gc removed the
     session, which readers never block) is NotFound, not a crash."""
+    config = store.read_config(session_id)  # a session that is not there is NotFound, as usual
     try:
-        return _describe(store, session)
+        return _describe(store, session_id, config)
     except FileNotFoundError as exc:
-        raise session.missing(Path(exc.filename).name if exc.filename else "file it was reading") from exc
+        what = Path(exc.filename).name if exc.filename else "file it was reading"
+        raise vanished(store, session_id, what) from exc
+    except NotFound as exc:
+        raise vanished(store, session_id, "record it was reading") from exc
 
 
-def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
-    config = session.read_config()
-    holder = lock.holder(session.path)
+def _describe(store: SessionStore, session_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    holder = store.holder(session_id)
     view: SessionView | None
     try:
-        view = rebuild(session, config=config)
+        view = rebuild(store, session_id, config=config)
     except HandshakeError:
         view = None  # e.g. a job config this version cannot read: fall back to the journal alone
-    if view is None or journal_bytes(session) <= FULL_CHECK_BYTES:
-        result = scan(session.journal, session.session_id)
-        record = fold(session.session_id, result.records)
+    if view is None or store.journal_bytes(session_id) <= FULL_CHECK_BYTES:
+        result = store.scan(session_id)
+        record = fold(session_id, result.records)
         history = replay(result.records)
         messages, turns = history.messages, history.turns
-        integrity = {"scope": "full", **verify(session, result).as_json()}
+        integrity = {"scope": "full", **verify(store, session_id, result).as_json()}
         abandoned = abandoned_streams(fold_thread(result.records).abandoned, result.records)
         tool_calls = history.tool_calls
     else:
@@ -89,7 +83,7 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
         if "state" in call:
             call["state"] = status_seen(call["state"], writer_live=holder is not None)
     described = {
-        "session_id": session.session_id,
+        "session_id": session_id,
         "job_name": (config.get("job") or {}).get("name"),
         "state": state,
         "stored_state": record.state,
@@ -114,7 +108,7 @@ def _describe(store: Store, session: SessionDir) -> dict[str, Any]:
         "recovery_plan": _recovery_plan(store, view, holder),
         "anomalies": record.anomalies,
     }
-    langgraph = thread_summary(session, config)
+    langgraph = thread_summary(store, session_id, config)
     if langgraph is not None:  # a LangGraph thread's session (readers/langgraph.py)
         described["langgraph"] = langgraph
     return described
@@ -163,7 +157,7 @@ def _streamed_calls(pieces: list[Record]) -> list[dict[str, Any]]:
 
 
 def _recovery_plan(
-    store: Store, view: SessionView | None, holder: lock.LockHolder | None
+    store: SessionStore, view: SessionView | None, holder: lock.LockHolder | None
 ) -> dict[str, Any] | None:
     """What `recover` would do now; None while a live process holds the session."""
     if holder is not None or view is None:
@@ -190,5 +184,5 @@ def _tail_integrity(view: SessionView) -> dict[str, Any]:
             "last_seq": view.last_seq,
             "damage": damage.as_json() if damage else None,
         },
-        "full_check": f"handshake inspect {view.session.session_id} --verify",
+        "full_check": f"handshake inspect {view.session_id} --verify",
     }

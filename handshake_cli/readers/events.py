@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from handshake_cli.errors import IntegrityError, UsageError
+from handshake_cli.errors import UsageError
 from handshake_cli.session.history import replay
-from handshake_cli.storage.journal.scan import Start, list_segments, read_last_record, read_record_at, scan
-from handshake_cli.storage.store import SessionDir
+from handshake_cli.session.status import no_intact_record
+from handshake_cli.storage.contract import SessionStore
 
 
 def events(
-    session: SessionDir,
+    store: SessionStore,
+    session_id: str,
     *,
     at: int | None = None,
     types: Sequence[str] = (),
@@ -27,21 +28,14 @@ def events(
 ) -> list[dict[str, Any]]:
     """The records `inspect --events` shows, each as its JSON plus `elapsed`: seconds since
     the session's first record (null when a timestamp cannot be read)."""
-    session.read_config()  # refuses a session of a newer format before reading its journal
-    segments = list_segments(session.journal)
-    if not segments:  # record 1 is written with the session
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    first = read_record_at(session.journal, segments[0], 0) if since_seq else None
-    start = None
-    if since_seq:
-        # Begin at the segment holding since_seq: segments are named after their first seq.
-        names = [n for n in segments if int(n.split(".")[0]) <= since_seq]
-        head = read_record_at(session.journal, names[-1], 0) if names else None
-        if head is not None:
-            start = Start(head.segment, 0, head.seq, head.prev)
-    records = scan(session.journal, session.session_id, start=start).records
+    store.read_config(session_id)  # refuses a session of a newer format before reading its journal
+    first = store.first_record(session_id)
+    # Begin near since_seq (a segment's first record, say) rather than at record 1.
+    start = store.start_near(session_id, since_seq) if since_seq else None
+    result = store.scan(session_id, start=start)
+    if not result.records and result.damage is None:  # record 1 is written with the session
+        raise no_intact_record(store, session_id)
+    records = result.records
     if at is not None:
         check_at(at, records[-1].seq if records else 0)
         records = [r for r in records if r.seq <= at]
@@ -51,7 +45,7 @@ def events(
         records = [r for r in records if any(matches(r.type, t) for t in types)]
     if tail is not None:
         records = records[-tail:] if tail else []
-    origin = parse_ts(first.ts if first else None) or _session_start(session)
+    origin = parse_ts(first.ts if first else None)
     return [{**r.as_json(), "elapsed": _elapsed(origin, r.ts)} for r in records]
 
 
@@ -66,18 +60,18 @@ def check_at(at: int, last: int) -> None:
         raise UsageError(f"--at {at} is outside this session's records (1 to {last})")
 
 
-def session_at(session: SessionDir, at: int) -> dict[str, Any]:
+def session_at(store: SessionStore, session_id: str, at: int) -> dict[str, Any]:
     """The session as it stood at record `at`: its record, the checkpoint it was rebuilt from,
     the thread, the calls still open and every tool call with its status."""
     # Imported here: the listing reads timestamps with `parse_ts` and needs none of recovery.
     from handshake_cli.recovery.view import rebuild
 
-    last = read_last_record(session.journal)
+    last = store.last_record(session_id)
     check_at(at, last.seq if last else 0)
-    view = rebuild(session, at=at)  # the nearest checkpoint at or before `at`, plus replay
+    view = rebuild(store, session_id, at=at)  # the nearest checkpoint at or before `at`, plus replay
     calls = replay(view.records).tool_calls
     return {
-        "session_id": session.session_id,
+        "session_id": session_id,
         "at_seq": at,
         **view.record.as_json(),
         "from_checkpoint": view.base.checkpoint_id if view.base else None,
@@ -95,12 +89,6 @@ def parse_ts(ts: str | None) -> datetime | None:
         return datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def _session_start(session: SessionDir) -> datetime | None:
-    segments = list_segments(session.journal)
-    first = read_record_at(session.journal, segments[0], 0) if segments else None
-    return parse_ts(first.ts if first else None)
 
 
 def _elapsed(origin: datetime | None, ts: str) -> float | None:

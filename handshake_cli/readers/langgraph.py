@@ -8,18 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from handshake_cli.session.langgraph_thread import KIND, RECORD_TYPES, ThreadIndex
-from handshake_cli.storage.journal.scan import scan
-from handshake_cli.storage.store import SessionDir
+from handshake_cli.storage.contract import SessionStore
 
 
-def thread_summary(session: SessionDir, config: dict[str, Any]) -> dict[str, Any] | None:
+def thread_summary(store: SessionStore, session_id: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The summary for a LangGraph thread's session; None for any other session."""
     if config.get("kind") != KIND:
         return None
     thread_id = str((config.get(KIND) or {}).get("thread_id", ""))
     index = ThreadIndex(thread_id)
     steps: dict[tuple[str, str], int | None] = {}
-    for record in scan(session.journal, session.session_id, decode=RECORD_TYPES).records:
+    for record in store.scan(session_id, decode=RECORD_TYPES).records:
         index.apply(record)
         if record.type == "langgraph.checkpoint":
             steps[(record.data["checkpoint_ns"], record.data["checkpoint_id"])] = record.data.get("step")

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from handshake_cli.errors import IntegrityError
-from handshake_cli.session.state import fold, read_head
+from handshake_cli.session.state import fold
+from handshake_cli.session.status import no_intact_record
 from handshake_cli.session.thread import named_artifacts
-from handshake_cli.storage import lock
-from handshake_cli.storage.journal.scan import DamageJson, ScanResult, scan
-from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, SessionDir
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.journal.scan import DamageJson, ScanResult
+from handshake_cli.storage.store import JOB_BOUND, JOB_CHANGED, job_binding
 from handshake_cli.vocabulary import Verdict
 
 
@@ -135,20 +135,17 @@ VERIFY_DECODES = frozenset(
 FALLBACK_NOTE = "a checkpoint: recovery falls back to an earlier one, or to the journal"
 
 
-def verify(session: SessionDir, result: ScanResult | None = None) -> Verification:
+def verify(store: SessionStore, session_id: str, result: ScanResult | None = None) -> Verification:
     """Every record's checksum and chain, every artifact's hash, head.json against the journal."""
     from handshake_cli.session.checkpoints import body_problem
 
-    job = session.job_binding(session.read_config(check_job=False))
+    job = job_binding(store.read_config(session_id, check_job=False), store.first_record(session_id))
     # Only the records the checks read are decoded; every record's checksum and link is verified.
-    result = result or scan(session.journal, session.session_id, decode=VERIFY_DECODES)
+    result = result or store.scan(session_id, decode=VERIFY_DECODES)
     if result.last_seq == 0 and result.damage is None:  # record 1 comes with the session: none is damage
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    store = session.artifact_store()
-    checked, problems = store.verify()
-    present = set(store.loose_ids()) | {frame.artifact_id for frame in store.frames()}
+        raise no_intact_record(store, session_id)
+    artifacts = store.check_artifacts(session_id)
+    checked, problems, present = artifacts["checked"], artifacts["problems"], artifacts["present"]
     for record in result.records:
         if record.type != "checkpoint.created":
             continue
@@ -175,11 +172,11 @@ def verify(session: SessionDir, result: ScanResult | None = None) -> Verificatio
             if ident not in present and ident not in reported:
                 reported.add(ident)
                 missing.append({"artifact_id": ident, "named_by_seq": record.seq, "repairable": False})
-    folded = fold(session.session_id, result.records)
+    folded = fold(session_id, result.records)
     folded.last_seq = result.last_seq  # the last record may be of a type not decoded here
-    head = read_head(session.path)
+    head = store.read_head(session_id)
     differences: dict[str, HeadDifference] = {}
-    if lock.holder(session.path) is not None:
+    if store.holder(session_id) is not None:
         pass  # a live writer refreshes head.json at transitions only: a lag is expected
     elif head is None:
         differences["head.json"] = {"head": None, "journal": "missing or unreadable"}

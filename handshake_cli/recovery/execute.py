@@ -33,8 +33,7 @@ from handshake_cli.recovery.plan import (
 )
 from handshake_cli.recovery.view import SessionView, in_flight_text, rebuild
 from handshake_cli.session.state import ACTIVE, BLOCKED, CANCELLED, refresh_head
-from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.contract import Lease, SessionStore
 from handshake_cli.vocabulary import PlanAction
 
 if TYPE_CHECKING:
@@ -79,21 +78,20 @@ class Options:
 
 
 def recover(
-    store: Store,
+    store: SessionStore,
     session_id: str,
     options: Options,
     *,
     observer: Observer | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RecoveryResult:
-    session = store.session(session_id)
     root_args = store.paths.root_args()
     if options.result_file and list(options.resolutions.values()).count("done") != 1:
         raise UsageError("--result-file goes with exactly one --resolve CALL=done")
     if options.result_file:  # read before anything is written, so a bad file changes nothing
         options = replace(options, result_text=_read_result_file(options.result_file))
     if options.dry_run:
-        holder = session_lock.holder(session.path)
+        holder = store.holder(session_id)
         if holder is not None:  # a live writer: the session is not interrupted, whatever its files say
             raise SessionLocked(
                 f"session {session_id} is held by {holder.describe()}",
@@ -101,16 +99,15 @@ def recover(
                 details={"lock_holder": holder.as_json()},
             )
         plan = make_plan(
-            rebuild(session, lazy_thread=True),  # a plan needs no message of the thread
+            rebuild(store, session_id, lazy_thread=True),  # a plan needs no message of the thread
             root_args,
             resolutions=options.resolutions,
             cancel=options.cancel,
             accept_divergence=options.accept_divergence,
         )
         return RecoveryResult(plan, plan.state, ExitCode.OK, executed=False, guidance=guidance(plan))
-    held = session_lock.SessionLock(session.path, session_id)
     try:
-        held.acquire(" ".join(["handshake", "recover", session_id]))
+        held = store.acquire(session_id, command=" ".join(["handshake", "recover", session_id]))
     except SessionLocked as exc:
         exc.guidance = locked_guidance(session_id, root_args)
         raise
@@ -118,7 +115,7 @@ def recover(
         from handshake_cli.engine.loop import QuietObserver
 
         return _recover_locked(
-            session,
+            store,
             held,
             options,
             root_args,
@@ -130,14 +127,14 @@ def recover(
 
 
 def _recover_locked(
-    session: SessionDir,
-    held: session_lock.SessionLock,
+    store: SessionStore,
+    held: Lease,
     options: Options,
     root_args: list[str],
     observer: Observer,
     environ: dict[str, str],
 ) -> RecoveryResult:
-    view = rebuild(session)
+    view = rebuild(store, held.session_id)
     plan = make_plan(
         view,
         root_args,
@@ -163,7 +160,7 @@ def _recover_locked(
         servers = restart(view, workspace, environ, session_masker(view.job, environ).mask_json)
     try:
         result = _recover_started(
-            session, held, options, root_args, observer, environ, view, plan, provider, servers, left_behind
+            store, held, options, root_args, observer, environ, view, plan, provider, servers, left_behind
         )
         result.stopped_mcp_servers = left_behind
         return result
@@ -173,8 +170,8 @@ def _recover_locked(
 
 
 def _recover_started(
-    session: SessionDir,
-    held: session_lock.SessionLock,
+    store: SessionStore,
+    held: Lease,
     options: Options,
     root_args: list[str],
     observer: Observer,
@@ -187,13 +184,13 @@ def _recover_started(
 ) -> RecoveryResult:
     from handshake_cli.engine.loop import Cancellation, Runner
     from handshake_cli.engine.writer import open_writer
-    from handshake_cli.storage.filesystem import repair_torn_tail
 
+    session_id = held.session_id
     workspace = Path(str(view.config.get("workspace", ".")))
     repaired = None
     if view.torn_tail:
-        repaired = repair_torn_tail(session, view.torn_tail)
-        view = rebuild(session)
+        repaired = held.repair_torn_tail(view.torn_tail)
+        view = rebuild(store, session_id)
     needs_writes = (
         repaired is not None
         or plan.action in (PlanAction.RESUME, PlanAction.CANCEL)
@@ -202,10 +199,10 @@ def _recover_started(
     if not needs_writes:
         # Nothing changed since the last recovery: the same plan, the same guidance, nothing
         # appended; only a head.json left stale by a crash after the last record is rewritten.
-        refresh_head(session.path, view.record)
+        refresh_head(store, held, view.record)
         return RecoveryResult(plan, plan.state, _exit_for(plan), executed=False, guidance=guidance(plan))
     with open_writer(
-        session, job=view.job, environ=environ, observer=observer, lock=held, standing=view
+        store, session_id, job=view.job, environ=environ, observer=observer, lease=held, standing=view
     ) as writer:
         cancel = Cancellation()
         restore = cancel.install() if plan.action == PlanAction.RESUME else (lambda: None)
@@ -271,7 +268,7 @@ def _execute(
     state = writer.record.state
     after = plan
     if state == BLOCKED:
-        after = inconclusive or _blocked_plan(plan, writer.session)
+        after = inconclusive or _blocked_plan(plan, writer.store, writer.session_id)
     result = runner.result()
     return RecoveryResult(
         plan,
@@ -344,9 +341,9 @@ def _exit_for(plan: Plan) -> int:
     return ExitCode.OK  # a finished session: nothing to do
 
 
-def _blocked_plan(plan: Plan, session: SessionDir) -> Plan:
+def _blocked_plan(plan: Plan, store: SessionStore, session_id: str) -> Plan:
     """The plan a later `recover --dry-run` would make for the session as it now stands."""
-    return make_plan(rebuild(session), plan.root_args)
+    return make_plan(rebuild(store, session_id), plan.root_args)
 
 
 def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options: Options) -> str | None:
@@ -386,7 +383,7 @@ def _settle_in_doubt(writer: SessionWriter, runner: Runner, plan: Plan, options:
             assert spec is not None
             pending = next(c for c in writer.thread.pending if c.get("tool_call_id") == call.tool_call_id)
             context = ToolContext(
-                session_id=writer.session.session_id,
+                session_id=writer.session_id,
                 tool_call_id=call.tool_call_id,
                 idempotency_key=call.idempotency_key or "",
                 workspace=runner.workspace,
@@ -445,7 +442,7 @@ class _NoModel:
         raise HandshakeError("recovery asked a model for an answer in a plan that needs none")
 
 
-def sessions_to_recover(store: Store) -> list[str]:
+def sessions_to_recover(store: SessionStore) -> list[str]:
     """Every session that is not terminal and whose lock nobody holds."""
     from handshake_cli.session.status import list_sessions
 

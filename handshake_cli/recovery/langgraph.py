@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handshake_cli.errors import ExitCode, IntegrityError, SessionLocked, UsageError
-from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import KIND, RECORD_TYPES, ThreadIndex
 from handshake_cli.session.state import ModelSession
-from handshake_cli.storage.contract import Durability, TailRepair
-from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.contract import Durability, SessionStore, TailRepair
 from handshake_cli.storage.journal.scan import ScanResult
 
 
@@ -65,12 +63,11 @@ def resume_snippet(thread_id: str) -> str:
 
 
 def recover_thread(
-    paths: Paths, session_id: str, resolutions: dict[str, str], *, dry_run: bool
+    store: SessionStore, session_id: str, resolutions: dict[str, str], *, dry_run: bool
 ) -> ThreadRecovery:
-    store = FilesystemStore(paths)
     config = store.read_config(session_id)
     thread_id = str((config.get(KIND) or {}).get("thread_id", ""))
-    root_args = paths.root_args()
+    root_args = store.paths.root_args()
     if dry_run:
         holder = store.holder(session_id)
         if holder is not None:
@@ -127,7 +124,7 @@ def _locked(session_id: str, holder: str) -> SessionLocked:
     )
 
 
-def _checked_scan(store: FilesystemStore, session_id: str) -> ScanResult:
+def _checked_scan(store: SessionStore, session_id: str) -> ScanResult:
     scan = store.scan(session_id, decode=RECORD_TYPES)
     if scan.corruption:
         damage = scan.corruption

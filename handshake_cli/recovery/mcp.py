@@ -25,7 +25,6 @@ from handshake_cli.engine.jobs import ToolSpec
 from handshake_cli.engine.tools import mcp_tools, process
 from handshake_cli.errors import EnvironmentFailure
 from handshake_cli.recovery.view import SessionView
-from handshake_cli.storage.journal.scan import scan
 
 PROCESS_RECORD = "mcp.process"  # a started stdio server's process (docs/FORMAT.md)
 
@@ -39,7 +38,7 @@ def journaled_listings(view: SessionView) -> dict[str, list[dict[str, Any]]]:
     if not view.job.mcp:
         return {}
     found: dict[str, list[dict[str, Any]]] = {}
-    for record in scan(view.session.journal, view.session.session_id).records:
+    for record in view.store.scan(view.session_id).records:
         if record.type == mcp_tools.RECORD_TYPE:
             tools = record.data.get("tools")
             found[str(record.data.get("server"))] = [t for t in tools or [] if isinstance(t, dict)]
@@ -59,7 +58,7 @@ def stop_left_behind(view: SessionView, root_args: list[str]) -> list[dict[str, 
     if not view.job.mcp:
         return []
     stopped: list[dict[str, Any]] = []
-    for record in scan(view.session.journal, view.session.session_id).records:
+    for record in view.store.scan(view.session_id).records:
         if record.type != PROCESS_RECORD:
             continue
         try:
@@ -68,7 +67,7 @@ def stop_left_behind(view: SessionView, root_args: list[str]) -> list[dict[str, 
             raise McpServerLeftRunning(
                 f"the MCP server {record.data.get('server')!r} (pid {record.data.get('pid')}) left "
                 f"running by an interrupted run was killed but {exc}; nothing was recovered",
-                guidance=[" ".join(["handshake", "recover", view.session.session_id, *root_args])],
+                guidance=[" ".join(["handshake", "recover", view.session_id, *root_args])],
             ) from None
         if killed:
             data = record.data

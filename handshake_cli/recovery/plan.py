@@ -145,7 +145,7 @@ def make_plan(
     resolutions = dict(resolutions or {})
     record, thread = view.record, view.thread
     plan = Plan(
-        session_id=view.session.session_id,
+        session_id=view.session_id,
         state=record.state,
         action=PlanAction.RESUME,
         reason="interrupted",

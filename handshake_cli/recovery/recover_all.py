@@ -13,7 +13,7 @@ from typing import Any, Required, TypedDict
 from handshake_cli.errors import DurabilityError, HandshakeError, worst_exit_code
 from handshake_cli.recovery.execute import Options, recover, sessions_to_recover
 from handshake_cli.session.status import ErrorObject, session_problem
-from handshake_cli.storage.store import Store
+from handshake_cli.storage.contract import SessionStore
 
 
 class SessionRecovered(TypedDict, total=False):
@@ -43,7 +43,7 @@ class RecoveredAll:
         return {"sessions": self.sessions, "exit_code": self.exit_code}
 
 
-def recover_all(store: Store, options: Options) -> RecoveredAll:
+def recover_all(store: SessionStore, options: Options) -> RecoveredAll:
     """Recover every session that is not terminal and that nobody holds, in id order."""
     done = RecoveredAll()
     for session_id in sessions_to_recover(store):

@@ -11,33 +11,18 @@ journal is scanned and the state folded from its start. A bad checkpoint is neve
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypedDict
 
 from handshake_cli.engine.jobs import Job
-from handshake_cli.errors import IntegrityError
 from handshake_cli.session.checkpoints import CheckpointInvalid, CheckpointRef, LoadedCheckpoint, load
 from handshake_cli.session.state import ModelSession
+from handshake_cli.session.status import no_intact_record
 from handshake_cli.session.thread import Thread, fold_thread
-from handshake_cli.storage import durable
-from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES, Record, check_content, genesis
-from handshake_cli.storage.journal.records import MAX_RECORD_BYTES
-from handshake_cli.storage.journal.scan import (
-    Damage,
-    ScanResult,
-    Start,
-    list_segments,
-    read_last_record,
-    read_record_at,
-    read_segment,
-    scan,
-)
-from handshake_cli.storage.store import SessionDir
-
-_CHECKPOINT_TYPE = b'"type":"checkpoint.created"'
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.journal.codec import Record
+from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
 
 
 class SkippedCheckpoint(TypedDict):
@@ -50,7 +35,8 @@ class SkippedCheckpoint(TypedDict):
 
 @dataclass
 class SessionView:
-    session: SessionDir
+    store: SessionStore
+    session_id: str
     records: list[Record]  # the verified records recovery read (from the base checkpoint on)
     record: ModelSession
     thread: Thread
@@ -66,9 +52,9 @@ class SessionView:
 
     @property
     def config(self) -> dict[str, Any]:
-        """session.toml, checked (`SessionDir.read_config`: a [job] edited since record 1 is JobChanged)."""
+        """session.toml, checked (`SessionStore.read_config`: a [job] edited since record 1 is JobChanged)."""
         if self._config is None:
-            self._config = self.session.read_config()
+            self._config = self.store.read_config(self.session_id)
         return self._config
 
     @property
@@ -76,7 +62,7 @@ class SessionView:
         """The stored job, read back as strictly as a job file (JobConfigError if it does not)."""
         if self._job is None:
             self._job = Job.from_config(
-                self.config.get("job") or {}, origin=f"{self.session.session_toml} [job]"
+                self.config.get("job") or {}, origin=job_origin(self.store, self.session_id)
             )
         return self._job
 
@@ -97,8 +83,14 @@ class SessionView:
         return self.damage if self.damage and not self.damage.repairable else None
 
 
+def job_origin(store: SessionStore, session_id: str) -> str:
+    """Where a session's stored job is, for a message about it: its session.toml."""
+    return f"{store.location(session_id)}/session.toml [job]"
+
+
 def rebuild(
-    session: SessionDir,
+    store: SessionStore,
+    session_id: str,
     *,
     at: int | None = None,
     read_job: bool = True,
@@ -121,38 +113,38 @@ def rebuild(
     job: Job | None = None
     lazy = lazy_thread
     if read_job:
-        config = session.read_config() if config is None else config
-        job = Job.from_config(config.get("job") or {}, origin=f"{session.session_toml} [job]")
+        config = store.read_config(session_id) if config is None else config
+        job = Job.from_config(config.get("job") or {}, origin=job_origin(store, session_id))
     skipped: list[SkippedCheckpoint] = []
-    base = _newest_loadable(session, at, skipped, lazy)
+    base = _newest_loadable(store, session_id, at, skipped, lazy)
     if base is not None:  # the search's segment is released by now: one in memory at a time
         candidate, loaded = base
-        result = _upto(_scan_from(session, candidate), at)
-        view = _assemble(session, result.records, loaded, skipped, result.damage, result.last_seq, lazy)
+        result = _upto(_scan_from(store, session_id, candidate), at)
+        view = _assemble(
+            store, session_id, result.records, loaded, skipped, result.damage, result.last_seq, lazy
+        )
     else:
-        result = _upto(scan(session.journal, session.session_id), at)
+        result = _upto(store.scan(session_id), at)
         if not result.records:  # record 1 is written with the session: without it, nothing says what ran
             where = (
                 f" (damage at {result.damage.segment} offset {result.damage.offset})" if result.damage else ""
             )
-            raise IntegrityError(
-                f"session {session.session_id}: the journal holds no intact record ({session.journal}){where}"
-            )
-        view = _assemble(session, result.records, None, skipped, result.damage, result.last_seq, lazy)
+            raise no_intact_record(store, session_id, where)
+        view = _assemble(
+            store, session_id, result.records, None, skipped, result.damage, result.last_seq, lazy
+        )
     view._config, view._job = config, job
     return view
 
 
 def _newest_loadable(
-    session: SessionDir, at: int | None, skipped: list[SkippedCheckpoint], lazy: bool
+    store: SessionStore, session_id: str, at: int | None, skipped: list[SkippedCheckpoint], lazy: bool
 ) -> tuple[Record, LoadedCheckpoint] | None:
     """The newest checkpoint candidate whose body loads; those that fail go to `skipped`."""
-    for candidate, content in _candidates(session.journal, session.session_id, at_most=at):
+    for candidate, content in store.find_backwards(session_id, "checkpoint.created", at_most=at):
         ref = CheckpointRef.from_record(candidate)
         try:
-            return candidate, load(
-                session.journal, ref, session.session_id, lazy=lazy, record=candidate, content=content
-            )
+            return candidate, load(store, ref, session_id, lazy=lazy, record=candidate, content=content)
         except CheckpointInvalid as exc:
             skipped.append({"checkpoint_id": ref.checkpoint_id, "seq": ref.seq, "reason": exc.message})
     return None
@@ -175,142 +167,25 @@ def _upto(result: ScanResult, at: int | None) -> ScanResult:
 
 
 def checkpoint_candidates(
-    journal_dir: Path, session_id: str, *, at_most: int | None = None
+    store: SessionStore, session_id: str, *, at_most: int | None = None
 ) -> Iterator[Record]:
-    """Intact `checkpoint.created` records that sit where their seq says, newest first,
-    found by searching segments from the end (the key/value pair can only occur unescaped
-    as a record's own type or inside a record's data, and the type is checked after the
-    record's checksum).
-
-    A record's checksum proves its bytes, not its place: a copy of an old checkpoint line
-    appended at the end, or a stale segment whose name sorts last, is intact too. So a
-    candidate must link (seq and `prev`) to the record just before it, and its segment's
-    first record to the last record of the segment before. One that does not is skipped;
-    the scan from an older checkpoint then meets it as damage, as `inspect --verify` does."""
-    for record, _ in _candidates(journal_dir, session_id, at_most=at_most):
+    """Intact `checkpoint.created` records that sit where their seq says, newest first, found
+    from the journal's end (`SessionStore.find_backwards`): one that does not link to the
+    record before it is skipped, and the scan from an older checkpoint then meets it as
+    damage, as `inspect --verify` does."""
+    for record, _ in store.find_backwards(session_id, "checkpoint.created", at_most=at_most):
         yield record
 
 
-def _candidates(
-    journal_dir: Path, session_id: str, *, at_most: int | None = None
-) -> Iterator[tuple[Record, bytes]]:
-    """`checkpoint_candidates`, each with its line (for the body's hash, `checkpoints.load`).
-
-    A segment is read from its end in growing windows, so finding a checkpoint near the end
-    of a full segment reads what lies after it, not the whole segment."""
-    segments = list_segments(journal_dir)
-    for index in range(len(segments) - 1, -1, -1):
-        name = segments[index]
-        if at_most is not None and int(name.split(".")[0]) > at_most:
-            continue  # every record in this segment comes after `at_most`
-        anchor: bool | None = None  # does this segment follow the one before it? (checked once)
-        for data, at, start, content in _checkpoint_lines(journal_dir / name):
-            if check_content(content) is None:
-                continue
-            record = Record.decode(content, name, start)
-            if record.type != "checkpoint.created" or (at_most is not None and record.seq > at_most):
-                continue
-            if anchor is None:
-                anchor = _segment_follows(journal_dir, session_id, segments, index)
-            if anchor and _follows_line_before(data, at, record):
-                yield record, content
-
-
-_FIRST_WINDOW = 256 * 1024
-
-
-def _checkpoint_lines(path: Path) -> Iterator[tuple[bytes, int, int, bytes]]:
-    """Every line of the segment at `path` that holds the checkpoint type, from the last up:
-    a window of the segment that holds it and the line before it, where the line starts in
-    the window and in the segment, and the line.
-    The window doubles (from the end) until it does; a segment larger than any handshake
-    writes is searched in its first MAX_SEGMENT_BYTES, as a scan reads it."""
-    fd = durable.open_read(path)
-    try:
-        with durable.environment("read", path):
-            size = os.fstat(fd).st_size
-            if size > MAX_SEGMENT_BYTES:
-                size = MAX_SEGMENT_BYTES
-            window = min(size, _FIRST_WINDOW)
-            end = size  # absolute: lines that start at or after it were looked at
-            while True:
-                base = size - window
-                data = os.pread(fd, window, base)
-                if len(data) != window:  # the file shrank (it is being repaired): read it whole
-                    data, base = read_segment(path)[0], 0
-                    size = len(data)
-                while (at := data.rfind(_CHECKPOINT_TYPE, 0, max(0, end - base))) != -1:
-                    newline = data.rfind(b"\n", 0, at)
-                    before = data.rfind(b"\n", 0, newline) if newline > 0 else -1
-                    if base > 0 and (newline == -1 or before == -1):
-                        break  # this line, or the line before it, begins before the window
-                    start = newline + 1
-                    stop = data.find(b"\n", at)
-                    yield data, start, base + start, data[start : stop if stop != -1 else len(data)]
-                    end = base + start
-                if base == 0:
-                    return
-                window = min(size, window * 2)
-    finally:
-        os.close(fd)
-
-
-def _links(before: tuple[int, str], seq: int, prev: str) -> bool:
-    """Whether a record (`seq`, `prev`) comes right after `before` (its seq and sum)."""
-    return before == (seq - 1, prev)
-
-
-def _follows_line_before(data: bytes, start: int, record: Record) -> bool:
-    """The record at `start` links to the line just before it in its segment (or is the
-    segment's first, which `_segment_follows` vouches for)."""
-    if start == 0:
-        return True
-    line_start = data.rfind(b"\n", 0, start - 1) + 1
-    parsed = check_content(data[line_start : start - 1])
-    return parsed is not None and _links((parsed[0], parsed[2]), record.seq, record.prev)
-
-
-def _segment_follows(journal_dir: Path, session_id: str, segments: list[str], index: int) -> bool:
-    """The segment's first record has the seq its name says and links to the last record of
-    the segment before it (to the session's genesis for the first segment)."""
-    parsed = check_content(_first_line(journal_dir / segments[index]))
-    if parsed is None or parsed[0] != int(segments[index].split(".")[0]):
-        return False
-    seq, prev, _ = parsed
-    if index == 0:
-        return seq == 1 and prev == genesis(session_id)
-    before = read_last_record(journal_dir, segments[index - 1])
-    return before is not None and _links((before.seq, before.sum), seq, prev)
-
-
-def _first_line(path: Path) -> bytes:
-    """The first line of a segment (without its newline): read until its newline."""
-    fd = durable.open_read(path)
-    try:
-        line = b""
-        with durable.environment("read", path):
-            while b"\n" not in line and len(line) <= MAX_RECORD_BYTES:
-                block = os.pread(fd, 1 << 16, len(line))
-                if not block:
-                    break
-                line += block
-        return line.split(b"\n", 1)[0]
-    finally:
-        os.close(fd)
-
-
-def _scan_from(session: SessionDir, record: Record) -> ScanResult:
+def _scan_from(store: SessionStore, session_id: str, record: Record) -> ScanResult:
     """Verify from `record` (already checked: its checksum, and for a checkpoint its body) to
     the end of the journal: every later record's checksum, seq and link to the one before."""
-    return scan(
-        session.journal,
-        session.session_id,
-        start=Start(record.segment, record.offset, record.seq, record.prev),
-    )
+    return store.scan(session_id, start=Start(record.segment, record.offset, record.seq, record.prev))
 
 
 def _assemble(
-    session: SessionDir,
+    store: SessionStore,
+    session_id: str,
     records: list[Record],
     hinted: LoadedCheckpoint | None,
     skipped: list[SkippedCheckpoint],
@@ -329,7 +204,7 @@ def _assemble(
             base = hinted
         else:
             try:
-                base = load(session.journal, ref, session.session_id, lazy=lazy, record=item)
+                base = load(store, ref, session_id, lazy=lazy, record=item)
             except CheckpointInvalid as exc:
                 if all(item["seq"] != ref.seq for item in skipped):
                     skipped.append(
@@ -341,19 +216,20 @@ def _assemble(
     if base is None and hinted is not None:
         base, newest = hinted, hinted.ref
     if base is None:
-        state = ModelSession(session.session_id)
+        state = ModelSession(session_id)
         thread = fold_thread(records)
         for item in records:
             state.apply(item)
     else:
         covers = base.ref.covers_seq
         after = [r for r in records if r.seq > covers]
-        state = ModelSession(**{**base.body["session"], "session_id": session.session_id})
+        state = ModelSession(**{**base.body["session"], "session_id": session_id})
         thread = fold_thread(after, base=base.thread)
         for item in after:
             state.apply(item)
     view = SessionView(
-        session=session,
+        store=store,
+        session_id=session_id,
         records=records,
         record=state,
         thread=thread,
@@ -376,13 +252,13 @@ def in_flight_text(view: SessionView) -> str | None:
     turn, since = flight.get("turn"), int(flight.get("request_seq", 0))
     records = view.records
     if since < view.scanned_from:
-        request = read_record_at(
-            view.session.journal, str(flight.get("segment")), int(flight.get("offset", -1))
+        request = view.store.record_at(
+            view.session_id, str(flight.get("segment")), int(flight.get("offset", -1))
         )
         if request is None or request.seq != since:
-            records = scan(view.session.journal, view.session.session_id).records
+            records = view.store.scan(view.session_id).records
         else:
-            records = _scan_from(view.session, request).records
+            records = _scan_from(view.store, view.session_id, request).records
     parts = [
         str(r.data.get("text", ""))
         for r in records

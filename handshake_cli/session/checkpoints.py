@@ -21,22 +21,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from handshake_cli.errors import IntegrityError
 from handshake_cli.faults import crash_point
 from handshake_cli.session.state import ModelSession
 from handshake_cli.session.thread import LazyThread, Parts, Thread, canonical, digest
-from handshake_cli.storage.artifacts import PackWriter
+from handshake_cli.storage.contract import Durability, JournalAppender, SessionStore
 from handshake_cli.storage.journal.codec import HEX, SUM_TAIL, Record
-from handshake_cli.storage.journal.scan import read_line_at
-from handshake_cli.storage.journal.writer import JournalWriter
 
 CHECKPOINT_FORMAT = 1
-# How a checkpoint's record is read (one pread, the line kept for the body's hash); a name of
-# this module's own, so the tests can count the reads.
-record_at = read_line_at
+
+
+def record_at(store: SessionStore, session_id: str, segment: str, offset: int) -> tuple[Record, bytes] | None:
+    """How a checkpoint's record is read (one read, the line kept for the body's hash); a name
+    of this module's own, so the tests can count the reads."""
+    return store.record_line_at(session_id, segment, offset)
 
 
 class CheckpointInvalid(IntegrityError):
@@ -97,15 +97,13 @@ class CheckpointWriter:
     def __init__(
         self,
         session_id: str,
-        journal: JournalWriter,
-        pack: PackWriter,
+        journal: JournalAppender,
         *,
         count: int = 0,
         parent: CheckpointRef | None = None,
     ) -> None:
         self.session_id = session_id
         self.journal = journal
-        self.pack = pack
         self.count = count
         # A writer that continues a session starts with a snapshot: it keeps the parent for
         # the record, but assumes nothing about what that parent holds.
@@ -154,10 +152,10 @@ class CheckpointWriter:
         }
         # The record carries the body in exactly the bytes that were hashed: encoded once.
         encoded = canonical(fields)[:-1] + b',"body":' + data + b"}"
-        self.pack.sync()  # artifacts named by the records this checkpoint covers come first
+        self.journal.sync_artifacts()  # artifacts named by the records this checkpoint covers come first
         crash_point("mid_checkpoint")
         record = self.journal.append(
-            "checkpoint.created", {**fields, "body": body}, sync=True, encoded=encoded
+            "checkpoint.created", {**fields, "body": body}, durability=Durability.NOW, encoded=encoded
         )
         crash_point("after_checkpoint")
         ref = CheckpointRef.from_record(record)
@@ -303,7 +301,7 @@ class LoadedCheckpoint:
 
 
 def load(
-    journal_dir: Path,
+    store: SessionStore,
     ref: CheckpointRef,
     session_id: str,
     *,
@@ -322,7 +320,7 @@ def load(
     as above, when the thread's are first used (a `LazyThread`; a broken link raises
     CheckpointInvalid then). So loading costs what its own record costs, whatever the
     session's length."""
-    top = read_body(journal_dir, ref, session_id, record=record, content=content)
+    top = read_body(store, ref, session_id, record=record, content=content)
     pending = list(top.get("pending_tool_calls") or [])
     turn, in_flight = int(top.get("turn", 0)), top.get("in_flight")
     if lazy and not top.get("snapshot"):
@@ -339,16 +337,16 @@ def load(
                 f"checkpoint {top['checkpoint_id']}: the thread does not match its tail id"
             )
         thread: Thread = LazyThread(
-            lambda: _parts(journal_dir, ref, session_id, top, max_chain), pending, turn, in_flight
+            lambda: _parts(store, ref, session_id, top, max_chain), pending, turn, in_flight
         )
     else:
-        messages, ledger, abandoned = _parts(journal_dir, ref, session_id, top, max_chain)
+        messages, ledger, abandoned = _parts(store, ref, session_id, top, max_chain)
         thread = Thread(messages, ledger, pending, turn, in_flight, abandoned)
     return LoadedCheckpoint(top, thread, ref)
 
 
 def _parts(
-    journal_dir: Path, ref: CheckpointRef, session_id: str, top: dict[str, Any], max_chain: int
+    store: SessionStore, ref: CheckpointRef, session_id: str, top: dict[str, Any], max_chain: int
 ) -> Parts:
     """The messages, ledger and abandoned calls of the checkpoint whose body is `top`: its
     deltas back to a snapshot, each read and checked, joined and checked against `top`'s
@@ -360,7 +358,7 @@ def _parts(
             raise CheckpointInvalid(
                 f"checkpoint {ref.checkpoint_id}: its delta chain never reaches a snapshot"
             )
-        body = read_body(journal_dir, _first_link(body, ref), session_id)
+        body = read_body(store, _first_link(body, ref), session_id)
         chain.append(body)
     messages: list[dict[str, Any]] = []
     ledger: list[dict[str, Any]] = []
@@ -395,7 +393,7 @@ def _first_link(body: dict[str, Any], ref: CheckpointRef) -> CheckpointRef:
 
 
 def read_body(
-    journal_dir: Path,
+    store: SessionStore,
     ref: CheckpointRef,
     session_id: str,
     *,
@@ -406,7 +404,7 @@ def read_body(
     already read and its checksum checked; `content` its line) and verified: record
     checksum, then sha256."""
     if record is None or (record.segment, record.offset) != (ref.segment, ref.offset):
-        found = record_at(journal_dir, ref.segment, ref.offset)
+        found = record_at(store, session_id, ref.segment, ref.offset)
         record, content = found if found else (None, None)
     if record is None:
         raise CheckpointInvalid(

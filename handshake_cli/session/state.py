@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_cli.storage import head
+from handshake_cli.storage.contract import Lease, SessionStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.vocabulary import SessionState
 
@@ -128,14 +129,14 @@ def write_head(session_dir: Path, session: ModelSession) -> bool:
     return head.write(session_dir, session.head())
 
 
-def refresh_head(session_dir: Path, session: ModelSession) -> bool:
-    """Rewrite head.json if it disagrees with `session` (the journal, folded) on any field
+def refresh_head(store: SessionStore, lease: Lease, session: ModelSession) -> bool:
+    """Rewrite the head if it disagrees with `session` (the journal, folded) on any field
     `inspect --verify` compares; whether it did. A crash between a session's last record and
-    the head.json that follows it leaves such a head, and nothing else would rewrite it."""
-    cached = head.read(session_dir)
+    the head that follows it leaves such a head, and nothing else would rewrite it."""
+    cached = store.read_head(lease.session_id)
     if cached is not None and all(cached.get(name) == getattr(session, name) for name in HEAD_FIELDS):
         return False
-    return write_head(session_dir, session)
+    return lease.write_head(session.head())
 
 
 def read_head(session_dir: Path) -> dict[str, Any] | None:

@@ -12,11 +12,16 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple, Required, TypedDict
 
-from handshake_cli.errors import EnvironmentFailure, ExitCode, HandshakeError, IntegrityError, worst_exit_code
+from handshake_cli.errors import (
+    EnvironmentFailure,
+    ExitCode,
+    HandshakeError,
+    IntegrityError,
+    NotFound,
+    worst_exit_code,
+)
 from handshake_cli.session.state import (
     ACTIVE,
     BLOCKED,
@@ -25,11 +30,10 @@ from handshake_cli.session.state import (
     STATES,
     ModelSession,
     fold,
-    read_head,
 )
 from handshake_cli.storage import lock
+from handshake_cli.storage.contract import SessionStore
 from handshake_cli.storage.journal.codec import Record
-from handshake_cli.storage.store import SessionDir, Store
 from handshake_cli.vocabulary import SessionState
 
 
@@ -92,19 +96,17 @@ class StoredSession(NamedTuple):
     last_record: Record  # the journal record `record` is as of
 
 
-def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> StoredSession:
+def head_or_fold(store: SessionStore, session_id: str, *, refuse_corruption: bool = False) -> StoredSession:
     """The session record from head.json when it agrees with the journal's last record and
     names a state handshake writes, else folded from the journal.
 
     A fold stops at damage in the journal and folds the records before it, as a listing
     should; `refuse_corruption` raises IntegrityError instead for damage other than a torn
     tail (gc, which must not decide a removal from part of a journal)."""
-    head = read_head(session.path)
-    from handshake_cli.storage.journal.scan import read_last_record
-
-    last = read_last_record(session.journal)
+    head = store.read_head(session_id)
+    last = store.last_record(session_id)
     if head and last and head.get("last_seq") == last.seq and head.get("state") in STATES:
-        record = ModelSession(session.session_id)
+        record = ModelSession(session_id)
         for name in (
             "state",
             "checkpoint_artifact_id",
@@ -117,22 +119,32 @@ def head_or_fold(session: SessionDir, *, refuse_corruption: bool = False) -> Sto
                 setattr(record, name, head[name])
         record.updated_at = last.ts
         return StoredSession(record, True, last)
-    from handshake_cli.storage.journal.scan import scan
-
-    result = scan(session.journal, session.session_id)
+    result = store.scan(session_id)
     if refuse_corruption and result.corruption:
         damage = result.corruption
         raise IntegrityError(
             f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
         )
     if not result.records:  # record 1 is written with the session: its absence is damage
-        raise IntegrityError(
-            f"session {session.session_id}: the journal holds no intact record ({session.journal})"
-        )
-    return StoredSession(fold(session.session_id, result.records), False, result.records[-1])
+        raise no_intact_record(store, session_id)
+    return StoredSession(fold(session_id, result.records), False, result.records[-1])
 
 
-def list_sessions(store: Store) -> list[SessionRow]:
+def no_intact_record(store: SessionStore, session_id: str, where: str = "") -> IntegrityError:
+    """Record 1 is written with the session: a journal without an intact record is damage."""
+    journal = f"{store.location(session_id)}/journal"
+    return IntegrityError(f"session {session_id}: the journal holds no intact record ({journal}){where}")
+
+
+def vanished(store: SessionStore, session_id: str, what: str) -> NotFound | IntegrityError:
+    """Something of the session was not there as it was read: the session was removed (by gc)
+    meanwhile, which readers never block (NotFound), or, while it is still listed, damaged."""
+    if session_id not in store.session_ids():
+        return NotFound(f"session {session_id} was removed (by gc) while it was being read")
+    return IntegrityError(f"session {session_id} has no {what}")
+
+
+def list_sessions(store: SessionStore) -> list[SessionRow]:
     """One row per session, cheaply: head.json checked against the journal's last record.
 
     A session that cannot be read gets a row of its own (state UNREADABLE, and its `error`)
@@ -144,7 +156,7 @@ def list_sessions(store: Store) -> list[SessionRow]:
         try:
             rows.append(_row(store, session_id))
         except Exception as exc:  # one broken session must not hide the others
-            if not os.path.lexists(store.paths.sessions / session_id):
+            if session_id not in store.session_ids():
                 continue  # removed (by gc) since the listing began
             rows.append(
                 {
@@ -162,11 +174,10 @@ def listing_exit_code(rows: list[SessionRow]) -> int:
     return worst_exit_code(row["error"]["exit_code"] for row in rows if row.get("error"))
 
 
-def _row(store: Store, session_id: str) -> SessionRow:
-    session = store.session(session_id)  # refuses links and files out of place
-    config = session.read_config()
-    record, head_matches, _ = head_or_fold(session)
-    holder = lock.holder(session.path)
+def _row(store: SessionStore, session_id: str) -> SessionRow:
+    config = store.read_config(session_id)  # refuses links and files out of place
+    record, head_matches, _ = head_or_fold(store, session_id)
+    holder = store.holder(session_id)
     state = effective_state(record.state, holder)
     return {
         "session_id": session_id,
@@ -176,21 +187,10 @@ def _row(store: Store, session_id: str) -> SessionRow:
         "updated_at": record.updated_at,
         "last_checkpoint_at": record.last_checkpoint_at,
         "checkpoint_count": record.checkpoint_count,
-        "size_bytes": directory_size(session.path),
+        "size_bytes": store.session_bytes(session_id),
         "lock_holder": holder.as_json() if holder else None,
         # A head that lags the journal is what a crash leaves behind: worth a look.
         "head_matches": head_matches,
         # (while a writer runs, head.json lags by design: that is no reason to look)
         "needs_attention": state in (INTERRUPTED, BLOCKED, PAUSED) or (not head_matches and holder is None),
     }
-
-
-def directory_size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                pass
-    return total

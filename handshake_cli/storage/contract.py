@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 from handshake_cli.paths import Paths
@@ -68,6 +69,19 @@ class CheckpointRequest:
 
     nonce: str
     reason: str | None
+
+
+class SessionFile(Protocol):
+    """One file of a session as a bundle holds it (docs/FORMAT.md's layout), open for one read."""
+
+    name: str  # below the session, '/'-separated: "session.toml", "journal/00000001.jsonl"
+    size: int
+    mtime: int  # seconds since the epoch
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to `n` (all, when negative) of the `size` bytes not read yet; `SessionChanged`
+        when the bytes end before `size` (a live session's file was cut meanwhile)."""
+        ...
 
 
 class ArtifactCheck(TypedDict):
@@ -289,6 +303,29 @@ class SessionStore(Protocol):
 
     def check_artifacts(self, session_id: str) -> ArtifactCheck:
         """Hash every artifact the session keeps (`inspect --verify`); never raises for damage."""
+        ...
+
+    # -- bundles: a session as files (export), files as a session (import) ---------------------
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        """The session as the files of a bundle (docs/FORMAT.md, "Bundles"), without the lease:
+        a directory as its name, a file as a `SessionFile` open until the next item is asked
+        for. head.json first, then session.toml, then the journal in seq order (so a live
+        session gives a consistent prefix: artifacts are durable before the records naming
+        them), then the rest. The same session gives the same files from any store. What
+        cannot travel (what describes a writer's process; a name no store writes) is left out,
+        the latter added to `skipped` as {path, reason}."""
+        ...
+
+    def staging_area(self, session_id: str) -> Path:
+        """A new, empty, private directory where a bundle's session is assembled for
+        `import_session`; the caller removes it afterwards, whatever happened."""
+        ...
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        """Make `staged` (a directory holding `sessions/<session_id>/` in the bundle layout,
+        each file checked against its manifest, possibly a damaged session) one of this store's
+        sessions, byte for byte, whole or not at all: `SessionExists` when the id is taken."""
         ...
 
     # -- the lease ------------------------------------------------------------------------------

@@ -13,15 +13,14 @@ session's flock, which the kernel drops when its process ends, however it ends.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from handshake_cli import faults
-from handshake_cli.errors import IntegrityError, NotFound
+from handshake_cli.errors import IntegrityError, NotFound, SessionExists
 from handshake_cli.paths import Paths
-from handshake_cli.storage import durable, head, lock, requests
+from handshake_cli.storage import durable, head, lock, requests, session_files
 from handshake_cli.storage.artifacts import PackWriter
 from handshake_cli.storage.contract import (
     ArtifactCheck,
@@ -30,6 +29,7 @@ from handshake_cli.storage.contract import (
     HeadFor,
     JournalAppender,
     Lease,
+    SessionFile,
     SessionStore,
     TailRepair,
 )
@@ -47,8 +47,7 @@ from handshake_cli.storage.journal.scan import (
 )
 from handshake_cli.storage.journal.writer import JournalWriter
 from handshake_cli.storage.lock import LockHolder, SessionLock
-from handshake_cli.storage.store import SessionDir, Store
-from handshake_cli.storage.trash import measure_and_delete
+from handshake_cli.storage.store import SessionDir, Store, validate_session_id
 
 # Where a removed session goes before it is deleted; gc empties what a crash leaves there.
 QUARANTINE = "quarantine/"
@@ -90,13 +89,15 @@ class FilesystemStore(SessionStore):
         deleted: a crash leaves the session whole in `sessions/` or out of it."""
         session = self.session(session_id)
         trash = self.paths.trash
-        target = trash / f"{session_id}.{secrets.token_hex(4)}"
+        target = trash / f"{session_id}.{os.urandom(4).hex()}"
         with self.acquire(session_id, command=f"remove session {session_id}"):
             durable.ensure_subdir(trash)
             with durable.environment("move into the trash", session.path):
                 os.rename(session.path, target)
         durable.fsync_dir(self.paths.sessions)
         durable.fsync_dir(trash)
+        from handshake_cli.storage.trash import measure_and_delete  # subprocess: not for readers
+
         measure_and_delete(target)  # what it cannot delete stays in the trash, for gc
 
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
@@ -183,6 +184,31 @@ class FilesystemStore(SessionStore):
         checked, problems = artifacts.verify()
         present = set(artifacts.loose_ids()) | {frame.artifact_id for frame in artifacts.frames()}
         return {"checked": checked, "problems": problems, "present": present}
+
+    # -- bundles ----------------------------------------------------------------------------
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        return session_files.session_files(self.session(session_id).path, skipped)
+
+    def staging_area(self, session_id: str) -> Path:
+        """Under `<root>/staging/`, on the filesystem of `sessions/`: landing is one rename,
+        and what a crash leaves there is gc's to sweep."""
+        validate_session_id(session_id)
+        durable.ensure_root(self.paths.root)
+        durable.ensure_subdir(self.paths.sessions)
+        durable.ensure_subdir(self.paths.staging)
+        staging = self.paths.staging / f"{session_id}.{os.urandom(4).hex()}"
+        durable.make_dir(staging)
+        return staging
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        """One rename of `staged/sessions/<id>` into `sessions/`, made durable."""
+        target = self.paths.sessions / validate_session_id(session_id)
+        if os.path.lexists(target):
+            raise SessionExists(f"session {session_id} appeared under {self.paths.root} during the import")
+        with durable.environment("move the imported session into", target):
+            os.rename(staged / "sessions" / session_id, target)
+        durable.fsync_dir(self.paths.sessions)
 
     # -- the lease ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from handshake_cli.errors import (
     SessionLocked,
 )
 from handshake_cli.paths import Paths
-from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
+from handshake_cli.storage import durable
+from handshake_cli.storage.artifacts import ARTIFACT_ID, ArtifactStore, artifact_id
 from handshake_cli.storage.contract import (
     ArtifactCheck,
     CheckpointRequest,
@@ -42,20 +44,22 @@ from handshake_cli.storage.contract import (
     HeadFor,
     JournalAppender,
     Lease,
+    SessionFile,
     SessionStore,
     TailRepair,
 )
 from handshake_cli.storage.head import HEAD_FORMAT
 from handshake_cli.storage.journal import codec, records
-from handshake_cli.storage.journal.codec import Clock, Record, utc_now
+from handshake_cli.storage.journal.codec import Clock, Record, segment_name, utc_now
 from handshake_cli.storage.journal.records import RecordInvalid
-from handshake_cli.storage.journal.scan import Damage, ScanResult, Start
+from handshake_cli.storage.journal.scan import Damage, ScanResult, Start, list_segments
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
     check_job_binding,
     job_digest,
     new_session_id,
+    parse_config,
     validate_session_id,
 )
 
@@ -262,6 +266,53 @@ class MemoryStore(SessionStore):
         ]
         return {"checked": len(artifacts), "problems": problems, "present": set(artifacts)}
 
+    # -- bundles: the session shown in the bundle layout, one segment and loose artifacts --
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        import tomli_w
+
+        session = self._session(session_id)
+        if session.head is not None:
+            yield _Bytes("head.json", session.head)
+        yield _Bytes("session.toml", tomli_w.dumps(session.config).encode("utf-8"))
+        yield "journal"
+        yield _Bytes(f"journal/{segment_name(1)}", b"".join(session.lines))
+        if session.artifacts:
+            yield "artifacts"
+            yield "artifacts/objects"
+            for ident, data in sorted(session.artifacts.items()):
+                yield _Bytes(f"artifacts/objects/{ident}", data)
+        if session.quarantine:
+            yield "quarantine"
+            for name, data in sorted(session.quarantine.items()):
+                yield _Bytes(name, data)
+
+    def staging_area(self, session_id: str) -> Path:
+        validate_session_id(session_id)
+        return Path(tempfile.mkdtemp(prefix=f"handshake-import-{session_id}."))
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        validate_session_id(session_id)
+        if session_id in self.memory.sessions:
+            raise SessionExists(f"session {session_id} already exists in this memory store")
+        top = staged / "sessions" / session_id
+        session = _Session(parse_config(durable.read_bytes(top / "session.toml"), session_id))
+        for name in list_segments(top / "journal"):
+            session.lines += durable.read_bytes(top / "journal" / name).splitlines(keepends=True)
+        session.synced = len(session.lines)
+        artifacts = ArtifactStore(top / "artifacts")
+        for ident in {*artifacts.loose_ids(), *(frame.artifact_id for frame in artifacts.frames())}:
+            try:
+                session.artifacts[ident] = artifacts.get(ident)
+            except ArtifactCorrupt:
+                pass  # damage is not carried: reading it says it is missing
+        if (top / "head.json").is_file():
+            session.head = durable.read_bytes(top / "head.json")
+        if (top / "quarantine").is_dir():
+            for path in sorted((top / "quarantine").iterdir()):
+                session.quarantine[f"quarantine/{path.name}"] = durable.read_bytes(path)
+        self.memory.sessions[session_id] = session  # whole, in one step
+
     # -- the lease ------------------------------------------------------------------------
 
     def acquire(self, session_id: str, *, command: str | None = None) -> MemoryLease:
@@ -306,6 +357,17 @@ class MemoryStore(SessionStore):
         found = self.memory.sessions.get(session_id)
         if found is not None:
             found.requests.pop(request.nonce, None)
+
+
+class _Bytes(SessionFile):
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.size, self.mtime = name, len(data), int(time.time())
+        self._data = memoryview(data)
+
+    def read(self, n: int = -1) -> bytes:
+        part = self._data[: n if n >= 0 else len(self._data)]
+        self._data = self._data[len(part) :]
+        return bytes(part)
 
 
 def _locked(session_id: str, holder: LockHolder) -> SessionLocked:

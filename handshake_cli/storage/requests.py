@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ _DONE = ".done.json"
 def submit(session_path: Path, reason: str | None) -> CheckpointRequest:
     directory = session_path / REQUESTS_DIR
     durable.ensure_subdir(directory)
-    request = CheckpointRequest(secrets.token_hex(8), reason)
+    request = CheckpointRequest(os.urandom(8).hex(), reason)
     durable.atomic_write(
         directory / f"{request.nonce}.json", json.dumps({"reason": reason}).encode(), durable=False
     )

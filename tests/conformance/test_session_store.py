@@ -610,3 +610,58 @@ def test_the_config_is_checked_against_record_1_unless_asked_not_to(
     store: SessionStore, session_id: str
 ) -> None:
     assert store.read_config(session_id, check_job=False) == store.read_config(session_id)
+
+
+def _files(store: SessionStore, session_id: str) -> dict[str, bytes | None]:
+    """The session's bundle files, read whole (None for a directory)."""
+    found: dict[str, bytes | None] = {}
+    skipped: list[dict[str, str]] = []
+    for item in store.session_files(session_id, skipped):
+        if isinstance(item, str):
+            found[item] = None
+        else:
+            data = item.read()
+            assert len(data) == item.size and item.read() == b""
+            found[item.name] = data
+    assert skipped == []
+    return found
+
+
+def test_a_session_leaves_as_files_and_comes_back_from_them_byte_for_byte(
+    store: SessionStore, session_id: str
+) -> None:
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        ident = journal.add_artifact(b"large output " * 100)
+        journal.append("test.note", {"artifact": ident})
+        journal.close()
+        lease.write_head({"state": "ACTIVE", "last_seq": 2})
+    before = store.scan(session_id)
+    files = _files(store, session_id)
+    names = list(files)
+    assert names.index("head.json") < names.index("session.toml") < names.index("journal")
+    assert any(name.startswith("journal/") for name in names)
+    staging = store.staging_area(session_id)
+    try:
+        top = staging / "sessions" / session_id
+        top.mkdir(parents=True)
+        for name, data in files.items():
+            if data is None:
+                (top / name).mkdir(parents=True, exist_ok=True)
+            else:
+                (top / name).parent.mkdir(parents=True, exist_ok=True)
+                (top / name).write_bytes(data)
+        with pytest.raises(SessionExists):
+            store.import_session(session_id, staging)
+        store.remove_session(session_id)
+        store.import_session(session_id, staging)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    after = store.scan(session_id)
+    assert after.records == before.records and after.damage is None
+    assert store.get_artifact(session_id, ident) == b"large output " * 100
+    assert store.read_head(session_id) == {"format_version": 1, "state": "ACTIVE", "last_seq": 2}
+    assert store.read_config(session_id) == store.read_config(session_id, check_job=False)
+    assert _files(store, session_id) == files

@@ -166,19 +166,18 @@ def describe(root: Path, session_id: str) -> dict[str, Any]:
     """`inspect SESSION --json`'s description."""
     from handshake_cli.paths import Paths
     from handshake_cli.readers.describe import describe
-    from handshake_cli.storage.store import Store
+    from handshake_cli.storage.filesystem import FilesystemStore
 
-    store = Store(Paths(root))
-    return describe(store, store.session(session_id))
+    return describe(FilesystemStore(Paths(root)), session_id)
 
 
 def verdict(root: Path, session_id: str) -> str:
     """`inspect SESSION --verify`'s verdict."""
     from handshake_cli.paths import Paths
     from handshake_cli.readers.verify import verify
-    from handshake_cli.storage.store import Store
+    from handshake_cli.storage.filesystem import FilesystemStore
 
-    return verify(Store(Paths(root)).session(session_id)).verdict
+    return verify(FilesystemStore(Paths(root)), session_id).verdict
 
 
 def records(root: Path, session_id: str) -> list[Any]:

@@ -253,10 +253,12 @@ class Lab:
         return fold(session_id, result.records).state, fold_thread(result.records).messages, damage
 
     def verdict(self, session_id: str) -> str:
+        from handshake_cli.paths import Paths
         from handshake_cli.readers.verify import verify
-        from handshake_cli.storage.store import SessionDir
+        from handshake_cli.storage.filesystem import FilesystemStore
 
-        return verify(SessionDir(session_id, self.session_dir(session_id))).verdict
+        root = self.session_dir(session_id).parent.parent
+        return verify(FilesystemStore(Paths(root)), session_id).verdict
 
     def notifications(self) -> list[str]:
         log = self.workspace / "quickstart-output" / "notifications.log"

@@ -27,9 +27,9 @@ def checkpoint(
     def body() -> Result:
         from handshake_cli.engine import launch
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        answer = launch.checkpoint(Store(Paths.resolve(root)), session, reason=reason, wait=wait)
+        answer = launch.checkpoint(open_store(Paths.resolve(root)), session, reason=reason, wait=wait)
         data = answer.as_json()
 
         def render(out: Printer) -> None:

@@ -26,9 +26,9 @@ def export(
 
         from handshake_cli.maintenance.bundle import export_session
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        report = export_session(Store(Paths.resolve(root)), session, Path(output), force=force)
+        report = export_session(open_store(Paths.resolve(root)), session, Path(output), force=force)
         data = report.as_json()
 
         def render(out: Printer) -> None:

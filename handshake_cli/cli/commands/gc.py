@@ -58,9 +58,9 @@ def gc(
     def body() -> Result:
         from handshake_cli.maintenance import gc as collector
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        store = Store(Paths.resolve(root))
+        store = open_store(Paths.resolve(root))
         policy = collector.load_policy(
             store.paths,
             older_than=older_than,

@@ -22,16 +22,16 @@ def import_(
 
         from handshake_cli.maintenance.bundle import import_bundle
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        store = Store(Paths.resolve(root))
+        store = open_store(Paths.resolve(root))
         report = import_bundle(store, Path(bundle))
         data = report.as_json()
 
         def render(out: Printer) -> None:
             out.line(
                 f"imported session {report.session_id}: {report.files} files "
-                f"({report.session_bytes} bytes) into {store.paths.root}"
+                f"({report.session_bytes} bytes) into {store.paths.shown_root}"
             )
             out.line(f"state       {report.state}")
             style = {"intact": "green", "repairable": "yellow"}.get(report.verdict, "red")

@@ -14,7 +14,7 @@ from handshake_cli.vocabulary import Status, Verdict
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from handshake_cli.storage.store import SessionDir, Store
+    from handshake_cli.storage.contract import SessionStore
 
 # The core is imported inside the functions that use it: `--help`, `--version` and every
 # TAB press load this module, and should not pay for the journal and the store.
@@ -51,28 +51,27 @@ def inspect(
 
     def body() -> Result:
         from handshake_cli.paths import Paths
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        store = Store(Paths.resolve(root))
+        store = open_store(Paths.resolve(root))
         if session is None:
             if events or verify or at is not None:
                 raise UsageError("--events, --verify and --at need a SESSION")
             return _listing(store)
-        target = store.session(session)
         if verify:
-            return _verification(store, target)
+            return _verification(store, session)
         if (types or since_seq or tail is not None) and not events:
             raise UsageError("--type, --since-seq and --tail go with --events")
         if events:
-            return _events(target, at, types or [], since_seq, tail)
+            return _events(store, session, at, types or [], since_seq, tail)
         if at is not None:
-            return _at(target, at)
-        return _description(store, target)
+            return _at(store, session, at)
+        return _description(store, session)
 
     return run_command("inspect", json_, body)
 
 
-def _listing(store: Store) -> Result:
+def _listing(store: SessionStore) -> Result:
     from handshake_cli.session import status
 
     rows = status.list_sessions(store)
@@ -80,7 +79,7 @@ def _listing(store: Store) -> Result:
 
     def render(out: Printer) -> None:
         if not rows:
-            out.line(f"no sessions under {store.paths.root}")
+            out.line(f"no sessions under {store.paths.shown_root}")
             return
         now = _now()
         out.table(
@@ -104,15 +103,15 @@ def _listing(store: Store) -> Result:
             if r.get("error"):
                 out.line(f"{r['session_id']}: {r['error']['message']}")
 
-    data = {"root": str(store.paths.root), "sessions": rows}
+    data = {"root": store.paths.shown_root, "sessions": rows}
     # Every session that could be read is listed; the exit code says the worst found among the rest.
     return Result(data, render, exit_code=exit_code, status=Status.OK if exit_code == 0 else Status.ERROR)
 
 
-def _description(store: Store, target: SessionDir) -> Result:
+def _description(store: SessionStore, session_id: str) -> Result:
     from handshake_cli.readers.describe import describe
 
-    info = describe(store, target)
+    info = describe(store, session_id)
 
     def render(out: Printer) -> None:
         out.line(f"session     {info['session_id']}", style="bold")
@@ -212,25 +211,25 @@ def _render_integrity(out: Printer, integrity: dict[str, Any], full_check: str =
         out.line("  session.toml: [job] is not bound to the journal (made before handshake bound jobs)")
 
 
-def _verification(store: Store, target: SessionDir) -> Result:
+def _verification(store: SessionStore, session_id: str) -> Result:
     from handshake_cli.readers.verify import verify
 
-    report = verify(target)
-    data = {"session_id": target.session_id, **report.as_json()}
+    report = verify(store, session_id)
+    data = {"session_id": session_id, **report.as_json()}
 
     def render(out: Printer) -> None:
-        out.line(f"session     {target.session_id}")
+        out.line(f"session     {session_id}")
         out.line(f"records     {report.journal.count} (last seq {report.journal.last_seq})")
         out.line(f"artifacts   {report.artifacts_checked} checked")
         _render_integrity(out, data)
 
     if report.verdict == Verdict.DAMAGED:
-        message = report.damage_message(target.session_id)
+        message = report.damage_message(session_id)
         error = IntegrityError(message)
         data["error"] = {"code": error.code, "exit_code": int(error.exit_code), "message": message}
         guidance = [
             "the records before the damage are intact; read them with:",
-            " ".join(["handshake", "inspect", target.session_id, "--events", *store.paths.root_args()]),
+            " ".join(["handshake", "inspect", session_id, "--events", *store.paths.root_args()]),
         ]
         return Result(data, render, exit_code=ExitCode.INTEGRITY, status=Status.ERROR, guidance=guidance)
     if report.journal.torn_tail or report.head_differences:
@@ -238,18 +237,23 @@ def _verification(store: Store, target: SessionDir) -> Result:
         # the session: point at the plan first.
         guidance = [
             "recover repairs this; see what it would do with:",
-            " ".join(["handshake", "recover", target.session_id, "--dry-run", *store.paths.root_args()]),
+            " ".join(["handshake", "recover", session_id, "--dry-run", *store.paths.root_args()]),
         ]
         return Result(data, render, guidance=guidance)
     return Result(data, render)
 
 
 def _events(
-    target: SessionDir, at: int | None, types: list[str], since_seq: int | None, tail: int | None
+    store: SessionStore,
+    session_id: str,
+    at: int | None,
+    types: list[str],
+    since_seq: int | None,
+    tail: int | None,
 ) -> Result:
     from handshake_cli.readers.events import events as read_events
 
-    events = read_events(target, at=at, types=types, since_seq=since_seq, tail=tail)
+    events = read_events(store, session_id, at=at, types=types, since_seq=since_seq, tail=tail)
 
     def render(out: Printer) -> None:
         out.table(
@@ -257,7 +261,7 @@ def _events(
             [[str(e["seq"]), _fmt_elapsed(e["elapsed"]), e["type"], _clip(e["data"], 60)] for e in events],
         )
 
-    return Result({"session_id": target.session_id, "events": events}, render)
+    return Result({"session_id": session_id, "events": events}, render)
 
 
 def _now() -> datetime:
@@ -284,14 +288,14 @@ def _fmt_elapsed(value: float | None) -> str:
     return "-" if value is None else f"+{value:.3f}"
 
 
-def _at(target: SessionDir, at: int) -> Result:
+def _at(store: SessionStore, session_id: str, at: int) -> Result:
     from handshake_cli.readers.events import session_at
 
-    data = session_at(target, at)
+    data = session_at(store, session_id, at)
 
     def render(out: Printer) -> None:
         base = f" (from checkpoint {data['from_checkpoint']})" if data["from_checkpoint"] else ""
-        out.line(f"session {target.session_id} at seq {at}: {data['state']}{base}")
+        out.line(f"session {session_id} at seq {at}: {data['state']}{base}")
         for message in data["messages"]:
             out.line(f"  {message.get('role', '?'):<9} {_clip(message.get('content'))}")
 

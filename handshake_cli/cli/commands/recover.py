@@ -11,7 +11,7 @@ from handshake_cli.cli.output import STATUS_FOR_EXIT, Printer, Result, run_comma
 
 if TYPE_CHECKING:
     from handshake_cli.recovery.execute import Options
-    from handshake_cli.storage.store import Store
+    from handshake_cli.storage.contract import SessionStore
 
 # The core is imported inside the functions that use it, for start-up (see inspect.py).
 
@@ -57,9 +57,9 @@ def recover(
         from handshake_cli.paths import Paths
         from handshake_cli.recovery.execute import Options
         from handshake_cli.recovery.plan import parse_resolutions
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
-        store = Store(Paths.resolve(root))
+        store = open_store(Paths.resolve(root))
         options = Options(parse_resolutions(resolve or []), result_file, cancel, accept_divergence, dry_run)
         if all_:
             if session or options.resolutions or cancel or result_file:
@@ -80,7 +80,7 @@ def recover(
     return run_command("recover", json_, body)
 
 
-def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Result:
+def _one(store: SessionStore, session_id: str, options: Options, as_json: bool) -> Result:
     import sys
 
     from handshake_cli.cli.progress import Progress
@@ -88,7 +88,7 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
     from handshake_cli.recovery.langgraph import is_langgraph_session
 
     # The kind only: the job's binding is checked by the recovery that runs, under the lock.
-    if is_langgraph_session(store.session(session_id).read_config(check_job=False)):
+    if is_langgraph_session(store.read_config(session_id, check_job=False)):
         return _langgraph_thread(store, session_id, options)
 
     observer = None if as_json or options.dry_run else Progress(Printer(sys.stdout))
@@ -128,7 +128,7 @@ def _one(store: Store, session_id: str, options: Options, as_json: bool) -> Resu
     return Result(data, render, exit_code=outcome.exit_code, status=status, guidance=outcome.guidance)
 
 
-def _langgraph_thread(store: Store, session_id: str, options: Options) -> Result:
+def _langgraph_thread(store: SessionStore, session_id: str, options: Options) -> Result:
     """A LangGraph thread's session: storage repaired, answers recorded, never run."""
     from handshake_cli.errors import UsageError
     from handshake_cli.recovery.langgraph import recover_thread
@@ -137,7 +137,7 @@ def _langgraph_thread(store: Store, session_id: str, options: Options) -> Result
         raise UsageError(
             f"session {session_id} is a LangGraph thread: recover takes only --resolve and --dry-run"
         )
-    outcome = recover_thread(store.paths, session_id, options.resolutions, dry_run=options.dry_run)
+    outcome = recover_thread(store, session_id, options.resolutions, dry_run=options.dry_run)
 
     def render(out: Printer) -> None:
         verb = "would repair" if outcome.dry_run else "repaired"
@@ -158,7 +158,7 @@ def _langgraph_thread(store: Store, session_id: str, options: Options) -> Result
     return Result(outcome.as_json(), render, exit_code=outcome.exit_code, guidance=outcome.guidance)
 
 
-def _fork(store: Store, source: str, new_id: str, checkpoint_id: str | None) -> Result:
+def _fork(store: SessionStore, source: str, new_id: str, checkpoint_id: str | None) -> Result:
     from handshake_cli.recovery.fork import fork
 
     data = fork(store, source, new_id, checkpoint_id)
@@ -174,7 +174,7 @@ def _fork(store: Store, source: str, new_id: str, checkpoint_id: str | None) -> 
     return Result(data, render, guidance=guidance)
 
 
-def _all(store: Store, options: Options) -> Result:
+def _all(store: SessionStore, options: Options) -> Result:
     from handshake_cli.recovery.recover_all import recover_all
 
     done = recover_all(store, options)

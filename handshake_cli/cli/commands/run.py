@@ -33,10 +33,10 @@ def run(
         from handshake_cli.engine.jobs import load_job
         from handshake_cli.paths import Paths
         from handshake_cli.recovery.plan import stopped_guidance
-        from handshake_cli.storage.store import Store
+        from handshake_cli.storage.open import open_store
 
         loaded = load_job(job)
-        store = Store(Paths.resolve(root))
+        store = open_store(Paths.resolve(root))
         where = Path(workspace).expanduser().absolute() if workspace else Path.cwd()
         out = Printer(sys.stdout)
         observer = None if json_ else Progress(out)

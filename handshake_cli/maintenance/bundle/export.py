@@ -1,12 +1,14 @@
 """`handshake export`: one session's files in a gzip tar with a manifest, read without its lock.
 
-A run may be appending while export reads. The bundle is still consistent because of the
-order it reads in and because it reads each file exactly once, recording the size and sha256
-of the bytes it read: head.json first (a cache that may then lag the journal, never run ahead
-of it), then the journal segments as listed once (append-only, so whatever was read is a
-prefix; a record half-written at that instant is a torn tail), then artifacts (a pack frame is
-synced before the record naming it, so every artifact the bundled journal names is in the
-bundle). The bundle is written to a temp file and renamed into place.
+The files are the store's (`SessionStore.session_files`): a directory's on the filesystem, the
+same layout made from the rows of another store. A run may be appending while export reads.
+The bundle is still consistent because of the order the files come in and because each is
+read exactly once, its size and the sha256 of the bytes read recorded: head.json first (a
+cache that may then lag the journal, never run ahead of it), then the journal segments as
+listed once (append-only, so whatever was read is a prefix; a record half-written at that
+instant is a torn tail), then artifacts (a pack frame is synced before the record naming it,
+so every artifact the bundled journal names is in the bundle). The bundle is written to a
+temp file and renamed into place.
 """
 
 from __future__ import annotations
@@ -14,28 +16,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import tarfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from handshake_cli import __version__
-from handshake_cli.errors import OutputExists, SessionChanged, UsageError
+from handshake_cli.errors import OutputExists, UsageError
 from handshake_cli.maintenance.bundle.manifest import (
     BUNDLE_FORMAT,
     MANIFEST,
-    NAME,
-    NOT_EXPORTED,
     SESSIONS,
     BundledFile,
 )
-from handshake_cli.storage import durable, lock
+from handshake_cli.storage import durable
+from handshake_cli.storage.contract import SessionFile, SessionStore
 from handshake_cli.storage.journal.codec import utc_now
-from handshake_cli.storage.journal.scan import list_segments
-from handshake_cli.storage.store import SessionDir, Store
 
 
 @dataclass
@@ -63,38 +60,26 @@ class ExportReport:
 
 
 class _HashingReader:
-    """Hands tarfile exactly `size` bytes of an open file, hashing them on the way."""
+    """Hands tarfile the bytes of one of the session's files, hashing them on the way."""
 
-    def __init__(self, fd: int, size: int, where: Path) -> None:
-        self.fd, self.left, self.where = fd, size, where
+    def __init__(self, file: SessionFile) -> None:
+        self.file = file
         self.sha = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
-        want = self.left if n < 0 else min(n, self.left)
-        parts = []
-        while want:
-            with durable.environment("read", self.where):
-                part = os.read(self.fd, want)
-            if not part:
-                raise SessionChanged(
-                    f"{self.where} shrank while it was exported (did a recovery cut a torn tail?)",
-                    guidance=["export the session again"],
-                )
-            parts.append(part)
-            want -= len(part)
-        data = b"".join(parts)
-        self.left -= len(data)
+        data = self.file.read(n)
         self.sha.update(data)
         return data
 
 
-def export_session(store: Store, session_id: str, output: Path, *, force: bool = False) -> ExportReport:
+def export_session(
+    store: SessionStore, session_id: str, output: Path, *, force: bool = False
+) -> ExportReport:
     """Write `output`, a gzip tar of the session's files plus `manifest.json`, atomically."""
-    session = store.session(session_id)
-    config = session.read_config(check_job=False)  # a bundle is for forensics: damage travels too
+    config = store.read_config(session_id, check_job=False)  # a bundle is for forensics: damage travels too
     output = output.expanduser().absolute()
     _check_output(output, force=force)
-    live_writer = lock.holder(session.path) is not None
+    live_writer = store.holder(session_id) is not None
     files: list[BundledFile] = []
     skipped: list[dict[str, str]] = []
     prefix = f"{SESSIONS}/{session_id}"
@@ -113,14 +98,11 @@ def export_session(store: Store, session_id: str, output: Path, *, force: bool =
         ):
             tar.addfile(_dir_info(SESSIONS))
             tar.addfile(_dir_info(prefix))
-            for relative, path, is_dir in _session_files(session, skipped):
-                name = f"{prefix}/{relative}"
-                if is_dir:
-                    tar.addfile(_dir_info(name))
-                    continue
-                entry = _add_file(tar, name, path)
-                if entry is not None:
-                    files.append(entry)
+            for item in store.session_files(session_id, skipped):
+                if isinstance(item, str):  # a directory
+                    tar.addfile(_dir_info(f"{prefix}/{item}"))
+                else:
+                    files.append(_add_file(tar, f"{prefix}/{item.name}", item))
             manifest = {
                 "bundle_format": BUNDLE_FORMAT,
                 "tool": "handshake",
@@ -199,75 +181,19 @@ def _publish(tmp: Path, output: Path, *, force: bool) -> None:
     os.unlink(tmp)
 
 
-def _session_files(session: SessionDir, skipped: list[dict[str, str]]) -> Iterator[tuple[str, Path, bool]]:
-    """(path relative to the session, absolute path, is a directory), in the order that keeps
-    a live session consistent: head.json, session.toml, the journal as listed once, the rest."""
-    top = sorted(os.listdir(session.path))
-    first = ["head.json", "session.toml", "journal"]
-    for name in [*(n for n in first if n in top), *(n for n in top if n not in first)]:
-        if name not in NOT_EXPORTED:
-            yield from _walk_entry(session.path / name, name, skipped)
-
-
-def _listing(directory: Path, relative: str) -> list[str]:
-    """One listing of a directory; journal segments in seq order (names stop sorting as
-    text past 99,999,999), then anything else found there."""
-    names = sorted(os.listdir(directory))
-    if relative != "journal":
-        return names
-    segments = list_segments(directory)
-    return segments + [n for n in names if n not in set(segments)]
-
-
-def _walk(directory: Path, relative: str, skipped: list[dict[str, str]]) -> Iterator[tuple[str, Path, bool]]:
-    for name in _listing(directory, relative):
-        yield from _walk_entry(directory / name, f"{relative}/{name}", skipped)
-
-
-def _walk_entry(path: Path, relative: str, skipped: list[dict[str, str]]) -> Iterator[tuple[str, Path, bool]]:
-    name = path.name
-    if name.startswith(durable.TEMP_PREFIX):
-        return  # debris of an interrupted atomic write, or one in progress: readers ignore it
-    if not NAME.fullmatch(name):
-        skipped.append({"path": relative, "reason": "a name handshake does not write"})
-        return
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return  # a request answered and removed while we looked
-    if stat.S_ISDIR(mode):
-        yield relative, path, True
-        yield from _walk(path, relative, skipped)
-    elif stat.S_ISREG(mode):
-        yield relative, path, False
-    else:
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-        skipped.append({"path": relative, "reason": kind})
-
-
 def _dir_info(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.mtime = tarfile.DIRTYPE, durable.DIR_MODE, int(time.time())
     return info
 
 
-def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> BundledFile | None:
-    """Read the file once, streaming it into the archive and hashing what was read."""
-    try:
-        fd = durable.open_read(path)
-    except FileNotFoundError:
-        return None  # a request answered and removed since the listing
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = st.st_size, durable.FILE_MODE, int(st.st_mtime)
-        reader = _HashingReader(fd, st.st_size, path)
-        tar.addfile(info, reader)
-        return BundledFile(name, st.st_size, reader.sha.hexdigest())
-    finally:
-        os.close(fd)
+def _add_file(tar: tarfile.TarFile, name: str, file: SessionFile) -> BundledFile:
+    """Stream the file into the archive once, hashing what was read."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = file.size, durable.FILE_MODE, file.mtime
+    reader = _HashingReader(file)
+    tar.addfile(info, reader)
+    return BundledFile(name, file.size, reader.sha.hexdigest())
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import stat
 import tarfile
@@ -31,8 +30,11 @@ from handshake_cli.maintenance.bundle.checks import (
     read_manifest,
 )
 from handshake_cli.maintenance.bundle.manifest import SESSIONS
+from handshake_cli.paths import Paths
 from handshake_cli.storage import durable
-from handshake_cli.storage.store import MADE_WITH_SESSION, SessionDir, Store
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.store import MADE_WITH_SESSION
 from handshake_cli.vocabulary import SessionState, Verdict
 
 # A session that was stopped, not finished: an import says how to move it on.
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 @dataclass
 class ImportReport:
     session_id: str
-    path: Path
+    path: str  # where the store keeps it (`SessionStore.location`)
     files: int
     session_bytes: int
     state: str
@@ -61,7 +63,7 @@ class ImportReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
-            "path": str(self.path),
+            "path": self.path,
             "file_count": self.files,
             "session_bytes": self.session_bytes,
             "state": self.state,
@@ -75,16 +77,15 @@ class ImportReport:
         }
 
 
-def import_bundle(store: Store, bundle: Path) -> ImportReport:
-    """Check every byte of `bundle`, then land its session under the root in one rename."""
-    store.check_sessions_dir()  # before anything looks through a link there
+def import_bundle(store: SessionStore, bundle: Path) -> ImportReport:
+    """Check every byte of `bundle`, then land its session in the store whole."""
+    existing = store.session_ids()  # (the filesystem's: before anything looks through a link there)
     with open_bundle(bundle) as tar, durable.environment("import", bundle):
         layout = check_members(read_headers(tar, bundle))
         manifest = read_manifest(tar, layout)
-        target = store.paths.sessions / layout.session_id
-        if os.path.lexists(target):
+        if layout.session_id in existing:
             raise SessionExists(
-                f"session {layout.session_id} already exists under {store.paths.root}; "
+                f"session {layout.session_id} already exists under {store.paths.shown_root}; "
                 "import does not overwrite a session",
                 guidance=[" ".join(["handshake", "inspect", layout.session_id, *store.paths.root_args()])],
             )
@@ -94,19 +95,14 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
 
 
 def _land(
-    store: Store, tar: tarfile.TarFile, layout: Layout, manifest: dict[str, Any]
-) -> tuple[Path, Verification | HandshakeError]:
-    """Stream every member into staging (hashing it again: the bundle file could change under
-    us), make it look like a session the store created, verify, rename."""
+    store: SessionStore, tar: tarfile.TarFile, layout: Layout, manifest: dict[str, Any]
+) -> tuple[str, Verification | HandshakeError]:
+    """Stream every member into the store's staging area (hashing it again: the bundle file
+    could change under us), make it look like a session the store created, verify it there,
+    and hand it to the store to land whole (on the filesystem: one rename)."""
     from handshake_cli.readers.verify import verify
 
-    paths = store.paths
-    durable.ensure_root(paths.root)
-    durable.ensure_subdir(paths.sessions)
-    durable.ensure_subdir(paths.staging)
-    staging = paths.staging / f"{layout.session_id}.{secrets.token_hex(4)}"
-    durable.make_dir(staging)
-    target = paths.sessions / layout.session_id
+    staging = store.staging_area(layout.session_id)
     try:
         with durable.environment("extract the bundle into", staging):
             _extract(tar, staging, layout, manifest["files"])
@@ -116,19 +112,16 @@ def _land(
                 durable.make_dir(staged / sub)
         _seal(staged)
         try:
-            verification: Verification | HandshakeError = verify(SessionDir(layout.session_id, staged))
+            staged_store = FilesystemStore(Paths(staging))  # the session as the store will hold it
+            verification: Verification | HandshakeError = verify(staged_store, layout.session_id)
         except EnvironmentFailure:
             raise  # the disk failed, not the bundle: nothing lands
         except HandshakeError as exc:
             verification = exc
-        if os.path.lexists(target):
-            raise SessionExists(f"session {layout.session_id} appeared under {paths.root} during the import")
-        with durable.environment("move the imported session into", target):
-            os.rename(staged, target)
-        durable.fsync_dir(paths.sessions)
+        store.import_session(layout.session_id, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, verification
+    return store.location(layout.session_id), verification
 
 
 def _extract(tar: tarfile.TarFile, staging: Path, layout: Layout, listed: dict[str, dict[str, Any]]) -> None:
@@ -187,9 +180,9 @@ def _seal_one(path: Path, *, directory: bool) -> None:
 
 
 def _report(
-    store: Store,
+    store: SessionStore,
     layout: Layout,
-    landed: Path,
+    landed: str,
     config: dict[str, Any],
     manifest: dict[str, Any],
     verification: Verification | HandshakeError,
@@ -209,7 +202,7 @@ def _report(
     workspace = config.get("workspace") if isinstance(config.get("workspace"), str) else None
     exists = workspace is not None and os.path.isdir(workspace)
     note = (
-        f"recovery runs this session's tools in the workspace recorded in {landed / 'session.toml'}: "
+        f"recovery runs this session's tools in the workspace recorded in {landed}/session.toml: "
         f"{workspace}"
         + ("" if exists else " (it does not exist on this machine)")
         + "; edit `workspace` there to use another directory"

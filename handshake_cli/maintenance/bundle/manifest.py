@@ -3,11 +3,10 @@ entries, and the limits on what it may hold (docs/FORMAT.md, "Limits")."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from handshake_cli.storage import lock
+from handshake_cli.storage import session_files
 from handshake_cli.storage.artifacts import DEFAULT_PACK_BYTES
 from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES
 from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
@@ -15,11 +14,10 @@ from handshake_cli.storage.store import SESSION_TOML_MAX_BYTES
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 SESSIONS = "sessions"
-# A session never travels with a writer: these describe a process on the exporting machine.
-NOT_EXPORTED = frozenset({lock.LOCK_FILE, lock.OWNER_FILE})
-# Every name below sessions/<id>/ in a bundle: what the store itself writes, nothing that
-# starts with a dot (temp files of interrupted writes), nothing a shell or tar could misread.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+# What never travels (a writer's process) and every name a bundle may hold below
+# sessions/<id>/: the store's rules (`storage.session_files`), which import checks too.
+NOT_EXPORTED = session_files.NOT_EXPORTED
+NAME = session_files.NAME
 # Import streams a member this much at a time; no single read of a header may be larger.
 CHUNK = 1 << 20
 

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from handshake_cli import faults
-from handshake_cli.errors import HandshakeError, IntegrityError, NotFound
+from handshake_cli.errors import HandshakeError, IntegrityError, NotFound, UsageError
 from handshake_cli.maintenance.gc.debris import Clock, Debris, entries, older, session_debris
 from handshake_cli.maintenance.gc.policy import CONFIG_FILE, Policy
 from handshake_cli.maintenance.gc.reachability import has_artifacts, unnamed_artifacts
@@ -29,16 +29,17 @@ from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMIN
 from handshake_cli.session.status import (
     UNREADABLE,
     ErrorObject,
-    directory_size,
     effective_state,
     head_or_fold,
     session_problem,
 )
 from handshake_cli.storage import durable
 from handshake_cli.storage import lock as session_lock
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.filesystem import FilesystemStore, directory_size
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import read_last_record
-from handshake_cli.storage.store import SessionDir, Store
+from handshake_cli.storage.store import SessionDir
 from handshake_cli.storage.trash import Deleter, measure_and_delete
 
 # Sessions renamed into the trash between two fsyncs of `sessions/`.
@@ -78,7 +79,7 @@ class _Look:
 
 
 def collect(
-    store: Store,
+    store: SessionStore,
     policy: Policy,
     *,
     now: Clock = time.time,
@@ -89,6 +90,10 @@ def collect(
 
     What goes is deleted by `deleter` (by default a `trash.Deleter`, whose helper processes
     delete while gc decides); it returns once all of it is deleted."""
+    if not isinstance(store, FilesystemStore):
+        # The decisions read through the contract; removal, debris and pruning are still the
+        # filesystem's (docs/GAPS.md).
+        raise UsageError(f"gc does not yet collect a root like {store.paths.shown_root}: only a directory")
     report = Report(policy)
     deleter = deleter if deleter is not None else Deleter()
     run = _Run(store, policy, now, report, deleter)
@@ -122,7 +127,9 @@ def collect(
 
 
 class _Run:
-    def __init__(self, store: Store, policy: Policy, now: Clock, report: Report, deleter: Deleter) -> None:
+    def __init__(
+        self, store: FilesystemStore, policy: Policy, now: Clock, report: Report, deleter: Deleter
+    ) -> None:
         self.store = store
         self.paths = store.paths
         self.policy = policy
@@ -172,7 +179,7 @@ class _Run:
         look = _Look(SessionDir(session_id, self.paths.sessions / session_id))
         try:
             look.session = self.store.session(session_id)
-            stored = head_or_fold(look.session, refuse_corruption=True)
+            stored = head_or_fold(self.store, session_id, refuse_corruption=True)
             look.stored_state, look.last_record = stored.record.state, stored.last_record
             look.age = self.now() - _timestamp(look.last_record)
             look.holder = session_lock.holder(look.session.path)
@@ -349,7 +356,7 @@ class _Run:
             self._sweep_items(debris)
             if prune:
                 try:
-                    stored = head_or_fold(session, refuse_corruption=True)
+                    stored = head_or_fold(self.store, session.session_id, refuse_corruption=True)
                 except Exception as exc:
                     self._damaged(look, exc)
                     return
