@@ -14,9 +14,11 @@ import copy
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,11 +39,13 @@ from handshake_cli.errors import (
     UsageError,
 )
 from handshake_cli.paths import Paths
+from handshake_cli.storage import durable
 from handshake_cli.storage.artifacts import ARTIFACT_ID, artifact_id
 from handshake_cli.storage.contract import (
     ArtifactCheck,
     CheckpointRequest,
     HeadFor,
+    SessionFile,
     SessionStore,
 )
 from handshake_cli.storage.head import HEAD_FORMAT
@@ -49,7 +53,7 @@ from handshake_cli.storage.journal import codec, records
 from handshake_cli.storage.journal.codec import Clock, Record, genesis, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
-from handshake_cli.storage.postgres import journal, schema
+from handshake_cli.storage.postgres import bundle, journal, schema
 from handshake_cli.storage.postgres.connect import Connection, connect, is_lost, lost, shown_url
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
@@ -409,6 +413,78 @@ class PostgresStore(SessionStore):
                             {"kind": "artifact_corrupt", "artifact_id": ident, "repairable": False}
                         )
         return {"checked": len(present), "problems": problems, "present": present}
+
+    # -- bundles: the session's rows as a bundle's files, and back (bundle.py) ----------------
+
+    def session_files(self, session_id: str, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:
+        validate_session_id(session_id)
+        with self._reading("export a session", snapshot=True) as conn:
+            self._session(conn, session_id)
+            head = self._row(conn, "SELECT head FROM handshake.heads WHERE session_id = %s", session_id)
+            config = self._row(
+                conn, "SELECT config FROM handshake.sessions WHERE session_id = %s", session_id
+            )
+            segments = conn.execute(
+                "SELECT DISTINCT segment FROM handshake.records WHERE session_id = %s ORDER BY segment",
+                (session_id,),
+            ).fetchall()
+        if head is not None:
+            yield bundle.Bytes("head.json", bytes(head[0]))
+        assert config is not None
+        yield bundle.Bytes("session.toml", bytes(config[0]))
+        yield "journal"
+        for (number,) in segments:  # each read whole, in one statement: a prefix of a live journal
+            with self._reading("export a session") as conn:
+                data = bundle.segment(conn, session_id, number)
+            yield bundle.Bytes(f"journal/{codec.segment_name(number)}", data)
+        with self._reading("export a session") as conn:
+            idents = bundle.artifact_ids(conn, session_id)
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM handshake.quarantine WHERE session_id = %s ORDER BY name", (session_id,)
+                )
+            ]
+        if idents:
+            yield "artifacts"
+            yield "artifacts/objects"
+        for ident in idents:
+            if not ARTIFACT_ID.fullmatch(ident):
+                skipped.append({"path": f"artifacts/objects/{ident}", "reason": "not an artifact id"})
+                continue
+            with self._reading("export a session") as conn:
+                row = self._row(
+                    conn,
+                    "SELECT data FROM handshake.artifacts WHERE session_id = %s AND artifact_id = %s",
+                    session_id,
+                    ident,
+                )
+            if row is not None:
+                yield bundle.Bytes(f"artifacts/objects/{ident}", bytes(row[0]))
+        if names:
+            yield "quarantine"
+        for name in names:
+            if not re.fullmatch(bundle.QUARANTINE_NAME, name):
+                skipped.append({"path": name, "reason": "not a name quarantine gives"})
+                continue
+            yield bundle.Bytes(name, self.read_quarantined(session_id, name))
+
+    def staging_area(self, session_id: str) -> Path:
+        validate_session_id(session_id)
+        return Path(tempfile.mkdtemp(prefix=f"handshake-import-{session_id}."))
+
+    def import_session(self, session_id: str, staged: Path) -> None:
+        validate_session_id(session_id)
+        config_bytes = durable.read_bytes(staged / "sessions" / session_id / "session.toml")
+        config = parse_config(config_bytes, session_id)
+        with self._reading("import a session", create=True) as conn:
+            try:
+                with conn.transaction():
+                    if self._row(conn, "SELECT 1 FROM handshake.sessions WHERE session_id = %s", session_id):
+                        raise SessionExists(f"session {session_id} already exists in {self.shown}")
+                    bundle.insert(conn, session_id, staged, config_bytes, str(config.get("created_at", "")))
+            except psycopg.errors.UniqueViolation:
+                raise SessionExists(f"session {session_id} already exists in {self.shown}") from None
 
     # -- the lease ---------------------------------------------------------------------------
 
