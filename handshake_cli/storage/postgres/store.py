@@ -58,6 +58,7 @@ from handshake_cli.storage.postgres.connect import Connection, connect, is_lost,
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
+    SESSION_ID,
     check_job_binding,
     job_digest,
     new_session_id,
@@ -179,7 +180,7 @@ class PostgresStore(SessionStore):
             if not self._ready:
                 return []
             rows = conn.execute("SELECT session_id FROM handshake.sessions").fetchall()
-        return sorted(row[0] for row in rows)
+        return sorted(row[0] for row in rows if SESSION_ID.fullmatch(row[0]))  # as a directory's names
 
     def create_session(
         self,
