@@ -34,7 +34,8 @@ from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
 from handshake_cli.storage.postgres.lease import PostgresLease
-from tests.support.cli import Cli
+from tests.support.cli import Cli, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.postgres import PASSWORD, PostgresServer
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
@@ -488,3 +489,47 @@ print("held", flush=True)
 sys.stdin.readline()
 print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
 """
+
+
+def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """The run is held inside a tool call (its intent committed) while the server stops hard;
+    the tool's result cannot be committed, so the run stops with exit 74, and a recover once
+    the server is back runs the (idempotent) tool again and completes the session."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", "fleet-1", "--workspace", str(workspace), "--json"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        postgres_server.stop_immediately()
+        (workspace / "open1").touch()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        if postgres_server.process is None:
+            postgres_server.start()
+
+    assert run.returncode == ExitCode.ENVIRONMENT, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "durability" and "never reconnects" in error["message"]
+    assert PASSWORD not in out + err
+    described = cli("inspect", "fleet-1", "--json", "--root", postgres_url)
+    assert described.code == 0 and described.json["state"] == "INTERRUPTED", described.stdout
+    recovered = cli("recover", "fleet-1", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    verified = cli("inspect", "fleet-1", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
