@@ -533,3 +533,48 @@ def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     verified = cli("inspect", "fleet-1", "--verify", "--json", "--root", postgres_url)
     assert verified.code == 0 and verified.json["verdict"] == "intact"
     assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
+
+
+# -- torn tails inside a row -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "cut"),
+    [
+        (lambda line: line[:-1], b""),  # the newline never reached the disk
+        (lambda line: line[:-1] + b"garbage", b"garbage"),  # bytes after an intact record
+    ],
+    ids=["no final newline", "garbage after the record"],
+)
+def test_a_torn_tail_inside_the_last_row_is_cut_where_the_scanner_says(
+    postgres_url: str, store: PostgresStore, damage: Any, cut: bytes
+) -> None:
+    """The scanner places the damage inside a row (after an intact record's bytes): the cut
+    keeps that record, ends the segment with a newline as a file would, and keeps the rest."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal(segment_bytes=400)
+        appended = [journal.append("test.note", {"n": n, "pad": "x" * 60}) for n in range(6)]
+        journal.close()
+    last = appended[-1]
+    number = int(last.segment.split(".")[0])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        where = (session_id, number, last.offset)
+        row_is = "WHERE session_id = %s AND segment = %s AND byte_offset = %s"
+        row = conn.execute(f"SELECT line FROM handshake.records {row_is}", where).fetchone()
+        assert row is not None
+        conn.execute(f"UPDATE handshake.records SET line = %s {row_is}", (damage(bytes(row[0])), *where))
+
+    torn = store.scan(session_id)
+    assert torn.torn_tail is not None and torn.records[-1] == last  # the record itself is intact
+    assert (torn.torn_tail.segment, torn.torn_tail.length) == (last.segment, len(cut))
+    with store.acquire(session_id) as lease:
+        repair = lease.repair_torn_tail(torn.torn_tail)
+        after = lease.open_journal(segment_bytes=400).append("test.note", {"n": "after"})
+
+    assert (repair["quarantined"] is None) == (cut == b"")
+    if cut:
+        assert store.read_quarantined(session_id, str(repair["quarantined"])) == cut
+    result = store.scan(session_id)
+    assert result.damage is None and result.records[1:] == [*appended, after]
+    assert len({r.segment for r in result.records}) > 2
