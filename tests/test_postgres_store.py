@@ -578,3 +578,26 @@ def test_a_torn_tail_inside_the_last_row_is_cut_where_the_scanner_says(
     result = store.scan(session_id)
     assert result.damage is None and result.records[1:] == [*appended, after]
     assert len({r.segment for r in result.records}) > 2
+
+
+def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_its_lease(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """Without them the server keeps a silent peer's session (and its advisory lock) for the
+    OS's two hours; the URL's own settings win."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        shown = {
+            name: lease.conn.execute(f"SHOW {name}").fetchone()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "10"
+    assert shown == {
+        "tcp_keepalives_idle": ("10",),
+        "tcp_keepalives_interval": ("5",),
+        "tcp_keepalives_count": ("3",),
+    }
+    own = PostgresStore(postgres_url + "?options=-c%20tcp_keepalives_idle%3D60&keepalives_idle=60")
+    with own.acquire(session_id) as lease:
+        assert lease.conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("60",)
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "60"
