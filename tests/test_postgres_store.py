@@ -601,3 +601,70 @@ def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_it
     with own.acquire(session_id) as lease:
         assert lease.conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("60",)
         assert lease.conn.info.get_parameters()["keepalives_idle"] == "60"
+
+
+# -- the commands' core on PostgreSQL, against the files --------------------------------------------
+
+# What differs between two runs of one job: times, the workspace, and the hashes of what holds
+# a time (a record's chain; a checkpoint's body).
+VOLATILE = {
+    *("created_at", "updated_at", "last_checkpoint_at", "ts", "elapsed", "workspace", "size_bytes"),
+    *("sum", "prev", "artifact_id", "checkpoint_artifact_id", "segment", "offset", "checkpoint_location"),
+    *("path", "lock_holder"),
+}
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_a_run_on_postgres_tells_the_files_story_and_a_bundle_carries_it_both_ways(
+    tmp_path: Path, postgres_url: str, store: PostgresStore
+) -> None:
+    from handshake_cli.engine import launch
+    from handshake_cli.engine.jobs import load_job
+    from handshake_cli.maintenance.bundle import export_session, import_bundle
+    from handshake_cli.readers.describe import describe
+    from handshake_cli.readers.events import events
+    from handshake_cli.readers.verify import verify
+    from handshake_cli.recovery import execute
+    from tests.support.jobs import READ, WRITE
+
+    write = {"tool": "write_file", "args": {"path": "a.txt", "content": "x" * 70000}}
+    turns = [
+        {"text": "Writing.", "tool_calls": [write]},
+        {"text": "Reading.", "tool_calls": [{"tool": "read_file", "args": {"path": "a.txt"}}]},
+        {"text": "Done."},
+    ]
+    job = load_job(write_job(tmp_path / "job", turns, [WRITE, READ]))
+    files = FilesystemStore(Paths(tmp_path / "root"))
+    for kept, name in ((store, "ws-pg"), (files, "ws-fs")):
+        (tmp_path / name).mkdir()
+        result = launch.start(job, kept, workspace=tmp_path / name, session_id="one")
+        assert result.state == "COMPLETED", result.reason
+
+    for read in (
+        lambda s: describe(s, "one"),
+        lambda s: verify(s, "one").as_json(),
+        lambda s: events(s, "one", types=["tool"]),
+        lambda s: execute.recover(s, "one", execute.Options(dry_run=True)).as_json(),
+    ):
+        assert _stable(read(store)) == _stable(read(files))
+    assert verify(store, "one").artifacts_checked >= 1  # the large read went to an artifact
+
+    # PostgreSQL hands out the files' positions, so a bundle lands with every link intact.
+    export_session(store, "one", tmp_path / "from-pg.tgz")
+    landed = FilesystemStore(Paths(tmp_path / "landed"))
+    assert import_bundle(landed, tmp_path / "from-pg.tgz").verdict == "intact"
+    assert landed.scan("one").records == store.scan("one").records
+    assert describe(landed, "one") | {"lock_holder": None} == describe(store, "one") | {"lock_holder": None}
+    export_session(files, "one", tmp_path / "from-files.tgz")
+    back = PostgresStore(postgres_url)
+    back.remove_session("one")
+    assert import_bundle(back, tmp_path / "from-files.tgz").verdict == "intact"
+    assert back.scan("one").records == files.scan("one").records
+    assert _stable(describe(back, "one")) == _stable(describe(files, "one"))
