@@ -9,6 +9,8 @@ ones that stop the server start it again before they end.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -668,3 +670,52 @@ def test_a_run_on_postgres_tells_the_files_story_and_a_bundle_carries_it_both_wa
     assert import_bundle(back, tmp_path / "from-files.tgz").verdict == "intact"
     assert back.scan("one").records == files.scan("one").records
     assert _stable(describe(back, "one")) == _stable(describe(files, "one"))
+
+
+# -- two machines ----------------------------------------------------------------------------------
+
+ON_MACHINE_B = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="handshake run job.toml")
+print(lease.holder.pid, lease.conn.info.backend_pid, flush=True)
+sys.stdin.read()
+"""
+
+
+UNSHARE = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+@pytest.mark.skipif(not UNSHARE, reason="a host name of its own needs root and unshare")
+def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machine_dies(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """Machine B is a process with a host name of its own (a UTS namespace). This machine is
+    refused, told B's host, pid and command; B's holder cannot be judged from here (another
+    host); when B dies its lease ends with its database session, and this machine takes over."""
+    session_id = new_session(store)
+    script = f'hostname machine-b && exec {sys.executable} -c \'{ON_MACHINE_B}\' "$0" "$1"'
+    machine_b = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", script, postgres_url, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert machine_b.stdout is not None
+        pid, backend = map(int, machine_b.stdout.readline().split())
+        holder = store.holder(session_id)
+        assert holder is not None and (holder.host, holder.pid) == ("machine-b", pid)
+        assert holder.is_alive() is None  # another host: only the database can tell
+        with pytest.raises(SessionLocked) as refused:
+            store.acquire(session_id, command="handshake recover --all")
+        assert f"pid {pid} on machine-b (handshake run job.toml)" in refused.value.message
+    finally:
+        machine_b.kill()  # the machine dies: its connection with it
+        machine_b.communicate(timeout=TIMEOUT)
+    postgres_server.wait_backend_gone(backend)
+    assert store.holder(session_id) is None
+    with store.acquire(session_id, command="handshake recover --all") as lease:
+        assert lease.holder.host != "machine-b"
+        assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2
