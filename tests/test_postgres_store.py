@@ -719,3 +719,62 @@ def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machi
     with store.acquire(session_id, command="handshake recover --all") as lease:
         assert lease.holder.host != "machine-b"
         assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2
+
+
+# -- a database user's rights ----------------------------------------------------------------------
+
+
+def test_a_read_only_user_inspects_and_is_told_clearly_it_may_not_write(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """A post-mortem role with SELECT only: every read works (readers never write), a lease
+    or a new session is exit 2 naming what it may not do, and nothing changes."""
+    session_id = new_session(store)
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE postmortem LOGIN PASSWORD 'pm'")
+        conn.execute("GRANT USAGE ON SCHEMA handshake TO postmortem")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA handshake TO postmortem")
+    before = everything(postgres_url)
+    reader = PostgresStore(postgres_server.url(database, user="postmortem", password="pm"))
+    try:
+        assert reader.session_ids() == [session_id]
+        assert seqs(reader, session_id) == [1]
+        assert reader.read_config(session_id)["job"] == CONFIG["job"]
+        assert reader.holder(session_id) is None and reader.read_head(session_id) is not None
+        for attempt, what in (
+            (lambda: reader.acquire(session_id), "take the lease"),
+            (lambda: new_session(reader, "pg-2"), "create a session"),
+        ):
+            with pytest.raises(UsageError) as refused:
+                attempt()
+            assert refused.value.exit_code == ExitCode.USAGE and what in refused.value.message
+            assert "permission denied" in refused.value.message and "pm@" not in refused.value.message
+        assert store.holder(session_id) is None  # the refused writer's lock went with its connection
+    finally:
+        reader.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY postmortem")
+            conn.execute("DROP ROLE postmortem")
+    assert everything(postgres_url) == before
+
+
+def test_a_user_that_may_not_create_the_tables_is_told_so_on_an_empty_database(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE plain LOGIN PASSWORD 'pl'")
+        conn.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+    plain = PostgresStore(postgres_server.url(database, user="plain", password="pl"))
+    try:
+        assert plain.session_ids() == []  # a reader creates nothing
+        with pytest.raises(UsageError, match="may not create a session"):
+            new_session(plain)
+    finally:
+        plain.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY plain")
+            conn.execute("DROP ROLE plain")
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('handshake.sessions')").fetchone() == (None,)

@@ -54,7 +54,7 @@ from handshake_cli.storage.journal.codec import Clock, Record, genesis, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import bundle, journal, schema
-from handshake_cli.storage.postgres.connect import Connection, connect, is_lost, lost, shown_url
+from handshake_cli.storage.postgres.connect import Connection, connect, denied, is_lost, lost, shown_url
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
@@ -136,9 +136,7 @@ class PostgresStore(SessionStore):
                 else:
                     yield self._conn
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise UsageError(
-                    f"the database user of root {self.shown} may not {doing}: {' '.join(str(exc).split())}"
-                ) from None
+                raise denied(exc, self.shown, doing) from None
             except psycopg.Error as exc:
                 if not is_lost(exc):
                     raise
@@ -516,6 +514,9 @@ class PostgresStore(SessionStore):
                 assert token_row is not None
                 token = int(token_row[0])
                 conn.execute(TAKE_LEASE, (session_id, token, me.pid, me.host, me.started_at, me.command))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise denied(exc, self.shown, f"take the lease of session {session_id}") from None
         except psycopg.Error as exc:
             conn.close()
             if not is_lost(exc):
