@@ -225,12 +225,13 @@ def test_one_of_two_racing_writers_gets_the_lease_and_the_other_is_told_who(
 # -- the server stopped hard ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("acks", [1, 40, 150])
 def test_the_server_stopped_hard_mid_append_loses_nothing_acknowledged_and_stops_the_writer(
-    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore, acks: int
 ) -> None:
     session_id = new_session(store)
     writer = Writer(postgres_url, session_id)
-    writer.wait_for_acks(40)
+    writer.wait_for_acks(acks)
 
     postgres_server.stop_immediately()  # pg_ctl stop -m immediate, while the writer appends
     try:
