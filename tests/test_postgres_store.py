@@ -685,7 +685,15 @@ sys.stdin.read()
 """
 
 
-UNSHARE = os.geteuid() == 0 and shutil.which("unshare") is not None
+def _can_unshare() -> bool:
+    """Whether this machine lets a process have a host name of its own (root, and a kernel and
+    container that allow a UTS namespace)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True, check=False).returncode == 0
+
+
+UNSHARE = _can_unshare()
 
 
 @pytest.mark.skipif(not UNSHARE, reason="a host name of its own needs root and unshare")
