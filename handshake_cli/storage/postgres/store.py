@@ -334,29 +334,28 @@ class PostgresStore(SessionStore):
 
     # -- artifacts, the head cache, quarantine -------------------------------------------------
 
-    def get_artifact(self, session_id: str, artifact_id_: str) -> bytes:
+    def get_artifact(self, session_id: str, ident: str) -> bytes:
         validate_session_id(session_id)
-        if not ARTIFACT_ID.fullmatch(artifact_id_):
-            raise ArtifactCorrupt(f"{artifact_id_!r} is not an artifact id")
+        if not ARTIFACT_ID.fullmatch(ident):
+            raise ArtifactCorrupt(f"{ident!r} is not an artifact id")
         with self._reading("read an artifact", snapshot=True) as conn:
             self._session(conn, session_id)
             row = self._row(
                 conn,
                 "SELECT data FROM handshake.artifacts WHERE session_id = %s AND artifact_id = %s",
                 session_id,
-                artifact_id_,
+                ident,
             )
         if row is None:
             raise NotFound(
-                f"artifact {artifact_id_} is not in session {session_id}",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} is not in session {session_id}",
+                details={"artifact_id": ident},
             )
         data = bytes(row[0])
-        if artifact_id(data) != artifact_id_:
+        if artifact_id(data) != ident:
             raise ArtifactCorrupt(
-                f"artifact {artifact_id_} of session {session_id} is damaged: "
-                "its bytes no longer match its id",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} of session {session_id} is damaged: its bytes no longer match its id",
+                details={"artifact_id": ident},
             )
         return data
 
