@@ -377,8 +377,7 @@ def make_runner(
 ) -> Any:
     """A started session's Runner, as `handshake run` makes it; its writer closes with `closing`.
     `turns` are ScriptedTurn; `provider` wraps the scripted provider if given (a callable);
-    `store`: the session store to run on (a `SessionStore`, as `open_store` gives for a root),
-    else a filesystem root in `tmp`."""
+    `store` is the SessionStore to keep the session in (default: a filesystem root in `tmp`)."""
     from handshake_cli.engine.jobs import CheckpointPolicy, Job, Limits, ModelSpec
     from handshake_cli.engine.loop import Runner
     from handshake_cli.engine.providers.scripted import ScriptedProvider

@@ -4,7 +4,8 @@ against the bare statements the durability rules require, on the same server in 
     python benchmarks/postgres_boundary.py [--size full|quick|smoke]
 
 The session is made and written as `handshake run --root postgresql://...` does it: the
-store `open_store` gives for the URL (`PostgresStore`), `open_writer` over its lease.
+store `open_store` gives for the URL (`PostgresStore`), `open_writer` over its lease, the
+runner of benchmarks/boundary.py.
 - read tool: the whole boundary (the intent riding on the next commit, the tool, its result,
   the checkpoint committed with synchronous_commit on) vs one bare INSERT of a journal-sized
   line + COMMIT, synchronous_commit on, one round trip (target <= 1.5x);
@@ -23,31 +24,25 @@ import os
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from boundary import read_boundary, write_boundary
 from common import (
     CONTENT,
     LINE,
-    READ_TOOL,
-    WRITE_TOOL,
     Context,
     Row,
     interleave,
-    make_runner,
     median,
     per_round_ratio,
     postgres_server,
     print_rows,
     row,
-    run_pending_calls,
-    scripted_turn,
     server_description,
     skipped,
-    tool_spec,
 )
 
 SUITE = "postgres-boundary"
@@ -60,38 +55,6 @@ def open_root(url: str) -> Any:
     from handshake_cli.storage.open import open_store
 
     return open_store(Paths.resolve(url, {}))
-
-
-class Boundary:
-    """Tool-call boundaries through the real runner on `store`, one call at a time."""
-
-    def __init__(self, tmp: Path, store: Any, name: str, tool: dict[str, Any]) -> None:
-        self.closing = ExitStack()
-        self.tool = tool
-        turns = (scripted_turn("done"),)
-        self.runner = make_runner(tmp, name, (tool_spec(tool),), turns, self.closing, store=store)
-        self.calls = 0
-        (self.runner.workspace / "f.txt").write_text("some content\n")
-        self.cpu: list[float] = []
-
-    def args(self) -> dict[str, Any]:
-        if self.tool["builtin"] == "read_file":
-            return {"path": "f.txt"}
-        return {"path": f"out/f{self.calls}.txt", "content": CONTENT}
-
-    def measure(self, n: int) -> float:
-        """Wall seconds per boundary over n boundaries (their CPU goes to self.cpu)."""
-        cpu, start = time.process_time(), time.perf_counter()
-        for _ in range(n):
-            self.calls += 1
-            call = {"tool_call_id": f"call-{self.calls}-0", "tool": self.tool["name"], "args": self.args()}
-            run_pending_calls(self.runner, [call])
-        elapsed = time.perf_counter() - start
-        self.cpu.append((time.process_time() - cpu) / n)
-        return elapsed / n
-
-    def close(self) -> None:
-        self.closing.close()
 
 
 class Bare:
@@ -149,8 +112,7 @@ def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = N
     url = server.create_database()
     store = open_root(url)
     bare = Bare(url, tmp)
-    read = Boundary(tmp, store, "read", READ_TOOL)
-    write = Boundary(tmp, store, "write", WRITE_TOOL)
+    read, write = read_boundary(tmp, store), write_boundary(tmp, store)
     try:
         read.measure(5)  # warm-up: imports, the connections' first statements
         write.measure(5)

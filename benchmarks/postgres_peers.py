@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from boundary import read_boundary
 from common import (
     Context,
     Row,
@@ -40,7 +41,7 @@ from common import (
     skipped,
 )
 from peer_steps import Peers, ensure_venv
-from postgres_boundary import READ_TOOL, Bare, Boundary, open_root
+from postgres_boundary import Bare, open_root
 
 SUITE = "postgres-peers"
 OURS = "handshake read tool step (PostgreSQL)"
@@ -70,7 +71,7 @@ def rows(ctx: Context, steps: int | None = None, rounds: int | None = None) -> l
     ours_url, langgraph_url = server.create_database(), server.create_database()
     dbos_url = server.url(f"handshake_bench_dbos_{ctx.tmp.name}".replace("-", "_").lower())
     store = open_root(ours_url)
-    ours = Boundary(tmp, store, "read", READ_TOOL)
+    ours = read_boundary(tmp, store)
     bare = Bare(ours_url, tmp)
     peers = Peers(python, tmp / "peers")
     puts: list[float] = []

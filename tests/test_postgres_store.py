@@ -9,6 +9,7 @@ ones that stop the server start it again before they end.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +34,8 @@ from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
 from handshake_cli.storage.postgres.lease import PostgresLease
+from tests.support.cli import Cli, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.postgres import PASSWORD, PostgresServer
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
@@ -429,3 +432,149 @@ def test_segments_hold_exactly_the_bytes_of_the_filesystem_stores_files(
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT config FROM handshake.sessions WHERE session_id = 'same'").fetchone()
     assert row is not None and bytes(row[0]) == config
+
+
+# -- through the command line ----------------------------------------------------------------------
+
+
+def test_the_command_line_says_what_is_wrong_with_a_root_and_exits_as_documented(
+    cli: Cli, postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    new_session(store)
+    cases = [
+        ("postgresql://postgres:s3cret@127.0.0.1:notaport/db", ExitCode.USAGE, "usage"),
+        (postgres_server.url(database, password="s3cret"), ExitCode.USAGE, "usage"),
+    ]
+    with socket_closed() as port:
+        unreachable = f"postgresql://postgres:s3cret@127.0.0.1:{port}/db"
+        cases.append((unreachable, ExitCode.ENVIRONMENT, "environment"))
+        for url, code, error in cases:
+            done = cli("inspect", "--json", "--root", url)
+            assert done.code == code, done.stderr
+            assert done.json["error"]["code"] == error
+            assert "s3cret" not in done.stdout + done.stderr
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE handshake.schema_version SET version = 2")
+    done = cli("inspect", "pg-1", "--json", "--root", postgres_url)
+    assert done.code == ExitCode.USAGE and done.json["error"]["code"] == "unsupported_format"
+    assert "schema version 2" in done.json["error"]["message"]
+
+
+def test_a_writer_on_this_machine_is_not_killed_by_a_checkpoint_request_signal(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """`handshake checkpoint` signals the holder the lease row names (SIGUSR1); a holder that
+    serves no requests ignores it, as with the filesystem store's lock."""
+    session_id = new_session(store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, postgres_url, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGUSR1)
+    out, _ = holder.communicate("go on\n", timeout=TIMEOUT)
+    assert holder.returncode == 0 and out.strip() == "appended 2"
+
+
+HOLD = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="holder")
+print("held", flush=True)
+sys.stdin.readline()
+print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
+"""
+
+
+def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """The run is held inside a tool call (its intent committed) while the server stops hard;
+    the tool's result cannot be committed, so the run stops with exit 74, and a recover once
+    the server is back runs the (idempotent) tool again and completes the session."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", "fleet-1", "--workspace", str(workspace), "--json"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        postgres_server.stop_immediately()
+        (workspace / "open1").touch()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        if postgres_server.process is None:
+            postgres_server.start()
+
+    assert run.returncode == ExitCode.ENVIRONMENT, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "durability" and "never reconnects" in error["message"]
+    assert PASSWORD not in out + err
+    described = cli("inspect", "fleet-1", "--json", "--root", postgres_url)
+    assert described.code == 0 and described.json["state"] == "INTERRUPTED", described.stdout
+    recovered = cli("recover", "fleet-1", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    verified = cli("inspect", "fleet-1", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
+
+
+# -- torn tails inside a row -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "cut"),
+    [
+        (lambda line: line[:-1], b""),  # the newline never reached the disk
+        (lambda line: line[:-1] + b"garbage", b"garbage"),  # bytes after an intact record
+    ],
+    ids=["no final newline", "garbage after the record"],
+)
+def test_a_torn_tail_inside_the_last_row_is_cut_where_the_scanner_says(
+    postgres_url: str, store: PostgresStore, damage: Any, cut: bytes
+) -> None:
+    """The scanner places the damage inside a row (after an intact record's bytes): the cut
+    keeps that record, ends the segment with a newline as a file would, and keeps the rest."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal(segment_bytes=400)
+        appended = [journal.append("test.note", {"n": n, "pad": "x" * 60}) for n in range(6)]
+        journal.close()
+    last = appended[-1]
+    number = int(last.segment.split(".")[0])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        where = (session_id, number, last.offset)
+        row_is = "WHERE session_id = %s AND segment = %s AND byte_offset = %s"
+        row = conn.execute(f"SELECT line FROM handshake.records {row_is}", where).fetchone()
+        assert row is not None
+        conn.execute(f"UPDATE handshake.records SET line = %s {row_is}", (damage(bytes(row[0])), *where))
+
+    torn = store.scan(session_id)
+    assert torn.torn_tail is not None and torn.records[-1] == last  # the record itself is intact
+    assert (torn.torn_tail.segment, torn.torn_tail.length) == (last.segment, len(cut))
+    with store.acquire(session_id) as lease:
+        repair = lease.repair_torn_tail(torn.torn_tail)
+        after = lease.open_journal(segment_bytes=400).append("test.note", {"n": "after"})
+
+    assert (repair["quarantined"] is None) == (cut == b"")
+    if cut:
+        assert store.read_quarantined(session_id, str(repair["quarantined"])) == cut
+    result = store.scan(session_id)
+    assert result.damage is None and result.records[1:] == [*appended, after]
+    assert len({r.segment for r in result.records}) > 2
