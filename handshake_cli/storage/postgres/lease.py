@@ -19,6 +19,7 @@ appender raise `DurabilityError` from then on and never reconnect (DESIGN sectio
 from __future__ import annotations
 
 import json
+import select
 from typing import Any
 
 import psycopg
@@ -50,6 +51,18 @@ INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line
 SELECT %(session)s, %(segment)s, %(offset)s, %(seq)s, %(type)s, %(line)b FROM commit
  WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
 """
+# The same write for a record riding on the next sync, as one prepared statement sent without
+# waiting for its reply (`PostgresLease.send_riding`): committed asynchronously, so visible at
+# once; the reply (did the fence hold?) is read before the lease's next statement.
+RIDING = b"handshake_riding_record"
+RIDING_RECORD = b"""
+WITH commit AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
+SELECT $1, $2, $3, $4, $5, $6 FROM commit
+ WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = $1 AND token = $7)
+"""
+RIDING_TYPES = (25, 20, 20, 20, 25, 17, 20)  # text, bigint x3, text, bytea, bigint (pg_type oids)
+RIDING_FORMATS = (0, 0, 0, 0, 0, 1, 0)  # the line goes as its bytes, the rest as text
 # An artifact; the answer says whether the fence held, and whether a row was added (none when
 # the artifact is already there).
 INSERT_ARTIFACT = """
@@ -98,14 +111,57 @@ class PostgresLease(Lease):
         self.broken: str | None = None  # why this lease can write nothing more
         self.unflushed = False  # an asynchronous commit since the last synchronous one
         self.released = False
+        self.riding: str | None = None  # a riding append sent, its reply not read yet: what it did
+        self.riding_ready = False  # RIDING is prepared on this connection
 
     # -- writing through the lease's connection ------------------------------------------------
 
     def check(self) -> None:
+        """Raise if this writer can write nothing more; first read the reply of a riding
+        append still out, so every statement after it knows whether it held."""
         if self.broken:
             raise DurabilityError(
                 f"session {self.session_id}: this writer is unusable after an earlier failure: {self.broken}"
             )
+        if self.riding is not None:
+            self.settle()
+
+    def send_riding(self, values: list[bytes], doing: str) -> None:
+        """Send a riding record's INSERT (RIDING_RECORD) and return without waiting for the
+        server: its round trip overlaps what the writer does next (a tool runs, the next
+        record is encoded). The server commits it asynchronously as it arrives, as `run`
+        would have; a writer killed now still leaves it stored. Its reply is read by `check`."""
+        self.check()
+        pgconn = self.conn.pgconn
+        try:
+            if not self.riding_ready:
+                prepared = pgconn.prepare(RIDING, RIDING_RECORD, RIDING_TYPES)
+                if prepared.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise psycopg.OperationalError(prepared.get_error_message())
+                self.riding_ready = True
+            pgconn.send_query_prepared(RIDING, values, RIDING_FORMATS)
+            while pgconn.flush():  # the connection is non-blocking: push the rest out
+                select.select([], [pgconn.socket], [])
+        except psycopg.Error as exc:
+            raise self.failed(exc, doing) from None
+        self.riding = doing
+        self.unflushed = True
+
+    def settle(self) -> None:
+        """Read the reply of the riding append sent last: a failed statement or connection is
+        fatal, as in `run`; no row written means the fence did not hold."""
+        doing, self.riding = self.riding, None
+        if doing is None:
+            return
+        pgconn = self.conn.pgconn
+        replies = []
+        while (reply := pgconn.get_result()) is not None:
+            replies.append(reply)
+        if not replies or replies[0].status != psycopg.pq.ExecStatus.COMMAND_OK:
+            cause = replies[0].get_error_message() if replies else pgconn.get_error_message()
+            raise self.failed(psycopg.OperationalError(cause or "no reply"), doing)
+        if replies[0].command_tuples != 1:
+            raise self.fenced()
 
     def failed(self, exc: psycopg.Error, doing: str) -> DurabilityError:
         """The lease's connection failed while `doing`: the lease is lost, this writer stops."""
@@ -326,12 +382,14 @@ class PostgresLease(Lease):
             return
         self.released = True
         try:
+            if self.riding is not None and not self.broken:
+                self.settle()
             if not self.broken:
                 self.conn.execute(
                     "DELETE FROM handshake.leases WHERE session_id = %s AND token = %s",
                     (self.session_id, self.token),
                 )
-        except psycopg.Error:
+        except (psycopg.Error, DurabilityError):
             pass
         finally:
             self.conn.close()
@@ -389,6 +447,14 @@ class PostgresAppender(JournalAppender):
         if segment is None or (offset and offset + len(line) > self.segment_bytes):
             segment, offset = seq, 0  # a new segment, named after its first record
         now = durability is Durability.NOW
+        if not now:
+            values = [self.lease.session_id, segment, offset, seq, type_, line, self.lease.token]
+            self.lease.send_riding(
+                [v if isinstance(v, bytes) else str(v).encode() for v in values], f"append record {seq}"
+            )
+            self.segment, self.size = segment, offset + len(line)
+            self._last_seq, self.last_sum = seq, digest
+            return Record(seq, ts, type_, data, prev, digest, segment_name(segment), offset)
         params = {
             "session": self.lease.session_id,
             "token": self.lease.token,
