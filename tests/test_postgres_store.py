@@ -787,3 +787,25 @@ def test_a_user_that_may_not_create_the_tables_is_told_so_on_an_empty_database(
             conn.execute("DROP ROLE plain")
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT to_regclass('handshake.sessions')").fetchone() == (None,)
+
+
+# -- what a writer appended, its own process reads at once ----------------------------------------
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_a_record_is_readable_through_the_store_as_soon_as_its_append_returns(
+    store: PostgresStore, durability: Durability
+) -> None:
+    """As with files (the page cache) and memory: the writer's own process reads back, through
+    the store, what it just appended, riding or not. Nothing may be left in flight between the
+    lease's connection and the store's when `append` returns."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        for n in range(300):
+            record = journal.append(
+                "model.chunk", {"turn": 1, "index": n, "count": 1, "text": "w "}, durability=durability
+            )
+            assert store.record_at(session_id, record.segment, record.offset) == record, n
+            ident = journal.add_artifact(f"output {n}".encode())
+            assert store.get_artifact(session_id, ident) == f"output {n}".encode()
