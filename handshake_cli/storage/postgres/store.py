@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -115,13 +116,18 @@ class PostgresStore(SessionStore):
         self._conn: Connection | None = None
         self._ready = False  # the tables are there (checked on every new connection)
         self._lock = threading.RLock()  # one operation at a time on the store's connection
+        self._leases: weakref.WeakSet[PostgresLease] = weakref.WeakSet()  # handed out, maybe live
 
     # -- the store's connection ------------------------------------------------------------
 
     @contextmanager
     def _reading(self, doing: str, *, snapshot: bool = False, create: bool = False) -> Iterator[Connection]:
         """The store's connection, for one operation (in one REPEATABLE READ, READ ONLY
-        transaction when `snapshot`). Tables missing and not `create`: nothing is stored yet."""
+        transaction when `snapshot`). Tables missing and not `create`: nothing is stored yet.
+        A riding append of this store's leases still in flight is waited for first: what an
+        append returned, this process reads."""
+        for lease in list(self._leases):
+            lease.settle_for_readers()
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
@@ -525,7 +531,9 @@ class PostgresStore(SessionStore):
             conn.close()
             raise
         _shield_from_checkpoint_requests()
-        return PostgresLease(conn, session_id, me, token, self.shown, self.paths.root_args())
+        lease = PostgresLease(conn, session_id, me, token, self.shown, self.paths.root_args())
+        self._leases.add(lease)
+        return lease
 
     def _locked(self, session_id: str) -> SessionLocked:
         """The refusal naming the holder; it may need a moment to have said who it is."""
