@@ -809,3 +809,40 @@ def test_a_record_is_readable_through_the_store_as_soon_as_its_append_returns(
             assert store.record_at(session_id, record.segment, record.offset) == record, n
             ident = journal.add_artifact(f"output {n}".encode())
             assert store.get_artifact(session_id, ident) == f"output {n}".encode()
+
+
+def test_a_reader_thread_beside_the_writer_thread_of_one_process_sees_every_append(
+    store: PostgresStore,
+) -> None:
+    """One process, one store: the writer appends on one thread while another reads (as
+    `handshake checkpoint`'s asker does in-process). Every read is whole and verified, and
+    whatever an append returned before a read began is in it."""
+    session_id = new_session(store)
+    returned = [1]  # the last seq an append has returned
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                floor = returned[0]
+                result = store.scan(session_id)
+                assert result.damage is None
+                assert [r.seq for r in result.records] == list(range(1, result.last_seq + 1))
+                assert result.last_seq >= floor
+        except BaseException as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with store.acquire(session_id) as lease:
+            journal = lease.open_journal()
+            for n in range(400):
+                durability = Durability.NOW if n % 50 == 0 else Durability.NEXT_SYNC
+                returned[0] = journal.append("test.note", {"n": n}, durability=durability).seq
+    finally:
+        done.set()
+        reader.join(TIMEOUT)
+    assert failures == []
+    assert seqs(store, session_id)[-1] == 401
