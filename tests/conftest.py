@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +17,9 @@ from tests.support.cli import Cli, CliResult, crash_run
 from tests.support.jobs import send_job
 from tests.support.paths import GOLDEN
 from tests.support.sessions import effects
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -107,3 +111,41 @@ def blocked(tmp_path: Path, home_env: dict[str, str], workspace: Path, hs: Cli) 
     first = hs("recover", "blocked-1")
     assert first.code == 3, first.stdout + first.stderr
     return "blocked-1"
+
+
+# -- PostgreSQL (tests/support/postgres.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The test run's PostgreSQL server (started on first use; a test that stops it starts it
+    again before it ends)."""
+    from tests.support.postgres import shared_server
+
+    yield shared_server()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the test run's server, dropped after the test."""
+    from tests.support.postgres import fresh_database
+
+    return fresh_database()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_postgres() -> Iterator[None]:
+    """Stop the test run's PostgreSQL server at the end, if any test started it."""
+    yield
+    support = sys.modules.get("tests.support.postgres")
+    if support is not None:
+        support.stop_shared_server()
+
+
+@pytest.fixture(autouse=True)
+def _drop_postgres_databases() -> Iterator[None]:
+    """Drop the databases a test made (the conformance harness makes its own)."""
+    yield
+    support = sys.modules.get("tests.support.postgres")
+    if support is not None:
+        support.drop_fresh_databases()

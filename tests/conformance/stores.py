@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from handshake_cli.paths import Paths
 from handshake_cli.storage.artifacts import HEADER_BYTES, ArtifactStore
@@ -23,7 +23,7 @@ from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.memory import Memory, MemoryStore
 
-STORES = ("memory", "filesystem")
+STORES = ("memory", "filesystem", "postgres")
 TIMEOUT = 30
 
 
@@ -166,9 +166,118 @@ class FilesystemHarness:
                     stream.close()
 
 
+# Takes the lease from a process of its own (another machine, as far as the database can
+# tell), says who holds it and which backend holds the lock, and waits to be killed.
+_PG_HOLDER = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command=sys.argv[3])
+print(lease.holder.pid, lease.conn.info.backend_pid, flush=True)
+sys.stdin.read()
+"""
+
+
+class PostgresHarness:
+    """A fresh database on the test run's server (tests/support/postgres.py). Damage is done
+    with raw UPDATEs and INSERTs behind the store's back, as a failing disk under the
+    database would leave it."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        from handshake_cli.storage.postgres import PostgresStore
+        from tests.support.postgres import fresh_database, shared_server
+
+        self.server = shared_server()
+        self.url = fresh_database()
+        self.store: SessionStore = PostgresStore(self.url)
+        self.raw = psycopg.connect(self.url, autocommit=True)
+
+    def reopen(self) -> SessionStore:
+        from handshake_cli.storage.postgres import PostgresStore
+
+        return PostgresStore(self.url)  # a new connection: what the next process sees
+
+    def _one(self, query: str, *params: Any) -> Any:
+        row = self.raw.execute(query, params).fetchone()
+        assert row is not None
+        return row[0]
+
+    def stored_line(self, session_id: str, record: Record) -> bytes:
+        return bytes(
+            self._one(
+                "SELECT line FROM handshake.records "
+                "WHERE session_id = %s AND segment = %s AND byte_offset = %s",
+                session_id,
+                int(record.segment.split(".")[0]),
+                record.offset,
+            )
+        )
+
+    def flip_bit(self, session_id: str, record: Record, at: int, bit: int = 0) -> None:
+        line = bytearray(self.stored_line(session_id, record))
+        line[at] ^= 1 << bit
+        self.raw.execute(
+            "UPDATE handshake.records SET line = %s "
+            "WHERE session_id = %s AND segment = %s AND byte_offset = %s",
+            (bytes(line), session_id, int(record.segment.split(".")[0]), record.offset),
+        )
+
+    def tear(self, session_id: str, data: bytes) -> None:
+        segment, end = self.raw.execute(
+            "SELECT segment, byte_offset + octet_length(line) FROM handshake.records WHERE session_id = %s "
+            "ORDER BY segment DESC, byte_offset DESC LIMIT 1",
+            (session_id,),
+        ).fetchone() or (1, 0)
+        self.raw.execute(
+            "INSERT INTO handshake.records (session_id, segment, byte_offset, line) VALUES (%s, %s, %s, %s)",
+            (session_id, segment, end, data),
+        )
+
+    def damage_artifact(self, session_id: str, artifact_id: str) -> None:
+        data = bytearray(
+            self._one(
+                "SELECT data FROM handshake.artifacts WHERE session_id = %s AND artifact_id = %s",
+                session_id,
+                artifact_id,
+            )
+        )
+        data[-1] ^= 1
+        self.raw.execute(
+            "UPDATE handshake.artifacts SET data = %s WHERE session_id = %s AND artifact_id = %s",
+            (bytes(data), session_id, artifact_id),
+        )
+
+    @contextmanager
+    def hold_elsewhere(self, session_id: str, command: str) -> Iterator[LockHolder]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PG_HOLDER, self.url, session_id, command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        backend = 0
+        try:
+            assert proc.stdout is not None
+            pid, backend = map(int, proc.stdout.readline().split())
+            holder = self.store.holder(session_id)
+            assert holder is not None and holder.pid == pid
+            yield holder
+        finally:
+            proc.kill()  # as a crash would: the server ends its session, and the lock with it
+            proc.wait(timeout=TIMEOUT)
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    stream.close()
+            if backend:
+                self.server.wait_backend_gone(backend)
+
+
 def make_harness(name: str, tmp_path: Path) -> Harness:
     if name == "memory":
         return MemoryHarness()
+    if name == "postgres":
+        return PostgresHarness()
     root = tmp_path / f"root-{len(list(tmp_path.iterdir()))}"
     root.mkdir(mode=0o700)
     return FilesystemHarness(root)

@@ -184,6 +184,15 @@ def read_segment(path: Path, start: int = 0) -> tuple[bytes, int]:
         os.close(fd)
 
 
+def scan_segment_data(
+    data: bytes, name: str, *, is_last: bool, result: ScanResult, decode: Decode, base: int = 0
+) -> None:
+    """Verify one segment's bytes into `result`, exactly as `scan` verifies each file: for a
+    store that keeps segments elsewhere (PostgreSQL keeps them as rows). `data` holds the
+    segment from offset `base`; `is_last` says whether damage may be a torn tail."""
+    _scan_segment(data, name, is_last, result, decode, base=base)
+
+
 def _scan_segment(
     data: bytes, name: str, is_last: bool, result: ScanResult, decode: Decode, pos: int = 0, base: int = 0
 ) -> None:

@@ -1,0 +1,151 @@
+"""Connecting to the PostgreSQL store's database, and what a failure to connect means to a user.
+
+A root URL is checked before any connection: one libpq cannot parse (or with a port that is
+not one) is bad input, exit 2. A connection that fails says why, with the URL shown without
+its password:
+
+- the server answered and turned handshake away (a wrong password, no such database or role,
+  no pg_hba.conf entry): the root is wrong, exit 2 (`UsageError`); running again will not
+  help until the URL or the credentials change;
+- the server could not be reached, refused the connection, is starting or stopping, or has
+  no connection slot free: the environment, exit 74 (`EnvironmentFailure`); nothing
+  acknowledged is lost, and the same command works once the database is back.
+
+docs/DECISIONS.md says why. Every connection is autocommit with synchronous_commit on,
+whatever the server's or the role's default, so that "committed" means durable, and has TCP
+keepalives at both ends, so that a writer's vanished machine lets go of its lease in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from handshake_cli.errors import EnvironmentFailure, UsageError
+from handshake_cli.paths import is_url, without_password
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
+APPLICATION_NAME = "handshake"
+# A machine that vanishes (a preempted CI runner) sends no FIN: without keepalives the server
+# would keep its writer's session, and with it the lease, for the OS's two hours. With these,
+# both ends notice a silent peer within about 25 s (10 s idle, then 3 probes 5 s apart), and a
+# write the peer never acknowledges fails after 30 s. Each is left alone when the URL sets it.
+CLIENT_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+SERVER_KEEPALIVE = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+# What a server says when it is there but cannot take a connection now: transient, so exit 74.
+_NOT_NOW = (
+    "the database system is",  # starting up, shutting down, in recovery mode, not yet accepting
+    "too many clients",
+    "connection slots are reserved",
+    "too many connections",
+)
+# What libpq says when the server turned these credentials away, or the client had none to give.
+_TURNED_AWAY = ("FATAL:", "no password supplied", "password authentication failed")
+
+
+def check_url(url: str, shown: str) -> dict[str, Any]:
+    """The URL's connection parameters, or `UsageError` naming the root (without its password)."""
+    if not is_url(url):
+        raise UsageError(f"the root {shown} is not a PostgreSQL URL (postgresql://user@host:port/database)")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        # libpq's message may quote a piece of the password: it is not repeated.
+        raise UsageError(
+            f"the root {shown} is not a URL libpq can read: use postgresql://user@host:port/database "
+            "(percent-encode reserved characters)"
+        ) from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"the root {shown} names port {port!r}, which is not a TCP port number")
+    return params
+
+
+def connect(url: str, shown: str) -> Connection:
+    """A new connection to the root's database: autocommit, synchronous_commit on."""
+    params = check_url(url, shown)
+    options: dict[str, Any] = {}
+    if "connect_timeout" not in params:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    if "application_name" not in params:
+        options["application_name"] = APPLICATION_NAME
+    options |= {key: value for key, value in CLIENT_KEEPALIVE.items() if key not in params}
+    settings = {"synchronous_commit": "on"}
+    settings |= {k: v for k, v in SERVER_KEEPALIVE.items() if k not in str(params.get("options", ""))}
+    try:
+        conn = psycopg.connect(url, autocommit=True, **options)
+    except psycopg.OperationalError as exc:
+        raise connect_failure(exc, shown) from None
+    try:
+        calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+        conn.execute(f"SELECT {calls}", [x for pair in settings.items() for x in pair])
+    except psycopg.Error as exc:
+        conn.close()
+        raise lost(exc, shown, "set up the connection") from None
+    return conn
+
+
+def connect_failure(exc: psycopg.OperationalError, shown: str) -> UsageError | EnvironmentFailure:
+    cause = _cause(exc)
+    if any(marker in cause for marker in _TURNED_AWAY) and not any(m in cause for m in _NOT_NOW):
+        return UsageError(
+            f"the PostgreSQL server of root {shown} refused handshake: {cause}. Check the user, the "
+            "database and the password (from PGPASSWORD, ~/.pgpass or the URL)",
+            details={"root": shown},
+        )
+    return EnvironmentFailure(
+        f"cannot connect to the PostgreSQL server of root {shown}: {cause}. Nothing acknowledged "
+        "is lost; run the command again once the database can be reached",
+        details={"root": shown, "operation": "connect"},
+    )
+
+
+def lost(exc: psycopg.Error, shown: str, doing: str) -> EnvironmentFailure:
+    """The error for a connection that failed while it was used to read."""
+    return EnvironmentFailure(
+        f"lost the connection to the PostgreSQL server of root {shown} while trying to {doing}: "
+        f"{_cause(exc)}. Nothing acknowledged is lost; run the command again once the database "
+        "is back",
+        details={"root": shown, "operation": doing},
+    )
+
+
+def denied(exc: psycopg.Error, shown: str, doing: str) -> UsageError:
+    """The error for a statement the database user has no right to: the root's user is wrong
+    for what was asked (a read-only role asked to write), which running again will not fix."""
+    return UsageError(
+        f"the database user of root {shown} may not {doing}: {_cause(exc)}. Use a user with the "
+        "rights handshake needs (docs/FORMAT.md section 11)",
+        details={"root": shown, "operation": doing},
+    )
+
+
+def is_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the connection failing (as opposed to a statement handshake got wrong)."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _cause(exc: psycopg.Error) -> str:
+    """libpq's message on one line, without the "connection failed:" psycopg puts first."""
+    text = " ".join(str(exc).split())
+    return text.removeprefix("connection failed: ") or type(exc).__name__
+
+
+def shown_url(url: str) -> str:
+    return without_password(url)

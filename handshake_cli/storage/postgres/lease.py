@@ -1,0 +1,528 @@
+"""A session's lease on PostgreSQL, and the journal appender that writes through it.
+
+The lease is a session-level advisory lock held by one database connection, the writer's:
+the server drops it when that connection ends, however it ends (the process killed, the
+machine lost, the backend terminated). Everything the holder writes goes through that one
+connection, and every write also checks, in the same statement, that the lease row still
+carries this holder's token: a writer that lost its lease can write nothing more (fencing).
+
+Durability is the commit. An append with `Durability.NOW`, `put_artifact`, a cut torn tail
+and `sync` commit with synchronous_commit on: durable when they return. An append with
+`Durability.NEXT_SYNC`, `add_artifact` and the head commit with synchronous_commit off:
+visible to readers at once, durable with the next synchronous commit (WAL is flushed in
+order, so that commit carries every one before it) or lost at a crash, never leaving a gap.
+
+A connection that fails, or a commit that does, is fatal to the writer: the lease and its
+appender raise `DurabilityError` from then on and never reconnect (DESIGN section 2, rule 4).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import threading
+from typing import Any
+
+import psycopg
+
+from handshake_cli.errors import DurabilityError, IntegrityError, JournalNeedsRepair
+from handshake_cli.storage.artifacts import artifact_id
+from handshake_cli.storage.contract import (
+    CheckpointRequest,
+    Durability,
+    JournalAppender,
+    Lease,
+    TailRepair,
+)
+from handshake_cli.storage.head import HEAD_FORMAT
+from handshake_cli.storage.journal import codec, records
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Clock, Record, segment_name, utc_now
+from handshake_cli.storage.journal.scan import Damage, Start
+from handshake_cli.storage.lock import LockHolder
+from handshake_cli.storage.postgres import journal
+from handshake_cli.storage.postgres.connect import Connection
+
+# Each write is one statement in a transaction of its own, whose first act sets how it commits
+# (`%(commit)s`: "on", durable when it returns; "off", visible at once and durable with the next
+# synchronous commit), and which writes nothing unless this holder's token is the lease's.
+# The write of a record:
+INSERT_RECORD = """
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true))
+INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
+SELECT %(session)s, %(segment)s, %(offset)s, %(seq)s, %(type)s, %(line)b FROM commit
+ WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
+"""
+# The same write for a record riding on the next sync, as one prepared statement sent without
+# waiting for its reply (`PostgresLease.send_riding`): committed asynchronously, so visible at
+# once; the reply (did the fence hold?) is read before the lease's next statement.
+RIDING = b"handshake_riding_record"
+RIDING_RECORD = b"""
+WITH commit AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
+SELECT $1, $2, $3, $4, $5, $6 FROM commit
+ WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = $1 AND token = $7)
+"""
+RIDING_TYPES = (25, 20, 20, 20, 25, 17, 20)  # text, bigint x3, text, bytea, bigint (pg_type oids)
+RIDING_FORMATS = (0, 0, 0, 0, 0, 1, 0)  # the line goes as its bytes, the rest as text
+# An artifact; the answer says whether the fence held, and whether a row was added (none when
+# the artifact is already there).
+INSERT_ARTIFACT = """
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true)),
+     fence AS (SELECT 1 FROM handshake.leases, commit WHERE session_id = %(session)s AND token = %(token)s),
+     put AS (INSERT INTO handshake.artifacts (session_id, artifact_id, data)
+             SELECT %(session)s, %(id)s, %(data)b FROM fence ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM put)
+"""
+WRITE_HEAD = """
+WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true))
+INSERT INTO handshake.heads (session_id, head)
+SELECT %(session)s, %(head)b FROM commit
+ WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
+ON CONFLICT (session_id) DO UPDATE SET head = EXCLUDED.head
+"""
+# A synchronous commit that writes WAL (so the flush covers every asynchronous commit before
+# it) and checks the fence.
+FLUSH = "UPDATE handshake.leases SET synced_seq = %s WHERE session_id = %s AND token = %s"
+FENCE = "SELECT 1 FROM handshake.leases WHERE session_id = %s AND token = %s"
+
+
+def head_bytes(fields: dict[str, Any]) -> bytes:
+    """The head cache as head.json holds it (`storage.head.write`), byte for byte."""
+    return json.dumps({"format_version": HEAD_FORMAT, **fields}, indent=2, sort_keys=True).encode() + b"\n"
+
+
+class PostgresLease(Lease):
+    """The lease of one session, held by `conn`'s database session."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        session_id: str,
+        holder: LockHolder,
+        token: int,
+        shown: str,
+        root_args: list[str] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.session_id = session_id
+        self.holder = holder
+        self.token = token
+        self.shown = shown
+        self.root_args = root_args or []  # the `--root` words a printed command repeats
+        self.broken: str | None = None  # why this lease can write nothing more
+        self.unflushed = False  # an asynchronous commit since the last synchronous one
+        self.released = False
+        self.riding: str | None = None  # a riding append sent, its reply not read yet: what it did
+        self.riding_ready = False  # RIDING is prepared on this connection
+        # One thread at a time on the connection's libpq state: the writer's statements, and a
+        # reader of the same store (another thread, say) settling a riding append first.
+        self.io = threading.RLock()
+
+    # -- writing through the lease's connection ------------------------------------------------
+
+    def check(self) -> None:
+        """Raise if this writer can write nothing more; first read the reply of a riding
+        append still out, so every statement after it knows whether it held."""
+        with self.io:
+            if self.broken:
+                raise DurabilityError(
+                    f"session {self.session_id}: this writer is unusable after an earlier failure: "
+                    f"{self.broken}"
+                )
+            if self.riding is not None:
+                self.settle()
+
+    def settle_for_readers(self) -> None:
+        """Before the store reads: wait for a riding append still in flight, so what `append`
+        returned is there to read (as it is in a file). A failure is kept for the writer's
+        next statement, never raised to a reader."""
+        with self.io:
+            if self.riding is not None and not self.broken:
+                try:
+                    self.settle()
+                except DurabilityError:
+                    pass  # `broken` says why; the writer's next statement raises it
+
+    def send_riding(self, values: list[bytes], doing: str) -> None:
+        """Send a riding record's INSERT (RIDING_RECORD) and return without waiting for the
+        server: its round trip overlaps what the writer does next (a tool runs, the next
+        record is encoded). The server commits it asynchronously as it arrives, as `run`
+        would have; a writer killed now still leaves it stored. Its reply is read by `check`."""
+        with self.io:
+            self._send_riding(values, doing)
+
+    def _send_riding(self, values: list[bytes], doing: str) -> None:
+        self.check()
+        pgconn = self.conn.pgconn
+        try:
+            if not self.riding_ready:
+                prepared = pgconn.prepare(RIDING, RIDING_RECORD, RIDING_TYPES)
+                if prepared.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise psycopg.OperationalError(prepared.get_error_message())
+                self.riding_ready = True
+            pgconn.send_query_prepared(RIDING, values, RIDING_FORMATS)
+            while pgconn.flush():  # the connection is non-blocking: push the rest out
+                select.select([], [pgconn.socket], [])
+        except psycopg.Error as exc:
+            raise self.failed(exc, doing) from None
+        self.riding = doing
+        self.unflushed = True
+
+    def settle(self) -> None:
+        """Read the reply of the riding append sent last: a failed statement or connection is
+        fatal, as in `run`; no row written means the fence did not hold."""
+        doing, self.riding = self.riding, None
+        if doing is None:
+            return
+        pgconn = self.conn.pgconn
+        replies = []
+        while (reply := pgconn.get_result()) is not None:
+            replies.append(reply)
+        if not replies or replies[0].status != psycopg.pq.ExecStatus.COMMAND_OK:
+            cause = replies[0].get_error_message() if replies else pgconn.get_error_message()
+            raise self.failed(psycopg.OperationalError(cause or "no reply"), doing)
+        if replies[0].command_tuples != 1:
+            raise self.fenced()
+
+    def failed(self, exc: psycopg.Error, doing: str) -> DurabilityError:
+        """The lease's connection failed while `doing`: the lease is lost, this writer stops."""
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        self.broken = f"the connection holding its lease failed ({cause})"
+        return DurabilityError(
+            f"session {self.session_id}: {doing} failed: the connection to {self.shown} that holds its "
+            f"lease failed ({cause}); this process stops here and never reconnects. What was "
+            "acknowledged is committed; recover the session once the database is back",
+            guidance=[" ".join(["handshake", "recover", self.session_id, *self.root_args])],
+            details={"root": self.shown, "operation": doing},
+        )
+
+    def fenced(self) -> DurabilityError:
+        self.broken = "its lease was taken over"
+        return DurabilityError(
+            f"session {self.session_id}: this writer no longer holds the session's lease (its database "
+            "session lost the lock and another holder took it); nothing more is written",
+            details={"root": self.shown, "operation": "fence"},
+        )
+
+    def run(self, query: str, params: Any, *, durable: bool, doing: str) -> psycopg.Cursor[Any]:
+        """Execute one statement in a transaction of its own: committed with synchronous_commit
+        on when `durable`, else off (visible now, durable with the next synchronous commit).
+        A statement that says how it commits takes `%(commit)s` from here."""
+        with self.io:
+            self.check()
+            if isinstance(params, dict):
+                params["commit"] = "on" if durable else "off"
+            try:
+                cursor = self.conn.execute(query, params)
+            except psycopg.Error as exc:
+                raise self.failed(exc, doing) from None
+        if not durable:
+            self.unflushed = True
+        return cursor
+
+    def flush(self, last_seq: int = 0) -> None:
+        """Make every asynchronous commit so far durable, by a synchronous one; checks the fence."""
+        cursor = self.run(FLUSH, (last_seq, self.session_id, self.token), durable=True, doing="sync")
+        if cursor.rowcount != 1:
+            raise self.fenced()
+        self.unflushed = False
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def open_journal(
+        self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
+    ) -> PostgresAppender:
+        self.check()
+        try:
+            with self.conn.transaction():
+                result = journal.scan(self.conn, self.session_id, start, False)
+        except psycopg.Error as exc:
+            raise self.failed(exc, "open the journal") from None
+        if result.corruption:
+            damage = result.corruption
+            raise IntegrityError(
+                f"journal is corrupt at {damage.segment} offset {damage.offset}: {damage.detail}"
+            )
+        if result.torn_tail:
+            damage = result.torn_tail
+            raise JournalNeedsRepair(
+                f"journal ends in a torn tail at {damage.segment} offset {damage.offset}; "
+                "recovery must cut it off before anything is appended",
+                guidance=[" ".join(["handshake", "recover", self.session_id, *self.root_args])],
+            )
+        last = list(result.valid_ends)[-1] if result.valid_ends else None
+        return PostgresAppender(
+            self,
+            clock or utc_now,
+            last_seq=result.last_seq,
+            last_sum=result.last_sum,
+            segment=journal.segment_number(last) if last else None,
+            size=result.valid_ends[last] if last else 0,
+            segment_bytes=segment_bytes or DEFAULT_SEGMENT_BYTES,
+        )
+
+    def put_artifact(self, data: bytes) -> str:
+        ident = artifact_id(data)
+        params = {"session": self.session_id, "token": self.token, "id": ident, "data": data}
+        row = self.run(INSERT_ARTIFACT, params, durable=True, doing="keep an artifact").fetchone()
+        if row is None or row[0] != 1:
+            raise self.fenced()
+        if row[1] == 1:
+            self.unflushed = False  # this commit wrote, and its flush carried every one before it
+        elif self.unflushed:
+            self.flush()  # already there, perhaps from an asynchronous commit: make sure of it
+        return ident
+
+    def write_head(self, fields: dict[str, Any]) -> bool:
+        params = {"session": self.session_id, "token": self.token, "head": head_bytes(fields)}
+        try:
+            return self.run(WRITE_HEAD, params, durable=False, doing="write the head").rowcount == 1
+        except DurabilityError:
+            return False  # never fatal by itself: the next append says what happened
+
+    def repair_torn_tail(self, damage: Damage) -> TailRepair:
+        number = journal.segment_number(damage.segment)
+        if not damage.repairable or number is None:
+            raise IntegrityError(
+                f"session {self.session_id}: the damage at {damage.segment} offset {damage.offset} is "
+                f"corruption ({damage.detail}), which is never cut off"
+            )
+        self.check()
+        try:
+            with self.conn.transaction():
+                if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
+                    raise self.fenced()
+                quarantined = self._cut(number, damage)
+        except psycopg.Error as exc:
+            raise self.failed(exc, "cut a torn tail") from None
+        self.unflushed = False
+        return TailRepair(
+            segment=damage.segment, offset=damage.offset, length=damage.length, quarantined=quarantined
+        )
+
+    def _cut(self, number: int, damage: Damage) -> str | None:
+        """In the caller's transaction: keep the segment's bytes from the damage on in
+        quarantine, then cut them off, the segment ending in a newline as a file would."""
+        rows = [
+            (at, bytes(line))
+            for at, line in self.conn.execute(
+                "SELECT byte_offset, line FROM handshake.records WHERE session_id = %s AND segment = %s "
+                "ORDER BY byte_offset",
+                (self.session_id, number),
+            )
+        ]
+        size = rows[-1][0] + len(rows[-1][1]) if rows else 0
+        if not 0 <= damage.offset <= size:
+            raise IntegrityError(
+                f"session {self.session_id}: {damage.segment} offset {damage.offset} is not in the journal"
+            )
+        torn = b"".join(
+            line[max(0, damage.offset - at) :] for at, line in rows if at + len(line) > damage.offset
+        )
+        name = self._quarantine(f"{damage.segment}.{damage.offset}", torn) if torn else None
+        self.conn.execute(
+            "DELETE FROM handshake.records WHERE session_id = %s AND segment = %s AND byte_offset >= %s",
+            (self.session_id, number, damage.offset),
+        )
+        kept = [(at, line[: damage.offset - at]) for at, line in rows if at < damage.offset]
+        if kept and not kept[-1][1].endswith(b"\n"):
+            at, line = kept[-1]
+            self.conn.execute(
+                "UPDATE handshake.records SET line = %b "
+                "WHERE session_id = %s AND segment = %s AND byte_offset = %s",
+                (line + b"\n", self.session_id, number, at),
+            )
+        return name
+
+    def _quarantine(self, stem: str, data: bytes) -> str:
+        """Keep `data` under a name no bytes have yet (or the one already holding exactly them)."""
+        number = 1
+        while True:
+            name = f"quarantine/{stem}.torn" if number == 1 else f"quarantine/{stem}.{number}.torn"
+            row = self.conn.execute(
+                "INSERT INTO handshake.quarantine (session_id, name, data) VALUES (%s, %s, %b) "
+                "ON CONFLICT (session_id, name) DO UPDATE SET data = handshake.quarantine.data "
+                "RETURNING data",
+                (self.session_id, name, data),
+            ).fetchone()
+            if row is not None and bytes(row[0]) == data:
+                return name
+            number += 1
+
+    def pending_requests(self) -> list[CheckpointRequest]:
+        self.check()
+        try:
+            rows = self.conn.execute(
+                "SELECT nonce, reason FROM handshake.requests WHERE session_id = %s AND answer IS NULL "
+                "ORDER BY asked",
+                (self.session_id,),
+            ).fetchall()
+        except psycopg.Error as exc:
+            raise self.failed(exc, "read checkpoint requests") from None
+        return [CheckpointRequest(nonce, reason) for nonce, reason in rows]
+
+    def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
+        answer = json.dumps(payload, sort_keys=True).encode()
+        try:
+            cursor = self.run(
+                "UPDATE handshake.requests SET answer = %b WHERE session_id = %s AND nonce = %s",
+                (answer, self.session_id, request.nonce),
+                durable=True,
+                doing="answer a checkpoint request",
+            )
+        except DurabilityError:
+            return False
+        if cursor.rowcount == 1:
+            self.unflushed = False
+        return cursor.rowcount == 1
+
+    def remove_session(self) -> None:
+        """Delete every row of the session in one transaction (the store's `remove_session`)."""
+        self.check()
+        try:
+            with self.conn.transaction():
+                if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
+                    raise self.fenced()
+                for table in (
+                    "records",
+                    "artifacts",
+                    "heads",
+                    "quarantine",
+                    "requests",
+                    "leases",
+                    "sessions",
+                ):
+                    self.conn.execute(
+                        f"DELETE FROM handshake.{table} WHERE session_id = %s", (self.session_id,)
+                    )
+        except psycopg.Error as exc:
+            raise self.failed(exc, "remove the session") from None
+
+    def release(self) -> None:
+        """The row first, then the connection (whose end drops the lock); never raises."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            if self.riding is not None and not self.broken:
+                self.settle()
+            if not self.broken:
+                self.conn.execute(
+                    "DELETE FROM handshake.leases WHERE session_id = %s AND token = %s",
+                    (self.session_id, self.token),
+                )
+        except (psycopg.Error, DurabilityError):
+            pass
+        finally:
+            self.conn.close()
+
+    def __enter__(self) -> PostgresLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class PostgresAppender(JournalAppender):
+    """Appends rows to one session's journal through its lease's connection."""
+
+    def __init__(
+        self,
+        lease: PostgresLease,
+        clock: Clock,
+        *,
+        last_seq: int,
+        last_sum: str,
+        segment: int | None,
+        size: int,
+        segment_bytes: int,
+    ) -> None:
+        self.lease = lease
+        self.clock = clock
+        self._last_seq = last_seq
+        self.last_sum = last_sum
+        self.segment = segment
+        self.size = size
+        self.segment_bytes = segment_bytes
+        self.artifacts_pending = False
+        self.known: set[str] = set()  # artifacts this appender already sent
+        self.closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def append(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        durability: Durability = Durability.NOW,
+        encoded: bytes | None = None,
+    ) -> Record:
+        self._check()
+        seq, prev = self._last_seq + 1, self.last_sum
+        ts = self.clock()
+        line, digest = codec.encode(seq, ts, type_, data, prev, encoded)
+        records.refuse_beyond_limits(line, type_, data)
+        segment, offset = self.segment, self.size
+        if segment is None or (offset and offset + len(line) > self.segment_bytes):
+            segment, offset = seq, 0  # a new segment, named after its first record
+        now = durability is Durability.NOW
+        if not now:
+            values = [self.lease.session_id, segment, offset, seq, type_, line, self.lease.token]
+            self.lease.send_riding(
+                [v if isinstance(v, bytes) else str(v).encode() for v in values], f"append record {seq}"
+            )
+            self.segment, self.size = segment, offset + len(line)
+            self._last_seq, self.last_sum = seq, digest
+            return Record(seq, ts, type_, data, prev, digest, segment_name(segment), offset)
+        params = {
+            "session": self.lease.session_id,
+            "token": self.lease.token,
+            "segment": segment,
+            "offset": offset,
+            "seq": seq,
+            "type": type_,
+            "line": line,
+        }
+        if self.lease.run(INSERT_RECORD, params, durable=now, doing=f"append record {seq}").rowcount != 1:
+            raise self.lease.fenced()
+        if now:  # this commit's flush carried every asynchronous one before it
+            self.lease.unflushed = self.artifacts_pending = False
+        self.segment, self.size = segment, offset + len(line)
+        self._last_seq, self.last_sum = seq, digest
+        return Record(seq, ts, type_, data, prev, digest, segment_name(segment), offset)
+
+    def add_artifact(self, data: bytes) -> str:
+        self._check()
+        ident = artifact_id(data)
+        if ident in self.known:
+            return ident
+        params = {"session": self.lease.session_id, "token": self.lease.token, "id": ident, "data": data}
+        row = self.lease.run(INSERT_ARTIFACT, params, durable=False, doing="add an artifact").fetchone()
+        if row is None or row[0] != 1:
+            raise self.lease.fenced()
+        self.known.add(ident)
+        self.artifacts_pending = True
+        return ident
+
+    def sync(self) -> None:
+        self._check()
+        if self.lease.unflushed:
+            self.lease.flush(self._last_seq)
+        self.artifacts_pending = False
+
+    def sync_artifacts(self) -> None:
+        self._check()
+        if self.artifacts_pending:
+            self.lease.flush(self._last_seq)
+            self.artifacts_pending = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _check(self) -> None:
+        if self.closed:
+            raise DurabilityError(f"session {self.lease.session_id}: the journal appender was closed")
+        self.lease.check()
