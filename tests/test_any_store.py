@@ -36,6 +36,7 @@ from tests.support.jobs import READ, WRITE, write_job
 # holds a time (a record's chain; a checkpoint's body, which holds the session's `updated_at`).
 VOLATILE = {
     *("created_at", "updated_at", "last_checkpoint_at", "ts", "elapsed", "workspace", "size_bytes"),
+    *("started_at", "ended_at"),  # when each process wrote (the history)
     *("sum", "prev", "artifact_id", "checkpoint_artifact_id"),
     *("segment", "offset", "checkpoint_location"),  # a position is the store's own (opaque)
 }

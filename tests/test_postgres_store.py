@@ -612,6 +612,7 @@ def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_it
 # a time (a record's chain; a checkpoint's body).
 VOLATILE = {
     *("created_at", "updated_at", "last_checkpoint_at", "ts", "elapsed", "workspace", "size_bytes"),
+    *("started_at", "ended_at"),  # when each process wrote (the history)
     *("sum", "prev", "artifact_id", "checkpoint_artifact_id", "segment", "offset", "checkpoint_location"),
     *("path", "lock_holder"),
 }
