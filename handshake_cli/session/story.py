@@ -316,9 +316,19 @@ class StoryFold:
         return fold
 
     def apply(self, record: Record) -> None:
-        copying = self.current is not None and self.current.kind == FORK and not self.ended
+        current, kind = self.current, record.type
+        if (
+            current is not None
+            and not self.ended
+            and (kind not in STORY_TYPES or (kind in _CALL_RECORDS and not current.calls))
+        ):
+            # Most records (a chunk, a request, a tool call outside a recovery) only move the
+            # process on: the writer folds every one it appends, so this path is kept short.
+            current.last_seq, current.last_type, current.ended_at = record.seq, kind, record.ts
+            return
+        copying = current is not None and current.kind == FORK and not self.ended
         opening = None if copying else self._opening(record)
-        count, ended, kind = len(self.story.processes), self.ended, record.type
+        count, ended = len(self.story.processes), self.ended
         if opening is not None:
             self._open(opening, record)
         elif self.current is None or (self.ended and not _closing_detail(record)):
