@@ -20,8 +20,11 @@ answer (a result with `evidence.probe`; a new intent means the probe said "not h
 an inconclusive one blocks), a call run again (its new intent and its result), a block, a
 divergence, a divergence accepted.
 
-The fold reads only these records (`STORY_TYPES`), so a caller can scan a long journal
-decoding nothing else; it takes the records in seq order, any subset that contains those.
+The fold reads only these records (`STORY_TYPES`) and takes the records in seq order, any
+subset that contains those. It is also resumable (`StoryFold`): the session writer folds
+every record it appends and each checkpoint body keeps the fold's `state()` (FORMAT,
+"Checkpoints", `story`), so a reader of a long session tells the story from its newest
+checkpoint and the records after it, as it rebuilds everything else.
 """
 
 from __future__ import annotations
