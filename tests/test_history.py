@@ -593,3 +593,34 @@ def test_the_golden_sessions_tell_their_story_as_committed(
     store = FilesystemStore(Paths(history_root))
     monkeypatch.setattr(describe, "FULL_CHECK_BYTES", 0)
     assert describe.describe(store, session_id)["history"] == told
+
+
+def test_a_run_stopped_at_a_boundary_then_cancelled_never_crashed(
+    tmp_path: Path, home_env: dict[str, str], hs: Cli, workspace: Path, root: Path
+) -> None:
+    job = long_turn_job(tmp_path, words=300, delay_ms=20)
+    proc = start(home_env, "run", str(job), "--session-id", "stopped-1", "--workspace", str(workspace))
+    try:
+        session = session_dir(root, "stopped-1")
+        wait_for(
+            lambda: (
+                any(r.type == "model.chunk" for r in records_of(root, "stopped-1"))
+                if session.exists()
+                else False
+            )
+        )
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 75
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert hs("recover", "stopped-1", "--cancel").code == 0
+    told = history(hs, "stopped-1")
+    assert told["crashes"] == 0
+    run, cancel = told["processes"]
+    assert (run["ending"], run["reason"]) == ("paused", "graceful shutdown (SIGINT)")
+    assert (cancel["kind"], cancel["ending"], cancel["found"]["action"]) == ("recover", "cancelled", "cancel")
+    lines = shown(hs, "stopped-1")
+    assert lines[0] == "history (2 processes, never crashed)"
+    assert lines[2] == "     stopped at a boundary (graceful shutdown (SIGINT))"
+    assert lines[4] == "     cancelled (cancelled by an operator)"

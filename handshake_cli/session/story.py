@@ -20,8 +20,11 @@ answer (a result with `evidence.probe`; a new intent means the probe said "not h
 an inconclusive one blocks), a call run again (its new intent and its result), a block, a
 divergence, a divergence accepted.
 
-The fold reads only these records (`STORY_TYPES`), so a caller can scan a long journal
-decoding nothing else; it takes the records in seq order, any subset that contains those.
+The fold reads only these records (`STORY_TYPES`) and takes the records in seq order, any
+subset that contains those. It is also resumable (`StoryFold`): the session writer folds
+every record it appends and each checkpoint body keeps the fold's `state()` (FORMAT,
+"Checkpoints", `story`), so a reader of a long session tells the story from its newest
+checkpoint and the records after it, as it rebuilds everything else.
 """
 
 from __future__ import annotations
@@ -316,9 +319,19 @@ class StoryFold:
         return fold
 
     def apply(self, record: Record) -> None:
-        copying = self.current is not None and self.current.kind == FORK and not self.ended
+        current, kind = self.current, record.type
+        if (
+            current is not None
+            and not self.ended
+            and (kind not in STORY_TYPES or (kind in _CALL_RECORDS and not current.calls))
+        ):
+            # Most records (a chunk, a request, a tool call outside a recovery) only move the
+            # process on: the writer folds every one it appends, so this path is kept short.
+            current.last_seq, current.last_type, current.ended_at = record.seq, kind, record.ts
+            return
+        copying = current is not None and current.kind == FORK and not self.ended
         opening = None if copying else self._opening(record)
-        count, ended, kind = len(self.story.processes), self.ended, record.type
+        count, ended = len(self.story.processes), self.ended
         if opening is not None:
             self._open(opening, record)
         elif self.current is None or (self.ended and not _closing_detail(record)):
