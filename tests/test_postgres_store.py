@@ -9,6 +9,8 @@ ones that stop the server start it again before they end.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,12 +225,13 @@ def test_one_of_two_racing_writers_gets_the_lease_and_the_other_is_told_who(
 # -- the server stopped hard ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("acks", [1, 40, 150])
 def test_the_server_stopped_hard_mid_append_loses_nothing_acknowledged_and_stops_the_writer(
-    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore, acks: int
 ) -> None:
     session_id = new_session(store)
     writer = Writer(postgres_url, session_id)
-    writer.wait_for_acks(40)
+    writer.wait_for_acks(acks)
 
     postgres_server.stop_immediately()  # pg_ctl stop -m immediate, while the writer appends
     try:
@@ -578,3 +581,268 @@ def test_a_torn_tail_inside_the_last_row_is_cut_where_the_scanner_says(
     result = store.scan(session_id)
     assert result.damage is None and result.records[1:] == [*appended, after]
     assert len({r.segment for r in result.records}) > 2
+
+
+def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_its_lease(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """Without them the server keeps a silent peer's session (and its advisory lock) for the
+    OS's two hours; the URL's own settings win."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        shown = {
+            name: lease.conn.execute(f"SHOW {name}").fetchone()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "10"
+    assert shown == {
+        "tcp_keepalives_idle": ("10",),
+        "tcp_keepalives_interval": ("5",),
+        "tcp_keepalives_count": ("3",),
+    }
+    own = PostgresStore(postgres_url + "?options=-c%20tcp_keepalives_idle%3D60&keepalives_idle=60")
+    with own.acquire(session_id) as lease:
+        assert lease.conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("60",)
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "60"
+
+
+# -- the commands' core on PostgreSQL, against the files --------------------------------------------
+
+# What differs between two runs of one job: times, the workspace, and the hashes of what holds
+# a time (a record's chain; a checkpoint's body).
+VOLATILE = {
+    *("created_at", "updated_at", "last_checkpoint_at", "ts", "elapsed", "workspace", "size_bytes"),
+    *("sum", "prev", "artifact_id", "checkpoint_artifact_id", "segment", "offset", "checkpoint_location"),
+    *("path", "lock_holder"),
+}
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_a_run_on_postgres_tells_the_files_story_and_a_bundle_carries_it_both_ways(
+    tmp_path: Path, postgres_url: str, store: PostgresStore
+) -> None:
+    from handshake_cli.engine import launch
+    from handshake_cli.engine.jobs import load_job
+    from handshake_cli.maintenance.bundle import export_session, import_bundle
+    from handshake_cli.readers.describe import describe
+    from handshake_cli.readers.events import events
+    from handshake_cli.readers.verify import verify
+    from handshake_cli.recovery import execute
+    from tests.support.jobs import READ, WRITE
+
+    write = {"tool": "write_file", "args": {"path": "a.txt", "content": "x" * 70000}}
+    turns = [
+        {"text": "Writing.", "tool_calls": [write]},
+        {"text": "Reading.", "tool_calls": [{"tool": "read_file", "args": {"path": "a.txt"}}]},
+        {"text": "Done."},
+    ]
+    job = load_job(write_job(tmp_path / "job", turns, [WRITE, READ]))
+    files = FilesystemStore(Paths(tmp_path / "root"))
+    for kept, name in ((store, "ws-pg"), (files, "ws-fs")):
+        (tmp_path / name).mkdir()
+        result = launch.start(job, kept, workspace=tmp_path / name, session_id="one")
+        assert result.state == "COMPLETED", result.reason
+
+    for read in (
+        lambda s: describe(s, "one"),
+        lambda s: verify(s, "one").as_json(),
+        lambda s: events(s, "one", types=["tool"]),
+        lambda s: execute.recover(s, "one", execute.Options(dry_run=True)).as_json(),
+    ):
+        assert _stable(read(store)) == _stable(read(files))
+    assert verify(store, "one").artifacts_checked >= 1  # the large read went to an artifact
+
+    # PostgreSQL hands out the files' positions, so a bundle lands with every link intact.
+    export_session(store, "one", tmp_path / "from-pg.tgz")
+    landed = FilesystemStore(Paths(tmp_path / "landed"))
+    assert import_bundle(landed, tmp_path / "from-pg.tgz").verdict == "intact"
+    assert landed.scan("one").records == store.scan("one").records
+    assert describe(landed, "one") | {"lock_holder": None} == describe(store, "one") | {"lock_holder": None}
+    export_session(files, "one", tmp_path / "from-files.tgz")
+    back = PostgresStore(postgres_url)
+    back.remove_session("one")
+    assert import_bundle(back, tmp_path / "from-files.tgz").verdict == "intact"
+    assert back.scan("one").records == files.scan("one").records
+    assert _stable(describe(back, "one")) == _stable(describe(files, "one"))
+
+
+# -- two machines ----------------------------------------------------------------------------------
+
+ON_MACHINE_B = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="handshake run job.toml")
+print(lease.holder.pid, lease.conn.info.backend_pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _can_unshare() -> bool:
+    """Whether this machine lets a process have a host name of its own (root, and a kernel and
+    container that allow a UTS namespace)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True, check=False).returncode == 0
+
+
+UNSHARE = _can_unshare()
+
+
+@pytest.mark.skipif(not UNSHARE, reason="a host name of its own needs root and unshare")
+def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machine_dies(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """Machine B is a process with a host name of its own (a UTS namespace). This machine is
+    refused, told B's host, pid and command; B's holder cannot be judged from here (another
+    host); when B dies its lease ends with its database session, and this machine takes over."""
+    session_id = new_session(store)
+    script = f'hostname machine-b && exec {sys.executable} -c \'{ON_MACHINE_B}\' "$0" "$1"'
+    machine_b = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", script, postgres_url, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert machine_b.stdout is not None
+        pid, backend = map(int, machine_b.stdout.readline().split())
+        holder = store.holder(session_id)
+        assert holder is not None and (holder.host, holder.pid) == ("machine-b", pid)
+        assert holder.is_alive() is None  # another host: only the database can tell
+        with pytest.raises(SessionLocked) as refused:
+            store.acquire(session_id, command="handshake recover --all")
+        assert f"pid {pid} on machine-b (handshake run job.toml)" in refused.value.message
+    finally:
+        machine_b.kill()  # the machine dies: its connection with it
+        machine_b.communicate(timeout=TIMEOUT)
+    postgres_server.wait_backend_gone(backend)
+    assert store.holder(session_id) is None
+    with store.acquire(session_id, command="handshake recover --all") as lease:
+        assert lease.holder.host != "machine-b"
+        assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2
+
+
+# -- a database user's rights ----------------------------------------------------------------------
+
+
+def test_a_read_only_user_inspects_and_is_told_clearly_it_may_not_write(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """A post-mortem role with SELECT only: every read works (readers never write), a lease
+    or a new session is exit 2 naming what it may not do, and nothing changes."""
+    session_id = new_session(store)
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE postmortem LOGIN PASSWORD 'pm'")
+        conn.execute("GRANT USAGE ON SCHEMA handshake TO postmortem")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA handshake TO postmortem")
+    before = everything(postgres_url)
+    reader = PostgresStore(postgres_server.url(database, user="postmortem", password="pm"))
+    try:
+        assert reader.session_ids() == [session_id]
+        assert seqs(reader, session_id) == [1]
+        assert reader.read_config(session_id)["job"] == CONFIG["job"]
+        assert reader.holder(session_id) is None and reader.read_head(session_id) is not None
+        for attempt, what in (
+            (lambda: reader.acquire(session_id), "take the lease"),
+            (lambda: new_session(reader, "pg-2"), "create a session"),
+        ):
+            with pytest.raises(UsageError) as refused:
+                attempt()
+            assert refused.value.exit_code == ExitCode.USAGE and what in refused.value.message
+            assert "permission denied" in refused.value.message and "pm@" not in refused.value.message
+        assert store.holder(session_id) is None  # the refused writer's lock went with its connection
+    finally:
+        reader.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY postmortem")
+            conn.execute("DROP ROLE postmortem")
+    assert everything(postgres_url) == before
+
+
+def test_a_user_that_may_not_create_the_tables_is_told_so_on_an_empty_database(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE plain LOGIN PASSWORD 'pl'")
+        conn.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+    plain = PostgresStore(postgres_server.url(database, user="plain", password="pl"))
+    try:
+        assert plain.session_ids() == []  # a reader creates nothing
+        with pytest.raises(UsageError, match="may not create a session"):
+            new_session(plain)
+    finally:
+        plain.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY plain")
+            conn.execute("DROP ROLE plain")
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('handshake.sessions')").fetchone() == (None,)
+
+
+# -- what a writer appended, its own process reads at once ----------------------------------------
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_a_record_is_readable_through_the_store_as_soon_as_its_append_returns(
+    store: PostgresStore, durability: Durability
+) -> None:
+    """As with files (the page cache) and memory: the writer's own process reads back, through
+    the store, what it just appended, riding or not. Nothing may be left in flight between the
+    lease's connection and the store's when `append` returns."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        for n in range(300):
+            record = journal.append(
+                "model.chunk", {"turn": 1, "index": n, "count": 1, "text": "w "}, durability=durability
+            )
+            assert store.record_at(session_id, record.segment, record.offset) == record, n
+            ident = journal.add_artifact(f"output {n}".encode())
+            assert store.get_artifact(session_id, ident) == f"output {n}".encode()
+
+
+def test_a_reader_thread_beside_the_writer_thread_of_one_process_sees_every_append(
+    store: PostgresStore,
+) -> None:
+    """One process, one store: the writer appends on one thread while another reads (as
+    `handshake checkpoint`'s asker does in-process). Every read is whole and verified, and
+    whatever an append returned before a read began is in it."""
+    session_id = new_session(store)
+    returned = [1]  # the last seq an append has returned
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                floor = returned[0]
+                result = store.scan(session_id)
+                assert result.damage is None
+                assert [r.seq for r in result.records] == list(range(1, result.last_seq + 1))
+                assert result.last_seq >= floor
+        except BaseException as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with store.acquire(session_id) as lease:
+            journal = lease.open_journal()
+            for n in range(400):
+                durability = Durability.NOW if n % 50 == 0 else Durability.NEXT_SYNC
+                returned[0] = journal.append("test.note", {"n": n}, durability=durability).seq
+    finally:
+        done.set()
+        reader.join(TIMEOUT)
+    assert failures == []
+    assert seqs(store, session_id)[-1] == 401

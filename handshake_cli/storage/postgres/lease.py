@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import select
+import threading
 from typing import Any
 
 import psycopg
@@ -113,24 +114,44 @@ class PostgresLease(Lease):
         self.released = False
         self.riding: str | None = None  # a riding append sent, its reply not read yet: what it did
         self.riding_ready = False  # RIDING is prepared on this connection
+        # One thread at a time on the connection's libpq state: the writer's statements, and a
+        # reader of the same store (another thread, say) settling a riding append first.
+        self.io = threading.RLock()
 
     # -- writing through the lease's connection ------------------------------------------------
 
     def check(self) -> None:
         """Raise if this writer can write nothing more; first read the reply of a riding
         append still out, so every statement after it knows whether it held."""
-        if self.broken:
-            raise DurabilityError(
-                f"session {self.session_id}: this writer is unusable after an earlier failure: {self.broken}"
-            )
-        if self.riding is not None:
-            self.settle()
+        with self.io:
+            if self.broken:
+                raise DurabilityError(
+                    f"session {self.session_id}: this writer is unusable after an earlier failure: "
+                    f"{self.broken}"
+                )
+            if self.riding is not None:
+                self.settle()
+
+    def settle_for_readers(self) -> None:
+        """Before the store reads: wait for a riding append still in flight, so what `append`
+        returned is there to read (as it is in a file). A failure is kept for the writer's
+        next statement, never raised to a reader."""
+        with self.io:
+            if self.riding is not None and not self.broken:
+                try:
+                    self.settle()
+                except DurabilityError:
+                    pass  # `broken` says why; the writer's next statement raises it
 
     def send_riding(self, values: list[bytes], doing: str) -> None:
         """Send a riding record's INSERT (RIDING_RECORD) and return without waiting for the
         server: its round trip overlaps what the writer does next (a tool runs, the next
         record is encoded). The server commits it asynchronously as it arrives, as `run`
         would have; a writer killed now still leaves it stored. Its reply is read by `check`."""
+        with self.io:
+            self._send_riding(values, doing)
+
+    def _send_riding(self, values: list[bytes], doing: str) -> None:
         self.check()
         pgconn = self.conn.pgconn
         try:
@@ -187,13 +208,14 @@ class PostgresLease(Lease):
         """Execute one statement in a transaction of its own: committed with synchronous_commit
         on when `durable`, else off (visible now, durable with the next synchronous commit).
         A statement that says how it commits takes `%(commit)s` from here."""
-        self.check()
-        if isinstance(params, dict):
-            params["commit"] = "on" if durable else "off"
-        try:
-            cursor = self.conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise self.failed(exc, doing) from None
+        with self.io:
+            self.check()
+            if isinstance(params, dict):
+                params["commit"] = "on" if durable else "off"
+            try:
+                cursor = self.conn.execute(query, params)
+            except psycopg.Error as exc:
+                raise self.failed(exc, doing) from None
         if not durable:
             self.unflushed = True
         return cursor

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from handshake_cli.storage.journal.codec import Clock, Record, genesis, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import bundle, journal, schema
-from handshake_cli.storage.postgres.connect import Connection, connect, is_lost, lost, shown_url
+from handshake_cli.storage.postgres.connect import Connection, connect, denied, is_lost, lost, shown_url
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
@@ -115,13 +116,18 @@ class PostgresStore(SessionStore):
         self._conn: Connection | None = None
         self._ready = False  # the tables are there (checked on every new connection)
         self._lock = threading.RLock()  # one operation at a time on the store's connection
+        self._leases: weakref.WeakSet[PostgresLease] = weakref.WeakSet()  # handed out, maybe live
 
     # -- the store's connection ------------------------------------------------------------
 
     @contextmanager
     def _reading(self, doing: str, *, snapshot: bool = False, create: bool = False) -> Iterator[Connection]:
         """The store's connection, for one operation (in one REPEATABLE READ, READ ONLY
-        transaction when `snapshot`). Tables missing and not `create`: nothing is stored yet."""
+        transaction when `snapshot`). Tables missing and not `create`: nothing is stored yet.
+        A riding append of this store's leases still in flight is waited for first: what an
+        append returned, this process reads."""
+        for lease in list(self._leases):
+            lease.settle_for_readers()
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
@@ -136,9 +142,7 @@ class PostgresStore(SessionStore):
                 else:
                     yield self._conn
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise UsageError(
-                    f"the database user of root {self.shown} may not {doing}: {' '.join(str(exc).split())}"
-                ) from None
+                raise denied(exc, self.shown, doing) from None
             except psycopg.Error as exc:
                 if not is_lost(exc):
                     raise
@@ -336,29 +340,28 @@ class PostgresStore(SessionStore):
 
     # -- artifacts, the head cache, quarantine -------------------------------------------------
 
-    def get_artifact(self, session_id: str, artifact_id_: str) -> bytes:
+    def get_artifact(self, session_id: str, ident: str) -> bytes:
         validate_session_id(session_id)
-        if not ARTIFACT_ID.fullmatch(artifact_id_):
-            raise ArtifactCorrupt(f"{artifact_id_!r} is not an artifact id")
+        if not ARTIFACT_ID.fullmatch(ident):
+            raise ArtifactCorrupt(f"{ident!r} is not an artifact id")
         with self._reading("read an artifact", snapshot=True) as conn:
             self._session(conn, session_id)
             row = self._row(
                 conn,
                 "SELECT data FROM handshake.artifacts WHERE session_id = %s AND artifact_id = %s",
                 session_id,
-                artifact_id_,
+                ident,
             )
         if row is None:
             raise NotFound(
-                f"artifact {artifact_id_} is not in session {session_id}",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} is not in session {session_id}",
+                details={"artifact_id": ident},
             )
         data = bytes(row[0])
-        if artifact_id(data) != artifact_id_:
+        if artifact_id(data) != ident:
             raise ArtifactCorrupt(
-                f"artifact {artifact_id_} of session {session_id} is damaged: "
-                "its bytes no longer match its id",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} of session {session_id} is damaged: its bytes no longer match its id",
+                details={"artifact_id": ident},
             )
         return data
 
@@ -516,6 +519,9 @@ class PostgresStore(SessionStore):
                 assert token_row is not None
                 token = int(token_row[0])
                 conn.execute(TAKE_LEASE, (session_id, token, me.pid, me.host, me.started_at, me.command))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise denied(exc, self.shown, f"take the lease of session {session_id}") from None
         except psycopg.Error as exc:
             conn.close()
             if not is_lost(exc):
@@ -525,7 +531,9 @@ class PostgresStore(SessionStore):
             conn.close()
             raise
         _shield_from_checkpoint_requests()
-        return PostgresLease(conn, session_id, me, token, self.shown, self.paths.root_args())
+        lease = PostgresLease(conn, session_id, me, token, self.shown, self.paths.root_args())
+        self._leases.add(lease)
+        return lease
 
     def _locked(self, session_id: str) -> SessionLocked:
         """The refusal naming the holder; it may need a moment to have said who it is."""
