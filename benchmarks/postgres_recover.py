@@ -13,7 +13,8 @@ At 1k, 10k, 100k and 1M records (full; quick stops at 100k):
   size over the smallest (target <= 1.5x: flat in history);
 - in-process, what that command does once connected: `rebuild` (lazy, as the dry run plans)
   + `make_plan` through `PostgresStore`, checked to start from the newest checkpoint and to
-  plan a resume of the cut turn; the largest over the smallest (target <= 1.5x).
+  plan a resume of the cut turn, against the same on the filesystem store's copy of the
+  session; the largest over the smallest (target <= 1.5x; the note gives the filesystem's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from common import (
     entry,
     interleave,
     median,
+    per_round_ratio,
     postgres_server,
     print_rows,
     row,
@@ -70,6 +72,7 @@ def plan_once(store: Any, session_id: str, built: Any) -> float:
 
 def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) -> list[Row]:
     from long_sessions import records_session
+    from recovery import store_of
 
     from handshake_cli.paths import Paths
     from handshake_cli.storage.open import open_store
@@ -95,6 +98,7 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
             argv = [*cmd, "recover", sessions[n], "--dry-run", "--root", url]
             cases[f"cli {n}"] = lambda argv=argv: wall(argv, env)
             cases[f"plan {n}"] = lambda n=n: plan_once(store, sessions[n], built[n])
+            cases[f"files {n}"] = lambda n=n: plan_once(store_of(built[n].session), sessions[n], built[n])
         for case in cases.values():
             case()  # warm-up: bytecode, the server's caches
         times = interleave(cases, runs)
@@ -126,15 +130,19 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
                 ),
             )
         )
+    files: dict[int, float] = {}
     for n in sizes:
         samples = [t * 1e3 for t in times[f"plan {n}"]]
-        planned[n] = median(samples)
+        planned[n], files[n] = median(samples), median(times[f"files {n}"]) * 1e3
         out.append(
             row(
                 SUITE,
                 f"rebuild+plan in-process, {n:,} records",
                 planned[n],
                 "ms",
+                baseline="the same on the filesystem store",
+                baseline_value=files[n],
+                ratio=median(per_round_ratio(times[f"plan {n}"], times[f"files {n}"])),
                 samples=samples,
                 note="through PostgresStore: the newest checkpoint's record and the tail after it"
                 if n == sizes[0]
@@ -142,6 +150,7 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
             )
         )
     first, last = sizes[0], sizes[-1]
+    growth = files[last] / files[first] if files[first] else 0.0
     for name, figures in (("recover --dry-run", cli), ("rebuild+plan in-process", planned)):
         out.append(
             row(
@@ -153,7 +162,13 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
                 baseline_value=figures[first],
                 ratio=figures[last] / figures[first] if figures[first] else None,
                 at_most=1.5,
-                note="flat in history: the cost follows the tail after the newest checkpoint",
+                note=(
+                    "flat in history: the cost follows the tail after the newest checkpoint"
+                    if name == "recover --dry-run"
+                    else f"the filesystem store's grows {growth:.2f}x on the same sessions: the newest "
+                    f"checkpoint's thread grows with the turns before it ({built[first].messages:,} "
+                    f"messages at {first:,} records, {built[last].messages:,} at {last:,}), the tail does not"
+                ),
             )
         )
     return out

