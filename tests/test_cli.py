@@ -194,8 +194,9 @@ LOADS = {
     ("inspect", "--json"): (("inspect",), ("storage", "session")),
 }
 # Never on these paths: the front end's heavy libraries, and what only other commands need
-# (TOML for jobs and session.toml, sockets for a lock's host, the provider's HTTP client).
-HEAVY = ("rich", "httpx", "pydantic", "tomllib", "tomli", "socket", "secrets", "random")
+# (TOML for jobs and session.toml, sockets for a lock's host, the provider's HTTP client),
+# and the PostgreSQL driver, which only a postgresql:// root loads.
+HEAVY = ("rich", "httpx", "pydantic", "tomllib", "tomli", "socket", "secrets", "random", "psycopg")
 
 
 @pytest.mark.parametrize("argv", list(LOADS), ids=" ".join)

@@ -143,3 +143,21 @@ def test_the_two_front_ends_never_import_each_other(path: Path) -> None:
             if m.startswith(LANGGRAPH_FRONT_END) or m.split(".")[0] in LANGGRAPH_ONLY
         ]
     assert not wrong, f"{own} imports " + "; ".join(f"line {line}: {m}" for line, m in wrong)
+
+
+POSTGRES_STORE = "handshake_cli.storage.postgres"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_postgres_store_imports_its_driver(path: Path) -> None:
+    """psycopg (the `postgres` extra) is loaded by the PostgreSQL store alone, which only
+    `storage/open.py` imports, by name, for a URL root: a directory root never loads it."""
+    own = module_name(path)
+    if own == POSTGRES_STORE or own.startswith(POSTGRES_STORE + "."):
+        return
+    wrong = [
+        f"line {line}: {m}"
+        for line, m in imports(path)
+        if m.split(".")[0] == "psycopg" or m == POSTGRES_STORE or m.startswith(POSTGRES_STORE + ".")
+    ]
+    assert not wrong, f"{own} imports " + "; ".join(wrong)

@@ -9,6 +9,7 @@ ones that stop the server start it again before they end.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
 from handshake_cli.storage.postgres.lease import PostgresLease
+from tests.support.cli import Cli
 from tests.support.postgres import PASSWORD, PostgresServer
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
@@ -429,3 +431,60 @@ def test_segments_hold_exactly_the_bytes_of_the_filesystem_stores_files(
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT config FROM handshake.sessions WHERE session_id = 'same'").fetchone()
     assert row is not None and bytes(row[0]) == config
+
+
+# -- through the command line ----------------------------------------------------------------------
+
+
+def test_the_command_line_says_what_is_wrong_with_a_root_and_exits_as_documented(
+    cli: Cli, postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    new_session(store)
+    cases = [
+        ("postgresql://postgres:s3cret@127.0.0.1:notaport/db", ExitCode.USAGE, "usage"),
+        (postgres_server.url(database, password="s3cret"), ExitCode.USAGE, "usage"),
+    ]
+    with socket_closed() as port:
+        unreachable = f"postgresql://postgres:s3cret@127.0.0.1:{port}/db"
+        cases.append((unreachable, ExitCode.ENVIRONMENT, "environment"))
+        for url, code, error in cases:
+            done = cli("inspect", "--json", "--root", url)
+            assert done.code == code, done.stderr
+            assert done.json["error"]["code"] == error
+            assert "s3cret" not in done.stdout + done.stderr
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE handshake.schema_version SET version = 2")
+    done = cli("inspect", "pg-1", "--json", "--root", postgres_url)
+    assert done.code == ExitCode.USAGE and done.json["error"]["code"] == "unsupported_format"
+    assert "schema version 2" in done.json["error"]["message"]
+
+
+def test_a_writer_on_this_machine_is_not_killed_by_a_checkpoint_request_signal(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """`handshake checkpoint` signals the holder the lease row names (SIGUSR1); a holder that
+    serves no requests ignores it, as with the filesystem store's lock."""
+    session_id = new_session(store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, postgres_url, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGUSR1)
+    out, _ = holder.communicate("go on\n", timeout=TIMEOUT)
+    assert holder.returncode == 0 and out.strip() == "appended 2"
+
+
+HOLD = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="holder")
+print("held", flush=True)
+sys.stdin.readline()
+print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
+"""

@@ -58,6 +58,7 @@ from handshake_cli.storage.postgres.connect import Connection, connect, is_lost,
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
+    SESSION_ID,
     check_job_binding,
     job_digest,
     new_session_id,
@@ -179,7 +180,7 @@ class PostgresStore(SessionStore):
             if not self._ready:
                 return []
             rows = conn.execute("SELECT session_id FROM handshake.sessions").fetchall()
-        return sorted(row[0] for row in rows)
+        return sorted(row[0] for row in rows if SESSION_ID.fullmatch(row[0]))  # as a directory's names
 
     def create_session(
         self,
@@ -523,6 +524,7 @@ class PostgresStore(SessionStore):
         except BaseException:
             conn.close()
             raise
+        _shield_from_checkpoint_requests()
         return PostgresLease(conn, session_id, me, token, self.shown)
 
     def _locked(self, session_id: str) -> SessionLocked:
@@ -603,3 +605,18 @@ class PostgresStore(SessionStore):
                     )
         except (EnvironmentFailure, UsageError, psycopg.Error):
             pass
+
+
+def _shield_from_checkpoint_requests() -> None:
+    """`handshake checkpoint` on the holder's machine sends SIGUSR1 to the pid the lease row
+    names, whose default action would kill a holder that serves no requests (a recovery that
+    only blocks): ignore it, as the filesystem store's lock does (`SessionLock._shield`); the
+    runner installs its own handler. For the process's life: a signal sent just after a
+    release must not kill a writer on its way out."""
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are the main thread's business
+        pass
