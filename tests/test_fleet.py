@@ -1,0 +1,311 @@
+"""Beyond one machine: the whole command line on a PostgreSQL root, run by "machines" of a
+fleet (tests/support/fleet.py: real processes, each in a UTS namespace with a hostname of its
+own and workspaces of its own) sharing one database of the test run's server.
+
+Every command on the root, named by `--root` and by `HANDSHAKE_HOME`, with the filesystem's
+exit codes and JSON; export and import between the stores (the migration path); runs
+SIGKILLed on one machine and recovered on another (the crash-equivalence property); a second
+writer told who holds the lease; the server stopped hard and a backend terminated under a
+writer; bad roots; and what happens to workspaces.
+
+The default suite kills 10 runs; `pytest -m slow` kills 100 more.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from handshake_cli.errors import ExitCode
+from tests.support.crashkit import drive_to_the_end, kill_after, make_gated_job, wait_for
+from tests.support.fleet import (
+    TIMEOUT,
+    FleetWorld,
+    Machine,
+    assert_fleet_equivalent,
+    machines_unavailable,
+)
+from tests.support.postgres import PASSWORD, PostgresServer, fresh_database
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, postgres_url: str) -> FleetWorld:
+    reason = machines_unavailable()
+    if reason:
+        pytest.skip(reason)
+    return FleetWorld(tmp_path, postgres_url, delay_ms=1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> dict[str, Any]:
+    """A crash-free run on machine A: its thread, and the median time of three runs."""
+    reason = machines_unavailable()
+    if reason:
+        pytest.skip(reason)
+    url = postgres_server.create_database()
+    try:
+        fleet = FleetWorld(tmp_path_factory.mktemp("fleet-reference"), url, delay_ms=1)
+        durations, streaming = [], []
+        for attempt in range(3):
+            started = time.monotonic()
+            proc = fleet.run(f"reference-{attempt}")
+            assert proc.stdout is not None
+            proc.stdout.read(1)  # the session exists and streams
+            first = time.monotonic()
+            _, err = proc.communicate(timeout=TIMEOUT)
+            assert proc.returncode == 0, err
+            durations.append(time.monotonic() - started)
+            streaming.append(time.monotonic() - first)
+        info = fleet.inspect("reference-0")
+        assert info["state"] == "COMPLETED"
+        return {
+            "messages": info["messages"],
+            "seconds": sorted(durations)[1],
+            "streaming": sorted(streaming)[1],
+        }
+    finally:
+        postgres_server.drop_database(url)
+
+
+def rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the store's tables (none when they are not made yet), to show nothing changed."""
+    with psycopg.connect(url) as conn:
+        made = conn.execute("SELECT to_regclass('handshake.sessions')").fetchone()
+        if made is None or made[0] is None:
+            return {}
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'handshake' ORDER BY 1"
+            )
+        ]
+        return {t: conn.execute(f"SELECT * FROM handshake.{t} ORDER BY 1, 2").fetchall() for t in tables}
+
+
+def bundle(path: Path) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """A bundle's manifest file list and its members' bytes (what makes two bundles the same;
+    the manifest's `created_at` is when it was made)."""
+    members: dict[str, bytes] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                members[member.name] = extracted.read()
+    manifest = json.loads(members.pop("manifest.json"))
+    return manifest["files"], members
+
+
+def test_every_command_on_a_postgresql_root(fleet: FleetWorld, tmp_path: Path) -> None:
+    """A runs with --root URL, B works through HANDSHAKE_HOME: run, inspect (listing, SESSION,
+    --verify, --events), checkpoint, recover (dry run, --all), export, import into a
+    directory and into another database, and both stores' bundles the same."""
+    a, b = fleet.a, fleet.b
+    done = a.handshake(
+        "run", str(fleet.job), "--session-id", "e2e", "--workspace", str(a.workspace("e2e")), "--json"
+    )
+    assert done.code == 0, done.stderr
+    assert done.json["state"] == "COMPLETED" and done.json["session_id"] == "e2e"
+    assert PASSWORD not in done.stdout + done.stderr
+
+    listing = b.handshake("inspect", "--json")
+    assert listing.code == 0, listing.stderr
+    assert [(s["session_id"], s["state"]) for s in listing.json["sessions"]] == [("e2e", "COMPLETED")]
+    assert listing.json["root"] == fleet.url.replace(f":{PASSWORD}", "")
+    human = b.handshake("inspect")
+    assert "e2e" in human.stdout and "COMPLETED" in human.stdout and PASSWORD not in human.stdout
+
+    described = b.handshake("inspect", "e2e", "--json").json
+    assert described["state"] == "COMPLETED" and described["lock_holder"] is None
+    assert [c["state"] for c in described["tool_calls"]] == ["done"] * 4
+    verified = b.handshake("inspect", "e2e", "--verify", "--json")
+    assert verified.code == 0 and verified.json["verdict"] == "intact", verified.stdout
+    events = b.handshake("inspect", "e2e", "--events", "--json")
+    types = [e["type"] for e in events.json["events"]]
+    assert types[0] == "session.created" and types[-1] == "session.completed"
+    assert types.count("tool.intent") == types.count("tool.result") == 4
+
+    checkpoint = b.handshake("checkpoint", "e2e", "--reason", "from machine B", "--json")
+    assert checkpoint.code == 0, checkpoint.stderr
+    assert (
+        b.handshake("inspect", "e2e", "--json").json["checkpoint_count"] == described["checkpoint_count"] + 1
+    )
+
+    # A run killed on A (its intent for remember durable), recovered on B.
+    crashed = a.handshake(
+        "run",
+        str(fleet.job),
+        "--session-id",
+        "crashed",
+        "--workspace",
+        str(a.workspace("crashed")),
+        crash_at="after_intent:2",
+    )
+    assert crashed.code == -9
+    rows_before = [
+        s for s in b.handshake("inspect", "--json").json["sessions"] if s["session_id"] == "crashed"
+    ]
+    assert rows_before[0]["state"] == "INTERRUPTED"
+    plan = b.handshake("recover", "crashed", "--dry-run", "--json")
+    assert plan.code == 0 and plan.json["action"] == "resume"
+    assert [c["tool"] for c in plan.json["in_doubt"]] == ["remember"]
+    recovered = b.handshake("recover", "--all", "--workspace", str(b.workspace("crashed")), "--json")
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    assert [(r["session_id"], r["state"]) for r in recovered.json["sessions"]] == [("crashed", "COMPLETED")]
+    assert b.handshake("recover", "--all", "--json").json["sessions"] == []
+
+    # Export from the database, import into a directory, export from there: the same bundle;
+    # then into another database (the migration path, both ways).
+    from_db, from_dir = tmp_path / "from-db.tar.gz", tmp_path / "from-dir.tar.gz"
+    assert b.handshake("export", "e2e", "-o", str(from_db)).code == 0
+    directory = tmp_path / "fs-root"
+    landed = Machine("fleet-b", tmp_path, str(directory)).handshake("import", str(from_db), "--json")
+    assert landed.code == 0, landed.stderr
+    on_disk = Machine("fleet-b", tmp_path, str(directory))
+    assert on_disk.handshake("inspect", "e2e", "--verify", "--json").json["verdict"] == "intact"
+    assert on_disk.handshake("export", "e2e", "-o", str(from_dir)).code == 0
+    assert bundle(from_db) == bundle(from_dir)
+    other = Machine("fleet-c", tmp_path, fresh_database())
+    assert other.handshake("import", str(from_dir)).code == 0
+    assert other.handshake("inspect", "e2e", "--json").json == b.handshake("inspect", "e2e", "--json").json
+    twice = other.handshake("import", str(from_dir), "--json")
+    assert (twice.code, twice.json["error"]["code"]) == (ExitCode.USAGE, "session_exists"), twice.stdout
+
+
+# What differs between two runs of one job anywhere: times, where the root and workspace are,
+# checkpoint ids (their bodies hold times), and seqs and record counts (chunks are batched by
+# time as they stream).
+VARIES = {
+    "created_at",
+    "updated_at",
+    "last_checkpoint_at",
+    "checkpoint_artifact_id",
+    "workspace",
+    "root",
+    "records",
+}
+
+
+def normalized(value: Any) -> Any:
+    """`inspect SESSION --json` without what varies between two runs of one job."""
+    if isinstance(value, dict):
+        return {k: normalized(v) for k, v in value.items() if k not in VARIES and not k.endswith("_seq")}
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    return value
+
+
+def test_a_run_reads_the_same_on_both_stores_and_errors_exit_the_same(
+    fleet: FleetWorld, tmp_path: Path
+) -> None:
+    on_db = fleet.a
+    on_dir = Machine("fleet-a", tmp_path / "fs", str(tmp_path / "fs-root"))
+    for machine in (on_db, on_dir):
+        done = machine.handshake(
+            "run",
+            str(fleet.job),
+            "--session-id",
+            "same",
+            "--workspace",
+            str(machine.workspace("same")),
+            "--json",
+        )
+        assert done.code == 0, done.stderr
+    db_info = on_db.handshake("inspect", "same", "--json").json
+    dir_info = on_dir.handshake("inspect", "same", "--json").json
+    assert normalized(db_info) == normalized(dir_info)
+    for args in (
+        ["inspect", "nope"],
+        ["recover", "nope"],
+        ["checkpoint", "nope"],
+        ["export", "nope", "-o", str(tmp_path / "x.tar.gz")],
+        ["run", str(fleet.job), "--session-id", "same"],
+        ["recover"],
+    ):
+        db, fs = on_db.handshake(*args, "--json"), on_dir.handshake(*args, "--json")
+        assert (db.code, db.json["error"]["code"]) == (fs.code, fs.json["error"]["code"]), args
+        assert "Traceback" not in db.stderr
+
+
+# -- two machines: crashes on A, recovery on B -------------------------------------------------
+
+
+def kill_at_random(proc: subprocess.Popen[bytes], rng: random.Random, reference: dict[str, Any]) -> bool:
+    """SIGKILL a run at a random instant: a quarter of them anywhere in its life, start-up
+    included (more than half of it on a PostgreSQL root: the interpreter, the driver, the
+    connection), the others once it streams (its session exists), anywhere in the rest."""
+    if rng.random() < 0.25:
+        return kill_after(proc, rng.uniform(0, reference["seconds"]))
+    assert proc.stdout is not None
+    proc.stdout.read(1)  # its first output (or its end)
+    return kill_after(proc, rng.uniform(0, reference["streaming"]))
+
+
+def random_crashes(fleet: FleetWorld, reference: dict[str, Any], count: int, seed: int) -> None:
+    """`count` sessions, each run on A and SIGKILLed at a random instant (or not, when it
+    ended first), then recovered on B with `recover --all` (itself killed now and then) until
+    it is done; each must end as the crash-free run did."""
+    rng = random.Random(seed)
+    killed_runs = mid_session = killed_recoveries = 0
+    for n in range(count):
+        session_id = f"f{seed}-{n}"
+        proc = fleet.run(session_id)
+        killed = kill_at_random(proc, rng, reference)
+        killed_runs += killed
+        mid_session += killed and fleet.exists(session_id)
+        history = ["run killed" if killed else f"run exit {proc.returncode}"]
+        history += drive_to_the_end(fleet, session_id, rng, kill_chance=0.3, max_delay=reference["seconds"])
+        killed_recoveries += history.count("recovery killed")
+        assert_fleet_equivalent(fleet, session_id, reference, history)
+    print(
+        f"{count} sessions: {killed_runs} runs killed, {mid_session} inside their session, "
+        f"{killed_recoveries} recoveries killed"
+    )
+    assert killed_runs >= count * 0.5 and mid_session >= count * 0.3, (killed_runs, mid_session)
+
+
+def test_runs_killed_on_one_machine_end_as_a_crash_free_run_when_another_recovers(
+    fleet: FleetWorld, reference: dict[str, Any]
+) -> None:
+    random_crashes(fleet, reference, count=10, seed=16)
+
+
+@pytest.mark.slow
+def test_a_hundred_runs_killed_on_one_machine_and_recovered_on_another(
+    fleet: FleetWorld, reference: dict[str, Any]
+) -> None:
+    random_crashes(fleet, reference, count=100, seed=1616)
+
+
+def test_a_second_writer_on_another_machine_is_told_who_holds_the_lease(fleet: FleetWorld) -> None:
+    job = make_gated_job(fleet.base / "gated")
+    workspace = fleet.a.workspace("held")
+    holder = fleet.a.start("run", str(job), "--session-id", "held", "--workspace", str(workspace))
+    try:
+        wait_for(workspace / "gate.reached", holder)  # A holds the lease, inside its first tool
+        for args in (["recover", "held"], ["recover", "held", "--cancel"]):
+            refused = fleet.b.handshake(*args, "--json")
+            assert refused.code == ExitCode.LOCKED, refused.stdout + refused.stderr
+            message = refused.json["error"]["message"]
+            assert "fleet-a" in message and f"pid {holder.pid}" in message and "handshake run" in message
+        listing = fleet.b.handshake("inspect", "--json").json["sessions"]
+        assert (
+            listing[0]["lock_holder"]["host"] == "fleet-a" and listing[0]["lock_holder"]["pid"] == holder.pid
+        )
+        assert fleet.b.handshake("recover", "--all", "--json").json["sessions"] == []  # a live lease
+        (workspace / "gate.open").touch()
+        _, err = holder.communicate(timeout=TIMEOUT)
+        assert holder.returncode == 0, err
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert fleet.b.handshake("inspect", "held", "--json").json["state"] == "COMPLETED"
