@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +313,192 @@ def test_a_second_writer_on_another_machine_is_told_who_holds_the_lease(fleet: F
             holder.kill()
             holder.wait()
     assert fleet.b.handshake("inspect", "held", "--json").json["state"] == "COMPLETED"
+
+
+# -- the database under a writer -----------------------------------------------------------------
+
+
+def events(machine: Machine, session_id: str) -> list[dict[str, Any]]:
+    done = machine.handshake("inspect", session_id, "--events", "--json")
+    assert done.code == 0, done.stdout + done.stderr
+    return list(done.json["events"])
+
+
+def test_the_server_stopped_hard_mid_run_stops_the_writer_loses_nothing_acknowledged_and_recover_completes(
+    postgres_server: PostgresServer, postgres_url: str, tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    slow = FleetWorld(tmp_path, postgres_url, delay_ms=30)  # streams for seconds after its second checkpoint
+    shown = postgres_url.replace(f":{PASSWORD}", "")
+    run = slow.a.start(
+        "run", str(slow.job), "--session-id", "stopped", "--workspace", str(slow.a.workspace("stopped"))
+    )
+    assert run.stdout is not None
+    printed: list[str] = []
+    try:
+        while not any("checkpoint ck-2" in line for line in printed):  # write_file's, acknowledged
+            line = run.stdout.readline()
+            assert line, f"the run ended first: {run.communicate()}"
+            printed.append(line)
+        postgres_server.stop_immediately()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        if postgres_server.process is None:
+            postgres_server.start()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == ExitCode.ENVIRONMENT, err
+    assert shown in err, err
+    assert "Traceback" not in err and PASSWORD not in out + err
+    acknowledged = [
+        line.split()[1] for line in printed + out.splitlines() if line.strip().startswith("checkpoint ck-")
+    ]
+    journal = events(slow.b, "stopped")
+    kept = [e["data"]["checkpoint_id"] for e in journal if e["type"] == "checkpoint.created"]
+    assert acknowledged and kept[: len(acknowledged)] == acknowledged, (acknowledged, kept)
+    assert [e["seq"] for e in journal] == list(range(1, len(journal) + 1))
+    verified = slow.inspect("stopped", "--verify")
+    # A stale head (a cache, written after the records) is what recovery rewrites; nothing else.
+    assert verified["journal"]["damage"] is None and not verified["artifacts"]["problems"], verified
+    assert verified["verdict"] in ("intact", "repairable"), verified
+    history = drive_to_the_end(slow, "stopped", random.Random(0), kill_chance=0, max_delay=0)
+    assert_fleet_equivalent(slow, "stopped", reference, history)
+
+
+def lease_backend(url: str, session_id: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT backend_pid FROM handshake.leases WHERE session_id = %s", (session_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_writer_whose_connection_the_server_ends_writes_nothing_more_and_another_machine_takes_over(
+    fleet: FleetWorld, postgres_server: PostgresServer
+) -> None:
+    job = make_gated_job(fleet.base / "gated")
+    a_side, b_side = fleet.a.workspace("cut"), fleet.b.workspace("cut")
+    writer = fleet.a.start("run", str(job), "--session-id", "cut", "--workspace", str(a_side))
+    try:
+        wait_for(a_side / "gate.reached", writer)  # A holds the lease, inside its first tool
+        backend = lease_backend(fleet.url, "cut")
+        postgres_server.terminate_backend(backend)
+        postgres_server.wait_backend_gone(backend)
+        # B takes over while A is still alive, waiting at its gate.
+        (b_side / "gate.open").touch()
+        taken = fleet.b.handshake("recover", "--all", "--workspace", str(b_side), "--json")
+        assert taken.code == 0, taken.stdout + taken.stderr
+        assert [(r["session_id"], r["state"]) for r in taken.json["sessions"]] == [("cut", "COMPLETED")]
+        written = events(fleet.b, "cut")
+        (a_side / "gate.open").touch()
+        out, err = writer.communicate(timeout=TIMEOUT)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == ExitCode.ENVIRONMENT, out + err
+    assert "lease" in err and "never reconnects" in err and "Traceback" not in err, err
+    assert events(fleet.b, "cut") == written  # A appended nothing after it lost its lease
+    assert (b_side / "passed.txt").exists() and not (a_side / "passed.txt").exists()
+    assert fleet.inspect("cut", "--verify")["verdict"] == "intact"
+
+
+# -- bad roots ----------------------------------------------------------------------------------
+
+
+def test_bad_roots_are_refused_by_every_command_with_a_clear_message_and_nothing_changed(
+    fleet: FleetWorld, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    a = fleet.a
+    assert (
+        a.handshake(
+            "run", str(fleet.job), "--session-id", "kept", "--workspace", str(a.workspace("kept"))
+        ).code
+        == 0
+    )
+    database = fleet.url.rsplit("/", 1)[1]
+    with socket_closed() as port:
+        roots = [
+            ("postgresql://postgres:s3cret@127.0.0.1:notaport/db", ExitCode.USAGE, "usage"),
+            ("postgresql://postgres:s3cret@[::1/db", ExitCode.USAGE, "usage"),
+            (postgres_server.url(database, password="s3cret"), ExitCode.USAGE, "usage"),
+            (f"postgresql://postgres:s3cret@127.0.0.1:{port}/db", ExitCode.ENVIRONMENT, "environment"),
+        ]
+        before = rows(fleet.url)
+        for root, code, error in roots:
+            machine = Machine("fleet-a", tmp_path / "bad", root)
+            for args in commands(fleet, machine)[:4]:  # run, the listing, a session, recover --all
+                done = machine.handshake(*args, "--json")
+                context = (root, args, done.stdout, done.stderr)
+                assert (done.code, done.json["error"]["code"]) == (code, error), context
+                assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, context
+        assert rows(fleet.url) == before
+    with psycopg.connect(fleet.url, autocommit=True) as conn:
+        conn.execute("UPDATE handshake.schema_version SET version = version + 1")
+    before = rows(fleet.url)
+    for args in commands(fleet, a):
+        done = a.handshake(*args, "--json")
+        context = ("newer schema", args, done.stdout, done.stderr)
+        assert (done.code, done.json["error"]["code"]) == (ExitCode.USAGE, "unsupported_format"), context
+        assert "schema version 2" in done.json["error"]["message"] and "Traceback" not in done.stderr, context
+    assert rows(fleet.url) == before
+
+
+@contextmanager
+def socket_closed() -> Iterator[int]:
+    """A loopback port nothing listens on while the block runs (bound, never listening)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        yield int(taken.getsockname()[1])
+
+
+def commands(fleet: FleetWorld, machine: Machine) -> list[list[str]]:
+    """One of each command that opens the root."""
+    workspace = machine.workspace("bad-root")
+    return [
+        ["run", str(fleet.job), "--session-id", "new", "--workspace", str(workspace)],
+        ["inspect"],
+        ["inspect", "kept", "--verify"],
+        ["recover", "--all"],
+        ["recover", "kept"],
+        ["recover", "kept", "--dry-run"],
+        ["checkpoint", "kept"],
+        ["export", "kept", "-o", str(workspace / "kept.tar.gz")],
+    ]
+
+
+# -- workspaces ---------------------------------------------------------------------------------
+
+
+def test_recovery_on_another_machine_runs_the_tools_in_its_workspace_and_not_what_the_journal_says_was_done(
+    fleet: FleetWorld,
+) -> None:
+    a_side = fleet.a.workspace("moved")
+    killed = fleet.a.handshake(
+        "run",
+        str(fleet.job),
+        "--session-id",
+        "moved",
+        "--workspace",
+        str(a_side),
+        crash_at="after_checkpoint:3",
+    )  # after write_file's result and its checkpoint, and remember's
+    assert killed.code == -9 and (a_side / "notes.txt").exists()
+    shutil.rmtree(a_side)  # machine A is gone, and its disk with it
+    written = events(fleet.b, "moved")
+    refused = fleet.b.handshake("recover", "moved", "--json")
+    assert refused.code == ExitCode.USAGE, refused.stdout
+    assert str(a_side) in refused.json["error"]["message"]
+    assert refused.json["guidance"][-1].strip().startswith("handshake recover moved --workspace DIR")
+    assert events(fleet.b, "moved") == written  # nothing written
+    b_side = fleet.b.workspace("moved")
+    done = fleet.b.handshake("recover", "moved", "--workspace", str(b_side), "--json")
+    assert done.code == 0 and done.json["state_after"] == "COMPLETED", done.stdout + done.stderr
+    assert not (b_side / "notes.txt").exists()  # written on A: the journal says so, it is not redone
+    calls = {c["tool"]: c for c in fleet.inspect("moved")["tool_calls"]}
+    assert calls["write_file"]["state"] == "done" and calls["notify"]["state"] == "done"
+    started = [e["data"] for e in events(fleet.b, "moved") if e["type"] == "recovery.started"]
+    assert [s.get("workspace") for s in started] == [str(b_side)]
+    notified = (fleet.world / "moved" / "quickstart-output" / "notifications.log").read_text().splitlines()
+    assert len(notified) == 1
