@@ -415,7 +415,7 @@ def load_checkpoint(session: Any, ref: Any, *, lazy: bool = False) -> Any:
     """A checkpoint: with its whole thread, or `lazy` (its own record; the history on use)."""
     from handshake_cli.session.checkpoints import load
 
-    return load(session.journal, ref, session.session_id, lazy=lazy)
+    return load(store_of(session), ref, session.session_id, lazy=lazy)
 
 
 def session_dir(root: Path, session_id: str) -> Any:

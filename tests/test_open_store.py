@@ -66,7 +66,13 @@ def test_no_command_prints_a_url_password(cli: Callable[..., CliResult]) -> None
     """Whatever the PostgreSQL store answers (not installed, or no server there), nothing
     handshake prints or writes as JSON holds the password."""
     url = f"postgresql://ci:{SECRET}@127.0.0.1:9/handshake?connect_timeout=1"
-    for args in (["inspect"], ["inspect", "some-session", "--verify"], ["recover", "--all"]):
+    commands = (
+        ["inspect"],
+        ["inspect", "some-session", "--verify"],
+        ["recover", "--all"],
+        ["gc", "--dry-run"],
+    )
+    for args in commands:
         result = cli(*args, "--root", url, "--json")
         assert result.code != 0
         assert SECRET not in result.stdout + result.stderr
@@ -87,3 +93,16 @@ def test_a_directory_root_never_loads_a_database_driver(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_gc_refuses_a_store_it_cannot_yet_sweep_and_changes_nothing() -> None:
+    """gc decides through the contract, but removes on the filesystem only (docs/GAPS.md)."""
+    from handshake_cli.maintenance.gc import collect
+    from handshake_cli.maintenance.gc.policy import Policy
+    from handshake_cli.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    store.create_session({"job": {}}, {}, head_for=lambda record: {"last_seq": record.seq}, session_id="kept")
+    with pytest.raises(UsageError, match="gc does not yet collect"):
+        collect(store, Policy(older_than=0.0))
+    assert store.session_ids() == ["kept"]

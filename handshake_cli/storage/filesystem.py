@@ -13,6 +13,7 @@ session's flock, which the kernel drops when its process ends, however it ends.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,31 @@ class FilesystemStore(SessionStore):
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.store = Store(paths)
+        self._checked: dict[str, tuple[SessionDir, int, int]] = {}  # with the directory's (dev, ino)
 
     def session(self, session_id: str) -> SessionDir:
-        """An existing session's directory, checked (`Store.session`)."""
-        return self.store.session(session_id)
+        """An existing session's directory, checked (`Store.session`: no link, the files in
+        their places). Checked whole the first time this store is asked for it; after that one
+        lstat says it is still the same directory (a session read through ten operations
+        costs one check, not ten), and anything else is checked whole again, so a session
+        moved away meanwhile is NotFound as before."""
+        found = self._checked.get(session_id)
+        if found is not None:
+            session, dev, ino = found
+            try:
+                st = os.lstat(session.path)
+                if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == (dev, ino):
+                    return session
+            except OSError:
+                pass
+            del self._checked[session_id]
+        session = self.store.session(session_id)
+        try:
+            st = os.lstat(session.path)
+        except OSError:
+            return session  # moved away just now: the read that follows says so
+        self._checked[session_id] = (session, st.st_dev, st.st_ino)
+        return session
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -88,6 +110,7 @@ class FilesystemStore(SessionStore):
         """Under the lease, one rename into `<root>/trash/` (made durable), then the tree is
         deleted: a crash leaves the session whole in `sessions/` or out of it."""
         session = self.session(session_id)
+        self._checked.pop(session_id, None)
         trash = self.paths.trash
         target = trash / f"{session_id}.{os.urandom(4).hex()}"
         with self.acquire(session_id, command=f"remove session {session_id}"):
@@ -206,6 +229,7 @@ class FilesystemStore(SessionStore):
         target = self.paths.sessions / validate_session_id(session_id)
         if os.path.lexists(target):
             raise SessionExists(f"session {session_id} appeared under {self.paths.root} during the import")
+        self._checked.pop(session_id, None)
         with durable.environment("move the imported session into", target):
             os.rename(staged / "sessions" / session_id, target)
         durable.fsync_dir(self.paths.sessions)
