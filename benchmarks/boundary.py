@@ -54,10 +54,14 @@ SUITE = "boundary"
 class Boundary:
     """Tool-call boundaries through the real runner, one call at a time."""
 
-    def __init__(self, tmp: Path, name: str, tool: dict[str, Any], args_for: Callable[[int], Any]) -> None:
+    def __init__(
+        self, tmp: Path, name: str, tool: dict[str, Any], args_for: Callable[[int], Any], store: Any = None
+    ) -> None:
         self.closing = ExitStack()
         self.tool = tool
-        self.runner = make_runner(tmp, name, (tool_spec(tool),), (scripted_turn("done"),), self.closing)
+        self.runner = make_runner(
+            tmp, name, (tool_spec(tool),), (scripted_turn("done"),), self.closing, store=store
+        )
         self.args_for = args_for
         self.calls = 0
         if tool["builtin"] == "read_file":
@@ -83,13 +87,17 @@ class Boundary:
         self.closing.close()
 
 
-def read_boundary(tmp: Path) -> Boundary:
-    return Boundary(tmp, "read", READ_TOOL, lambda i: {"path": "f.txt"})
+def read_boundary(tmp: Path, store: Any = None) -> Boundary:
+    return Boundary(tmp, "read", READ_TOOL, lambda i: {"path": "f.txt"}, store)
 
 
-def write_boundary(tmp: Path) -> Boundary:
+def write_boundary(tmp: Path, store: Any = None) -> Boundary:
     return Boundary(
-        tmp, "write", WRITE_TOOL, lambda i: {"path": f"out/f{i}.txt", "content": "hello from the benchmark\n"}
+        tmp,
+        "write",
+        WRITE_TOOL,
+        lambda i: {"path": f"out/f{i}.txt", "content": "hello from the benchmark\n"},
+        store,
     )
 
 

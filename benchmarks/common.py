@@ -325,9 +325,11 @@ def make_runner(
     *,
     provider: Any = None,
     observer: Any = None,
+    store: Any = None,
 ) -> Any:
     """A started session's Runner, as `handshake run` makes it; its writer closes with `closing`.
-    `turns` are ScriptedTurn; `provider` wraps the scripted provider if given (a callable)."""
+    `turns` are ScriptedTurn; `provider` wraps the scripted provider if given (a callable);
+    `store` is the SessionStore to keep the session in (default: a filesystem root in `tmp`)."""
     from handshake_cli.engine.jobs import CheckpointPolicy, Job, Limits, ModelSpec
     from handshake_cli.engine.loop import Runner
     from handshake_cli.engine.providers.scripted import ScriptedProvider
@@ -347,16 +349,18 @@ def make_runner(
     )
     workspace = tmp / f"ws-{name}"
     workspace.mkdir()
-    store = Store(Paths(tmp / "root"))
     created = {
         "job_name": name,
         "model": {"provider": "scripted", "id": "scripted"},
         "prompt": {"user": "go"},
     }
-    session = store.create_session(
-        {"job": job.to_config(), "workspace": str(workspace)}, created, head_for=initial_head
-    )
-    writer = closing.enter_context(open_writer(store_of(session), session.session_id, job=job, environ={}))
+    config = {"job": job.to_config(), "workspace": str(workspace)}
+    if store is None:
+        session = Store(Paths(tmp / "root")).create_session(config, created, head_for=initial_head)
+        store, session_id = store_of(session), session.session_id
+    else:
+        session_id = store.create_session(config, created, head_for=initial_head)
+    writer = closing.enter_context(open_writer(store, session_id, job=job, environ={}))
     scripted = ScriptedProvider(job.model)
     extra = {"observer": observer} if observer is not None else {}
     runner = Runner(writer, job, workspace, provider(scripted) if provider else scripted, **extra)

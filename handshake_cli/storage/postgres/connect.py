@@ -12,7 +12,8 @@ its password:
   acknowledged is lost, and the same command works once the database is back.
 
 docs/DECISIONS.md says why. Every connection is autocommit with synchronous_commit on,
-whatever the server's or the role's default, so that "committed" means durable.
+whatever the server's or the role's default, so that "committed" means durable, and has TCP
+keepalives at both ends, so that a writer's vanished machine lets go of its lease in seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
 APPLICATION_NAME = "handshake"
+# A machine that vanishes (a preempted CI runner) sends no FIN: without keepalives the server
+# would keep its writer's session, and with it the lease, for the OS's two hours. With these,
+# both ends notice a silent peer within about 25 s (10 s idle, then 3 probes 5 s apart), and a
+# write the peer never acknowledges fails after 30 s. Each is left alone when the URL sets it.
+CLIENT_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+SERVER_KEEPALIVE = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
 
 # What a server says when it is there but cannot take a connection now: transient, so exit 74.
 _NOT_NOW = (
@@ -67,12 +85,16 @@ def connect(url: str, shown: str) -> Connection:
         options["connect_timeout"] = CONNECT_TIMEOUT
     if "application_name" not in params:
         options["application_name"] = APPLICATION_NAME
+    options |= {key: value for key, value in CLIENT_KEEPALIVE.items() if key not in params}
+    settings = {"synchronous_commit": "on"}
+    settings |= {k: v for k, v in SERVER_KEEPALIVE.items() if k not in str(params.get("options", ""))}
     try:
         conn = psycopg.connect(url, autocommit=True, **options)
     except psycopg.OperationalError as exc:
         raise connect_failure(exc, shown) from None
     try:
-        conn.execute("SET synchronous_commit TO on")
+        calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+        conn.execute(f"SELECT {calls}", [x for pair in settings.items() for x in pair])
     except psycopg.Error as exc:
         conn.close()
         raise lost(exc, shown, "set up the connection") from None

@@ -80,12 +80,21 @@ def head_bytes(fields: dict[str, Any]) -> bytes:
 class PostgresLease(Lease):
     """The lease of one session, held by `conn`'s database session."""
 
-    def __init__(self, conn: Connection, session_id: str, holder: LockHolder, token: int, shown: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        session_id: str,
+        holder: LockHolder,
+        token: int,
+        shown: str,
+        root_args: list[str] | None = None,
+    ) -> None:
         self.conn = conn
         self.session_id = session_id
         self.holder = holder
         self.token = token
         self.shown = shown
+        self.root_args = root_args or []  # the `--root` words a printed command repeats
         self.broken: str | None = None  # why this lease can write nothing more
         self.unflushed = False  # an asynchronous commit since the last synchronous one
         self.released = False
@@ -106,6 +115,7 @@ class PostgresLease(Lease):
             f"session {self.session_id}: {doing} failed: the connection to {self.shown} that holds its "
             f"lease failed ({cause}); this process stops here and never reconnects. What was "
             "acknowledged is committed; recover the session once the database is back",
+            guidance=[" ".join(["handshake", "recover", self.session_id, *self.root_args])],
             details={"root": self.shown, "operation": doing},
         )
 
@@ -160,7 +170,7 @@ class PostgresLease(Lease):
             raise JournalNeedsRepair(
                 f"journal ends in a torn tail at {damage.segment} offset {damage.offset}; "
                 "recovery must cut it off before anything is appended",
-                guidance=[f"handshake recover {self.session_id}"],
+                guidance=[" ".join(["handshake", "recover", self.session_id, *self.root_args])],
             )
         last = list(result.valid_ends)[-1] if result.valid_ends else None
         return PostgresAppender(

@@ -525,7 +525,7 @@ class PostgresStore(SessionStore):
             conn.close()
             raise
         _shield_from_checkpoint_requests()
-        return PostgresLease(conn, session_id, me, token, self.shown)
+        return PostgresLease(conn, session_id, me, token, self.shown, self.paths.root_args())
 
     def _locked(self, session_id: str) -> SessionLocked:
         """The refusal naming the holder; it may need a moment to have said who it is."""
