@@ -315,6 +315,46 @@ def test_a_second_writer_on_another_machine_is_told_who_holds_the_lease(fleet: F
     assert fleet.b.handshake("inspect", "held", "--json").json["state"] == "COMPLETED"
 
 
+def test_a_checkpoint_asked_for_on_another_machine_is_taken_by_the_running_session(fleet: FleetWorld) -> None:
+    """No signal crosses machines: the writer on A must find B's request at a boundary."""
+    job = make_gated_job(fleet.base / "gated")
+    workspace = fleet.a.workspace("asked")
+    holder = fleet.a.start("run", str(job), "--session-id", "asked", "--workspace", str(workspace))
+    asking: subprocess.Popen[str] | None = None
+    try:
+        wait_for(workspace / "gate.reached", holder)
+        asking = fleet.b.start("checkpoint", "asked", "--reason", "asked from B", "--wait", "60", "--json")
+        refused = wait_for_request(fleet.url, "asked", asking)
+        if refused is not None and "running on this machine" in refused:
+            pytest.xfail(f"handshake checkpoint asks only a session running on its own machine: {refused}")
+        (workspace / "gate.open").touch()
+        answer, asked_err = asking.communicate(timeout=TIMEOUT)
+        assert asking.returncode == 0, answer + asked_err
+        assert json.loads(answer)["running"] is True
+        _, err = holder.communicate(timeout=TIMEOUT)
+        assert holder.returncode == 0, err
+    finally:
+        for proc in (holder, asking):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    taken = [e["data"] for e in events(fleet.b, "asked") if e["type"] == "checkpoint.created"]
+    assert "requested: asked from B" in [c["reason"] for c in taken]
+
+
+def wait_for_request(url: str, session_id: str, asker: subprocess.Popen[str]) -> str | None:
+    """Wait until `asker` (`handshake checkpoint`) has stored its request: None then, or what
+    it printed if it ended first."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        query = "SELECT 1 FROM handshake.requests WHERE session_id = %s"
+        while conn.execute(query, (session_id,)).fetchone() is None:
+            if asker.poll() is not None:
+                out, err = asker.communicate()
+                return out + err
+            conn.execute("SELECT pg_sleep(0.01)")
+    return None
+
+
 # -- the database under a writer -----------------------------------------------------------------
 
 
