@@ -52,18 +52,18 @@ def clean_env() -> dict[str, str]:
 @dataclass
 class Machine:
     """One machine of the fleet: a hostname, workspaces under `base / hostname`, and how it
-    names the root (`--root URL`, or `HANDSHAKE_HOME` when `by_env`)."""
+    names the root (a URL or a directory: `--root ROOT`, or `HANDSHAKE_HOME` when `by_env`)."""
 
     hostname: str
     base: Path
-    url: str
+    root: str
     by_env: bool = False
     env: dict[str, str] = field(default_factory=clean_env)
 
     def argv(self, *args: str) -> list[str]:
         unshare = shutil.which("unshare")
         assert unshare is not None
-        root = [] if self.by_env else ["--root", self.url]
+        root = [] if self.by_env else ["--root", self.root]
         # unshare execs sh, which sets the hostname and execs handshake: one pid throughout,
         # the one the lease names.
         return [
@@ -83,7 +83,7 @@ class Machine:
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**self.env, **(extra or {})}
         if self.by_env:
-            env["HANDSHAKE_HOME"] = self.url
+            env["HANDSHAKE_HOME"] = self.root
         return env
 
     def workspace(self, name: str) -> Path:
