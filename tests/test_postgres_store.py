@@ -225,12 +225,13 @@ def test_one_of_two_racing_writers_gets_the_lease_and_the_other_is_told_who(
 # -- the server stopped hard ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("acks", [1, 40, 150])
 def test_the_server_stopped_hard_mid_append_loses_nothing_acknowledged_and_stops_the_writer(
-    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore, acks: int
 ) -> None:
     session_id = new_session(store)
     writer = Writer(postgres_url, session_id)
-    writer.wait_for_acks(40)
+    writer.wait_for_acks(acks)
 
     postgres_server.stop_immediately()  # pg_ctl stop -m immediate, while the writer appends
     try:
@@ -684,7 +685,15 @@ sys.stdin.read()
 """
 
 
-UNSHARE = os.geteuid() == 0 and shutil.which("unshare") is not None
+def _can_unshare() -> bool:
+    """Whether this machine lets a process have a host name of its own (root, and a kernel and
+    container that allow a UTS namespace)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True, check=False).returncode == 0
+
+
+UNSHARE = _can_unshare()
 
 
 @pytest.mark.skipif(not UNSHARE, reason="a host name of its own needs root and unshare")
@@ -719,3 +728,121 @@ def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machi
     with store.acquire(session_id, command="handshake recover --all") as lease:
         assert lease.holder.host != "machine-b"
         assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2
+
+
+# -- a database user's rights ----------------------------------------------------------------------
+
+
+def test_a_read_only_user_inspects_and_is_told_clearly_it_may_not_write(
+    postgres_server: PostgresServer, postgres_url: str, store: PostgresStore
+) -> None:
+    """A post-mortem role with SELECT only: every read works (readers never write), a lease
+    or a new session is exit 2 naming what it may not do, and nothing changes."""
+    session_id = new_session(store)
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE postmortem LOGIN PASSWORD 'pm'")
+        conn.execute("GRANT USAGE ON SCHEMA handshake TO postmortem")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA handshake TO postmortem")
+    before = everything(postgres_url)
+    reader = PostgresStore(postgres_server.url(database, user="postmortem", password="pm"))
+    try:
+        assert reader.session_ids() == [session_id]
+        assert seqs(reader, session_id) == [1]
+        assert reader.read_config(session_id)["job"] == CONFIG["job"]
+        assert reader.holder(session_id) is None and reader.read_head(session_id) is not None
+        for attempt, what in (
+            (lambda: reader.acquire(session_id), "take the lease"),
+            (lambda: new_session(reader, "pg-2"), "create a session"),
+        ):
+            with pytest.raises(UsageError) as refused:
+                attempt()
+            assert refused.value.exit_code == ExitCode.USAGE and what in refused.value.message
+            assert "permission denied" in refused.value.message and "pm@" not in refused.value.message
+        assert store.holder(session_id) is None  # the refused writer's lock went with its connection
+    finally:
+        reader.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY postmortem")
+            conn.execute("DROP ROLE postmortem")
+    assert everything(postgres_url) == before
+
+
+def test_a_user_that_may_not_create_the_tables_is_told_so_on_an_empty_database(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE plain LOGIN PASSWORD 'pl'")
+        conn.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+    plain = PostgresStore(postgres_server.url(database, user="plain", password="pl"))
+    try:
+        assert plain.session_ids() == []  # a reader creates nothing
+        with pytest.raises(UsageError, match="may not create a session"):
+            new_session(plain)
+    finally:
+        plain.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY plain")
+            conn.execute("DROP ROLE plain")
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('handshake.sessions')").fetchone() == (None,)
+
+
+# -- what a writer appended, its own process reads at once ----------------------------------------
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_a_record_is_readable_through_the_store_as_soon_as_its_append_returns(
+    store: PostgresStore, durability: Durability
+) -> None:
+    """As with files (the page cache) and memory: the writer's own process reads back, through
+    the store, what it just appended, riding or not. Nothing may be left in flight between the
+    lease's connection and the store's when `append` returns."""
+    session_id = new_session(store)
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        for n in range(300):
+            record = journal.append(
+                "model.chunk", {"turn": 1, "index": n, "count": 1, "text": "w "}, durability=durability
+            )
+            assert store.record_at(session_id, record.segment, record.offset) == record, n
+            ident = journal.add_artifact(f"output {n}".encode())
+            assert store.get_artifact(session_id, ident) == f"output {n}".encode()
+
+
+def test_a_reader_thread_beside_the_writer_thread_of_one_process_sees_every_append(
+    store: PostgresStore,
+) -> None:
+    """One process, one store: the writer appends on one thread while another reads (as
+    `handshake checkpoint`'s asker does in-process). Every read is whole and verified, and
+    whatever an append returned before a read began is in it."""
+    session_id = new_session(store)
+    returned = [1]  # the last seq an append has returned
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                floor = returned[0]
+                result = store.scan(session_id)
+                assert result.damage is None
+                assert [r.seq for r in result.records] == list(range(1, result.last_seq + 1))
+                assert result.last_seq >= floor
+        except BaseException as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with store.acquire(session_id) as lease:
+            journal = lease.open_journal()
+            for n in range(400):
+                durability = Durability.NOW if n % 50 == 0 else Durability.NEXT_SYNC
+                returned[0] = journal.append("test.note", {"n": n}, durability=durability).seq
+    finally:
+        done.set()
+        reader.join(TIMEOUT)
+    assert failures == []
+    assert seqs(store, session_id)[-1] == 401

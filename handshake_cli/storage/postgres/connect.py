@@ -126,6 +126,16 @@ def lost(exc: psycopg.Error, shown: str, doing: str) -> EnvironmentFailure:
     )
 
 
+def denied(exc: psycopg.Error, shown: str, doing: str) -> UsageError:
+    """The error for a statement the database user has no right to: the root's user is wrong
+    for what was asked (a read-only role asked to write), which running again will not fix."""
+    return UsageError(
+        f"the database user of root {shown} may not {doing}: {_cause(exc)}. Use a user with the "
+        "rights handshake needs (docs/FORMAT.md section 11)",
+        details={"root": shown, "operation": doing},
+    )
+
+
 def is_lost(exc: BaseException) -> bool:
     """Whether `exc` is the connection failing (as opposed to a statement handshake got wrong)."""
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

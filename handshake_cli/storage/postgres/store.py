@@ -54,7 +54,7 @@ from handshake_cli.storage.journal.codec import Clock, Record, genesis, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import bundle, journal, schema
-from handshake_cli.storage.postgres.connect import Connection, connect, is_lost, lost, shown_url
+from handshake_cli.storage.postgres.connect import Connection, connect, denied, is_lost, lost, shown_url
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
@@ -136,9 +136,7 @@ class PostgresStore(SessionStore):
                 else:
                     yield self._conn
             except psycopg.errors.InsufficientPrivilege as exc:
-                raise UsageError(
-                    f"the database user of root {self.shown} may not {doing}: {' '.join(str(exc).split())}"
-                ) from None
+                raise denied(exc, self.shown, doing) from None
             except psycopg.Error as exc:
                 if not is_lost(exc):
                     raise
@@ -336,29 +334,28 @@ class PostgresStore(SessionStore):
 
     # -- artifacts, the head cache, quarantine -------------------------------------------------
 
-    def get_artifact(self, session_id: str, artifact_id_: str) -> bytes:
+    def get_artifact(self, session_id: str, ident: str) -> bytes:
         validate_session_id(session_id)
-        if not ARTIFACT_ID.fullmatch(artifact_id_):
-            raise ArtifactCorrupt(f"{artifact_id_!r} is not an artifact id")
+        if not ARTIFACT_ID.fullmatch(ident):
+            raise ArtifactCorrupt(f"{ident!r} is not an artifact id")
         with self._reading("read an artifact", snapshot=True) as conn:
             self._session(conn, session_id)
             row = self._row(
                 conn,
                 "SELECT data FROM handshake.artifacts WHERE session_id = %s AND artifact_id = %s",
                 session_id,
-                artifact_id_,
+                ident,
             )
         if row is None:
             raise NotFound(
-                f"artifact {artifact_id_} is not in session {session_id}",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} is not in session {session_id}",
+                details={"artifact_id": ident},
             )
         data = bytes(row[0])
-        if artifact_id(data) != artifact_id_:
+        if artifact_id(data) != ident:
             raise ArtifactCorrupt(
-                f"artifact {artifact_id_} of session {session_id} is damaged: "
-                "its bytes no longer match its id",
-                details={"artifact_id": artifact_id_},
+                f"artifact {ident} of session {session_id} is damaged: its bytes no longer match its id",
+                details={"artifact_id": ident},
             )
         return data
 
@@ -516,6 +513,9 @@ class PostgresStore(SessionStore):
                 assert token_row is not None
                 token = int(token_row[0])
                 conn.execute(TAKE_LEASE, (session_id, token, me.pid, me.host, me.started_at, me.command))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise denied(exc, self.shown, f"take the lease of session {session_id}") from None
         except psycopg.Error as exc:
             conn.close()
             if not is_lost(exc):
