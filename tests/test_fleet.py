@@ -301,7 +301,10 @@ def test_a_second_writer_on_another_machine_is_told_who_holds_the_lease(fleet: F
             assert refused.code == ExitCode.LOCKED, refused.stdout + refused.stderr
             message = refused.json["error"]["message"]
             assert "fleet-a" in message and f"pid {holder.pid}" in message and "handshake run" in message
-        listing = fleet.b.handshake("inspect", "--json").json["sessions"]
+            assert PASSWORD not in refused.stdout + refused.stderr  # A typed it in its --root
+        shown = fleet.b.handshake("inspect", "--json")
+        assert PASSWORD not in shown.stdout and PASSWORD not in fleet.b.handshake("inspect", "held").stdout
+        listing = shown.json["sessions"]
         assert (
             listing[0]["lock_holder"]["host"] == "fleet-a" and listing[0]["lock_holder"]["pid"] == holder.pid
         )
@@ -573,7 +576,9 @@ def test_gc_on_a_postgresql_root_removes_finished_sessions_and_never_a_leased_or
         assert sorted(r["session_id"] for r in done.json["removed"]) == ["cut", "old"]
         assert [(s["session_id"], s["reason"]) for s in done.json["skipped"]] == [("held", "locked")]
         assert done.json["reclaimed_bytes"] > 0
-        listing = fleet.b.handshake("inspect", "--json").json["sessions"]
+        shown = fleet.b.handshake("inspect", "--json")
+        assert PASSWORD not in shown.stdout and PASSWORD not in fleet.b.handshake("inspect", "held").stdout
+        listing = shown.json["sessions"]
         assert [s["session_id"] for s in listing] == ["held"]
         (workspace / "gate.open").touch()
         _, err = holder.communicate(timeout=TIMEOUT)
