@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import tomli_w
@@ -86,6 +87,14 @@ class Machine:
             env["HANDSHAKE_HOME"] = self.root
         return env
 
+    @property
+    def password(self) -> str | None:
+        """The password in the root's URL, if any (a URL too broken to read has none here)."""
+        try:
+            return urlsplit(self.root).password if "://" in self.root else None
+        except ValueError:
+            return None
+
     def workspace(self, name: str) -> Path:
         """This machine's workspace `name`: a fresh checkout (checkout.txt), made on first use."""
         path = self.base / self.hostname / name
@@ -106,8 +115,10 @@ class Machine:
         )
 
     def handshake(self, *args: str, crash_at: str | None = None) -> CliResult:
+        """`handshake ARGS` to its end; whatever it says, never the root's password."""
         proc = self.start(*args, crash_at=crash_at)
         out, err = proc.communicate(timeout=TIMEOUT)
+        assert not self.password or self.password not in out + err, (args, out, err)
         return CliResult(proc.returncode, out, err)
 
 
