@@ -318,6 +318,19 @@ ROOT: dict[str, Any] = {
                     "callback": False,
                 },
                 {
+                    "name": "workspace",
+                    "argument": False,
+                    "opts": [
+                        "--workspace",
+                    ],
+                    "value": True,
+                    "multiple": False,
+                    "hidden": False,
+                    "help": "Run the tools here, not where they ran.",
+                    "plain": True,
+                    "callback": False,
+                },
+                {
                     "name": "root",
                     "argument": False,
                     "opts": [

@@ -76,6 +76,9 @@ class Options:
     accept_divergence: bool = False
     dry_run: bool = False
     result_text: str | None = None  # the content of result_file, read up front
+    # Where this recovery runs the session's tools instead of the workspace `run` recorded
+    # (`recover --workspace`: the machine that recovers is not the one that ran)
+    workspace: Path | None = None
 
 
 def recover(
@@ -146,8 +149,8 @@ def _recover_locked(
     from handshake_cli.engine.providers import make_provider
     from handshake_cli.engine.writer import session_masker
 
+    workspace = _workspace(view, plan, options, root_args)
     # Read the API key (or refuse its absence) before anything is written.
-    workspace = Path(str(view.config.get("workspace", ".")))
     provider = (
         make_provider(view.job.model, environ, workspace) if plan.action == PlanAction.RESUME else _NoModel()
     )
@@ -161,13 +164,47 @@ def _recover_locked(
         servers = restart(view, workspace, environ, session_masker(view.job, environ).mask_json)
     try:
         result = _recover_started(
-            store, held, options, root_args, observer, environ, view, plan, provider, servers, left_behind
+            store,
+            held,
+            options,
+            root_args,
+            observer,
+            environ,
+            view,
+            plan,
+            provider,
+            servers,
+            left_behind,
+            workspace,
         )
         result.stopped_mcp_servers = left_behind
         return result
     finally:
         if servers is not None:
             servers.host.close()
+
+
+def _workspace(view: SessionView, plan: Plan, options: Options, root_args: list[str]) -> Path:
+    """Where the session's tools run: `--workspace`, else the workspace recorded at `run`.
+    A recovery that will run tools refuses a workspace that is not a directory on this
+    machine, before anything is written: every tool would fail there (a session run on a
+    machine that is gone, recovered on another, names a directory only the first one had)."""
+    recorded = Path(str(view.config.get("workspace", ".")))
+    workspace = options.workspace or recorded
+    if plan.action == PlanAction.RESUME and not workspace.is_dir():
+        if options.workspace is not None:
+            raise UsageError(f"workspace {workspace} is not a directory")
+        raise UsageError(
+            f"session {view.session_id} ran its tools in {recorded}, which is not a directory on "
+            "this machine; recover it with --workspace DIR to run its tools there (files the "
+            "session wrote in the old workspace are not in the new one: the journal says what was done)",
+            details={"workspace": str(recorded)},
+            guidance=[
+                "run its tools in a directory of this machine with:",
+                "  " + " ".join(["handshake", "recover", view.session_id, "--workspace", "DIR", *root_args]),
+            ],
+        )
+    return workspace
 
 
 def _recover_started(
@@ -182,12 +219,12 @@ def _recover_started(
     provider: Any,
     servers: Restarted | None,
     left_behind: list[dict[str, Any]],
+    workspace: Path,
 ) -> RecoveryResult:
     from handshake_cli.engine.loop import Cancellation, Runner
     from handshake_cli.engine.writer import open_writer
 
     session_id = held.session_id
-    workspace = Path(str(view.config.get("workspace", ".")))
     repaired = None
     if view.torn_tail:
         repaired = held.repair_torn_tail(view.torn_tail)
@@ -247,6 +284,8 @@ def _execute(
     if options.accept_divergence:
         started["accept_divergence"] = True
     started["process"] = session_lock.this_process()  # who recovered: the session's history names it
+    if options.workspace is not None:
+        started["workspace"] = str(runner.workspace)
     writer.append("recovery.started", started, sync=False)
     faults.crash_point("recovery_started")
     if plan.action == PlanAction.NOTHING:

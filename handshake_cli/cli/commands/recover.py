@@ -47,12 +47,18 @@ def recover(
             help="Go on past a model_divergence or mcp_tools_changed block.",
         ),
     ] = False,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", metavar="DIR", help="Run the tools here, not where they ran."),
+    ] = None,
     root: Root = None,
     json_: Json = False,
 ) -> int:
     """Bring an interrupted session to a correct end, or say exactly what is needed."""
 
     def body() -> Result:
+        from pathlib import Path
+
         from handshake_cli.errors import UsageError
         from handshake_cli.paths import Paths
         from handshake_cli.recovery.execute import Options
@@ -61,6 +67,8 @@ def recover(
 
         store = open_store(Paths.resolve(root))
         options = Options(parse_resolutions(resolve or []), result_file, cancel, accept_divergence, dry_run)
+        if workspace:
+            options.workspace = Path(workspace).expanduser().absolute()
         if all_:
             if session or options.resolutions or cancel or result_file:
                 raise UsageError(
@@ -70,7 +78,7 @@ def recover(
         if not session:
             raise UsageError("name a SESSION to recover, or use --all")
         if fork:
-            if options.resolutions or cancel or result_file or dry_run:
+            if options.resolutions or cancel or result_file or dry_run or workspace:
                 raise UsageError("--fork takes only a SESSION, a NEW_ID and optionally --from-checkpoint")
             return _fork(store, session, fork, from_checkpoint)
         if from_checkpoint:
@@ -133,7 +141,7 @@ def _langgraph_thread(store: SessionStore, session_id: str, options: Options) ->
     from handshake_cli.errors import UsageError
     from handshake_cli.recovery.langgraph import recover_thread
 
-    if options.cancel or options.result_file or options.accept_divergence:
+    if options.cancel or options.result_file or options.accept_divergence or options.workspace:
         raise UsageError(
             f"session {session_id} is a LangGraph thread: recover takes only --resolve and --dry-run"
         )

@@ -509,7 +509,8 @@ class PostgresStore(SessionStore):
                 pid=os.getpid(),
                 host=socket.gethostname(),
                 started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                command=command or " ".join(["handshake", *sys.argv[1:]]),
+                # The command line as typed may hold the root's password: the row shows it without.
+                command=(command or " ".join(["handshake", *sys.argv[1:]])).replace(self.url, self.shown),
             )
             with conn.transaction():
                 if (
