@@ -397,6 +397,16 @@ class PostgresStore(SessionStore):
             raise NotFound(f"session {session_id} keeps nothing under {name}")
         return bytes(row[0])
 
+    def artifact_sizes(self, session_id: str) -> dict[str, int]:
+        validate_session_id(session_id)
+        with self._reading("list a session's artifacts", snapshot=True) as conn:
+            self._session(conn, session_id)
+            rows = conn.execute(
+                "SELECT artifact_id, octet_length(data) FROM handshake.artifacts WHERE session_id = %s",
+                (session_id,),
+            ).fetchall()
+        return {str(ident): int(size) for ident, size in rows}
+
     def check_artifacts(self, session_id: str) -> ArtifactCheck:
         validate_session_id(session_id)
         problems: list[dict[str, Any]] = []
