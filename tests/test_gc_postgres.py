@@ -196,7 +196,7 @@ def test_keep_checkpoints_drops_only_artifacts_no_record_names(
 
     assert doc["removed"] == [] and doc["kept"] == 2
     assert [(s["kind"], s["bytes"]) for s in doc["swept"]] == [("artifact", len(unnamed))]
-    assert unnamed_id in doc["swept"][0]["path"] and "done" in doc["swept"][0]["path"]
+    assert doc["swept"][0]["path"] == f"sessions/done/artifacts/objects/{unnamed_id}"
     assert set(store.artifact_sizes("done")) == {named_id}
     assert store.get_artifact("done", named_id) == named
     assert set(store.artifact_sizes("paused")) == set(paused_ids)  # unfinished: may still name it

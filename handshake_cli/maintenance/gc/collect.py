@@ -495,9 +495,10 @@ class _Run:
             return
         if lease is not None:
             lease.drop_artifacts(list(unnamed))
-        where = self.store.location(look.session_id)
+        # Named as a bundle names it (FORMAT.md, "Bundles"): relative to the root, as on files.
         for ident, size in sorted(unnamed.items()):
-            self.report.swept.append({"kind": "artifact", "path": f"{where} artifact {ident}", "bytes": size})
+            path = f"sessions/{look.session_id}/artifacts/objects/{ident}"
+            self.report.swept.append({"kind": "artifact", "path": path, "bytes": size})
 
     def _prune(self, look: _Look) -> None:
         session = look.session
