@@ -15,8 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from handshake_cli.errors import NotFound, SessionLocked
+from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.session.state import fold, initial_head
 from handshake_cli.storage.postgres import PostgresStore
+from handshake_cli.storage.postgres.lease import PostgresLease
 from tests.support.cli import CliResult
 
 Cli = Callable[..., CliResult]
@@ -24,6 +27,7 @@ OLD = "2020-01-02T03:04:05.000000Z"
 ENDING = {"COMPLETED": "session.completed", "FAILED": "session.failed", "CANCELLED": "session.cancelled"}
 TABLES = ("sessions", "records", "artifacts", "heads", "quarantine", "leases", "requests")
 TIMEOUT = 60
+DAY = 86400.0
 
 # Holds a session's lease in a process of its own until its stdin says go on, as a running
 # writer does; then appends one record and ends.
@@ -212,3 +216,91 @@ def test_a_store_that_cannot_be_reached_is_74_and_a_password_is_never_shown(cli:
     assert result.code == 74, result.stdout + result.stderr
     assert result.json["error"]["code"] == "environment"
     assert "s3cret" not in result.stdout + result.stderr
+
+
+class _Interleaved(PostgresStore):
+    """A PostgreSQL store whose `acquire` lets `before` run first: a writer acting in the
+    instant between gc's look at a session and gc taking its lease."""
+
+    def __init__(self, url: str, before: Callable[[str], None]) -> None:
+        super().__init__(url)
+        self.before = before
+
+    def acquire(self, session_id: str, *, command: str | None = None) -> PostgresLease:
+        if command == "handshake gc":
+            self.before(session_id)
+        return super().acquire(session_id, command=command)
+
+
+def test_a_writer_that_appends_between_gcs_look_and_its_lease_keeps_the_session(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    make_session(store, "old-done")
+
+    def append(session_id: str) -> None:
+        with store.acquire(session_id, command="a writer") as lease:
+            lease.open_journal().append("test.note", {})
+
+    gc_store = _Interleaved(postgres_url, append)
+    try:
+        report = collect(gc_store, Policy(older_than=DAY))
+    finally:
+        gc_store.close()
+    assert report.removed == [] and [(s["session_id"], s["reason"]) for s in report.skipped] == [
+        ("old-done", "changed")
+    ]
+    assert [r.seq for r in store.scan("old-done").records] == [1, 2, 3, 4]
+
+
+def test_a_writer_that_takes_the_lease_before_gc_does_keeps_the_session_and_writes_on(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    make_session(store, "old-done")
+    taken: list[PostgresLease] = []
+
+    def take(session_id: str) -> None:
+        taken.append(store.acquire(session_id, command="a writer that came first"))
+
+    gc_store = _Interleaved(postgres_url, take)
+    try:
+        report = collect(gc_store, Policy(older_than=DAY))
+        [skipped] = report.skipped
+        assert (skipped["session_id"], skipped["reason"]) == ("old-done", "locked")
+        assert "a writer that came first" in skipped["detail"]
+        assert taken[0].open_journal().append("test.note", {}).seq == 4  # its lease still holds
+    finally:
+        for lease in taken:
+            lease.release()
+        gc_store.close()
+    assert report.removed == [] and store.session_ids() == ["old-done"]
+
+
+def test_once_gc_holds_the_lease_a_writer_is_refused_and_then_finds_no_session(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    """The other order: gc first. The writer's acquire is refused while gc holds the lease,
+    and after the removal's commit there is no session to take."""
+    make_session(store, "old-done")
+    writer = PostgresStore(postgres_url)
+    refused: list[str] = []
+
+    class RemovingStore(PostgresStore):
+        def acquire(self, session_id: str, *, command: str | None = None) -> PostgresLease:
+            lease = super().acquire(session_id, command=command)
+            try:
+                writer.acquire(session_id, command="a late writer")
+            except SessionLocked as exc:
+                refused.append(exc.message)
+            return lease
+
+    gc_store = RemovingStore(postgres_url)
+    try:
+        report = collect(gc_store, Policy(older_than=DAY))
+        assert [r["session_id"] for r in report.removed] == ["old-done"]
+        assert refused and "handshake gc" in refused[0]
+        with pytest.raises(NotFound):
+            writer.acquire("old-done", command="a late writer")
+    finally:
+        gc_store.close()
+        writer.close()
+    assert store.session_ids() == []
