@@ -6,6 +6,10 @@ First the root's own debris (what a killed gc left in the trash, half-built sess
 check that the journal did not move, and rename it into `<root>/trash/`. Renames are made
 durable a batch at a time before a `trash.Deleter` deletes the trees. A session that stays
 has its debris swept and, with `keep_checkpoints`, its unnamed artifacts pruned.
+
+On a store that is not a directory (PostgreSQL) the decisions are the same; a candidate is
+removed under its lease (`Lease.remove_session`, whole, in one step), there is no trash,
+staging or file debris, and pruning goes through `artifact_sizes` and `Lease.drop_artifacts`.
 """
 
 from __future__ import annotations
