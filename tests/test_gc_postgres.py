@@ -18,7 +18,9 @@ import pytest
 from handshake_cli.errors import NotFound, SessionLocked
 from handshake_cli.maintenance.gc import Policy, collect
 from handshake_cli.session.state import fold, initial_head
+from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
+from handshake_cli.storage.postgres import journal as pg_journal
 from handshake_cli.storage.postgres.lease import PostgresLease
 from tests.support.cli import CliResult
 
@@ -219,17 +221,16 @@ def test_a_store_that_cannot_be_reached_is_74_and_a_password_is_never_shown(cli:
 
 
 class _Interleaved(PostgresStore):
-    """A PostgreSQL store whose `acquire` lets `before` run first: a writer acting in the
+    """A PostgreSQL store whose gc removal lets `before` run first: a writer acting in the
     instant between gc's look at a session and gc taking its lease."""
 
     def __init__(self, url: str, before: Callable[[str], None]) -> None:
         super().__init__(url)
         self.before = before
 
-    def acquire(self, session_id: str, *, command: str | None = None) -> PostgresLease:
-        if command == "handshake gc":
-            self.before(session_id)
-        return super().acquire(session_id, command=command)
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        self.before(session_id)
+        return super().remove_unchanged(session_id, last)
 
 
 def test_a_writer_that_appends_between_gcs_look_and_its_lease_keeps_the_session(
@@ -275,32 +276,30 @@ def test_a_writer_that_takes_the_lease_before_gc_does_keeps_the_session_and_writ
     assert report.removed == [] and store.session_ids() == ["old-done"]
 
 
-def test_once_gc_holds_the_lease_a_writer_is_refused_and_then_finds_no_session(
-    postgres_url: str, store: PostgresStore
+def test_once_gc_holds_the_lock_a_writer_is_refused_and_then_finds_no_session(
+    postgres_url: str, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The other order: gc first. The writer's acquire is refused while gc holds the lease,
-    and after the removal's commit there is no session to take."""
+    """The other order: gc first. Inside gc's removal (its lock taken, its transaction not yet
+    committed) a writer's acquire is refused; after the commit there is no session to take."""
     make_session(store, "old-done")
     writer = PostgresStore(postgres_url)
     refused: list[str] = []
+    read_last = pg_journal.last_record
 
-    class RemovingStore(PostgresStore):
-        def acquire(self, session_id: str, *, command: str | None = None) -> PostgresLease:
-            lease = super().acquire(session_id, command=command)
-            try:
-                writer.acquire(session_id, command="a late writer")
-            except SessionLocked as exc:
-                refused.append(exc.message)
-            return lease
+    def last_record_then_a_writer_tries(conn: Any, session_id: str) -> Record | None:
+        try:
+            writer.acquire(session_id, command="a late writer").release()
+        except SessionLocked as exc:
+            refused.append(exc.message)
+        return read_last(conn, session_id)
 
-    gc_store = RemovingStore(postgres_url)
+    monkeypatch.setattr(pg_journal, "last_record", last_record_then_a_writer_tries)
     try:
-        report = collect(gc_store, Policy(older_than=DAY))
+        report = collect(store, Policy(older_than=DAY))
         assert [r["session_id"] for r in report.removed] == ["old-done"]
-        assert refused and "handshake gc" in refused[0]
+        assert len(refused) == 1 and "old-done is locked" in refused[0]
         with pytest.raises(NotFound):
             writer.acquire("old-done", command="a late writer")
     finally:
-        gc_store.close()
         writer.close()
     assert store.session_ids() == []

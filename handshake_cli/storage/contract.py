@@ -231,6 +231,15 @@ class SessionStore(Protocol):
         `SessionLocked` while a lease is held; `NotFound` when there is no such session."""
         ...
 
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        """gc's removal: under the session's lease, taken without waiting (`SessionLocked`
+        when someone holds it), if the journal's last intact record is still `last` (its seq
+        and sum), remove the session whole and durably, as `remove_session` does, and let the
+        lease go; the bytes it took (`session_bytes` under the lease). None, with nothing changed, when the
+        journal moved; `NotFound` when the session is gone. Taking the lease, the check and
+        the removal are one step against a writer: none can slip in between."""
+        ...
+
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         """The config the session was created with, checked as it is read: `UnsupportedFormat`
         for a newer `format_version`, `IntegrityError` for another session's. Unless

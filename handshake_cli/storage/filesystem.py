@@ -114,6 +114,15 @@ class FilesystemStore(SessionStore):
         with self.acquire(session_id, command=f"remove session {session_id}") as lease:
             lease.remove_session()
 
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        with self.acquire(session_id, command="handshake gc") as lease:
+            found = self.last_record(session_id)
+            if found is None or (found.seq, found.sum) != (last.seq, last.sum):
+                return None
+            size = self.session_bytes(session_id)
+            lease.remove_session()
+        return size
+
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         return self.session(session_id).read_config(check_job=check_job)
 

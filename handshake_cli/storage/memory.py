@@ -151,6 +151,15 @@ class MemoryStore(SessionStore):
             raise _locked(session_id, session.lease)
         del self.memory.sessions[session_id]
 
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        with self.acquire(session_id, command="handshake gc") as lease:
+            found = self.last_record(session_id)
+            if found is None or (found.seq, found.sum) != (last.seq, last.sum):
+                return None
+            size = self.session_bytes(session_id)
+            lease.remove_session()
+        return size
+
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         session = self._session(session_id)
         if check_job:

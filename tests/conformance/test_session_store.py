@@ -212,6 +212,30 @@ def test_a_session_held_elsewhere_cannot_be_leased_to_remove_it(harness: Harness
     assert store.session_ids() == []
 
 
+def test_gc_removes_a_session_only_unchanged_and_unheld(harness: Harness) -> None:
+    store = harness.store
+    kept, removed = new_session(store, "kept"), new_session(store, "removed")
+    with store.acquire(removed) as lease:
+        lease.put_artifact(b"an artifact" * 100)
+        last = append_notes(lease, 2)[-1]
+    with harness.hold_elsewhere(removed, ELSEWHERE), pytest.raises(SessionLocked):
+        store.remove_unchanged(removed, last)
+    moved = write_notes(store, removed, 1)[-1]
+    assert store.remove_unchanged(removed, last) is None  # the journal moved: nothing changed
+    assert store.last_record(removed) == moved and store.session_ids() == [kept, removed]
+
+    size = store.session_bytes(removed)
+    # What it took: what `session_bytes` said, plus what taking the lease wrote (owner.json).
+    assert size <= (store.remove_unchanged(removed, moved) or 0) <= size + 4096
+    assert store.session_ids() == [kept]
+    with pytest.raises(NotFound):
+        store.remove_unchanged(removed, moved)
+    assert harness.reopen().session_ids() == [kept]  # durable
+    new_session(store, removed)  # the id is free again
+    with store.acquire(removed):  # and its lease with it
+        pass
+
+
 def test_artifact_sizes_list_every_artifact_and_dropped_ones_go_for_good(harness: Harness) -> None:
     store = harness.store
     session_id = new_session(store, "artifacts")

@@ -340,34 +340,27 @@ class _Run:
             self.flush()
 
     def _remove_leased(self, look: _Look, entry: Removed) -> None:
-        """Any store but a directory: under the session's lease, check the journal did not
-        move, measure it and remove it whole in one step (`Lease.remove_session`)."""
-        if self.policy.dry_run:
-            try:
+        """Any store but a directory: `remove_unchanged`, which under the session's lease
+        checks the journal did not move and removes the session whole in one step."""
+        try:
+            if self.policy.dry_run:
                 entry["bytes"] = self.store.session_bytes(look.session_id)
-            except NotFound:
-                return
-            self.report.removed.append(entry)
+            else:
+                assert look.last_record is not None
+                size = self.store.remove_unchanged(look.session_id, look.last_record)
+                if size is None:
+                    self._skip(
+                        look,
+                        "changed",
+                        "a record was appended before gc held its lease; left for the next gc",
+                    )
+                    return
+                entry["bytes"] = size
+        except NotFound:
+            return  # removed since gc looked (another gc)
+        except SessionLocked:
+            self._skip(look, "locked")
             return
-        lease = self._lease(look)
-        if lease is None:
-            return
-        with lease:
-            try:
-                last = self.store.last_record(look.session_id)
-            except (EnvironmentFailure, DurabilityError):
-                raise
-            except Exception as exc:
-                self._damaged(look, exc)
-                return
-            assert look.last_record is not None
-            if last is None or (last.seq, last.sum) != (look.last_record.seq, look.last_record.sum):
-                self._skip(
-                    look, "changed", "a record was appended before gc held its lease; left for the next gc"
-                )
-                return
-            entry["bytes"] = self.store.session_bytes(look.session_id)
-            lease.remove_session()
         self.report.removed.append(entry)
 
     def _lease(self, look: _Look) -> Lease | None:
