@@ -10,8 +10,8 @@ again under it, and moves the session out of `sessions/` with one rename into
 either whole in `sessions/` or in the trash, which the next gc empties first. Once a batch
 of renames is durable, its trees go to a `trash.Deleter`, whose helper processes delete them
 while gc decides on the next sessions; gc returns only when all of it is deleted. On any
-other store (PostgreSQL) the same decisions lead to `Lease.remove_session`: gc takes the
-session's lease without waiting, checks the last record again under it, and the store
+other store (PostgreSQL) the same decisions lead to `SessionStore.remove_unchanged`: under
+the session's lease, taken without waiting, the store checks the last record again and
 removes the session whole in one step (one transaction).
 
 Debris is swept from sessions gc can lock: `.tmp-*` files of interrupted atomic writes,

@@ -8,7 +8,7 @@ durable a batch at a time before a `trash.Deleter` deletes the trees. A session 
 has its debris swept and, with `keep_checkpoints`, its unnamed artifacts pruned.
 
 On a store that is not a directory (PostgreSQL) the decisions are the same; a candidate is
-removed under its lease (`Lease.remove_session`, whole, in one step), there is no trash,
+removed under its lease (`SessionStore.remove_unchanged`, whole, in one step), there is no trash,
 staging or file debris, and pruning goes through `artifact_sizes` and `Lease.drop_artifacts`.
 """
 
