@@ -303,3 +303,30 @@ def test_once_gc_holds_the_lock_a_writer_is_refused_and_then_finds_no_session(
     finally:
         writer.close()
     assert store.session_ids() == []
+
+
+def test_a_damaged_session_is_never_removed_and_gc_exits_5(
+    cli: Cli, postgres_url: str, store: PostgresStore
+) -> None:
+    make_session(store, "corrupt-1")
+    make_session(store, "fine-1")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        [(line,)] = conn.execute(
+            "SELECT line FROM handshake.records WHERE session_id = 'corrupt-1' AND seq = 2"
+        ).fetchall()
+        damaged = bytearray(line)
+        damaged[damaged.index(b'"type":"session.state_change"') + 9] ^= 0x01  # a bit flip in record 2
+        conn.execute(
+            "UPDATE handshake.records SET line = %s WHERE session_id = 'corrupt-1' AND seq = 2",
+            (bytes(damaged),),
+        )
+        conn.execute("DELETE FROM handshake.heads WHERE session_id = 'corrupt-1'")  # so gc must fold
+
+    doc = gc(cli, postgres_url, "--older-than", "0s", "--include-unfinished", code=5)
+
+    assert ids(doc["removed"]) == ["fine-1"]
+    [skipped] = doc["skipped"]
+    assert (skipped["session_id"], skipped["reason"]) == ("corrupt-1", "damaged")
+    assert skipped["error"]["exit_code"] == 5
+    assert "handshake inspect corrupt-1 --verify --root postgresql://" in skipped["detail"]
+    assert store.session_ids() == ["corrupt-1"]
