@@ -32,7 +32,7 @@ Errors come from the one family in `handshake_cli.errors`: `NotFound`, `SessionE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -176,6 +176,18 @@ class Lease(Protocol):
         whether the answer was kept. Never fatal: the asker times out instead."""
         ...
 
+    def remove_session(self) -> None:
+        """Remove the session whole, as its lease holder (gc): gone from `session_ids` at once,
+        never half there, and durable when this returns; the lease ends with it. Holding the
+        lease is what keeps a writer out between the caller's last look and the removal."""
+        ...
+
+    def drop_artifacts(self, artifact_ids: Collection[str]) -> int:
+        """Remove these artifacts (ones no record names: the caller checked, under this lease)
+        durably; the bytes freed. One kept together with artifacts that stay (a pack segment
+        holding others) stays: only what can go alone goes."""
+        ...
+
     def release(self) -> None:
         """Let go of the session; never raises."""
         ...
@@ -217,6 +229,15 @@ class SessionStore(Protocol):
     def remove_session(self, session_id: str) -> None:
         """Remove a session whole: gone from `session_ids` at once, never half there.
         `SessionLocked` while a lease is held; `NotFound` when there is no such session."""
+        ...
+
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        """gc's removal: under the session's lease, taken without waiting (`SessionLocked`
+        when someone holds it), if the journal's last intact record is still `last` (its seq
+        and sum), remove the session whole and durably, as `remove_session` does, and let the
+        lease go; the bytes it took (`session_bytes` under the lease). None, with nothing changed, when the
+        journal moved; `NotFound` when the session is gone. Taking the lease, the check and
+        the removal are one step against a writer: none can slip in between."""
         ...
 
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
@@ -299,6 +320,11 @@ class SessionStore(Protocol):
 
     def read_quarantined(self, session_id: str, name: str) -> bytes:
         """The bytes kept under one quarantine name (as `TailRepair.quarantined` gave it)."""
+        ...
+
+    def artifact_sizes(self, session_id: str) -> dict[str, int]:
+        """Every artifact the session keeps, by id, with its bytes (nothing hashed): what
+        `gc --keep-checkpoints` compares with the ids the journal names."""
         ...
 
     def check_artifacts(self, session_id: str) -> ArtifactCheck:

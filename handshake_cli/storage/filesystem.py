@@ -12,9 +12,10 @@ session's flock, which the kernel drops when its process ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from handshake_cli import faults
 from handshake_cli.errors import IntegrityError, NotFound, SessionExists
 from handshake_cli.paths import Paths
 from handshake_cli.storage import durable, head, lock, requests, session_files
-from handshake_cli.storage.artifacts import PackWriter
+from handshake_cli.storage.artifacts import HEADER_BYTES, PackWriter
 from handshake_cli.storage.contract import (
     ArtifactCheck,
     CheckpointRequest,
@@ -109,19 +110,18 @@ class FilesystemStore(SessionStore):
     def remove_session(self, session_id: str) -> None:
         """Under the lease, one rename into `<root>/trash/` (made durable), then the tree is
         deleted: a crash leaves the session whole in `sessions/` or out of it."""
-        session = self.session(session_id)
-        self._checked.pop(session_id, None)
-        trash = self.paths.trash
-        target = trash / f"{session_id}.{os.urandom(4).hex()}"
-        with self.acquire(session_id, command=f"remove session {session_id}"):
-            durable.ensure_subdir(trash)
-            with durable.environment("move into the trash", session.path):
-                os.rename(session.path, target)
-        durable.fsync_dir(self.paths.sessions)
-        durable.fsync_dir(trash)
-        from handshake_cli.storage.trash import measure_and_delete  # subprocess: not for readers
+        self.session(session_id)
+        with self.acquire(session_id, command=f"remove session {session_id}") as lease:
+            lease.remove_session()
 
-        measure_and_delete(target)  # what it cannot delete stays in the trash, for gc
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        with self.acquire(session_id, command="handshake gc") as lease:
+            found = self.last_record(session_id)
+            if found is None or (found.seq, found.sum) != (last.seq, last.sum):
+                return None
+            size = self.session_bytes(session_id)
+            lease.remove_session()
+        return size
 
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         return self.session(session_id).read_config(check_job=check_job)
@@ -202,6 +202,16 @@ class FilesystemStore(SessionStore):
         except FileNotFoundError:
             raise NotFound(f"session {session_id} keeps nothing under {name}") from None
 
+    def artifact_sizes(self, session_id: str) -> dict[str, int]:
+        artifacts = self.session(session_id).artifact_store()
+        sizes: dict[str, int] = {}
+        for ident in artifacts.loose_ids():
+            with contextlib.suppress(FileNotFoundError):
+                sizes[ident] = os.lstat(artifacts.objects / ident).st_size
+        for frame in artifacts.frames():
+            sizes.setdefault(frame.artifact_id, frame.length)
+        return sizes
+
     def check_artifacts(self, session_id: str) -> ArtifactCheck:
         artifacts = self.session(session_id).artifact_store()
         checked, problems = artifacts.verify()
@@ -244,7 +254,7 @@ class FilesystemStore(SessionStore):
         if found is None:  # owner.json was just written by this live process
             held.release()
             raise IntegrityError(f"session {session_id}: {lock.OWNER_FILE} vanished as it was written")
-        return FilesystemLease(session, held, found)
+        return FilesystemLease(session, held, found, store=self)
 
     def holder(self, session_id: str) -> LockHolder | None:
         return lock.holder(self.session(session_id).path)
@@ -270,11 +280,14 @@ class FilesystemStore(SessionStore):
 class FilesystemLease(Lease):
     """The session's flock, held by this process, and what only its holder may do."""
 
-    def __init__(self, session: SessionDir, held: SessionLock, holder: LockHolder) -> None:
+    def __init__(
+        self, session: SessionDir, held: SessionLock, holder: LockHolder, *, store: FilesystemStore
+    ) -> None:
         self.session = session
         self.session_id = session.session_id
         self.holder = holder
         self._lock = held
+        self._store = store
 
     def open_journal(
         self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
@@ -318,6 +331,45 @@ class FilesystemLease(Lease):
 
     def answer_request(self, request: CheckpointRequest, payload: dict[str, Any]) -> bool:
         return requests.answer(self.session.path, request, payload)
+
+    def remove_session(self) -> None:
+        """One rename into `<root>/trash/` under the lock, made durable; then the tree is
+        deleted (what cannot be, stays in the trash for gc). The lock ends with the rename."""
+        session, paths = self.session, self._store.paths
+        self._store._checked.pop(self.session_id, None)
+        target = paths.trash / f"{self.session_id}.{os.urandom(4).hex()}"
+        try:
+            durable.ensure_subdir(paths.trash)
+            with durable.environment("move into the trash", session.path):
+                os.rename(session.path, target)
+        finally:
+            self.release()
+        durable.fsync_dir(paths.sessions)
+        durable.fsync_dir(paths.trash)
+        from handshake_cli.storage.trash import measure_and_delete  # subprocess: not for readers
+
+        measure_and_delete(target)
+
+    def drop_artifacts(self, artifact_ids: Collection[str]) -> int:
+        """Loose artifacts one by one; a pack segment only when every frame in it goes (and
+        its frame walk reaches its end: a damaged pack cannot vouch for what it holds)."""
+        dropping = set(artifact_ids)
+        artifacts = self.session.artifact_store()
+        doomed = [artifacts.objects / ident for ident in artifacts.loose_ids() if ident in dropping]
+        for name in artifacts.pack_names():
+            path = artifacts.packs / name
+            frames = list(artifacts.frames(name))
+            walked = frames[-1].location.offset + HEADER_BYTES + frames[-1].length if frames else 0
+            if frames and walked == os.lstat(path).st_size and all(f.artifact_id in dropping for f in frames):
+                doomed.append(path)
+        freed = 0
+        for path in doomed:
+            with durable.environment("drop an unnamed artifact", path):
+                freed += os.lstat(path).st_size
+                os.unlink(path)
+        for directory in {path.parent for path in doomed}:
+            durable.fsync_dir(directory)
+        return freed
 
     def release(self) -> None:
         self._lock.release()

@@ -20,7 +20,7 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +151,15 @@ class MemoryStore(SessionStore):
             raise _locked(session_id, session.lease)
         del self.memory.sessions[session_id]
 
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        with self.acquire(session_id, command="handshake gc") as lease:
+            found = self.last_record(session_id)
+            if found is None or (found.seq, found.sum) != (last.seq, last.sum):
+                return None
+            size = self.session_bytes(session_id)
+            lease.remove_session()
+        return size
+
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         session = self._session(session_id)
         if check_job:
@@ -257,6 +266,9 @@ class MemoryStore(SessionStore):
             raise NotFound(f"session {session_id} keeps nothing under {name}")
         return found
 
+    def artifact_sizes(self, session_id: str) -> dict[str, int]:
+        return {ident: len(data) for ident, data in self._session(session_id).artifacts.items()}
+
     def check_artifacts(self, session_id: str) -> ArtifactCheck:
         artifacts = self._session(session_id).artifacts
         problems: list[dict[str, Any]] = [
@@ -325,7 +337,7 @@ class MemoryStore(SessionStore):
             started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             command=command or "handshake",
         )
-        return MemoryLease(session, session_id, session.lease)
+        return MemoryLease(self.memory, session, session_id, session.lease)
 
     def holder(self, session_id: str) -> LockHolder | None:
         return self._session(session_id).lease
@@ -382,7 +394,8 @@ def _head_bytes(fields: dict[str, Any]) -> bytes:
 
 
 class MemoryLease(Lease):
-    def __init__(self, session: _Session, session_id: str, holder: LockHolder) -> None:
+    def __init__(self, memory: Memory, session: _Session, session_id: str, holder: LockHolder) -> None:
+        self.memory = memory
         self.session = session
         self.session_id = session_id
         self.holder = holder
@@ -445,6 +458,16 @@ class MemoryLease(Lease):
         self.session.requests.pop(request.nonce, None)
         self.session.answers[request.nonce] = copy.deepcopy(payload)
         return True
+
+    def remove_session(self) -> None:
+        sessions = self.memory.sessions
+        if sessions.get(self.session_id) is self.session and self.session.lease is self.holder:
+            del sessions[self.session_id]  # whole, in one step
+        self.release()
+
+    def drop_artifacts(self, artifact_ids: Collection[str]) -> int:
+        kept = self.session.artifacts
+        return sum(len(kept.pop(ident)) for ident in set(artifact_ids) if ident in kept)
 
     def release(self) -> None:
         if self.session.lease is self.holder:

@@ -177,6 +177,97 @@ def test_a_removed_session_is_gone_whole_and_the_others_stay(store: SessionStore
     assert [r.seq for r in store.scan(removed).records] == [1]
 
 
+def test_a_lease_holder_removes_its_session_whole_and_the_lease_ends_with_it(store: SessionStore) -> None:
+    kept, removed = new_session(store, "kept"), new_session(store, "removed")
+    with store.acquire(removed, command="handshake gc") as lease:
+        lease.put_artifact(b"an artifact" * 100)
+        append_notes(lease, 3)
+        lease.remove_session()
+        assert store.session_ids() == [kept]  # at once, while the `with` still runs
+
+    for operation in (
+        store.scan,
+        store.last_record,
+        store.session_bytes,
+        store.artifact_sizes,
+        store.acquire,
+    ):
+        with pytest.raises(NotFound):
+            operation(removed)
+    assert [r.seq for r in store.scan(kept).records] == [1]
+    new_session(store, removed)  # the id is free again, and the new session is whole and new
+    assert [r.seq for r in store.scan(removed).records] == [1]
+    assert store.artifact_sizes(removed) == {}
+
+
+def test_a_session_held_elsewhere_cannot_be_leased_to_remove_it(harness: Harness) -> None:
+    store = harness.store
+    session_id = new_session(store, "held")
+    with harness.hold_elsewhere(session_id, ELSEWHERE):
+        with pytest.raises(SessionLocked):
+            store.acquire(session_id, command="handshake gc")
+        assert store.session_ids() == [session_id]
+    with store.acquire(session_id, command="handshake gc") as lease:  # free once its holder ends
+        lease.remove_session()
+    assert store.session_ids() == []
+
+
+def test_gc_removes_a_session_only_unchanged_and_unheld(harness: Harness) -> None:
+    store = harness.store
+    kept, removed = new_session(store, "kept"), new_session(store, "removed")
+    with store.acquire(removed) as lease:
+        lease.put_artifact(b"an artifact" * 100)
+        last = append_notes(lease, 2)[-1]
+    with harness.hold_elsewhere(removed, ELSEWHERE), pytest.raises(SessionLocked):
+        store.remove_unchanged(removed, last)
+    moved = write_notes(store, removed, 1)[-1]
+    assert store.remove_unchanged(removed, last) is None  # the journal moved: nothing changed
+    assert store.last_record(removed) == moved and store.session_ids() == [kept, removed]
+
+    size = store.session_bytes(removed)
+    # What it took: what `session_bytes` said, plus what taking the lease wrote (owner.json).
+    assert size <= (store.remove_unchanged(removed, moved) or 0) <= size + 4096
+    assert store.session_ids() == [kept]
+    with pytest.raises(NotFound):
+        store.remove_unchanged(removed, moved)
+    assert harness.reopen().session_ids() == [kept]  # durable
+    new_session(store, removed)  # the id is free again
+    with store.acquire(removed):  # and its lease with it
+        pass
+
+
+def test_artifact_sizes_list_every_artifact_and_dropped_ones_go_for_good(harness: Harness) -> None:
+    store = harness.store
+    session_id = new_session(store, "artifacts")
+    named, unnamed = b"named " * 1000, b"unnamed " * 700
+    with store.acquire(session_id) as lease:
+        named_id, unnamed_id = lease.put_artifact(named), lease.put_artifact(unnamed)
+        journal = lease.open_journal()
+        try:
+            added_id = journal.add_artifact(b"added to the journal")
+            journal.append("test.note", {"artifact": named_id}, durability=Durability.NOW)
+        finally:
+            journal.close()
+    sizes = store.artifact_sizes(session_id)
+    assert sizes[named_id] == len(named) and sizes[unnamed_id] == len(unnamed)
+    assert sizes[added_id] == len(b"added to the journal")
+    assert set(sizes) == {named_id, unnamed_id, added_id}
+
+    before = store.session_bytes(session_id)
+    with store.acquire(session_id, command="handshake gc") as lease:
+        freed = lease.drop_artifacts([unnamed_id, "0" * 64])  # an id it does not have is no error
+    assert freed == len(unnamed)
+    assert store.session_bytes(session_id) <= before - len(unnamed)
+    with pytest.raises(NotFound):
+        store.get_artifact(session_id, unnamed_id)
+    assert unnamed_id not in store.artifact_sizes(session_id)
+    assert store.get_artifact(session_id, named_id) == named
+    assert store.get_artifact(session_id, added_id) == b"added to the journal"
+
+    reopened = harness.reopen()  # durable: the next process (or a restarted machine) agrees
+    assert set(reopened.artifact_sizes(session_id)) == {named_id, added_id}
+
+
 # -- appends and scans -----------------------------------------------------------------------------
 
 

@@ -9,7 +9,10 @@ again under it, and moves the session out of `sessions/` with one rename into
 `<root>/trash/` before deleting anything: a gc killed at any instant leaves each session
 either whole in `sessions/` or in the trash, which the next gc empties first. Once a batch
 of renames is durable, its trees go to a `trash.Deleter`, whose helper processes delete them
-while gc decides on the next sessions; gc returns only when all of it is deleted.
+while gc decides on the next sessions; gc returns only when all of it is deleted. On any
+other store (PostgreSQL) the same decisions lead to `SessionStore.remove_unchanged`: under
+the session's lease, taken without waiting, the store checks the last record again and
+removes the session whole in one step (one transaction).
 
 Debris is swept from sessions gc can lock: `.tmp-*` files of interrupted atomic writes,
 checkpoint requests nobody will answer or read, quarantine files past their own age, and
@@ -20,7 +23,8 @@ creations go too. Everything younger than `GRACE_SECONDS` stays: it may be in us
 The package, by responsibility: `policy` (the [gc] table, the flags, durations), `collect`
 (the pass over a root), `debris` (what is swept from a session that stays), `reachability`
 (which artifacts the journal still names) and `report` (what the pass did). The lock gc
-takes is `storage.lock.try_lock`; the state it decides from is `session.status.head_or_fold`.
+takes on a directory is `storage.lock.try_lock`, elsewhere the store's lease
+(`SessionStore.acquire`); the state it decides from is `session.status.head_or_fold`.
 """
 
 from handshake_cli.maintenance.gc.collect import collect

@@ -6,6 +6,10 @@ First the root's own debris (what a killed gc left in the trash, half-built sess
 check that the journal did not move, and rename it into `<root>/trash/`. Renames are made
 durable a batch at a time before a `trash.Deleter` deletes the trees. A session that stays
 has its debris swept and, with `keep_checkpoints`, its unnamed artifacts pruned.
+
+On a store that is not a directory (PostgreSQL) the decisions are the same; a candidate is
+removed under its lease (`SessionStore.remove_unchanged`, whole, in one step), there is no trash,
+staging or file debris, and pruning goes through `artifact_sizes` and `Lease.drop_artifacts`.
 """
 
 from __future__ import annotations
@@ -20,10 +24,17 @@ from functools import partial
 from pathlib import Path
 
 from handshake_cli import faults
-from handshake_cli.errors import HandshakeError, IntegrityError, NotFound, UsageError
+from handshake_cli.errors import (
+    DurabilityError,
+    EnvironmentFailure,
+    HandshakeError,
+    IntegrityError,
+    NotFound,
+    SessionLocked,
+)
 from handshake_cli.maintenance.gc.debris import Clock, Debris, entries, older, session_debris
 from handshake_cli.maintenance.gc.policy import CONFIG_FILE, Policy
-from handshake_cli.maintenance.gc.reachability import has_artifacts, unnamed_artifacts
+from handshake_cli.maintenance.gc.reachability import has_artifacts, unnamed_artifacts, unnamed_in_store
 from handshake_cli.maintenance.gc.report import Removed, Report, Skipped
 from handshake_cli.session.langgraph_thread import SESSION_PREFIX, thread_id_of, thread_state
 from handshake_cli.session.state import ACTIVE, BLOCKED, CREATED, PAUSED, TERMINAL
@@ -36,7 +47,7 @@ from handshake_cli.session.status import (
 )
 from handshake_cli.storage import durable
 from handshake_cli.storage import lock as session_lock
-from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.contract import Lease, SessionStore
 from handshake_cli.storage.filesystem import FilesystemStore, directory_size
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.journal.scan import read_last_record
@@ -54,9 +65,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class _Look:
-    """What gc learnt about one session from its files, without its lock."""
+    """What gc learnt about one session from its store, without its lease."""
 
-    session: SessionDir
+    session_id: str
+    session: SessionDir | None = None  # its directory, in a filesystem store
     stored_state: str | None = None
     last_record: Record | None = None
     age: float | None = None
@@ -94,10 +106,6 @@ def collect(
 
     What goes is deleted by `deleter` (by default a `trash.Deleter`, whose helper processes
     delete while gc decides); it returns once all of it is deleted."""
-    if not isinstance(store, FilesystemStore):
-        # The decisions read through the contract; removal, debris and pruning are still the
-        # filesystem's (docs/GAPS.md).
-        raise UsageError(f"gc does not yet collect a root like {store.paths.shown_root}: only a directory")
     report = Report(policy)
     deleter = deleter if deleter is not None else Deleter()
     run = _Run(store, policy, now, report, deleter)
@@ -115,9 +123,14 @@ def collect(
         deleter.close()
     report.notes.extend(deleter.notes)
     if policy.older_than is None:
+        where = (
+            ""
+            if store.paths.url
+            else f", or older_than in the [gc] table of {store.paths.root / CONFIG_FILE}"
+        )
         report.notes.append(
-            "no age given (--older-than, or older_than in the [gc] table of "
-            f"{store.paths.root / CONFIG_FILE}): no session was considered for removal; only debris was swept"
+            f"no age given (--older-than{where}): no session was considered for removal; "
+            "only debris was swept"
         )
     if policy.keep_checkpoints is not None:
         report.notes.append(
@@ -132,9 +145,12 @@ def collect(
 
 class _Run:
     def __init__(
-        self, store: FilesystemStore, policy: Policy, now: Clock, report: Report, deleter: Deleter
+        self, store: SessionStore, policy: Policy, now: Clock, report: Report, deleter: Deleter
     ) -> None:
         self.store = store
+        # A directory root keeps its own way of removing (batched renames into the trash,
+        # helper processes deleting) and its debris; any other store removes under its lease.
+        self.files = store if isinstance(store, FilesystemStore) else None
         self.paths = store.paths
         self.policy = policy
         self.now = now
@@ -149,6 +165,8 @@ class _Run:
 
     def empty_trash(self) -> None:
         """What a killed gc left in the trash: already out of `sessions/`, so no grace."""
+        if self.files is None:
+            return  # a store that removes in one transaction leaves no trash
         for entry in entries(self.trash):
             if self.policy.dry_run:
                 self._sweep("trash", Path(entry.path), entry)
@@ -158,6 +176,8 @@ class _Run:
 
     def sweep_staging(self) -> None:
         """Half-built sessions of crashed creations (a creation in progress is younger than the grace)."""
+        if self.files is None:
+            return  # a store that creates in one transaction leaves nothing half built
         for entry in entries(self.paths.staging):
             if older(entry, self.policy.grace, self.now):
                 self._sweep("staging", Path(entry.path), entry)
@@ -180,20 +200,32 @@ class _Run:
             self._maintain(look)
 
     def _look(self, session_id: str) -> _Look | None:
-        look = _Look(SessionDir(session_id, self.paths.sessions / session_id))
+        look = _Look(session_id)
+        if self.files is not None:
+            look.session = SessionDir(session_id, self.paths.sessions / session_id)
         try:
-            look.session = self.store.session(session_id)
+            if self.files is not None:
+                look.session = self.files.session(session_id)
             stored = head_or_fold(self.store, session_id, refuse_corruption=True)
             look.stored_state, look.last_record = stored.record.state, stored.last_record
             look.age = self.now() - _timestamp(look.last_record)
-            look.holder = session_lock.holder(look.session.path)
+            look.holder = (
+                session_lock.holder(look.session.path) if look.session else self.store.holder(session_id)
+            )
             if session_id.startswith(SESSION_PREFIX):  # only a thread's session has that prefix
-                look.thread_id = thread_id_of(look.session.read_config(check_job=False))
+                look.thread_id = thread_id_of(self.store.read_config(session_id, check_job=False))
         except Exception as exc:  # one broken session must never be removed, nor hide the others
-            if isinstance(exc, NotFound | FileNotFoundError) and not os.path.lexists(look.session.path):
+            if isinstance(exc, NotFound | FileNotFoundError) and self._gone(look):
                 return None  # gone since the listing (another gc)
+            if isinstance(exc, EnvironmentFailure | DurabilityError) and self.files is None:
+                raise  # the database, not the session: stop and say so (exit 74)
             look.error = session_problem(exc)
         return look
+
+    def _gone(self, look: _Look) -> bool:
+        if look.session is not None:
+            return not os.path.lexists(look.session.path)
+        return look.session_id not in self.store.session_ids()
 
     def _removal_verdict(self, look: _Look) -> str | None:
         """None: kept for its age; "candidate"; or why it is skipped."""
@@ -221,11 +253,11 @@ class _Run:
         self._skip(look, "damaged")
 
     def _skip(self, look: _Look, reason: str, detail: str | None = None) -> None:
-        if look.session.session_id in self._skipped:
+        if look.session_id in self._skipped:
             return
-        self._skipped.add(look.session.session_id)
+        self._skipped.add(look.session_id)
         entry: Skipped = {
-            "session_id": look.session.session_id,
+            "session_id": look.session_id,
             "state": look.state,
             "reason": reason,
             "detail": detail or self._detail(look, reason),
@@ -238,17 +270,17 @@ class _Run:
     def _detail(self, look: _Look, reason: str) -> str:
         root_args = " ".join(self.paths.root_args())
         if reason == "damaged":
-            command = f"handshake inspect {look.session.session_id} --verify {root_args}".strip()
+            command = f"handshake inspect {look.session_id} --verify {root_args}".strip()
             return f"{look.problem}; see: {command}"
         if reason == "locked":
-            holder = look.holder or session_lock.holder(look.session.path)
+            holder = look.holder or self._holder(look)
             return f"held by {holder.describe()}" if holder else "another process holds its lock"
         if look.thread_id is not None:
             return self._unfinished_thread(look)
         if look.stored_state == CREATED and self.policy.include_unfinished:
             return "created moments ago; a run takes it next"
         return (
-            f"{look.state} is not finished: resume it with `handshake recover {look.session.session_id}"
+            f"{look.state} is not finished: resume it with `handshake recover {look.session_id}"
             f"{' ' + root_args if root_args else ''}`, or pass --include-unfinished to remove it"
         )
 
@@ -263,17 +295,28 @@ class _Run:
             "--include-unfinished to remove it at --older-than as it is"
         )
 
+    def _holder(self, look: _Look) -> session_lock.LockHolder | None:
+        try:
+            if look.session is not None:
+                return session_lock.holder(look.session.path)
+            return self.store.holder(look.session_id)
+        except NotFound:
+            return None
+
     # -- removal -----------------------------------------------------------------------------
 
     def _remove(self, look: _Look) -> None:
-        session = look.session
         entry: Removed = {
-            "session_id": session.session_id,
+            "session_id": look.session_id,
             "state": look.state,
             "last_record_at": look.last_record_at,
             "age_seconds": round(look.age or 0.0, 3),
             "bytes": 0,
         }
+        if look.session is None:
+            self._remove_leased(look, entry)
+            return
+        session = look.session
         if self.policy.dry_run:
             entry["bytes"] = directory_size(session.path)
             self.report.removed.append(entry)
@@ -315,8 +358,43 @@ class _Run:
         if len(self._batch) >= BATCH:
             self.flush()
 
+    def _remove_leased(self, look: _Look, entry: Removed) -> None:
+        """Any store but a directory: `remove_unchanged`, which under the session's lease
+        checks the journal did not move and removes the session whole in one step."""
+        try:
+            if self.policy.dry_run:
+                entry["bytes"] = self.store.session_bytes(look.session_id)
+            else:
+                assert look.last_record is not None
+                size = self.store.remove_unchanged(look.session_id, look.last_record)
+                if size is None:
+                    self._skip(
+                        look,
+                        "changed",
+                        "a record was appended before gc held its lease; left for the next gc",
+                    )
+                    return
+                entry["bytes"] = size
+        except NotFound:
+            return  # removed since gc looked (another gc)
+        except SessionLocked:
+            self._skip(look, "locked")
+            return
+        self.report.removed.append(entry)
+
+    def _lease(self, look: _Look) -> Lease | None:
+        """The session's lease, without waiting; None (and the reason reported) when held or gone."""
+        try:
+            return self.store.acquire(look.session_id, command="handshake gc")
+        except NotFound:
+            return None  # removed since gc looked (another gc)
+        except SessionLocked:
+            self._skip(look, "locked")
+            return None
+
     def _lock(self, look: _Look) -> int | None:
         """The session's flock, without waiting; None (and the reason reported) when busy or gone."""
+        assert look.session is not None
         try:
             fd = session_lock.try_lock(look.session.path)
         except FileNotFoundError:
@@ -353,6 +431,9 @@ class _Run:
     # -- debris inside a session that stays --------------------------------------------------
 
     def _maintain(self, look: _Look) -> None:
+        if look.session is None:
+            self._maintain_leased(look)
+            return
         session = look.session
         debris = session_debris(session, self.policy, self.now)
         prune = self.policy.keep_checkpoints is not None and look.stored_state in TERMINAL
@@ -384,8 +465,60 @@ class _Run:
         finally:
             os.close(fd)
 
+    def _maintain_leased(self, look: _Look) -> None:
+        """Any store but a directory has no debris of its own (what it does is one
+        transaction); with `keep_checkpoints`, a finished session's unnamed artifacts go."""
+        if self.policy.keep_checkpoints is None or look.stored_state not in TERMINAL:
+            return
+        try:
+            if not self.store.artifact_sizes(look.session_id):
+                return
+        except NotFound:
+            return
+        if look.holder is not None:
+            self._skip(look, "locked", "its unnamed artifacts wait for a gc that finds it free")
+            return
+        if self.policy.dry_run:
+            self._prune_leased(look, None)
+            return
+        lease = self._lease(look)
+        if lease is None:
+            return
+        with lease:
+            try:
+                stored = head_or_fold(self.store, look.session_id, refuse_corruption=True)
+            except (EnvironmentFailure, DurabilityError):
+                raise
+            except Exception as exc:
+                self._damaged(look, exc)
+                return
+            if stored.record.state in TERMINAL:
+                self._prune_leased(look, lease)
+
+    def _prune_leased(self, look: _Look, lease: Lease | None) -> None:
+        """Drop (under `lease`; with None, only report) the artifacts no record names."""
+        try:
+            unnamed = unnamed_in_store(self.store, look.session_id)
+        except (EnvironmentFailure, DurabilityError):
+            raise
+        except Exception as exc:
+            self._damaged(look, exc, "artifacts left as they are: ")
+            return
+        if isinstance(unnamed, HandshakeError):
+            self._damaged(look, unnamed)
+            return
+        if not unnamed:
+            return
+        if lease is not None:
+            lease.drop_artifacts(list(unnamed))
+        # Named as a bundle names it (FORMAT.md, "Bundles"): relative to the root, as on files.
+        for ident, size in sorted(unnamed.items()):
+            path = f"sessions/{look.session_id}/artifacts/objects/{ident}"
+            self.report.swept.append({"kind": "artifact", "path": path, "bytes": size})
+
     def _prune(self, look: _Look) -> None:
         session = look.session
+        assert session is not None
         try:
             unnamed = unnamed_artifacts(session)
         except Exception as exc:

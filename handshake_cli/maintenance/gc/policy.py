@@ -64,7 +64,7 @@ def load_policy(
     dry_run: bool = False,
 ) -> Policy:
     """The `[gc]` table of `<root>/handshake.toml`, overridden by whatever the flags give."""
-    # A database root has no handshake.toml beside its sessions: only the flags say.
+    # A root that is a URL has no directory to hold the file: only the flags say.
     table, config_file = _read_config(paths.root / CONFIG_FILE) if paths.url is None else ({}, None)
 
     def config_duration(key: str) -> float | None:

@@ -1,5 +1,8 @@
 """Which artifacts of a session its journal still names: the rest (loose artifacts, and
-whole pack segments none of whose frames is named) is what `--keep-checkpoints` may drop."""
+whole pack segments none of whose frames is named) is what `--keep-checkpoints` may drop.
+
+`unnamed_artifacts` reads a session directory's files (gc on a directory root);
+`unnamed_in_store` asks any store through the contract (`scan`, `artifact_sizes`)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from handshake_cli.errors import HandshakeError, IntegrityError, JournalNeedsRepair
 from handshake_cli.session.thread import named_artifacts
 from handshake_cli.storage.artifacts import HEADER_BYTES
+from handshake_cli.storage.contract import SessionStore
 from handshake_cli.storage.journal.scan import scan
 from handshake_cli.storage.store import SessionDir
 
@@ -16,6 +20,28 @@ from handshake_cli.storage.store import SessionDir
 def has_artifacts(session: SessionDir) -> bool:
     store = session.artifact_store()
     return bool(store.loose_ids() or store.pack_names())
+
+
+def unnamed_in_store(store: SessionStore, session_id: str) -> dict[str, int] | HandshakeError:
+    """The artifacts (id: bytes) that no record of the session's journal names, or the
+    problem when the journal cannot be read to its end (then nothing may go)."""
+    result = store.scan(session_id)
+    if result.damage:
+        return _unreadable(
+            result.damage.kind, result.damage.segment, result.damage.offset, result.damage.repairable
+        )
+    named: set[str] = set()
+    for record in result.records:
+        named.update(named_artifacts(record.data))
+    return {ident: size for ident, size in store.artifact_sizes(session_id).items() if ident not in named}
+
+
+def _unreadable(kind: str, segment: str, offset: int, repairable: bool) -> HandshakeError:
+    message = (
+        f"artifacts left as they are: the journal has {kind.replace('_', ' ')} at {segment} offset {offset}"
+    )
+    # A torn tail is what a writer refuses to append after (recover repairs it): the same error.
+    return JournalNeedsRepair(message) if repairable else IntegrityError(message)
 
 
 def unnamed_artifacts(session: SessionDir) -> list[tuple[str, Path, int]] | HandshakeError:
@@ -26,13 +52,9 @@ def unnamed_artifacts(session: SessionDir) -> list[tuple[str, Path, int]] | Hand
     """
     result = scan(session.journal, session.session_id)
     if result.damage:
-        damage = result.damage
-        message = (
-            f"artifacts left as they are: the journal has {damage.kind.replace('_', ' ')} at "
-            f"{damage.segment} offset {damage.offset}"
+        return _unreadable(
+            result.damage.kind, result.damage.segment, result.damage.offset, result.damage.repairable
         )
-        # A torn tail is what a writer refuses to append after (recover repairs it): the same error.
-        return JournalNeedsRepair(message) if damage.repairable else IntegrityError(message)
     named: set[str] = set()
     for record in result.records:
         named.update(named_artifacts(record.data))

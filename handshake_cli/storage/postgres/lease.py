@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import select
 import threading
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -377,10 +378,17 @@ class PostgresLease(Lease):
         return cursor.rowcount == 1
 
     def remove_session(self) -> None:
-        """Delete every row of the session in one transaction (the store's `remove_session`)."""
+        """Delete every row of the session in one transaction, the fence checked in it (the
+        lease is still this one's, so no writer holds the session); then the lease ends."""
+        try:
+            self._remove_rows()
+        finally:
+            self.release()
+
+    def _remove_rows(self) -> None:
         self.check()
         try:
-            with self.conn.transaction():
+            with self.io, self.conn.transaction():
                 if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
                     raise self.fenced()
                 for table in (
@@ -397,6 +405,23 @@ class PostgresLease(Lease):
                     )
         except psycopg.Error as exc:
             raise self.failed(exc, "remove the session") from None
+
+    def drop_artifacts(self, artifact_ids: Collection[str]) -> int:
+        """Delete these artifacts' rows in one transaction, the fence checked in it."""
+        self.check()
+        try:
+            with self.io, self.conn.transaction():
+                if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
+                    raise self.fenced()
+                row = self.conn.execute(
+                    "WITH gone AS (DELETE FROM handshake.artifacts WHERE session_id = %s "
+                    "AND artifact_id = ANY(%s) RETURNING octet_length(data) AS size) "
+                    "SELECT coalesce(sum(size), 0) FROM gone",
+                    (self.session_id, sorted(set(artifact_ids))),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise self.failed(exc, "drop unnamed artifacts") from None
+        return int(row[0]) if row else 0
 
     def release(self) -> None:
         """The row first, then the connection (whose end drops the lock); never raises."""

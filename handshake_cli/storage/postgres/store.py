@@ -91,6 +91,8 @@ SELECT (SELECT octet_length(config) FROM handshake.sessions WHERE session_id = %
      + (SELECT coalesce(sum(octet_length(data)), 0) FROM handshake.quarantine WHERE session_id = %s)
      + (SELECT coalesce(sum(octet_length(head)), 0) FROM handshake.heads WHERE session_id = %s)
 """
+# Every table holding a session's rows, in the order a removal deletes them.
+REMOVED_TABLES = ("records", "artifacts", "heads", "quarantine", "requests", "leases", "sessions")
 TAKE_LEASE = """
 INSERT INTO handshake.leases (session_id, token, backend_pid, pid, host, started_at, command)
 VALUES (%s, %s, pg_backend_pid(), %s, %s, %s, %s)
@@ -246,6 +248,28 @@ class PostgresStore(SessionStore):
         with self.acquire(session_id, command=f"remove session {session_id}") as lease:
             lease.remove_session()
 
+    def remove_unchanged(self, session_id: str, last: Record) -> int | None:
+        """One transaction on the store's connection: the session's lock taken for the
+        transaction only (`pg_try_advisory_xact_lock`: a writer's `pg_try_advisory_lock`
+        is refused while it is held, and a held lease refuses it), the last record checked,
+        the session measured and every row of it deleted; the commit lets the lock go. No
+        connection of its own, unlike a lease: gc removes many sessions."""
+        validate_session_id(session_id)
+        with self._reading("remove a session", create=False) as conn:
+            self._session(conn, session_id)
+            with conn.transaction():
+                taken = self._row(conn, "SELECT pg_try_advisory_xact_lock(%s)", lease_key(session_id))
+                if taken and taken[0]:
+                    self._session(conn, session_id)  # not removed by another gc meanwhile
+                    found = journal.last_record(conn, session_id)
+                    if found is None or (found.seq, found.sum) != (last.seq, last.sum):
+                        return None
+                    row = self._row(conn, SESSION_BYTES, *([session_id] * 5))
+                    for table in REMOVED_TABLES:
+                        conn.execute(f"DELETE FROM handshake.{table} WHERE session_id = %s", (session_id,))
+                    return int(row[0]) if row else 0
+        raise self._locked(session_id)
+
     def read_config(self, session_id: str, *, check_job: bool = True) -> dict[str, Any]:
         validate_session_id(session_id)
         with self._reading("read a session's config") as conn:
@@ -398,6 +422,16 @@ class PostgresStore(SessionStore):
         if row is None:
             raise NotFound(f"session {session_id} keeps nothing under {name}")
         return bytes(row[0])
+
+    def artifact_sizes(self, session_id: str) -> dict[str, int]:
+        validate_session_id(session_id)
+        with self._reading("list a session's artifacts", snapshot=True) as conn:
+            self._session(conn, session_id)
+            rows = conn.execute(
+                "SELECT artifact_id, octet_length(data) FROM handshake.artifacts WHERE session_id = %s",
+                (session_id,),
+            ).fetchall()
+        return {str(ident): int(size) for ident, size in rows}
 
     def check_artifacts(self, session_id: str) -> ArtifactCheck:
         validate_session_id(session_id)
