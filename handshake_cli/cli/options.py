@@ -10,8 +10,8 @@ Root = Annotated[
     str | None,
     typer.Option(
         "--root",
-        metavar="DIR",
-        help="Where sessions live (default: $HANDSHAKE_HOME, else the user data dir).",
+        metavar="ROOT",
+        help="A directory or postgresql:// URL (default: $HANDSHAKE_HOME).",
         show_default=False,
     ),
 ]
