@@ -158,6 +158,59 @@ def test_a_running_session_answers_a_checkpoint_request_through_its_lease(tmp_pa
     assert "requested: asked from outside" in reasons
 
 
+@pytest.mark.parametrize("poll", [0.05, None], ids=["request_poll", "signalled_only"])
+def test_a_store_with_request_poll_has_its_running_session_find_a_request_nobody_signals(
+    tmp_path: Path, poll: float | None
+) -> None:
+    """An asker on another machine cannot signal: with a `request_poll` the run finds the
+    request by itself at a boundary; without one (files, one machine) only a signal wakes it,
+    so the request waits until the run has ended."""
+    store = MemoryStore()
+    store.request_poll = poll
+    turns = [
+        {"text": f"Turn {i}.", "tool_calls": [{"tool": "read_file", "args": {"path": "f.txt"}}]}
+        for i in range(50)
+    ]
+    job = write_job(
+        tmp_path / "job", [*turns, {"text": "Done."}], [READ], limits={"max_turns": 100}, delay_ms=2
+    )
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "f.txt").write_text("hello\n")
+    created, ended = threading.Event(), threading.Event()
+    asked: dict[str, Any] = {}
+
+    def ask() -> None:  # after the run's first boundary, with no signal
+        if not created.wait(30):
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(r.type == "tool.result" for r in store.scan("far").records):
+                break
+            time.sleep(0.01)
+        asked["request"] = store.submit_request("far", "asked from afar")
+        asked["answer"] = store.wait_for_answer("far", asked["request"], 60, alive=lambda: not ended.is_set())
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        result = launch.start(
+            load_job(job), store, workspace=workspace, session_id="far", on_created=lambda _: created.set()
+        )
+    finally:
+        created.set()
+        ended.set()
+        asker.join(90)
+    assert result.state == "COMPLETED", result.reason
+    reasons = [r.data["reason"] for r in store.scan("far").records if r.type == "checkpoint.created"]
+    if poll is None:
+        assert asked["answer"] is None and "requested: asked from afar" not in reasons
+        store.withdraw_request("far", asked["request"])
+    else:
+        assert asked["answer"] is not None and reasons.count("requested: asked from afar") == 1
+        assert asked["answer"]["checkpoint_id"].startswith("ck-")
+
+
 def test_a_bundle_carries_a_session_from_one_store_to_the_other(
     stores: tuple[SessionStore, SessionStore], tmp_path: Path
 ) -> None:
