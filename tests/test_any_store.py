@@ -7,6 +7,7 @@ store needs nothing of a directory, which is what a database store relies on."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from handshake_cli.engine import launch
 from handshake_cli.engine.jobs import load_job
+from handshake_cli.errors import SessionLocked
 from handshake_cli.maintenance.bundle import export_session, import_bundle
 from handshake_cli.paths import Paths
 from handshake_cli.readers.describe import describe
@@ -156,6 +158,24 @@ def test_a_running_session_answers_a_checkpoint_request_through_its_lease(tmp_pa
     assert result.state == "COMPLETED", result.reason
     reasons = [r.data["reason"] for r in store.scan("live").records if r.type == "checkpoint.created"]
     assert "requested: asked from outside" in reasons
+
+
+def test_a_directory_root_still_refuses_to_ask_a_holder_on_another_host(
+    stores: tuple[SessionStore, SessionStore],
+) -> None:
+    """A directory shared between machines has no `request_poll`: its holders look only when
+    signalled, so asking one on another host would only wait for nothing."""
+    _, files = stores
+    assert files.request_poll is None
+    owner = {"pid": 999_999_999, "host": "some-other-host", "started_at": "2026-01-01T00:00:00Z"}
+    owner |= {"command": "handshake run job.toml", "pid_start": None}
+    (Path(files.location("one")) / "owner.json").write_text(json.dumps(owner))
+    before = _without_positions(files, "one")
+    with pytest.raises(SessionLocked, match="running on this machine") as refused:
+        launch.checkpoint(files, "one", reason=None, wait=60)
+    assert refused.value.details["lock_holder"]["host"] == "some-other-host"
+    assert _without_positions(files, "one") == before
+    assert not list((Path(files.location("one")) / "requests").glob("*.json"))
 
 
 @pytest.mark.parametrize("poll", [0.05, None], ids=["request_poll", "signalled_only"])
