@@ -7,6 +7,7 @@ store needs nothing of a directory, which is what a database store relies on."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from handshake_cli.engine import launch
 from handshake_cli.engine.jobs import load_job
+from handshake_cli.errors import SessionLocked
 from handshake_cli.maintenance.bundle import export_session, import_bundle
 from handshake_cli.paths import Paths
 from handshake_cli.readers.describe import describe
@@ -156,6 +158,77 @@ def test_a_running_session_answers_a_checkpoint_request_through_its_lease(tmp_pa
     assert result.state == "COMPLETED", result.reason
     reasons = [r.data["reason"] for r in store.scan("live").records if r.type == "checkpoint.created"]
     assert "requested: asked from outside" in reasons
+
+
+def test_a_directory_root_still_refuses_to_ask_a_holder_on_another_host(
+    stores: tuple[SessionStore, SessionStore],
+) -> None:
+    """A directory shared between machines has no `request_poll`: its holders look only when
+    signalled, so asking one on another host would only wait for nothing."""
+    _, files = stores
+    assert files.request_poll is None
+    owner = {"pid": 999_999_999, "host": "some-other-host", "started_at": "2026-01-01T00:00:00Z"}
+    owner |= {"command": "handshake run job.toml", "pid_start": None}
+    (Path(files.location("one")) / "owner.json").write_text(json.dumps(owner))
+    before = _without_positions(files, "one")
+    with pytest.raises(SessionLocked, match="running on this machine") as refused:
+        launch.checkpoint(files, "one", reason=None, wait=60)
+    assert refused.value.details["lock_holder"]["host"] == "some-other-host"
+    assert _without_positions(files, "one") == before
+    assert not list((Path(files.location("one")) / "requests").glob("*.json"))
+
+
+@pytest.mark.parametrize("poll", [0.05, None], ids=["request_poll", "signalled_only"])
+def test_a_store_with_request_poll_has_its_running_session_find_a_request_nobody_signals(
+    tmp_path: Path, poll: float | None
+) -> None:
+    """An asker on another machine cannot signal: with a `request_poll` the run finds the
+    request by itself at a boundary; without one (files, one machine) only a signal wakes it,
+    so the request waits until the run has ended."""
+    store = MemoryStore()
+    store.request_poll = poll
+    turns = [
+        {"text": f"Turn {i}.", "tool_calls": [{"tool": "read_file", "args": {"path": "f.txt"}}]}
+        for i in range(50)
+    ]
+    job = write_job(
+        tmp_path / "job", [*turns, {"text": "Done."}], [READ], limits={"max_turns": 100}, delay_ms=2
+    )
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "f.txt").write_text("hello\n")
+    created, ended = threading.Event(), threading.Event()
+    asked: dict[str, Any] = {}
+
+    def ask() -> None:  # after the run's first boundary, with no signal
+        if not created.wait(30):
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(r.type == "tool.result" for r in store.scan("far").records):
+                break
+            time.sleep(0.01)
+        asked["request"] = store.submit_request("far", "asked from afar")
+        asked["answer"] = store.wait_for_answer("far", asked["request"], 60, alive=lambda: not ended.is_set())
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        result = launch.start(
+            load_job(job), store, workspace=workspace, session_id="far", on_created=lambda _: created.set()
+        )
+    finally:
+        created.set()
+        ended.set()
+        asker.join(90)
+    assert result.state == "COMPLETED", result.reason
+    reasons = [r.data["reason"] for r in store.scan("far").records if r.type == "checkpoint.created"]
+    if poll is None:
+        assert asked["answer"] is None and "requested: asked from afar" not in reasons
+        store.withdraw_request("far", asked["request"])
+    else:
+        assert asked["answer"] is not None and reasons.count("requested: asked from afar") == 1
+        assert asked["answer"]["checkpoint_id"].startswith("ck-")
 
 
 def test_a_bundle_carries_a_session_from_one_store_to_the_other(

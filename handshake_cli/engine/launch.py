@@ -159,24 +159,36 @@ def checkpoint(store: SessionStore, session_id: str, *, reason: str | None, wait
             holder = store.holder(session_id)
             if holder is None:
                 raise
-    if holder.is_alive() is not True:
+    here = holder.is_alive()  # None: a holder on another machine, which no signal reaches
+    if here is False or (here is None and store.request_poll is None):
         raise SessionLocked(
             f"session {session_id} is held by {holder.describe()}; handshake can only ask a session "
             "running on this machine for a checkpoint",
             details={"lock_holder": holder.as_json()},
         )
     request = store.submit_request(session_id, reason)
+    if here:
+        try:
+            os.kill(holder.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            store.withdraw_request(session_id, request)
+            return _checkpoint_stopped(store, session_id, reason)
+
+    # A holder that dies (a crash, a kill -9) or lets go never answers: stop waiting then, and
+    # take the checkpoint from the journal as for any stopped session. One on another machine
+    # finds the request by itself (`request_poll`); it is gone once the store names no holder,
+    # or another one.
+    def holds() -> bool:
+        return holder.is_alive() is not False if here else store.holder(session_id) == holder
+
     try:
-        os.kill(holder.pid, signal.SIGUSR1)
-    except ProcessLookupError:
+        payload = store.wait_for_answer(session_id, request, wait, alive=holds)
+    except BaseException:
         store.withdraw_request(session_id, request)
-        return _checkpoint_stopped(store, session_id, reason)
-    # A holder that dies (a crash, a kill -9) never answers: stop waiting then, and take the
-    # checkpoint from the journal as for any stopped session.
-    payload = store.wait_for_answer(session_id, request, wait, alive=lambda: holder.is_alive() is not False)
+        raise
     if payload is None:
         store.withdraw_request(session_id, request)
-        if holder.is_alive() is False:
+        if not holds():
             return _checkpoint_stopped(store, session_id, reason)
         raise SessionLocked(
             f"session {session_id} is running ({holder.describe()}) and did not reach a boundary "

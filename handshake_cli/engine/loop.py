@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from handshake_cli.engine.tools.mcp import McpHost
     from handshake_cli.engine.writer import SessionWriter
     from handshake_cli.session.thread import Thread
+    from handshake_cli.storage.contract import CheckpointRequest
 
 EXIT_FOR_STATE: dict[str, ExitCode] = {
     COMPLETED: ExitCode.OK,
@@ -183,6 +184,7 @@ class Runner:
     mcp: McpHost | None = None
     _messages_since: int = 0
     _tokens_since: int = 0
+    _next_request_look: float = 0.0  # time.monotonic() of the next unsignalled look (`request_poll`)
     _hint: str | None = None
 
     @property
@@ -228,13 +230,27 @@ class Runner:
             hint=self._hint,
         )
 
-    def _boundary(self) -> None:
-        """Between chunks and tool calls: serve checkpoint requests, honour a stop."""
-        if self.cancel.checkpoint_requested:
-            self.cancel.checkpoint_requested = False
-            self._serve_checkpoint_requests()
+    def _boundary(self, requests: list[CheckpointRequest] | None = None) -> None:
+        """Between chunks and tool calls: serve checkpoint requests (`requests`, when the
+        caller already looked), honour a stop."""
+        for request in self._pending_requests() if requests is None else requests:
+            self._serve_checkpoint_request(request)
         if self.cancel.stop_requested:
             self._pause()
+
+    def _pending_requests(self) -> list[CheckpointRequest]:
+        """The checkpoint requests to serve at this boundary. Looked for when signalled (and
+        at the first boundary); on a store whose askers may be on another machine (a
+        `request_poll`), also at most once per `request_poll` seconds, so a boundary costs
+        one clock reading, not one query."""
+        poll = self.writer.store.request_poll
+        if self.cancel.checkpoint_requested:
+            self.cancel.checkpoint_requested = False
+        elif poll is None or time.monotonic() < self._next_request_look:
+            return []
+        if poll is not None:
+            self._next_request_look = time.monotonic() + poll
+        return self.writer.lease.pending_requests()
 
     def _pause(self) -> None:
         reason = f"{GRACEFUL_SHUTDOWN} ({self.cancel.stop_requested})"
@@ -319,12 +335,13 @@ class Runner:
 
     def _between_chunks(self, text: _TurnText) -> None:
         """A boundary inside the stream: a stop, a checkpoint request, the token policy."""
-        if self.cancel.stop_requested or self.cancel.checkpoint_requested:
+        requests = self._pending_requests()
+        if self.cancel.stop_requested or requests:
             text.flush()
         if self.cancel.stop_requested:
             self._abort(text, "cancelled")
             self._pause()
-        self._boundary()
+        self._boundary(requests)
         if self._tokens_since >= self.job.checkpoint.every_tokens:
             text.flush()
             self._checkpoint(f"every {self.job.checkpoint.every_tokens} tokens")
@@ -527,12 +544,10 @@ class Runner:
 
     # -- `handshake checkpoint` while running --------------------------------------------
 
-    def _serve_checkpoint_requests(self) -> None:
-        lease = self.writer.lease
-        for request in lease.pending_requests():
-            reason = self.masker.mask(request.reason) if request.reason else None
-            ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
-            lease.answer_request(request, ref.as_json())
+    def _serve_checkpoint_request(self, request: CheckpointRequest) -> None:
+        reason = self.masker.mask(request.reason) if request.reason else None
+        ref = self._checkpoint(f"requested: {reason}" if reason else "requested")
+        self.writer.lease.answer_request(request, ref.as_json())
 
 
 @dataclass

@@ -203,6 +203,10 @@ class SessionStore(Protocol):
     # The root as the user gave it (a directory or a URL): guidance repeats
     # `paths.root_args()`, messages show `paths.shown_root` (never a password).
     paths: Paths
+    # How often (seconds) a lease holder looks for checkpoint requests by itself, at its
+    # boundaries; None when it looks only when woken, by a SIGUSR1 from its own machine. A
+    # store that gives a number answers an asker on any machine, which never signals then.
+    request_poll: float | None
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -369,7 +373,8 @@ class SessionStore(Protocol):
 
     def submit_request(self, session_id: str, reason: str | None) -> CheckpointRequest:
         """Leave a checkpoint request for the lease holder (`Lease.pending_requests`), without
-        the lease. The asker then wakes the holder as it can (a signal on the same machine)."""
+        the lease. The asker then wakes the holder as it can (a signal on the same machine),
+        or, on a store with a `request_poll`, lets the holder find it."""
         ...
 
     def wait_for_answer(

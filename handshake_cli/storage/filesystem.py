@@ -59,6 +59,8 @@ TORN = ".torn"
 class FilesystemStore(SessionStore):
     """Sessions as directories under one root."""
 
+    request_poll: float | None = None  # a holder reads `requests/` when signalled (DECISIONS.md)
+
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.store = Store(paths)

@@ -99,6 +99,8 @@ class Memory:
 
 
 class MemoryStore(SessionStore):
+    request_poll: float | None = None  # one process: an asker signals, as on files
+
     def __init__(self, memory: Memory | None = None, paths: Paths | None = None) -> None:
         self.memory = memory if memory is not None else Memory()
         self.paths = paths or Paths(Path("/memory"))  # a name for messages: nothing is written there

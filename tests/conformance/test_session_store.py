@@ -697,6 +697,24 @@ def test_a_checkpoint_request_reaches_the_holder_and_its_answer_the_asker(
     assert store.wait_for_answer(session_id, asked, 0) is None  # an answer is read once
 
 
+def test_an_asker_stops_waiting_once_the_holder_is_gone(store: SessionStore, session_id: str) -> None:
+    """`alive` is how an asker on another machine notices a holder that died or let go
+    (`request_poll`: such a holder looks for requests by itself, at least this often)."""
+    assert store.request_poll is None or store.request_poll > 0
+    asked = store.submit_request(session_id, None)
+    looks: list[bool] = []
+
+    def alive() -> bool:
+        looks.append(False)
+        return False
+
+    assert store.wait_for_answer(session_id, asked, 3600, alive=alive) is None  # not an hour
+    assert looks == [False]
+    store.withdraw_request(session_id, asked)
+    with store.acquire(session_id) as lease:
+        assert lease.pending_requests() == []
+
+
 def test_the_config_is_checked_against_record_1_unless_asked_not_to(
     store: SessionStore, session_id: str
 ) -> None:

@@ -71,6 +71,9 @@ from handshake_cli.storage.store import (
 # before the row naming its holder is committed.
 HOLDER_WAIT = 2.0
 ANSWER_POLL = 0.05  # seconds between looks for a checkpoint request's answer
+# Seconds between a lease holder's own looks for checkpoint requests: an asker may be on
+# another machine, where no signal reaches (DECISIONS.md, "handshake checkpoint across machines").
+REQUEST_POLL = 1.0
 # The live holder of a session's lease: its row, and the advisory lock its backend holds.
 HOLDER = """
 SELECT s.session_id, l.pid, l.host, l.started_at, l.command,
@@ -110,6 +113,8 @@ def lease_key(session_id: str) -> int:
 
 class PostgresStore(SessionStore):
     """Sessions as rows of one PostgreSQL database (schema.py has the tables)."""
+
+    request_poll: float | None = REQUEST_POLL
 
     def __init__(self, url: str, *, paths: Paths | None = None) -> None:
         self.url = url
