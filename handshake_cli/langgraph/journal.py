@@ -108,7 +108,14 @@ class OpenThread:
                 raise
         self.index.apply(record)
         self.session.apply(record)
+        if self.durable_seq >= record.seq:
+            self._notify()  # durable already (`Durability.NOW`): whoever waits for it wakes
         return record
+
+    def _notify(self) -> None:
+        if self.appended is not None:
+            with self.appended:
+                self.appended.notify_all()
 
     def _put(self, type_: str, data: dict[str, Any]) -> Record:
         """Append under `_writing`: durable now, with every artifact added before it."""
@@ -128,9 +135,8 @@ class OpenThread:
         with self._syncing:
             if self.durable_seq < seq:
                 moved = self._sync()
-        if moved and self.appended is not None:
-            with self.appended:
-                self.appended.notify_all()
+        if moved:
+            self._notify()
 
     def _sync(self) -> bool:
         """Make what was written durable (under `_syncing`); whether `durable_seq` moved."""
