@@ -70,11 +70,12 @@ LOCK_COMMAND = "langgraph HandshakeSaver"
 
 
 class HandshakeSaver(BaseCheckpointSaver[str]):
-    """LangGraph checkpoints kept as handshake sessions under `root`.
+    """LangGraph checkpoints kept as handshake sessions of `root`'s store.
 
-    `root` is handshake's root (`--root`, else `$HANDSHAKE_HOME`, else the platform's data
-    directory). Use it as a context manager, or call `close()`, to release the threads'
-    locks; a process that ends releases them too."""
+    `root` is handshake's root, as `--root` takes it: a directory or a `postgresql://` URL
+    (else `$HANDSHAKE_HOME`, else the platform's data directory). Use it as a context
+    manager, or call `close()`, to release the threads' leases; a process that ends releases
+    them too."""
 
     def __init__(self, root: str | os.PathLike[str] | Paths | None = None, *, serde: Any = None) -> None:
         super().__init__(serde=cast(SerializerProtocol | None, serde))
