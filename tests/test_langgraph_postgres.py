@@ -89,3 +89,16 @@ def test_a_thread_on_postgresql_has_one_writer(postgres_url: str) -> None:
         build(first).invoke({"document": "d", "steps": []}, config("one"))
         with pytest.raises(SessionLocked):
             second.get_tuple(config("one"))
+
+
+def test_gc_keep_checkpoints_keeps_the_values_a_finished_thread_names(
+    postgres_url: str, cli: Callable[..., CliResult]
+) -> None:
+    big = "z" * 30_000
+    with HandshakeSaver(postgres_url) as saver:
+        build(saver).invoke({"document": big, "steps": []}, config("kept"))
+        saver.finish_thread("kept")
+    swept = cli("gc", "--keep-checkpoints", "1", "--root", postgres_url, "--json")
+    assert swept.code == 0, swept.stdout + swept.stderr
+    with HandshakeSaver(postgres_url) as saver:
+        assert build(saver).get_state(config("kept")).values == {"document": big, "steps": ["one", "two"]}
