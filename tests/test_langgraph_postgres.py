@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("langgraph.graph", reason="the test extra is not installed (pip install -e '.[test]')")
 pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 
+import psycopg
+
 from handshake_cli.errors import SessionLocked
 from handshake_cli.langgraph import HandshakeSaver
 from handshake_cli.paths import Paths
@@ -102,3 +104,31 @@ def test_gc_keep_checkpoints_keeps_the_values_a_finished_thread_names(
     assert swept.code == 0, swept.stdout + swept.stderr
     with HandshakeSaver(postgres_url) as saver:
         assert build(saver).get_state(config("kept")).values == {"document": big, "steps": ["one", "two"]}
+
+
+def test_a_torn_tail_in_the_database_is_cut_into_quarantine_when_the_thread_opens(postgres_url: str) -> None:
+    with HandshakeSaver(postgres_url) as saver:
+        build(saver).invoke({"document": "d", "steps": []}, config("torn"))
+    store = open_store(Paths.resolve(postgres_url))
+    session_id = session_id_for("torn")
+    last = store.last_record(session_id)
+    assert last is not None
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a write a kill cut short
+        conn.execute(
+            "UPDATE handshake.records SET line = line || %s "
+            "WHERE session_id = %s AND segment = %s AND byte_offset = %s",
+            (
+                b'{"seq":99,"ts":"x","type":"langgraph.wri',
+                session_id,
+                int(last.segment.split(".")[0]),
+                last.offset,
+            ),
+        )
+    assert store.scan(session_id).torn_tail is not None
+    with HandshakeSaver(postgres_url) as saver:
+        assert build(saver).get_state(config("torn")).values["steps"] == ["one", "two"]
+        build(saver).invoke({"document": "e", "steps": []}, config("torn"))
+    assert store.quarantined(session_id)
+    assert "langgraph.repaired" in [r.type for r in store.scan(session_id).records]
+    with HandshakeSaver(postgres_url) as saver:
+        assert build(saver).get_state(config("torn")).values["steps"] == ["one", "two", "one", "two"]
