@@ -27,8 +27,9 @@ from tests.support.langgraph_agent import PAYMENTS, payments
 REPO = Path(__file__).resolve().parent.parent
 
 
-def agent(root: Path, saver: str, *flags: str) -> dict[str, Any] | None:
-    """One run of the agent in its own process; its outcome, or None when it was killed."""
+def agent(root: Path, saver: str, *flags: str, store: str | None = None) -> dict[str, Any] | None:
+    """One run of the agent in its own process; its outcome, or None when it was killed. The
+    ledger is in `root`, the thread in `store` (a PostgreSQL URL) when given, else in `root`."""
     done = subprocess.run(
         [
             sys.executable,
@@ -37,7 +38,7 @@ def agent(root: Path, saver: str, *flags: str) -> dict[str, Any] | None:
             "--saver",
             saver,
             "--root",
-            str(root),
+            store or str(root),
             "--ledger",
             str(root / "ledger"),
             *flags,
@@ -63,13 +64,13 @@ def operator_answer(root: Path, interrupts: list[dict[str, Any]]) -> str:
     )
 
 
-def run_to_the_end(root: Path, saver: str, *flags: str) -> list[dict[str, Any]]:
+def run_to_the_end(root: Path, saver: str, *flags: str, store: str | None = None) -> list[dict[str, Any]]:
     """Run the agent again until it finishes, answering each interrupt as an operator would;
     the interrupts met on the way."""
     met: list[dict[str, Any]] = []
     resume: list[str] = []
     for _ in range(20):
-        outcome = agent(root, saver, *flags, *resume)
+        outcome = agent(root, saver, *flags, *resume, store=store)
         if outcome is None:
             resume = []
             continue
@@ -96,6 +97,16 @@ def test_langgraph_own_saver_pays_twice_after_a_kill(tmp_path: Path) -> None:
 def test_handshake_pays_once_when_a_probe_settles_the_call_in_doubt(tmp_path: Path, payment: int) -> None:
     assert agent(tmp_path, "handshake", "--probe", "--kill-after-payment", str(payment)) is None
     assert run_to_the_end(tmp_path, "handshake", "--probe") == []
+    assert paid_once_each(tmp_path)
+
+
+def test_on_a_postgresql_root_a_killed_agent_pays_each_invoice_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Killed right after its second payment (one of the two calls of one turn), the thread
+    in a database: the next run finds the call in doubt there, its probe settles it."""
+    assert agent(tmp_path, "handshake", "--probe", "--kill-after-payment", "2", store=postgres_url) is None
+    assert run_to_the_end(tmp_path, "handshake", "--probe", store=postgres_url) == []
     assert paid_once_each(tmp_path)
 
 

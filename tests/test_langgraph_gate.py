@@ -1,5 +1,6 @@
-"""The exactly_once gate in-process: async tools, identical calls in one node, the key a
-tool sees, and what it does under a checkpointer that is not handshake's."""
+"""The exactly_once gate in-process: async tools (on a directory and on a PostgreSQL root),
+identical calls in one node, the key a tool sees, and what it does under a checkpointer that
+is not handshake's."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from langgraph.graph import END, START, StateGraph
 from handshake_cli.langgraph import HandshakeSaver, current_call, exactly_once
 from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import session_id_for
-from handshake_cli.storage.filesystem import FilesystemStore
+from handshake_cli.storage.open import open_store
 
 
 class State(TypedDict, total=False):
@@ -28,12 +29,20 @@ class State(TypedDict, total=False):
 CONFIG: RunnableConfig = {"configurable": {"thread_id": "gate"}}
 
 
-def record_types(root: Path) -> list[str]:
-    scan = FilesystemStore(Paths(root)).scan(session_id_for("gate"))
+def record_types(root: Path | str) -> list[str]:
+    scan = open_store(Paths.resolve(str(root))).scan(session_id_for("gate"))
     return [r.type for r in scan.records if r.type.startswith("tool.")]
 
 
-def test_an_async_tool_is_journaled_around_its_run(tmp_path: Path) -> None:
+@pytest.fixture(params=["directory", "postgres"])
+def gate_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The root the gate's thread lives in: a directory, and a PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path)
+
+
+def test_an_async_tool_is_journaled_around_its_run(gate_root: str) -> None:
     seen: list[str] = []
 
     @exactly_once(idempotency="non_idempotent")
@@ -50,12 +59,12 @@ def test_an_async_tool_is_journaled_around_its_run(tmp_path: Path) -> None:
     graph.add_edge("node", END)
 
     async def run() -> dict[str, Any]:
-        async with HandshakeSaver(tmp_path) as saver:
+        async with HandshakeSaver(gate_root) as saver:
             return await graph.compile(checkpointer=saver).ainvoke({"keys": []}, CONFIG)
 
     assert asyncio.run(run())["keys"] == ["told ann", "told ann"]
     assert len(set(seen)) == 2  # two identical calls, two calls: each its own key
-    assert record_types(tmp_path) == ["tool.intent", "tool.result", "tool.intent", "tool.result"]
+    assert record_types(gate_root) == ["tool.intent", "tool.result", "tool.intent", "tool.result"]
 
 
 def test_the_key_is_the_same_through_the_parameter_and_current_call(tmp_path: Path) -> None:

@@ -1,20 +1,22 @@
 """`HandshakeSaver`: a LangGraph checkpointer whose storage is handshake sessions.
 
-One LangGraph thread is one session under the root (`threads.session_id_for`). Its
-checkpoints and pending writes are `langgraph.*` journal records, checksummed and chained
-like every record; values larger than `values.INLINE_MAX_BYTES` are artifacts in the
-session's pack, synced before the record that names them. The saver takes a thread's lock
-the first time it touches the thread and keeps it until `close()`: it is that session's one
-writer (a second process on the same thread gets `SessionLocked`).
+One LangGraph thread is one session of the root's store (`threads.session_id_for`): the
+root is a directory or a `postgresql://` URL, opened as the command line opens it
+(`storage.open.open_store`). Its checkpoints and pending writes are `langgraph.*` journal
+records, checksummed and chained like every record; values larger than
+`values.INLINE_MAX_BYTES` are content-addressed artifacts, durable before the record that
+names them. The saver takes a thread's lease the first time it touches the thread and keeps
+it until `close()`: it is that session's one writer (a second process on the same thread
+gets `SessionLocked`).
 
-Durability (DESIGN section 2): `put` and `put_writes` return only once their record is on
-disk (an fdatasync of the pack when it grew, before the record is written; then of the
-journal), so a task's writes are durable before LangGraph moves on, and a checkpoint before
-its config is handed back. The journal's sync is a group commit (`OpenThread.settle`): the
-calls LangGraph makes at once from its executor's threads share one fdatasync.
+Durability (DESIGN section 2): `put` and `put_writes` return only once their record is
+durable, so a task's writes are durable before LangGraph moves on, and a checkpoint before
+its config is handed back. How is `langgraph.journal`'s: on a directory a group commit (the
+calls LangGraph makes at once from its executor's threads share one fdatasync), on another
+store each record committed as it is appended.
 
 A journal a crash left with a torn tail is repaired when the saver opens the thread (the
-torn bytes kept in `quarantine/`, a `langgraph.repaired` record saying so); corruption is
+torn bytes kept in quarantine, a `langgraph.repaired` record saying so); corruption is
 never cut and opening the thread fails with `IntegrityError` (exit 5 on the command line).
 
 The async methods run the sync ones in a worker thread; one lock serialises them.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import dataclasses
 import json
 import os
 import random
@@ -48,7 +49,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base import writes_sort_key as _writes_sort_key
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from handshake_cli.errors import DurabilityError, HandshakeError, NotFound, UsageError
+from handshake_cli.errors import HandshakeError, NotFound, SessionExists
+from handshake_cli.langgraph.journal import OpenThread, artifact_source, open_thread, snapshot_location
 from handshake_cli.langgraph.values import decode_value, encode_value
 from handshake_cli.paths import Paths
 from handshake_cli.session.langgraph_thread import (
@@ -60,146 +62,20 @@ from handshake_cli.session.langgraph_thread import (
     session_id_for,
 )
 from handshake_cli.session.state import ACTIVE, COMPLETED, ModelSession, initial_head
-from handshake_cli.storage import durable
-from handshake_cli.storage.artifacts import Location
-from handshake_cli.storage.contract import Durability
-from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
-from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record, utc_now
-from handshake_cli.storage.journal.scan import ScanResult, Start, list_segments
-from handshake_cli.storage.journal.writer import JournalWriter
+from handshake_cli.storage.contract import SessionStore
+from handshake_cli.storage.journal.scan import Start
+from handshake_cli.storage.open import open_store
 
 LOCK_COMMAND = "langgraph HandshakeSaver"
-# Records that carry a thread on, which a finished thread refuses (pruning it is fine).
-_GOING_ON = frozenset({"langgraph.checkpoint", "langgraph.writes", "tool.intent"})
-
-
-class OpenThread:
-    """A thread this saver holds: its lease, its appender, and its index.
-
-    Appends are a group commit: `write` puts a record in the journal (under the saver's
-    lock, artifacts it names synced first) and `settle` returns once it is durable, with one
-    fdatasync made outside the saver's lock, so that the records other threads write
-    meanwhile (LangGraph calls `put_writes` and `put` from its background executor, several
-    at once) ride on the same sync. `append` is both, for callers that hold the lock."""
-
-    def __init__(
-        self, lease: FilesystemLease, appender: FilesystemAppender, index: ThreadIndex, session: ModelSession
-    ) -> None:
-        self.lease = lease
-        self.appender = appender
-        self.index = index
-        self.session = session  # the session record, for head.json
-        self.indexed_seq = 0  # the seq of the newest index snapshot
-        self.snapshot_at: dict[str, Any] | None = None  # where its record is, for head.json
-        self.artifacts = lease.session.artifact_store()
-        self.appended: threading.Condition | None = None  # notified when durable_seq moves on
-        self.durable_seq = appender.last_seq  # every record up to it is on disk
-        self.broken: str | None = None  # a failed sync: no record is acknowledged after it
-        self._writing = threading.Lock()  # the journal writer's state (innermost lock)
-        self._syncing = threading.Lock()  # one group sync at a time
-
-    @property
-    def session_id(self) -> str:
-        return self.lease.session_id
-
-    def write(self, type_: str, data: dict[str, Any]) -> Record:
-        """Write one record (the artifacts it names synced first, DESIGN section 2) and fold
-        it into the index; durable only once `settle(record.seq)` returns. The caller holds
-        the saver's lock."""
-        if self.session.state == COMPLETED and type_ in _GOING_ON:
-            raise UsageError(
-                f"LangGraph thread {self.index.thread_id!r} was finished (finish_thread): it takes no "
-                "more records; copy_thread it to a new thread to go on"
-            )
-        with self._writing:
-            if self.broken is not None:
-                raise DurabilityError(f"the thread's journal is unusable after a failed sync: {self.broken}")
-            self.appender.pack.sync()
-            record = self.appender.append(type_, data, durability=Durability.NEXT_SYNC)
-        self.index.apply(record)
-        self.session.apply(record)
-        return record
-
-    def append(self, type_: str, data: dict[str, Any]) -> Record:
-        """Append one record durably and fold it into the index."""
-        record = self.write(type_, data)
-        self.settle(record.seq)
-        return record
-
-    def settle(self, seq: int) -> None:
-        """Return once record `seq` (and every one before it) is on disk: one fdatasync of the
-        journal for all the records written when it starts, whoever wrote them."""
-        moved = False
-        with self._syncing:
-            if self.durable_seq < seq:
-                with self._writing:
-                    if self.broken is not None:
-                        raise DurabilityError(f"the thread's journal is unusable: {self.broken}")
-                    handle = self.appender.journal.sync_handle()
-                if handle is None:  # closed: close() settles first, so this is a bug
-                    raise DurabilityError(f"record {seq} was written to a journal closed before its sync")
-                fd, written = handle
-                try:
-                    durable.fsync_fd(fd, data_only=True, path=self.lease.session.journal)
-                except DurabilityError as exc:
-                    self.broken = exc.message  # never retried and acknowledged (DESIGN rule 4)
-                    raise
-                finally:
-                    os.close(fd)
-                self.durable_seq = max(self.durable_seq, written)
-                moved = True
-        if moved and self.appended is not None:
-            with self.appended:
-                self.appended.notify_all()
-
-    def close(self) -> None:
-        """The index kept as a snapshot when the thread grew since the last one, head.json
-        brought up to date and pointing at it (a cache: a crash leaves it behind, which
-        `inspect` reports and the next saver or `recover` mends), then the journal and the
-        lock. Never raises: what a snapshot would save is only time."""
-        try:
-            self.settle(self.appender.last_seq)
-            snapshot = (
-                self._write_snapshot() if self.appender.last_seq > self.indexed_seq else self.snapshot_at
-            )
-            head = self.session.head()
-            if snapshot is not None:
-                head["langgraph_index"] = snapshot
-            self.lease.write_head(head)
-        except HandshakeError:
-            pass
-        finally:
-            with self._writing:
-                self.appender.close()
-            self.lease.release()
-
-    def _write_snapshot(self) -> dict[str, Any]:
-        snapshot = {**self.index.snapshot(), "session": dataclasses.asdict(self.session)}
-        ident, location = self.appender.pack.add(json.dumps(snapshot, separators=(",", ":")).encode())
-        with self._writing:
-            record = self.appender.append(
-                "langgraph.index",
-                {
-                    "thread_id": self.index.thread_id,
-                    "artifact_id": ident,
-                    "pack": location.pack,
-                    "offset": location.offset,
-                    "covers_seq": self.appender.last_seq,
-                },
-                durability=Durability.NOW,
-            )
-        self.session.apply(record)
-        self.indexed_seq = record.seq
-        self.snapshot_at = {"seq": record.seq, "segment": record.segment, "offset": record.offset}
-        return self.snapshot_at
 
 
 class HandshakeSaver(BaseCheckpointSaver[str]):
-    """LangGraph checkpoints kept as handshake sessions under `root`.
+    """LangGraph checkpoints kept as handshake sessions of `root`'s store.
 
-    `root` is handshake's root (`--root`, else `$HANDSHAKE_HOME`, else the platform's data
-    directory). Use it as a context manager, or call `close()`, to release the threads'
-    locks; a process that ends releases them too."""
+    `root` is handshake's root, as `--root` takes it: a directory or a `postgresql://` URL
+    (else `$HANDSHAKE_HOME`, else the platform's data directory). Use it as a context
+    manager, or call `close()`, to release the threads' leases; a process that ends releases
+    them too."""
 
     def __init__(self, root: str | os.PathLike[str] | Paths | None = None, *, serde: Any = None) -> None:
         super().__init__(serde=cast(SerializerProtocol | None, serde))
@@ -207,7 +83,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             self.paths = root
         else:
             self.paths = Paths.resolve(os.fspath(root) if root is not None else None)
-        self.store = FilesystemStore(self.paths)
+        self.store: SessionStore = open_store(self.paths)
         self._open: dict[str, OpenThread] = {}
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)  # notified after every append
@@ -219,6 +95,9 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             for thread in self._open.values():
                 thread.close()
             self._open.clear()
+            close = getattr(self.store, "close", None)
+            if close is not None:
+                close()  # a database store's own connection (the next read opens another)
 
     def __enter__(self) -> HandshakeSaver:
         return self
@@ -254,19 +133,29 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             if found is not None:
                 return found
             session_id = session_id_for(thread_id)
-            if not (self.paths.sessions / session_id).is_dir():
+            if not self._exists(session_id):
                 if not create:
                     return None
-                self.store.create_session(
-                    {"kind": KIND, KIND: {"thread_id": thread_id}},
-                    {"kind": KIND, "thread_id": thread_id},
-                    head_for=initial_head,
-                    session_id=session_id,
-                )
+                try:
+                    self.store.create_session(
+                        {"kind": KIND, KIND: {"thread_id": thread_id}},
+                        {"kind": KIND, "thread_id": thread_id},
+                        head_for=initial_head,
+                        session_id=session_id,
+                    )
+                except SessionExists:
+                    pass  # made meanwhile by another process: its lease decides below
             opened = self._open_session(session_id, thread_id)
             opened.appended = self._appended
             self._open[thread_id] = opened
             return opened
+
+    def _exists(self, session_id: str) -> bool:
+        try:
+            self.store.read_config(session_id, check_job=False)
+        except NotFound:
+            return False
+        return True
 
     def wait_for_checkpoints(self, thread_id: str, checkpoint_map: dict[str, str], timeout: float) -> bool:
         """Wait until every (namespace, checkpoint id) of `checkpoint_map` is on disk in the
@@ -298,16 +187,15 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             if scan.corruption is not None:
                 lease.open_journal()  # raises IntegrityError, naming the damage
             repaired = lease.repair_torn_tail(scan.torn_tail) if scan.torn_tail is not None else None
-            appender = self._appender(lease, scan) if repaired is None else lease.open_journal()
+            index = index or ThreadIndex(thread_id)
+            session = session or ModelSession(session_id)
+            for record in scan.records:
+                index.apply(record)
+                session.apply(record)
+            opened = open_thread(self.store, lease, scan, start, index, session, reopen=repaired is not None)
         except BaseException:
             lease.release()
             raise
-        index = index or ThreadIndex(thread_id)
-        session = session or ModelSession(session_id)
-        for record in scan.records:
-            index.apply(record)
-            session.apply(record)
-        opened = OpenThread(lease, appender, index, session)
         if start is not None:
             opened.indexed_seq = start.seq
             opened.snapshot_at = {"seq": start.seq, "segment": start.segment, "offset": start.offset}
@@ -325,35 +213,13 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
             if record is None or record.type != "langgraph.index" or record.seq != where.get("seq"):
                 return None, None, None
             data = record.data
-            location = Location(str(data["pack"]), int(data["offset"])) if "pack" in data else None
-            store = self.store.session(session_id).artifact_store()
-            snapshot = json.loads(store.get(str(data["artifact_id"]), location))
+            artifacts = artifact_source(self.store, session_id)
+            snapshot = json.loads(artifacts.get(str(data["artifact_id"]), snapshot_location(data)))
             index = ThreadIndex.from_snapshot(snapshot)
             session = ModelSession(**snapshot["session"])
         except (HandshakeError, ValueError, KeyError, TypeError):
             return None, None, None  # a cache that does not check out: fold the journal
         return index, session, Start(record.segment, record.offset, record.seq, record.prev)
-
-    def _appender(self, lease: FilesystemLease, scan: ScanResult) -> FilesystemAppender:
-        """An appender after the last record the scan verified (no second read of the journal)."""
-        segments = list_segments(lease.session.journal)
-        if not segments or segments[-1] not in scan.valid_ends:
-            return lease.open_journal()
-        journal = JournalWriter(
-            lease.session.journal,
-            lease.session_id,
-            last_seq=scan.last_seq,
-            last_sum=scan.last_sum,
-            segment=segments[-1],
-            segment_size=scan.valid_ends[segments[-1]],
-            segment_bytes=DEFAULT_SEGMENT_BYTES,
-            clock=utc_now,
-        )
-        try:
-            return FilesystemAppender(journal, lease.session.artifact_store().pack_writer())
-        except BaseException:
-            journal.close()
-            raise
 
     def thread_ids(self) -> list[str]:
         """Every LangGraph thread under the root."""
@@ -521,11 +387,11 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
         """A channel's new value; `empty` when the checkpoint has none for it (as LangGraph's
         own savers store it)."""
         if channel not in values:
-            return encode_value(("empty", b""), opened.appender.pack)
+            return encode_value(("empty", b""), opened.sink)
         return self.value_ref(opened, values[channel])
 
     def value_ref(self, opened: OpenThread, value: Any) -> dict[str, Any]:
-        return encode_value(self.serde.dumps_typed(value), opened.appender.pack)
+        return encode_value(self.serde.dumps_typed(value), opened.sink)
 
     def put_writes(
         self,
@@ -570,7 +436,7 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
         with self._lock:
             opened = self.thread(thread_id, create=False)
             if opened is None:
-                raise NotFound(f"no LangGraph thread {thread_id!r} under {self.paths.root}")
+                raise NotFound(f"no LangGraph thread {thread_id!r} in {self.paths.shown_root}")
             if opened.session.state == COMPLETED:
                 return
             opened.append(
@@ -658,10 +524,10 @@ class HandshakeSaver(BaseCheckpointSaver[str]):
         )
 
     def _carry(self, source: OpenThread, target: OpenThread, ref: dict[str, Any]) -> dict[str, Any]:
-        """A value reference valid in `target`: an artifact's bytes are copied into its pack."""
+        """A value reference valid in `target`: an artifact's bytes are copied into its session."""
         if "b64" in ref:
             return ref
-        return encode_value(decode_value(ref, source.artifacts), target.appender.pack)
+        return encode_value(decode_value(ref, source.artifacts), target.sink)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if strategy not in ("keep_latest", "delete"):

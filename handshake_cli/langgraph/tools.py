@@ -42,7 +42,8 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from langgraph.config import get_config
 
-from handshake_cli.langgraph.saver import HandshakeSaver, OpenThread
+from handshake_cli.langgraph.journal import OpenThread
+from handshake_cli.langgraph.saver import HandshakeSaver
 from handshake_cli.langgraph.values import decode_value
 from handshake_cli.session.langgraph_thread import ToolCallEntry
 
@@ -317,7 +318,7 @@ class _Gate:
         from langgraph.types import interrupt
 
         thread = json.dumps(call.thread_id)
-        recover = f"handshake recover {saver.session_id(call.thread_id)} --root {saver.paths.root}"
+        recover = f"handshake recover {saver.session_id(call.thread_id)} --root {saver.paths.shown_root}"
         answer_shape = f'{{"{call.tool_call_id}": "done"}}'
         guidance: dict[str, Any] = {
             "handshake": "tool_call_in_doubt",

@@ -1,9 +1,10 @@
 """How a LangGraph value (its serde's `(type, bytes)`) is kept in a record: small ones inline,
-base64 in the record; large ones as a content-addressed artifact the record names, with the
-pack location it was written at, so the same bytes are stored once and read without a search.
+base64 in the record; large ones as a content-addressed artifact the record names (on the
+filesystem with the pack location it was written at, read without a search; a store without
+packs gives no location), so the same bytes are stored once.
 
-The artifact is added to the session's pack before the record that names it is appended,
-and the appender syncs the pack first (DESIGN section 2, rule 2).
+The artifact is added to the session's store before the record that names it is appended,
+and is durable before it (DESIGN section 2, rule 2).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ INLINE_MAX_BYTES = 2048
 
 
 class ArtifactSink(Protocol):
-    def add(self, data: bytes) -> tuple[str, Any]: ...
+    def add(self, data: bytes) -> tuple[str, Any]:
+        """Keep `data`; its content id and its location (None when the store has none)."""
+        ...
 
 
 class ArtifactSource(Protocol):
@@ -24,11 +27,13 @@ class ArtifactSource(Protocol):
 
 
 def encode_value(typed: tuple[str, bytes], pack: ArtifactSink) -> dict[str, Any]:
-    """A value reference for a record: inline, or an artifact added to `pack` (not yet synced)."""
+    """A value reference for a record: inline, or an artifact added to `pack` (not yet durable)."""
     type_, data = typed
     if len(data) <= INLINE_MAX_BYTES:
         return {"type": type_, "b64": base64.b64encode(data).decode("ascii")}
     ident, location = pack.add(bytes(data))
+    if location is None:
+        return {"type": type_, "artifact": ident, "bytes": len(data)}
     return {
         "type": type_,
         "artifact": ident,

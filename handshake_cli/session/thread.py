@@ -231,11 +231,12 @@ def fold_thread(records: list[Record], base: Thread | None = None) -> Thread:
 
 
 def named_artifacts(value: Any) -> list[str]:
-    """Artifact ids a tool result names (large output kept outside the record)."""
+    """Artifact ids a record's data names: a tool result's large output kept outside the
+    record (`*artifact_id`), and a LangGraph value reference's `artifact`."""
     found: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if key.endswith("artifact_id") and isinstance(item, str):
+            if (key == "artifact" or key.endswith("artifact_id")) and isinstance(item, str):
                 found.append(item)
             else:
                 found.extend(named_artifacts(item))

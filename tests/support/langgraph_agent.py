@@ -4,7 +4,7 @@ LangGraph's ToolNode. A payment is a non-idempotent effect: a line appended (and
 a ledger file. Run as a program, it runs the agent on one thread to its end, or until an
 interrupt, or until it is killed:
 
-    python -m tests.support.langgraph_agent --saver handshake|sqlite --root DIR --ledger FILE
+    python -m tests.support.langgraph_agent --saver handshake|sqlite --root DIR|URL --ledger FILE
         [--kill-after-payment N | --kill-before-payment N | --kill-in SECONDS]
         [--probe] [--resume done|retry|JSON]
 
@@ -110,7 +110,7 @@ def build(
 
 def run(
     saver_kind: str,
-    root: Path,
+    root: str,
     ledger: Path,
     *,
     kill_after: int | None = None,
@@ -129,7 +129,7 @@ def run(
 
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        connection = sqlite3.connect(root / "checkpoints.sqlite", check_same_thread=False)
+        connection = sqlite3.connect(Path(root) / "checkpoints.sqlite", check_same_thread=False)
         connection.execute("PRAGMA synchronous=FULL")
         saver = SqliteSaver(connection)
     graph = build(
@@ -159,7 +159,7 @@ def run(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--saver", choices=["handshake", "sqlite"], required=True)
-    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--root", required=True, help="a directory, or a PostgreSQL URL (handshake)")
     parser.add_argument("--ledger", type=Path, required=True)
     parser.add_argument("--kill-after-payment", type=int)
     parser.add_argument("--kill-before-payment", type=int)

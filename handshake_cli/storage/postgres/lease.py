@@ -325,13 +325,15 @@ class PostgresLease(Lease):
             "DELETE FROM handshake.records WHERE session_id = %s AND segment = %s AND byte_offset >= %s",
             (self.session_id, number, damage.offset),
         )
-        kept = [(at, line[: damage.offset - at]) for at, line in rows if at < damage.offset]
-        if kept and not kept[-1][1].endswith(b"\n"):
-            at, line = kept[-1]
+        kept = [(at, line, line[: damage.offset - at]) for at, line in rows if at < damage.offset]
+        if kept and (kept[-1][2] != kept[-1][1] or not kept[-1][2].endswith(b"\n")):
+            # The damage begins inside this row (even just after one of its newlines): it keeps
+            # only the bytes before it, ending in a newline.
+            at, _, line = kept[-1]
             self.conn.execute(
                 "UPDATE handshake.records SET line = %b "
                 "WHERE session_id = %s AND segment = %s AND byte_offset = %s",
-                (line + b"\n", self.session_id, number, at),
+                (line if line.endswith(b"\n") else line + b"\n", self.session_id, number, at),
             )
         return name
 
