@@ -196,7 +196,7 @@ VARIES = {
     "workspace",
     "root",
     "records",
-    *("pid", "started_at", "ended_at", "ts"),  # the history's processes (inspect's `history`)
+    *("pid", "started_at", "ended_at", "ts", "seq"),  # the history's processes (inspect's `history`)
 }
 
 
