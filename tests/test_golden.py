@@ -14,8 +14,24 @@ import pytest
 from tests.support.cli import CliResult
 from tests.support.paths import GOLDEN, REPO
 
-NAMES = ["clean", "torn-tail", "corrupt-middle", "in-doubt", "no-checkpoint"]
-VERIFY_EXIT = {"clean": 0, "torn-tail": 0, "corrupt-middle": 5, "in-doubt": 0, "no-checkpoint": 0}
+NAMES = [
+    "clean",
+    "torn-tail",
+    "corrupt-middle",
+    "in-doubt",
+    "no-checkpoint",
+    "preallocated-tail",
+    "torn-over-tail",
+]
+VERIFY_EXIT = {
+    "clean": 0,
+    "torn-tail": 0,
+    "corrupt-middle": 5,
+    "in-doubt": 0,
+    "no-checkpoint": 0,
+    "preallocated-tail": 0,
+    "torn-over-tail": 0,
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -51,6 +67,31 @@ def test_golden_verdicts_say_what_a_user_needs() -> None:
     assert in_doubt["in_doubt_tool_calls"] == ["call-1-0"]
 
 
+def test_a_preallocated_tail_is_no_damage_and_what_was_written_over_it_is_a_torn_tail() -> None:
+    """FORMAT.md section 3: the records end at the last segment's first empty line."""
+    clean = json.loads((GOLDEN / "clean.verify.json").read_text())
+    tail = json.loads((GOLDEN / "preallocated-tail.verify.json").read_text())
+    assert tail["verdict"] == "intact" and tail["journal"] == clean["journal"]
+    over = json.loads((GOLDEN / "torn-over-tail.verify.json").read_text())
+    assert over["verdict"] == "repairable"
+    assert over["journal"]["damage"]["kind"] == "torn_tail"
+    assert over["journal"]["last_seq"] == clean["journal"]["last_seq"] - 1  # the record past the gap
+
+
+def test_recover_cuts_what_was_written_over_the_tail(
+    golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
+) -> None:
+    root = golden_root("torn-over-tail")
+    env = {"HANDSHAKE_HOME": str(root)}
+    recovered = cli("recover", "torn-over-tail", "--json", extra_env=env)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    [quarantined] = (root / "sessions" / "torn-over-tail" / "quarantine").iterdir()
+    assert quarantined.read_bytes().startswith(b"\n" * 600 + b'{"seq":21,')
+    assert not quarantined.read_bytes().endswith(b"\n\n")
+    verified = cli("inspect", "torn-over-tail", "--verify", "--json", extra_env=env)
+    assert verified.json["verdict"] == "intact", verified.stdout
+
+
 def test_listing_of_golden_sessions(
     golden_root: Callable[[str], Path], cli: Callable[..., CliResult]
 ) -> None:
@@ -66,6 +107,8 @@ def test_listing_of_golden_sessions(
         "corrupt-middle": "COMPLETED",
         "in-doubt": "INTERRUPTED",
         "no-checkpoint": "INTERRUPTED",
+        "preallocated-tail": "COMPLETED",
+        "torn-over-tail": "COMPLETED",
     }
     assert not rows["clean"]["needs_attention"]
     # head.json names seq 21, but only seq 20 survived: the crash shows.

@@ -202,7 +202,6 @@ def test_torn_tail_at_every_byte_of_the_last_record(tmp_path: Path) -> None:
         pytest.param(b"\x00" * 4096, id="zero-page"),
         pytest.param(b"\x00", id="one-zero-byte"),
         pytest.param(b"\xff\xfe\x00garbage\n\x13\x37 more garbage\n", id="binary-lines"),
-        pytest.param(b"\n\n\n", id="empty-lines"),
         pytest.param(b'{"seq":11,"ts":"2025-01-02T03:04:05Z","type":"model.chu', id="half-a-record"),
     ],
 )

@@ -201,3 +201,58 @@ def test_a_thread_exported_and_imported_elsewhere_reads_the_same(
     assert "workspace" not in human.stdout + human.stderr and "LangGraph thread 'moved'" in human.stdout
     with HandshakeSaver(elsewhere) as saver:
         assert [(t.checkpoint, t.metadata) for t in saver.list(config("moved"))] == before
+
+
+KEEP_SAVER_OPEN = """
+import sys
+from handshake_cli.langgraph import HandshakeSaver
+from tests.test_langgraph_saver import build, config
+saver = HandshakeSaver(sys.argv[1])
+build(saver).invoke({"document": "d", "steps": []}, config("killed"))
+print("invoked", flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_a_thread_whose_saver_was_killed_keeps_its_tail_reads_intact_and_goes_on(
+    root: Path, tmp_path: Path, cli: Cli
+) -> None:
+    """The saver writes its records over a preallocated tail of newlines; SIGKILLed, it leaves
+    the tail on disk. That is no damage: `inspect --verify` finds none, export carries the
+    records only, and the next saver writes where the records end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KEEP_SAVER_OPEN, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "invoked\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    session = session_id_for("killed")
+    journal = root / "sessions" / session / "journal"
+    [segment] = sorted(journal.iterdir())
+    left = segment.read_bytes()
+    assert left.endswith(b"\n\n") and left.rstrip(b"\n").endswith(b'"}')  # the tail the killed saver left
+
+    verified = cli("inspect", session, "--root", str(root), "--verify", "--json")
+    assert verified.code == 0, verified.stdout + verified.stderr
+    assert verified.json["journal"]["damage"] is None, verified.stdout
+    assert verified.json["journal"]["records"] == verified.json["journal"]["last_seq"] > 1
+    # Only the head lags (the saver writes it when it closes): nothing in the journal to cut.
+    assert set(verified.json["head"]["differences"]) <= {"last_seq"}
+    bundle = tmp_path / "killed.tar.gz"
+    assert cli("export", session, "--root", str(root), "-o", str(bundle)).code == 0
+    assert cli("import", str(bundle), "--root", str(tmp_path / "elsewhere")).code == 0
+    copied = (tmp_path / "elsewhere" / "sessions" / session / "journal" / segment.name).read_bytes()
+    assert copied == segment.read_bytes().rstrip(b"\n") + b"\n"
+
+    with HandshakeSaver(root) as saver:
+        assert build(saver).get_state(config("killed")).values["steps"] == ["one", "two"]
+        build(saver).invoke({"document": "e", "steps": []}, config("killed"))
+        assert build(saver).get_state(config("killed")).values["steps"] == ["one", "two", "one", "two"]
+    assert b"\n\n" not in segment.read_bytes()
+    assert cli("inspect", session, "--root", str(root), "--verify").code == 0

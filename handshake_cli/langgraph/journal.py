@@ -26,7 +26,7 @@ from handshake_cli.storage import durable
 from handshake_cli.storage.artifacts import Location
 from handshake_cli.storage.contract import Durability, JournalAppender, Lease, SessionStore
 from handshake_cli.storage.filesystem import FilesystemAppender, FilesystemLease, FilesystemStore
-from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Record, utc_now
+from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, PREALLOCATE_BYTES, Record, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start, list_segments
 from handshake_cli.storage.journal.writer import JournalWriter
 
@@ -190,11 +190,13 @@ class OpenThread:
 
 
 class FilesystemThread(OpenThread):
-    """The filesystem's fast path: values in the pack (their location in the record) and a
-    group commit. `write` puts a record in the journal (artifacts it names synced first);
-    `settle` makes one fdatasync outside the saver's lock, so the records other threads
-    write meanwhile (LangGraph calls `put_writes` and `put` from its background executor,
-    several at once) ride on the same sync."""
+    """The filesystem's fast path: values in the pack (their location in the record), a
+    group commit and a preallocated journal tail. `write` puts a record in the journal
+    (artifacts it names synced first); `settle` makes one fdatasync outside the saver's lock,
+    so the records other threads write meanwhile (LangGraph calls `put_writes` and `put` from
+    its background executor, several at once) ride on the same sync. The records are written
+    over the segment's preallocated tail (JournalWriter.preallocate), so most of those syncs
+    do not grow the file."""
 
     appender: FilesystemAppender
     lease: FilesystemLease
@@ -209,6 +211,7 @@ class FilesystemThread(OpenThread):
     ) -> None:
         super().__init__(store, lease, appender, index, session)
         self.sink = appender.pack
+        appender.journal.preallocate(PREALLOCATE_BYTES)
 
     def _put(self, type_: str, data: dict[str, Any]) -> Record:
         self.appender.pack.sync()

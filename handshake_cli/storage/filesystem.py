@@ -434,6 +434,9 @@ def repair_torn_tail(session: SessionDir, damage: Damage) -> TailRepair:
         with durable.environment("read the torn tail of", segment):
             size = os.fstat(fd).st_size
             torn = os.pread(fd, size - damage.offset, damage.offset)
+        # A preallocated tail's newlines after the torn bytes are no part of them.
+        kept = len(torn.rstrip(b"\n"))
+        torn = torn[: kept + 1 if kept < len(torn) else kept]
         quarantined = None
         if torn:
             quarantined = quarantine(session, f"{damage.segment}.{damage.offset}", torn)

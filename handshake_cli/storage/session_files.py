@@ -19,6 +19,7 @@ from pathlib import Path
 from handshake_cli.errors import SessionChanged
 from handshake_cli.storage import durable, lock
 from handshake_cli.storage.contract import SessionFile
+from handshake_cli.storage.journal.codec import FILL, SEGMENT_SUFFIX
 from handshake_cli.storage.journal.scan import list_segments
 
 # A session never travels with a writer: these describe a process on the exporting machine.
@@ -30,12 +31,17 @@ FIRST = ("head.json", "session.toml", "journal")
 
 
 class OpenFile(SessionFile):
-    """A regular file, open once: hands out exactly the `size` bytes it had when opened."""
+    """A regular file, open once: hands out exactly the `size` bytes it had when opened (a
+    journal segment without its preallocated tail: a bundle holds records only)."""
 
     def __init__(self, name: str, path: Path, fd: int) -> None:
         st = os.fstat(fd)
-        self.name, self.size, self.mtime = name, st.st_size, int(st.st_mtime)
-        self._fd, self._left, self._path = fd, st.st_size, path
+        size = st.st_size
+        if name.startswith("journal/") and name.endswith(SEGMENT_SUFFIX):
+            with durable.environment("read", path):
+                size = _without_tail(fd, size)
+        self.name, self.size, self.mtime = name, size, int(st.st_mtime)
+        self._fd, self._left, self._path = fd, size, path
 
     def read(self, n: int = -1) -> bytes:
         want = self._left if n < 0 else min(n, self._left)
@@ -53,6 +59,18 @@ class OpenFile(SessionFile):
         data = b"".join(parts)
         self._left -= len(data)
         return data
+
+
+def _without_tail(fd: int, size: int) -> int:
+    """A segment's size without the newlines of a preallocated tail after its last line's own."""
+    end = size
+    while end > 0:
+        block = os.pread(fd, min(end, 1 << 16), end - min(end, 1 << 16))
+        kept = len(block.rstrip(FILL))
+        end -= len(block) - kept
+        if kept:
+            break
+    return end + 1 if end < size and end > 0 else end
 
 
 def session_files(session_dir: Path, skipped: list[dict[str, str]]) -> Iterator[str | SessionFile]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from handshake_cli.storage import durable
-from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES, Record, check_content, genesis
+from handshake_cli.storage.journal.codec import MAX_SEGMENT_BYTES, Record, check_content, genesis, records_end
 from handshake_cli.storage.journal.records import MAX_RECORD_BYTES
 from handshake_cli.storage.journal.scan import list_segments, read_last_record, read_segment
 
@@ -40,7 +40,8 @@ def find_backwards(
         if at_most is not None and int(name.split(".")[0]) > at_most:
             continue  # every record in this segment comes after `at_most`
         anchor: bool | None = None  # does this segment follow the one before it? (checked once)
-        for data, at, start, content in _lines_holding(journal_dir / name, needle):
+        last = index == len(segments) - 1
+        for data, at, start, content in _lines_holding(journal_dir / name, needle, last=last):
             if check_content(content) is None:
                 continue
             record = Record.decode(content, name, start)
@@ -52,12 +53,14 @@ def find_backwards(
                 yield record, content
 
 
-def _lines_holding(path: Path, needle: bytes) -> Iterator[tuple[bytes, int, int, bytes]]:
+def _lines_holding(path: Path, needle: bytes, *, last: bool) -> Iterator[tuple[bytes, int, int, bytes]]:
     """Every line of the segment at `path` that holds `needle`, from the last up: a window of
     the segment that holds it and the line before it, where the line starts in the window
     and in the segment, and the line.
     The window doubles (from the end) until it does; a segment larger than any handshake
-    writes is searched in its first MAX_SEGMENT_BYTES, as a scan reads it."""
+    writes is searched in its first MAX_SEGMENT_BYTES, as a scan reads it. In the `last`
+    segment nothing after the first empty line is looked at (a preallocated tail, and what was
+    written over it and never synced: scan.py); the first window holds the whole tail."""
     fd = durable.open_read(path)
     try:
         with durable.environment("read", path):
@@ -72,6 +75,9 @@ def _lines_holding(path: Path, needle: bytes) -> Iterator[tuple[bytes, int, int,
                 if len(data) != window:  # the file shrank (it is being repaired): read it whole
                     data, base = read_segment(path)[0], 0
                     size = len(data)
+                if last:
+                    tail = records_end(data) if base == 0 else data.find(b"\n\n") + 1 or len(data)
+                    end = min(end, base + tail)
                 while (at := data.rfind(needle, 0, max(0, end - base))) != -1:
                     newline = data.rfind(b"\n", 0, at)
                     before = data.rfind(b"\n", 0, newline) if newline > 0 else -1

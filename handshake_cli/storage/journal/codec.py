@@ -36,6 +36,25 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 # last record can take it at most one record further. Readers never load more than this.
 MAX_SEGMENT_BYTES = DEFAULT_SEGMENT_BYTES + MAX_RECORD_BYTES
 
+# A writer may keep the last segment's file longer than its records: a preallocated tail of
+# newline bytes that the next records are written over in place (an fdatasync that does not
+# grow the file commits no filesystem metadata; FORMAT.md section 4). No record holds an empty
+# line, so the records of the last segment end where its first empty line begins.
+FILL = b"\n"
+PREALLOCATE_BYTES = 16 * 1024
+
+
+def records_end(data: bytes) -> int:
+    """Where the records of a last segment's bytes `data` (from its start) end: before the
+    first empty line, which begins its preallocated tail, or at the end of `data`. Anything
+    after it was never synced (a record is acknowledged only once every byte before it is on
+    disk, and none of those is an empty line), whatever it holds."""
+    if data[:1] == FILL:
+        return 0
+    at = data.find(FILL + FILL)
+    return len(data) if at == -1 else at + 1
+
+
 # The framing's fixed places, shared with the scanner's inlined fast loop.
 SEQ_OPEN = b'{"seq":'
 SUM_KEY = b',"sum":"'

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handshake_cli.storage.journal.codec import Record, check_content
+from handshake_cli.storage.journal.codec import Record, check_content, records_end
 from handshake_cli.storage.journal.records import RecordInvalid
 from handshake_cli.storage.journal.scan import list_segments, read_segment
 
@@ -49,6 +49,8 @@ def find_records(
     previous_last: Record | None = None  # the last intact line of the segment before
     for name in segments:
         data, _size = read_segment(journal_dir / name)
+        if name == segments[-1]:
+            data = data[: records_end(data)]  # never what lies over a preallocated tail
         last_start = -1
         for match in pattern.finditer(data):
             start = data.rfind(b"\n", 0, match.start()) + 1

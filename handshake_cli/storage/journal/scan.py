@@ -2,7 +2,10 @@
 
 A scan stops at the first damage and says what it is, located to the byte: damage that
 reaches the end of the last segment with no intact record after it is a torn tail (a crash
-mid-append; recovery cuts it off); anything else is corruption. A scan can start from a
+mid-append; recovery cuts it off); anything else is corruption. The last segment's records
+end at its first empty line (`codec.records_end`): newlines from there on are a preallocated
+tail, nothing to report; other bytes there were never synced, whatever they hold (a power
+failure may have kept some of them and not others), and are a torn tail. A scan can start from a
 record already trusted (`Start`: a checkpoint's) instead of the first, and decodes every
 record, none (what a writer checks before appending) or only some types.
 
@@ -23,6 +26,7 @@ from handshake_cli.errors import IntegrityError, NotFound
 from handshake_cli.storage import durable
 from handshake_cli.storage.journal import codec, records
 from handshake_cli.storage.journal.codec import (
+    FILL,
     HEX,
     KEY_LEN,
     PREV_FROM,
@@ -210,8 +214,13 @@ def _scan_segment(
         return
     pos = _scan_intact_lines(data, name, result, decode, pos, base)
     size = len(data)
-    # What the fast loop did not take: nothing, a last line without its newline, or damage.
+    tail = codec.records_end(data) if is_last else size
+    # What the fast loop did not take: nothing, a last line without its newline, a
+    # preallocated tail, what was written over one and never synced, or damage.
     while pos < size:
+        if pos >= tail:
+            _unsynced_tail(data, name, pos, result, base)
+            return
         newline = data.find(b"\n", pos)
         end = newline if newline != -1 else size
         content = data[pos:end]
@@ -342,10 +351,15 @@ def _classify_bad_region(
             "corrupt", name, base + start, length, "damaged bytes in a segment that is not the last"
         )
         return
+    tail = codec.records_end(data)
+    # Damage that reaches the preallocated tail before any intact record: never synced.
+    if tail < len(data) and (start >= tail or not _intact_before(data, start, tail)):
+        _unsynced_tail(data, name, start, result, base)
+        return
     # From `start` itself: a newline lost between two intact records leaves the second one
     # starting exactly where the damage does.
     probe = data.find(SEQ_OPEN, start)
-    while probe != -1:
+    while probe != -1 and probe < tail:
         newline = data.find(b"\n", probe)
         if check_content(data[probe : newline if newline != -1 else len(data)]) is not None:
             result.damage = Damage(
@@ -366,6 +380,33 @@ def _classify_bad_region(
             base + start,
             length,
             f"the last {length} bytes are an incomplete or damaged record",
+        )
+
+
+def _intact_before(data: bytes, start: int, tail: int) -> bool:
+    """Whether an intact record begins in `data[start:tail]`."""
+    probe = data.find(SEQ_OPEN, start, tail)
+    while probe != -1:
+        newline = data.find(FILL, probe, tail)
+        if check_content(data[probe : newline if newline != -1 else tail]) is not None:
+            return True
+        probe = data.find(SEQ_OPEN, probe + 1, tail)
+    return False
+
+
+def _unsynced_tail(data: bytes, name: str, start: int, result: ScanResult, base: int) -> None:
+    """From `start` (at or before the preallocated tail) to the end of the last segment:
+    nothing but newlines is the tail itself, clean; anything else was never synced, a torn
+    tail of the bytes up to the last that is not a newline."""
+    result.valid_ends[name] = base + start
+    length = len(data.rstrip(FILL)) - start
+    if length > 0:
+        result.damage = Damage(
+            "torn_tail",
+            name,
+            base + start,
+            length,
+            f"the last {length} bytes were never synced (they reach the preallocated tail)",
         )
 
 
@@ -395,12 +436,19 @@ def _last_in(fd: int, name: str) -> Record | None:
     while True:
         start = max(0, size - block)
         data = os.pread(fd, size - start, start)
+        # Nothing after the first empty line counts (a preallocated tail, and what was
+        # written over it unsynced): the window holds it, as it holds the whole tail.
+        if start == 0:
+            data = data[: codec.records_end(data)]
+        elif (empty := data.find(b"\n\n")) != -1:
+            data = data[: empty + 1]
         lines = data.split(b"\n")
         complete = lines[1:] if start > 0 else lines
+        end = start + len(data)
         for index in range(len(complete) - 1, -1, -1):
             content = complete[index]
             if check_content(content) is not None:
-                offset = size - len(b"\n".join(complete[index:]))
+                offset = end - len(b"\n".join(complete[index:]))
                 return Record.decode(content, name, offset)
         if start == 0:
             break
