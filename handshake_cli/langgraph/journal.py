@@ -211,6 +211,7 @@ class FilesystemThread(OpenThread):
     ) -> None:
         super().__init__(store, lease, appender, index, session)
         self.sink = appender.pack
+        self.journal_dir = lease.session.journal  # for a failed sync's message
         appender.journal.preallocate(PREALLOCATE_BYTES)
 
     def _put(self, type_: str, data: dict[str, Any]) -> Record:
@@ -228,7 +229,7 @@ class FilesystemThread(OpenThread):
             raise DurabilityError("a record was written to a journal closed before its sync")
         fd, written = handle
         try:
-            durable.fsync_fd(fd, data_only=True, path=self.lease.session.journal)
+            durable.fsync_fd(fd, data_only=True, path=self.journal_dir)
         except DurabilityError as exc:
             self.broken = exc.message  # never retried and acknowledged (DESIGN rule 4)
             raise

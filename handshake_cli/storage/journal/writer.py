@@ -221,8 +221,12 @@ class JournalWriter:
             raise DurabilityError(f"journal writer is unusable after an earlier failure: {self._broken}")
         if self._fd is None:
             return None
-        with durable.environment("duplicate the descriptor of", self._path):
+        try:
             return os.dup(self._fd), self.last_seq
+        except OSError as exc:  # out of descriptors (a bad one is a bug, and stays an OSError)
+            if exc.errno in durable.ENVIRONMENT_ERRNOS:
+                raise durable.environment_failure(exc, "duplicate the descriptor of", self._path) from exc
+            raise
 
     def close(self) -> None:
         """Let go of the segment, its preallocated tail cut (not synced: a tail that comes back
