@@ -32,8 +32,7 @@ import struct
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -106,8 +105,7 @@ def head_bytes(fields: dict[str, Any]) -> bytes:
     return json.dumps({"format_version": HEAD_FORMAT, **fields}, indent=2, sort_keys=True).encode() + b"\n"
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One record's row in `handshake.records`, as an appender made it."""
 
     segment: int
