@@ -219,3 +219,25 @@ def test_a_batch_the_fence_refused_is_fatal_and_none_of_it_is_stored(
         journal.append("test.note", {"n": "after"})
     lease.release()
     assert seqs(store, session_id) == [1, 2]  # nothing the fenced writer tried is stored
+
+
+def test_an_artifact_added_while_records_are_held_goes_ahead_of_them(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    """Large output kept while a read tool's intent is held: the artifact is committed at once
+    (no held record can name it), the records follow with the commit, and the record naming
+    the artifact is never stored without it."""
+    session_id = store.create_session(CONFIG, CREATED, head_for=head_for, session_id="artifact")
+    with store.acquire(session_id) as lease:
+        journal = lease.open_journal()
+        journal.append("test.note", {"n": "intent"}, durability=Durability.NEXT_SYNC)
+        ident = journal.add_artifact(b"large output")
+        assert other.get_artifact(session_id, ident) == b"large output"
+        assert seqs(other, session_id) == [1]  # the intent is still held
+        journal.sync_artifacts()  # its commit carries the held intent too
+        assert seqs(other, session_id) == [1, 2]
+        journal.append("test.note", {"n": "result", "artifact_id": ident}, durability=Durability.NEXT_SYNC)
+        assert seqs(other, session_id) == [1, 2]
+        journal.append("test.note", {"n": "checkpoint"})
+        assert seqs(other, session_id) == [1, 2, 3, 4]
+        journal.close()

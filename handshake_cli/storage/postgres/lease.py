@@ -12,9 +12,10 @@ the writer's memory and sent with the next commit, in the same statement: an app
 synchronous_commit on, so a tool-call boundary is one round trip and one WAL flush. Held
 records are also sent (committed asynchronously, their reply read before the lease's next
 statement) once they are `HOLD_SECONDS` old at an append, or too many, and before this
-process reads through the store (read-your-writes) or the lease writes anything else. A
-writer killed meanwhile loses them, as a machine crash loses unsynced bytes of a file
-(DESIGN section 2, rule 3): never a gap, since they are always the journal's newest.
+process reads through the store (read-your-writes) or the lease writes anything but an
+artifact (which no held record can name: it is added after them). A writer killed meanwhile
+loses them, as a machine crash loses unsynced bytes of a file (DESIGN section 2, rule 3):
+never a gap, since they are always the journal's newest.
 `put_artifact`, a cut torn tail and `sync` commit with synchronous_commit on; `add_artifact`
 and the head commit with it off (durable with the next synchronous commit: WAL is flushed
 in order).
@@ -296,12 +297,18 @@ class PostgresLease(Lease):
             details={"root": self.shown, "operation": "fence"},
         )
 
-    def run(self, query: str, params: Any, *, durable: bool, doing: str) -> psycopg.Cursor[Any]:
-        """Execute one statement in a transaction of its own, after the held rows: committed
-        with synchronous_commit on when `durable`, else off (visible now, durable with the next
-        synchronous commit). A statement that says how it commits takes `%(commit)s` from here."""
+    def run(
+        self, query: str, params: Any, *, durable: bool, doing: str, after_held: bool = True
+    ) -> psycopg.Cursor[Any]:
+        """Execute one statement in a transaction of its own, after the held rows unless not
+        `after_held`: committed with synchronous_commit on when `durable`, else off (visible
+        now, durable with the next synchronous commit). A statement that says how it commits
+        takes `%(commit)s` from here."""
         with self.io:
-            self.send_held()
+            if after_held:
+                self.send_held()
+            else:
+                self.check()
             if isinstance(params, dict):
                 params["commit"] = "on" if durable else "off"
             try:
@@ -608,7 +615,11 @@ class PostgresAppender(JournalAppender):
         if ident in self.known:
             return ident
         params = {"session": self.lease.session_id, "token": self.lease.token, "id": ident, "data": data}
-        row = self.lease.run(INSERT_ARTIFACT, params, durable=False, doing="add an artifact").fetchone()
+        # Ahead of the held records, which cannot name it (they were appended before it):
+        # committed first, it is durable before any of them, and any record after them.
+        row = self.lease.run(
+            INSERT_ARTIFACT, params, durable=False, doing="add an artifact", after_held=False
+        ).fetchone()
         if row is None or row[0] != 1:
             raise self.lease.fenced()
         self.known.add(ident)
