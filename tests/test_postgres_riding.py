@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +242,47 @@ def test_an_artifact_added_while_records_are_held_goes_ahead_of_them(
         journal.append("test.note", {"n": "checkpoint"})
         assert seqs(other, session_id) == [1, 2, 3, 4]
         journal.close()
+
+
+def test_a_commit_that_waits_for_the_server_leaves_the_other_threads_running(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    """The commit waits for its reply in `select`, not inside libpq holding the GIL: while the
+    server makes it wait (here a lock another session holds on the leases table), the
+    process's other threads (an MCP host's event loop, a LangGraph saver's callers, signal
+    handlers) go on. Had the GIL been held, this thread could not have looked before the lock
+    went (the other session is ended by the server after 30 s idle, whatever happens)."""
+    session_id = store.create_session(CONFIG, CREATED, head_for=head_for, session_id="waiting")
+    lease = store.acquire(session_id)
+    journal = lease.open_journal()
+    journal.append("test.note", {"n": "first"})
+    backend = lease.conn.info.backend_pid
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            journal.append("test.note", {"n": "riding"}, durability=Durability.NEXT_SYNC)
+            journal.append("test.note", {"n": "committed"})
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            done.set()
+
+    with psycopg.connect(postgres_url) as blocker, psycopg.connect(postgres_url, autocommit=True) as watcher:
+        blocker.execute("SET idle_in_transaction_session_timeout = '30s'")
+        blocker.execute("LOCK TABLE handshake.leases IN ACCESS EXCLUSIVE MODE")
+        writer = threading.Thread(target=commit)
+        writer.start()
+        waiting = None
+        while waiting is None and not done.is_set():  # until the writer's backend waits for the lock
+            row = watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (backend,)
+            ).fetchone()
+            waiting = row
+        assert not done.is_set(), "this thread did not run while the commit waited"
+        blocker.rollback()
+        writer.join(TIMEOUT)
+    assert failures == []
+    lease.release()
+    assert seqs(store, session_id) == [1, 2, 3, 4]

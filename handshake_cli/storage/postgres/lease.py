@@ -263,10 +263,19 @@ class PostgresLease(Lease):
         pgconn = self.conn.pgconn
         replies = []
         try:
-            while (reply := pgconn.get_result()) is not None:
+            while True:
+                # Wait in select, not in libpq: the GIL is free for other threads meanwhile,
+                # and a signal's handler runs while the server takes its time.
+                while pgconn.is_busy():
+                    select.select([pgconn.socket], [], [])
+                    pgconn.consume_input()
+                reply = pgconn.get_result()
+                if reply is None:
+                    break
                 replies.append(reply)
-        except psycopg.Error as exc:
-            raise self.failed(exc, doing) from None
+        except (psycopg.Error, OSError) as exc:
+            failure = exc if isinstance(exc, psycopg.Error) else psycopg.OperationalError(str(exc))
+            raise self.failed(failure, doing) from None
         if not replies or replies[0].status != psycopg.pq.ExecStatus.COMMAND_OK:
             cause = replies[0].get_error_message() if replies else pgconn.get_error_message()
             if isinstance(cause, bytes):
