@@ -6,9 +6,10 @@ against the bare statements the durability rules require, on the same server in 
 The session is made and written as `handshake run --root postgresql://...` does it: the
 store `open_store` gives for the URL (`PostgresStore`), `open_writer` over its lease, the
 runner of benchmarks/boundary.py.
-- read tool: the whole boundary (the intent riding on the next commit, the tool, its result,
-  the checkpoint committed with synchronous_commit on) vs one bare INSERT of a journal-sized
-  line + COMMIT, synchronous_commit on, one round trip (target <= 1.5x);
+- read tool: the whole boundary (the intent, the tool, its result, the checkpoint: the intent
+  and the result held by the writer and sent in the checkpoint's INSERT, committed with
+  synchronous_commit on, one round trip) vs one bare INSERT of a journal-sized line + COMMIT,
+  synchronous_commit on, one round trip (target <= 1.5x);
 - builtin write_file: the whole boundary vs its bare sequence on PostgreSQL: INSERT+COMMIT
   (the intent, durable before the tool starts), create+write+fsync the file and fsync its
   directory, INSERT+COMMIT (the result) (target <= 1.5x);

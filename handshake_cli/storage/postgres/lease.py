@@ -6,23 +6,34 @@ machine lost, the backend terminated). Everything the holder writes goes through
 connection, and every write also checks, in the same statement, that the lease row still
 carries this holder's token: a writer that lost its lease can write nothing more (fencing).
 
-Durability is the commit. An append with `Durability.NOW`, `put_artifact`, a cut torn tail
-and `sync` commit with synchronous_commit on: durable when they return. An append with
-`Durability.NEXT_SYNC`, `add_artifact` and the head commit with synchronous_commit off:
-visible to readers at once, durable with the next synchronous commit (WAL is flushed in
-order, so that commit carries every one before it) or lost at a crash, never leaving a gap.
+Durability is the commit. A record appended with `Durability.NEXT_SYNC` (riding) is held in
+the writer's memory and sent with the next commit, in the same statement: an append with
+`Durability.NOW` or a `sync` sends every held record and its own in one INSERT committed with
+synchronous_commit on, so a tool-call boundary is one round trip and one WAL flush. Held
+records are also sent (committed asynchronously, their reply read before the lease's next
+statement) once they are `HOLD_SECONDS` old at an append, or too many, and before this
+process reads through the store (read-your-writes) or the lease writes anything but an
+artifact (which no held record can name: it is added after them). A writer killed meanwhile
+loses them, as a machine crash loses unsynced bytes of a file (DESIGN section 2, rule 3):
+never a gap, since they are always the journal's newest.
+`put_artifact`, a cut torn tail and `sync` commit with synchronous_commit on; `add_artifact`
+and the head commit with it off (durable with the next synchronous commit: WAL is flushed
+in order).
 
 A connection that fails, or a commit that does, is fatal to the writer: the lease and its
-appender raise `DurabilityError` from then on and never reconnect (DESIGN section 2, rule 4).
+appender raise `DurabilityError` from then on and never reconnect (DESIGN section 2, rule 4),
+and nothing of a batch that failed was acknowledged.
 """
 
 from __future__ import annotations
 
 import json
 import select
+import struct
 import threading
+import time
 from collections.abc import Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -44,27 +55,30 @@ from handshake_cli.storage.postgres import journal
 from handshake_cli.storage.postgres.connect import Connection
 
 # Each write is one statement in a transaction of its own, whose first act sets how it commits
-# (`%(commit)s`: "on", durable when it returns; "off", visible at once and durable with the next
-# synchronous commit), and which writes nothing unless this holder's token is the lease's.
-# The write of a record:
-INSERT_RECORD = """
-WITH commit AS (SELECT set_config('synchronous_commit', %(commit)s, true))
+# ("on": durable when it returns; "off": visible at once and durable with the next synchronous
+# commit), and which writes nothing unless this holder's token is the lease's.
+# Records: one prepared statement for any number of rows (the held ones and the one a NOW
+# append adds), sent through libpq with its arrays already in PostgreSQL's binary form, so
+# psycopg builds no query for it. The fence held when every row was written.
+RECORDS = b"handshake_records"
+INSERT_RECORDS = b"""
+WITH commit AS (SELECT set_config('synchronous_commit', $2, true))
 INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
-SELECT %(session)s, %(segment)s, %(offset)s, %(seq)s, %(type)s, %(line)b FROM commit
- WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = %(session)s AND token = %(token)s)
+SELECT $1, r.segment, r.byte_offset, r.seq, r.type, r.line
+  FROM commit, unnest($4::int8[], $5::int8[], $6::int8[], $7::text[], $8::bytea[])
+       AS r(segment, byte_offset, seq, type, line)
+ WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = $1 AND token = $3)
 """
-# The same write for a record riding on the next sync, as one prepared statement sent without
-# waiting for its reply (`PostgresLease.send_riding`): committed asynchronously, so visible at
-# once; the reply (did the fence hold?) is read before the lease's next statement.
-RIDING = b"handshake_riding_record"
-RIDING_RECORD = b"""
-WITH commit AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO handshake.records (session_id, segment, byte_offset, seq, type, line)
-SELECT $1, $2, $3, $4, $5, $6 FROM commit
- WHERE EXISTS (SELECT 1 FROM handshake.leases WHERE session_id = $1 AND token = $7)
-"""
-RIDING_TYPES = (25, 20, 20, 20, 25, 17, 20)  # text, bigint x3, text, bytea, bigint (pg_type oids)
-RIDING_FORMATS = (0, 0, 0, 0, 0, 1, 0)  # the line goes as its bytes, the rest as text
+# pg_type oids: text, text, bigint, then arrays of bigint x3, text, bytea
+RECORDS_TYPES = (25, 25, 20, 1016, 1016, 1016, 1009, 1001)
+RECORDS_FORMATS = (0, 0, 0, 1, 1, 1, 1, 1)  # the arrays go in binary, the rest as text
+_ARRAY_HEAD = struct.Struct("!iiIii")  # dimensions, has-nulls, element type, length, lower bound
+# Held riding records are sent (asynchronously) at an append once the oldest is this old, or
+# once there are this many, or this many bytes: how late another process may see them, and
+# what a killed writer may lose at most beyond its last append.
+HOLD_SECONDS = 0.25
+HOLD_ROWS = 1000
+HOLD_BYTES = 1 << 20
 # An artifact; the answer says whether the fence held, and whether a row was added (none when
 # the artifact is already there).
 INSERT_ARTIFACT = """
@@ -92,6 +106,29 @@ def head_bytes(fields: dict[str, Any]) -> bytes:
     return json.dumps({"format_version": HEAD_FORMAT, **fields}, indent=2, sort_keys=True).encode() + b"\n"
 
 
+class Row(NamedTuple):
+    """One record's row in `handshake.records`, as an appender made it."""
+
+    segment: int
+    offset: int
+    seq: int
+    type: str
+    line: bytes
+
+
+def _array(oid: int, items: list[bytes]) -> bytes:
+    """A one-dimensional array without nulls in PostgreSQL's binary format."""
+    parts = [_ARRAY_HEAD.pack(1, 0, oid, len(items), 1)]
+    for item in items:
+        parts.append(len(item).to_bytes(4, "big"))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def _bigints(values: list[int]) -> bytes:
+    return _array(20, [value.to_bytes(8, "big", signed=True) for value in values])
+
+
 class PostgresLease(Lease):
     """The lease of one session, held by `conn`'s database session."""
 
@@ -111,84 +148,147 @@ class PostgresLease(Lease):
         self.shown = shown
         self.root_args = root_args or []  # the `--root` words a printed command repeats
         self.broken: str | None = None  # why this lease can write nothing more
-        self.unflushed = False  # an asynchronous commit since the last synchronous one
+        self.unflushed = False  # an asynchronous commit, or a held row, since the last synchronous one
         self.released = False
-        self.riding: str | None = None  # a riding append sent, its reply not read yet: what it did
-        self.riding_ready = False  # RIDING is prepared on this connection
-        # One thread at a time on the connection's libpq state: the writer's statements, and a
-        # reader of the same store (another thread, say) settling a riding append first.
+        self.held: list[Row] = []  # riding records not sent yet, oldest first
+        self.held_bytes = 0
+        self.held_since = 0.0  # time.monotonic() when the oldest held row was appended
+        self.sent: tuple[str, int] | None = None  # rows sent, their reply not read yet: (doing, how many)
+        self.prepared = False  # RECORDS is prepared on this connection
+        # One thread at a time on the connection's libpq state and the held rows: the writer's
+        # statements, and a reader of the same store (another thread, say) sending them first.
         self.io = threading.RLock()
 
     # -- writing through the lease's connection ------------------------------------------------
 
     def check(self) -> None:
-        """Raise if this writer can write nothing more; first read the reply of a riding
-        append still out, so every statement after it knows whether it held."""
+        """Raise if this writer can write nothing more; first read the reply of rows still
+        out, so every statement after them knows whether they held."""
         with self.io:
             if self.broken:
                 raise DurabilityError(
                     f"session {self.session_id}: this writer is unusable after an earlier failure: "
                     f"{self.broken}"
                 )
-            if self.riding is not None:
+            if self.sent is not None:
+                self.settle()
+
+    def hold(self, row: Row) -> None:
+        """Keep a riding record's row for the next commit (`commit`), which sends it in the
+        same statement. Rows held too long or too many are sent now, committed asynchronously,
+        without waiting for the reply (read by `check` before the next statement)."""
+        with self.io:
+            self.check()
+            now = time.monotonic()
+            if not self.held:
+                self.held_since = now
+            self.held.append(row)
+            self.held_bytes += len(row.line)
+            self.unflushed = True
+            if (
+                now - self.held_since >= HOLD_SECONDS
+                or len(self.held) >= HOLD_ROWS
+                or self.held_bytes >= HOLD_BYTES
+            ):
+                self._send([], durable=False, doing=f"append record {row.seq}")
+
+    def commit(self, rows: list[Row], doing: str) -> None:
+        """Every held row and `rows`, in one statement committed with synchronous_commit on:
+        durable, with every asynchronous commit before it, when this returns."""
+        with self.io:
+            self.check()
+            self._send(rows, durable=True, doing=doing)
+            self.settle()
+            self.unflushed = False
+
+    def send_held(self) -> None:
+        """Send the held rows (committed asynchronously) and wait for the reply: before any
+        other statement of the lease, so the rows reach the server in the order appended."""
+        with self.io:
+            self.check()
+            if self.held:
+                self._send([], durable=False, doing=f"append record {self.held[-1].seq}")
                 self.settle()
 
     def settle_for_readers(self) -> None:
-        """Before the store reads: wait for a riding append still in flight, so what `append`
-        returned is there to read (as it is in a file). A failure is kept for the writer's
-        next statement, never raised to a reader."""
+        """Before the store reads: send what is held and wait for what is out, so what
+        `append` returned is there to read (as it is in a file). A failure is kept for the
+        writer's next statement, never raised to a reader."""
         with self.io:
-            if self.riding is not None and not self.broken:
+            if (self.held or self.sent is not None) and not self.broken:
                 try:
-                    self.settle()
+                    self.send_held()
                 except DurabilityError:
                     pass  # `broken` says why; the writer's next statement raises it
 
-    def send_riding(self, values: list[bytes], doing: str) -> None:
-        """Send a riding record's INSERT (RIDING_RECORD) and return without waiting for the
-        server: its round trip overlaps what the writer does next (a tool runs, the next
-        record is encoded). The server commits it asynchronously as it arrives, as `run`
-        would have; a writer killed now still leaves it stored. Its reply is read by `check`."""
-        with self.io:
-            self._send_riding(values, doing)
-
-    def _send_riding(self, values: list[bytes], doing: str) -> None:
-        self.check()
+    def _send(self, rows: list[Row], *, durable: bool, doing: str) -> None:
+        """Send the held rows and `rows` as one INSERT_RECORDS; the reply is `settle`'s."""
+        batch = self.held + rows if self.held else rows
+        self.held, self.held_bytes = [], 0
+        if not batch:
+            return
+        values = [
+            self.session_id.encode(),
+            b"on" if durable else b"off",
+            str(self.token).encode(),
+            _bigints([row.segment for row in batch]),
+            _bigints([row.offset for row in batch]),
+            _bigints([row.seq for row in batch]),
+            _array(25, [row.type.encode() for row in batch]),
+            _array(17, [row.line for row in batch]),
+        ]
         pgconn = self.conn.pgconn
         try:
-            if not self.riding_ready:
-                prepared = pgconn.prepare(RIDING, RIDING_RECORD, RIDING_TYPES)
+            if not self.prepared:
+                prepared = pgconn.prepare(RECORDS, INSERT_RECORDS, RECORDS_TYPES)
                 if prepared.status != psycopg.pq.ExecStatus.COMMAND_OK:
                     raise psycopg.OperationalError(prepared.get_error_message())
-                self.riding_ready = True
-            pgconn.send_query_prepared(RIDING, values, RIDING_FORMATS)
+                self.prepared = True
+            pgconn.send_query_prepared(RECORDS, values, RECORDS_FORMATS)
             while pgconn.flush():  # the connection is non-blocking: push the rest out
                 select.select([], [pgconn.socket], [])
         except psycopg.Error as exc:
             raise self.failed(exc, doing) from None
-        self.riding = doing
-        self.unflushed = True
+        self.sent = (doing, len(batch))
+        if not durable:
+            self.unflushed = True
 
     def settle(self) -> None:
-        """Read the reply of the riding append sent last: a failed statement or connection is
-        fatal, as in `run`; no row written means the fence did not hold."""
-        doing, self.riding = self.riding, None
-        if doing is None:
+        """Read the reply of the rows sent last: a failed statement or connection is fatal,
+        as in `run`; fewer rows written than sent means the fence did not hold."""
+        sent, self.sent = self.sent, None
+        if sent is None:
             return
+        doing, count = sent
         pgconn = self.conn.pgconn
         replies = []
-        while (reply := pgconn.get_result()) is not None:
-            replies.append(reply)
+        try:
+            while True:
+                # Wait in select, not in libpq: the GIL is free for other threads meanwhile,
+                # and a signal's handler runs while the server takes its time.
+                while pgconn.is_busy():
+                    select.select([pgconn.socket], [], [])
+                    pgconn.consume_input()
+                reply = pgconn.get_result()
+                if reply is None:
+                    break
+                replies.append(reply)
+        except (psycopg.Error, OSError) as exc:
+            failure = exc if isinstance(exc, psycopg.Error) else psycopg.OperationalError(str(exc))
+            raise self.failed(failure, doing) from None
         if not replies or replies[0].status != psycopg.pq.ExecStatus.COMMAND_OK:
             cause = replies[0].get_error_message() if replies else pgconn.get_error_message()
+            if isinstance(cause, bytes):
+                cause = cause.decode("utf-8", "replace")
             raise self.failed(psycopg.OperationalError(cause or "no reply"), doing)
-        if replies[0].command_tuples != 1:
+        if replies[0].command_tuples != count:
             raise self.fenced()
 
     def failed(self, exc: psycopg.Error, doing: str) -> DurabilityError:
         """The lease's connection failed while `doing`: the lease is lost, this writer stops."""
         cause = " ".join(str(exc).split()) or type(exc).__name__
         self.broken = f"the connection holding its lease failed ({cause})"
+        self.held, self.held_bytes = [], 0  # never sent: never acknowledged as durable either
         return DurabilityError(
             f"session {self.session_id}: {doing} failed: the connection to {self.shown} that holds its "
             f"lease failed ({cause}); this process stops here and never reconnects. What was "
@@ -199,18 +299,25 @@ class PostgresLease(Lease):
 
     def fenced(self) -> DurabilityError:
         self.broken = "its lease was taken over"
+        self.held, self.held_bytes = [], 0
         return DurabilityError(
             f"session {self.session_id}: this writer no longer holds the session's lease (its database "
             "session lost the lock and another holder took it); nothing more is written",
             details={"root": self.shown, "operation": "fence"},
         )
 
-    def run(self, query: str, params: Any, *, durable: bool, doing: str) -> psycopg.Cursor[Any]:
-        """Execute one statement in a transaction of its own: committed with synchronous_commit
-        on when `durable`, else off (visible now, durable with the next synchronous commit).
-        A statement that says how it commits takes `%(commit)s` from here."""
+    def run(
+        self, query: str, params: Any, *, durable: bool, doing: str, after_held: bool = True
+    ) -> psycopg.Cursor[Any]:
+        """Execute one statement in a transaction of its own, after the held rows unless not
+        `after_held`: committed with synchronous_commit on when `durable`, else off (visible
+        now, durable with the next synchronous commit). A statement that says how it commits
+        takes `%(commit)s` from here."""
         with self.io:
-            self.check()
+            if after_held:
+                self.send_held()
+            else:
+                self.check()
             if isinstance(params, dict):
                 params["commit"] = "on" if durable else "off"
             try:
@@ -222,11 +329,16 @@ class PostgresLease(Lease):
         return cursor
 
     def flush(self, last_seq: int = 0) -> None:
-        """Make every asynchronous commit so far durable, by a synchronous one; checks the fence."""
-        cursor = self.run(FLUSH, (last_seq, self.session_id, self.token), durable=True, doing="sync")
-        if cursor.rowcount != 1:
-            raise self.fenced()
-        self.unflushed = False
+        """Make every held row and asynchronous commit so far durable, by a synchronous
+        commit; checks the fence."""
+        with self.io:
+            if self.held:
+                self.commit([], "sync")
+                return
+            cursor = self.run(FLUSH, (last_seq, self.session_id, self.token), durable=True, doing="sync")
+            if cursor.rowcount != 1:
+                raise self.fenced()
+            self.unflushed = False
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -288,7 +400,7 @@ class PostgresLease(Lease):
                 f"session {self.session_id}: the damage at {damage.segment} offset {damage.offset} is "
                 f"corruption ({damage.detail}), which is never cut off"
             )
-        self.check()
+        self.send_held()
         try:
             with self.conn.transaction():
                 if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
@@ -388,7 +500,7 @@ class PostgresLease(Lease):
             self.release()
 
     def _remove_rows(self) -> None:
-        self.check()
+        self.send_held()
         try:
             with self.io, self.conn.transaction():
                 if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
@@ -410,7 +522,7 @@ class PostgresLease(Lease):
 
     def drop_artifacts(self, artifact_ids: Collection[str]) -> int:
         """Delete these artifacts' rows in one transaction, the fence checked in it."""
-        self.check()
+        self.send_held()
         try:
             with self.io, self.conn.transaction():
                 if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
@@ -431,9 +543,8 @@ class PostgresLease(Lease):
             return
         self.released = True
         try:
-            if self.riding is not None and not self.broken:
-                self.settle()
             if not self.broken:
+                self.send_held()  # a process that lets go keeps what it appended, as a file does
                 self.conn.execute(
                     "DELETE FROM handshake.leases WHERE session_id = %s AND token = %s",
                     (self.session_id, self.token),
@@ -495,28 +606,14 @@ class PostgresAppender(JournalAppender):
         segment, offset = self.segment, self.size
         if segment is None or (offset and offset + len(line) > self.segment_bytes):
             segment, offset = seq, 0  # a new segment, named after its first record
-        now = durability is Durability.NOW
-        if not now:
-            values = [self.lease.session_id, segment, offset, seq, type_, line, self.lease.token]
-            self.lease.send_riding(
-                [v if isinstance(v, bytes) else str(v).encode() for v in values], f"append record {seq}"
-            )
-            self.segment, self.size = segment, offset + len(line)
-            self._last_seq, self.last_sum = seq, digest
-            return Record(seq, ts, type_, data, prev, digest, segment_name(segment), offset)
-        params = {
-            "session": self.lease.session_id,
-            "token": self.lease.token,
-            "segment": segment,
-            "offset": offset,
-            "seq": seq,
-            "type": type_,
-            "line": line,
-        }
-        if self.lease.run(INSERT_RECORD, params, durable=now, doing=f"append record {seq}").rowcount != 1:
-            raise self.lease.fenced()
-        if now:  # this commit's flush carried every asynchronous one before it
-            self.lease.unflushed = self.artifacts_pending = False
+        row = Row(segment, offset, seq, type_, line)
+        if durability is Durability.NOW:
+            # One statement: the held rows and this one, committed; its flush carries every
+            # asynchronous commit before it (artifacts included).
+            self.lease.commit([row], f"append record {seq}")
+            self.artifacts_pending = False
+        else:
+            self.lease.hold(row)
         self.segment, self.size = segment, offset + len(line)
         self._last_seq, self.last_sum = seq, digest
         return Record(seq, ts, type_, data, prev, digest, segment_name(segment), offset)
@@ -527,7 +624,11 @@ class PostgresAppender(JournalAppender):
         if ident in self.known:
             return ident
         params = {"session": self.lease.session_id, "token": self.lease.token, "id": ident, "data": data}
-        row = self.lease.run(INSERT_ARTIFACT, params, durable=False, doing="add an artifact").fetchone()
+        # Ahead of the held records, which cannot name it (they were appended before it):
+        # committed first, it is durable before any of them, and any record after them.
+        row = self.lease.run(
+            INSERT_ARTIFACT, params, durable=False, doing="add an artifact", after_held=False
+        ).fetchone()
         if row is None or row[0] != 1:
             raise self.lease.fenced()
         self.known.add(ident)

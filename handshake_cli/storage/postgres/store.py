@@ -131,8 +131,8 @@ class PostgresStore(SessionStore):
     def _reading(self, doing: str, *, snapshot: bool = False, create: bool = False) -> Iterator[Connection]:
         """The store's connection, for one operation (in one REPEATABLE READ, READ ONLY
         transaction when `snapshot`). Tables missing and not `create`: nothing is stored yet.
-        A riding append of this store's leases still in flight is waited for first: what an
-        append returned, this process reads."""
+        The riding records this store's leases hold are sent first, and what is in flight is
+        waited for: what an append returned, this process reads."""
         for lease in list(self._leases):
             lease.settle_for_readers()
         with self._lock:
