@@ -13,9 +13,13 @@ sync per commit), on the same machine in the same run (issue 15):
 - `get_tuple` of the newest checkpoint of that N-checkpoint thread;
 - a cold open: a new saver (a new connection) and that first `get_tuple`.
 
-    python benchmarks/langgraph_saver.py [--checkpoints 1000] [--root DIR]
+    python benchmarks/langgraph_saver.py [--checkpoints 1000] [--root DIR] [--postgres]
 
 Prints one JSON object: milliseconds per operation for each saver, and the ratios.
+`--postgres`: both savers on a PostgreSQL server the run starts (tests/support/postgres.py,
+fsync and synchronous_commit on), each in a database of its own: HandshakeSaver on the
+database's URL against LangGraph's PostgresSaver (langgraph-checkpoint-postgres, which
+benchmarks/peers/requirements.txt pins; the connection its documentation asks for).
 """
 
 from __future__ import annotations
@@ -130,40 +134,88 @@ def sqlite_saver(path: Path) -> SqliteSaver:
     return SqliteSaver(connection)
 
 
+class Peers:
+    """Where the two savers keep their threads: SQLite and a directory, or two databases."""
+
+    def __init__(self, root: Path, postgres: bool) -> None:
+        self.root = root
+        self.server: Any = None
+        self.name = "sqlite"
+        if postgres:
+            from tests.support.postgres import PostgresServer
+
+            self.server = PostgresServer()
+            self.server.start()
+            self.peer_url, self.handshake_url = self.server.create_database(), self.server.create_database()
+            self.name = "postgres"
+
+    def peer(self) -> Any:
+        if self.server is None:
+            return sqlite_saver(self.root / "bench.sqlite")
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+
+        conn = psycopg.connect(self.peer_url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        conn.execute("SET synchronous_commit TO on")
+        saver = PostgresSaver(conn)
+        saver.setup()
+        return saver
+
+    def handshake(self) -> HandshakeSaver:
+        return HandshakeSaver(self.root / "hs" if self.server is None else self.handshake_url)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoints", type=int, default=1000)
     parser.add_argument("--block", type=int, default=50, help="super-steps per turn")
     parser.add_argument("--invokes", type=int, default=100, help="invokes of the fan-out graph")
     parser.add_argument("--root", type=Path)
+    parser.add_argument("--postgres", action="store_true", help="both savers on a PostgreSQL server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.root) as tmp:
-        root = Path(tmp)
-        figures: dict[str, dict[str, float]] = {}
-        sqlite = sqlite_saver(root / "bench.sqlite")
-        handshake = HandshakeSaver(root / "hs")
-        fillers = Filler(sqlite), Filler(handshake)
-        ratios = fill(*fillers, args.checkpoints, args.block)
-        for name, filler in zip(("sqlite", "handshake"), fillers, strict=True):
-            figures[name] = {"super_step_ms": filler.seconds / args.checkpoints * 1000}
-        per_invoke = invokes(sqlite, handshake, args.invokes)
-        for name, seconds in zip(("sqlite", "handshake"), per_invoke, strict=True):
-            figures[name]["graph_invoke_ms"] = seconds * 1000
-        figures["sqlite"]["get_tuple_ms"] = newest(sqlite, 200) * 1000
-        figures["handshake"]["get_tuple_ms"] = newest(handshake, 200) * 1000
-        sqlite.conn.close()
-        handshake.close()
-        started = time.perf_counter()
-        cold = sqlite_saver(root / "bench.sqlite")
-        newest(cold, 1)
-        figures["sqlite"]["cold_open_ms"] = (time.perf_counter() - started) * 1000
-        started = time.perf_counter()
-        with HandshakeSaver(root / "hs") as cold_hs:
-            newest(cold_hs, 1)
-            figures["handshake"]["cold_open_ms"] = (time.perf_counter() - started) * 1000
-    over = {k: figures["handshake"][k] / figures["sqlite"][k] for k in figures["sqlite"]}
+        peers = Peers(Path(tmp), args.postgres)
+        try:
+            figures, ratios = measure(peers, args)
+        finally:
+            peers.stop()
+    name = peers.name
+    over = {k: figures["handshake"][k] / figures[name][k] for k in figures[name]}
     over["block_ratio_median"] = statistics.median(ratios)
-    print(json.dumps({"checkpoints": args.checkpoints, **figures, "handshake_over_sqlite": over}, indent=1))
+    print(json.dumps({"checkpoints": args.checkpoints, **figures, f"handshake_over_{name}": over}, indent=1))
+
+
+def measure(peers: Peers, args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], list[float]]:
+    figures: dict[str, dict[str, float]] = {}
+    names = (peers.name, "handshake")
+    peer = peers.peer()
+    handshake = peers.handshake()
+    fillers = Filler(peer), Filler(handshake)
+    ratios = fill(*fillers, args.checkpoints, args.block)
+    for name, filler in zip(names, fillers, strict=True):
+        figures[name] = {"super_step_ms": filler.seconds / args.checkpoints * 1000}
+    per_invoke = invokes(peer, handshake, args.invokes)
+    for name, seconds in zip(names, per_invoke, strict=True):
+        figures[name]["graph_invoke_ms"] = seconds * 1000
+    figures[peers.name]["get_tuple_ms"] = newest(peer, 200) * 1000
+    figures["handshake"]["get_tuple_ms"] = newest(handshake, 200) * 1000
+    peer.conn.close()
+    handshake.close()
+    started = time.perf_counter()
+    cold = peers.peer()
+    newest(cold, 1)
+    figures[peers.name]["cold_open_ms"] = (time.perf_counter() - started) * 1000
+    cold.conn.close()
+    started = time.perf_counter()
+    with peers.handshake() as cold_hs:
+        newest(cold_hs, 1)
+        figures["handshake"]["cold_open_ms"] = (time.perf_counter() - started) * 1000
+    return figures, ratios
 
 
 if __name__ == "__main__":
