@@ -331,30 +331,42 @@ _NESTED = {
 }
 
 
-# For `depth_exceeds`: every byte but quotes and brackets, and one level of innermost pairs.
+# For `depth_exceeds`: every byte but opening brackets; an escaped backslash or quote; every
+# byte but quotes and brackets; and both kinds of bracket as one.
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{")
+_ESCAPED = re.compile(rb'\\[\\"]')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_INNERMOST = re.compile(rb"\[\]|\{\}")
+_ONE_KIND = bytes.maketrans(b"[]", b"{}")
 
 
 def depth_exceeds(content: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether `value` nests deeper than `limit`; `content` is JSON text that nests exactly as
     deep (the record's line, for the record or for {"data": its data}). Cheap for almost
-    every record: nesting needs at least `limit` brackets, which one C-speed count rules out.
+    every record: nesting needs at least `limit` opening brackets, which one C-speed pass
+    (every other byte deleted) rules out.
 
     Otherwise it is measured on the text, at C speed (a walk of the decoded value costs a
     Python step per container: ~10 ms for a 450 KB checkpoint snapshot). Escaped backslashes
-    and quotes go first (pairs taken from the left, as a JSON reader takes escapes), then
-    everything but quotes and brackets; what lies between quotes is inside a string, and
-    goes; what is left are the brackets, properly nested, and each pass that removes the
-    innermost pairs removes one level of the deepest."""
-    if content.count(b"{") + content.count(b"[") < limit:
+    and quotes go first (pairs taken from the left, as a JSON reader takes escapes: one
+    regular expression, which finds a backslash far faster than `bytes.replace`), then
+    everything but quotes and brackets. What lies between quotes is inside a string, and
+    goes: first every two quotes side by side (a string that holds no bracket, or the empty
+    gap between two strings, which leaves the brackets outside strings as they were and the
+    quotes still opening and closing in turn), then what is left of strings. The rest are the
+    brackets outside strings, properly nested (`content` is valid JSON: what the encoder
+    wrote, or what the decoder read), so each pass that removes the innermost pairs, both
+    kinds as one, removes one level of the deepest."""
+    if len(content.translate(None, _NOT_OPENING)) < limit:  # one pass, ~2x faster than two counts
         return False
-    text = content.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    brackets = b"".join(text.split(b'"')[::2])
+    text = _ESCAPED.sub(b"", content).translate(None, _NOT_STRUCTURE)
+    text = text.replace(b'""', b"")
+    if b'"' in text:
+        text = b"".join(text.split(b'"')[::2])
+    brackets = text.translate(_ONE_KIND)
     for _ in range(limit):
         if not brackets:
             return False
-        brackets = _INNERMOST.sub(b"", brackets)
+        brackets = brackets.replace(b"{}", b"")
     return bool(brackets)
 
 
