@@ -56,7 +56,6 @@ class JournalWriter:
         segment_size: int,
         segment_bytes: int,
         clock: Clock,
-        preallocate: int = 0,
     ) -> None:
         self.journal_dir = journal_dir
         self.session_id = session_id
@@ -69,7 +68,7 @@ class JournalWriter:
         self._path = journal_dir / segment if segment else journal_dir  # for messages
         self._size = segment_size  # where the records end: the next one goes there
         self._end = segment_size  # the file's size: the records, then the preallocated tail
-        self._preallocate = preallocate
+        self._preallocate = 0  # see `preallocate`
         self._fd: int | None = None
         self._broken: str | None = None
         if segment is not None:
@@ -82,8 +81,6 @@ class JournalWriter:
                         # A tail left by a writer that died (the scan found only newlines
                         # there): the next record goes where the records end.
                         os.ftruncate(self._fd, segment_size)
-                    if preallocate:
-                        self._positioned()
             except BaseException:
                 self.close()
                 raise
