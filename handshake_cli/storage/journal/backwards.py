@@ -76,7 +76,7 @@ def _lines_holding(path: Path, needle: bytes, *, last: bool) -> Iterator[tuple[b
                     data, base = read_segment(path)[0], 0
                     size = len(data)
                 if last:
-                    tail = records_end(data) if base == 0 else data.find(b"\n\n") + 1 or len(data)
+                    tail = records_end(data, from_start=base == 0)
                     end = min(end, base + tail)
                 while (at := data.rfind(needle, 0, max(0, end - base))) != -1:
                     newline = data.rfind(b"\n", 0, at)

@@ -44,12 +44,14 @@ FILL = b"\n"
 PREALLOCATE_BYTES = 16 * 1024
 
 
-def records_end(data: bytes) -> int:
-    """Where the records of a last segment's bytes `data` (from its start) end: before the
-    first empty line, which begins its preallocated tail, or at the end of `data`. Anything
-    after it was never synced (a record is acknowledged only once every byte before it is on
-    disk, and none of those is an empty line), whatever it holds."""
-    if data[:1] == FILL:
+def records_end(data: bytes, *, from_start: bool = True) -> int:
+    """Where the records of a last segment's bytes `data` end: before the first empty line,
+    which begins its preallocated tail, or at the end of `data`. Anything after it was never
+    synced (a record is acknowledged only once every byte before it is on disk, and none of
+    those is an empty line), whatever it holds. `from_start`: `data` begins at a line's start
+    (the segment's, or a record's), so a newline there is an empty line; a window read from
+    the segment's end begins inside a line, and its first byte says nothing alone."""
+    if from_start and data[:1] == FILL:
         return 0
     at = data.find(FILL + FILL)
     return len(data) if at == -1 else at + 1

@@ -438,10 +438,7 @@ def _last_in(fd: int, name: str) -> Record | None:
         data = os.pread(fd, size - start, start)
         # Nothing after the first empty line counts (a preallocated tail, and what was
         # written over it unsynced): the window holds it, as it holds the whole tail.
-        if start == 0:
-            data = data[: codec.records_end(data)]
-        elif (empty := data.find(b"\n\n")) != -1:
-            data = data[: empty + 1]
+        data = data[: codec.records_end(data, from_start=start == 0)]
         lines = data.split(b"\n")
         complete = lines[1:] if start > 0 else lines
         end = start + len(data)
