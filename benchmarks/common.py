@@ -430,6 +430,33 @@ def run_pending_calls(runner: Any, calls: list[dict[str, Any]]) -> None:
         runner.run_tool_calls()
 
 
+def boundary_appends(runner: Any, call: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What one boundary of `call` asks of the session's journal appender, in order: each
+    append's (type, data, durability, encoded), as `replay_appends` repeats it."""
+    journal = runner.writer._journal  # the SessionWriter's appender: the store's own
+    appends: list[tuple[Any, ...]] = []
+    real = journal.append
+
+    def recording(type_: str, data: Any, *, durability: Any, encoded: bytes | None = None) -> Any:
+        appends.append((type_, data, durability, encoded))
+        return real(type_, data, durability=durability, encoded=encoded)
+
+    journal.append = recording
+    try:
+        run_pending_calls(runner, [call])
+    finally:
+        del journal.append
+    return appends
+
+
+def replay_appends(runner: Any, appends: list[tuple[Any, ...]]) -> None:
+    """The same appends on `runner`'s session, through its appender alone: framed, checksummed,
+    chained and made durable as the boundary makes them, with none of the runner's work."""
+    journal = runner.writer._journal
+    for type_, data, durability, encoded in appends:
+        journal.append(type_, data, durability=durability, encoded=encoded)
+
+
 def store_of(session: Any) -> Any:
     """The filesystem store whose root holds `session` (a SessionDir, `<root>/sessions/<id>`)."""
     from handshake_cli.paths import Paths

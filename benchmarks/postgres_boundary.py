@@ -13,7 +13,11 @@ runner of benchmarks/boundary.py.
 - builtin write_file: the whole boundary vs its bare sequence on PostgreSQL: INSERT+COMMIT
   (the intent, durable before the tool starts), create+write+fsync the file and fsync its
   directory, INSERT+COMMIT (the result) (target <= 1.5x);
-- CPU per read boundary, this process's (no target: the server's share is not in it).
+- CPU per read boundary, this process's (no target: the server's share is not in it);
+- a read boundary's appends alone: the records one boundary appends (its intent and result
+  riding, its checkpoint committed), replayed through a session's appender with none of the
+  runner's work, vs the same INSERT+COMMIT (no target: it shows how much of the boundary is
+  the store's and how much the runner's).
 
 Each round runs every case once, the order rotating; medians of the per-round ratios.
 """
@@ -30,17 +34,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from boundary import read_boundary, write_boundary
+from boundary import Boundary, read_boundary, write_boundary
 from common import (
     CONTENT,
     LINE,
     Context,
     Row,
+    boundary_appends,
     interleave,
     median,
     per_round_ratio,
     postgres_server,
     print_rows,
+    replay_appends,
     row,
     server_description,
     skipped,
@@ -102,6 +108,26 @@ class Bare:
         self.conn.close()
 
 
+class Appends:
+    """A read boundary's appends, replayed on a session of their own (one boundary of `read`
+    recorded first): the store's share of the boundary, without the runner's."""
+
+    def __init__(self, tmp: Path, store: Any, read: Boundary) -> None:
+        read.calls += 1
+        call = {"tool_call_id": f"call-{read.calls}-0", "tool": "read_file", "args": {"path": "f.txt"}}
+        self.appends = boundary_appends(read.runner, call)
+        self.session = read_boundary(tmp / "appends", store)
+
+    def measure(self, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            replay_appends(self.session.runner, self.appends)
+        return (time.perf_counter() - start) / n
+
+    def close(self) -> None:
+        self.session.close()
+
+
 def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = None) -> list[Row]:
     try:
         server = postgres_server(ctx)
@@ -114,9 +140,12 @@ def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = N
     store = open_root(url)
     bare = Bare(url, tmp)
     read, write = read_boundary(tmp, store), write_boundary(tmp, store)
+    (tmp / "appends").mkdir()
+    appends = Appends(tmp, store, read)
     try:
         read.measure(5)  # warm-up: imports, the connections' first statements
         write.measure(5)
+        appends.measure(5)
         bare.insert_commit(5)
         bare.write_file(2)
         read.cpu.clear()
@@ -124,6 +153,7 @@ def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = N
             {
                 "bare": lambda: bare.insert_commit(per),
                 "read": lambda: read.measure(per),
+                "appends": lambda: appends.measure(per),
                 "bare write": lambda: bare.write_file(per),
                 "write": lambda: write.measure(per),
             },
@@ -132,6 +162,7 @@ def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = N
     finally:
         read.close()
         write.close()
+        appends.close()
         bare.close()
         store.close()
     described = server_description(url)
@@ -169,6 +200,18 @@ def boundary_rows(ctx: Context, calls: int | None = None, rounds: int | None = N
             "us",
             samples=read.cpu,
             note="time.process_time() of this process (the server's CPU is not in it)",
+        ),
+        row(
+            SUITE,
+            "a read boundary's appends alone",
+            median(times["appends"]) * us,
+            "us",
+            baseline="INSERT+COMMIT",
+            baseline_value=median(times["bare"]) * us,
+            ratio=median(per_round_ratio(times["appends"], times["bare"])),
+            samples=times["appends"],
+            note="its records (sizes as the boundary's) through the session's appender, no runner: "
+            "the store's share of a read boundary",
         ),
     ]
 

@@ -112,5 +112,9 @@ def test_the_postgresql_suites_measure_a_real_server(tmp_path: Path) -> None:
     assert "synchronous_commit=on" in read["note"] and "fsync=on" in read["note"]
     write = by_name["postgres-boundary", "write_file boundary"]
     assert write["ratio"] > 0 and write["target"] == "<= 1.50x"
+    # The store's share of a read boundary (its appends replayed alone): measured, no target.
+    appends = by_name["postgres-boundary", "a read boundary's appends alone"]
+    assert appends["baseline"] == "INSERT+COMMIT" and appends["value"] > 0 and appends["ratio"] > 0
+    assert appends["target"] is None and appends["skipped"] is None, appends
     peers = [row for row in report["rows"] if row["suite"] == "postgres-peers"]
     assert len(peers) == 4 and all("no-such-venv" in row["skipped"] for row in peers)
