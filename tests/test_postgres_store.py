@@ -592,7 +592,7 @@ def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_it
     postgres_url: str, store: PostgresStore
 ) -> None:
     """Without them the server keeps a silent peer's session (and its advisory lock) for the
-    OS's two hours; the URL's own settings win."""
+    OS's two hours; it is never ended for being idle (next test); the URL's own settings win."""
     session_id = new_session(store)
     with store.acquire(session_id) as lease:
         shown = {
@@ -600,15 +600,81 @@ def test_a_writers_connection_has_keepalives_so_a_vanished_machine_lets_go_of_it
             for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
         }
         assert lease.conn.info.get_parameters()["keepalives_idle"] == "10"
+        never_idle_out = lease.conn.execute("SHOW idle_session_timeout").fetchone()
     assert shown == {
         "tcp_keepalives_idle": ("10",),
         "tcp_keepalives_interval": ("5",),
         "tcp_keepalives_count": ("3",),
     }
-    own = PostgresStore(postgres_url + "?options=-c%20tcp_keepalives_idle%3D60&keepalives_idle=60")
+    assert never_idle_out == ("0",)
+    own = PostgresStore(
+        postgres_url
+        + "?options=-c%20tcp_keepalives_idle%3D60%20-c%20idle_session_timeout%3D5min&keepalives_idle=60"
+    )
     with own.acquire(session_id) as lease:
         assert lease.conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("60",)
         assert lease.conn.info.get_parameters()["keepalives_idle"] == "60"
+        assert lease.conn.execute("SHOW idle_session_timeout").fetchone() == ("5min",)
+    own.close()
+
+
+def test_a_database_that_ends_idle_sessions_does_not_end_a_run_waiting_on_its_tool(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A lease lives as long as its connection, and a writer's connection is idle while a tool
+    runs or a model answers: a database set to end idle sessions (as managed servers often are)
+    must not end it. The run waits in its tool until the server's own clock says the lease's
+    connection has been idle five times the database's limit, then completes."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with postgres_server.admin() as admin:
+        admin.execute(f"ALTER DATABASE \"{database}\" SET idle_session_timeout = '300ms'")
+    with psycopg.connect(postgres_url, autocommit=True) as plain:  # the setting holds: a plain one is ended
+        pid = plain.info.backend_pid
+        gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s"
+        with postgres_server.admin() as admin:
+            wait_for(lambda: admin.execute(gone, (pid,)).fetchone() == (True,), timeout=TIMEOUT)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", "idle-1", "--workspace", str(workspace), "--json"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        with psycopg.connect(postgres_url, autocommit=True, options="-c idle_session_timeout=0") as looking:
+            found = looking.execute(
+                "SELECT backend_pid FROM handshake.leases WHERE session_id = 'idle-1'"
+            ).fetchone()
+            assert found is not None
+            lease_pid = found[0]
+
+            def idle_long_enough() -> bool:
+                row = looking.execute(
+                    "SELECT state = 'idle' AND now() - state_change > interval '1500 ms' "
+                    "FROM pg_stat_activity WHERE pid = %s",
+                    (lease_pid,),
+                ).fetchone()
+                assert row is not None, "the server ended the lease's connection for being idle"
+                return bool(row[0])
+
+            wait_for(idle_long_enough, timeout=TIMEOUT)
+        (workspace / "open1").touch()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, out + err
+    assert json.loads(out)["state"] == "COMPLETED"
+    described = cli("inspect", "idle-1", "--verify", "--json", "--root", postgres_url)
+    assert described.code == 0 and described.json["verdict"] == "intact", described.stdout
 
 
 # -- the commands' core on PostgreSQL, against the files --------------------------------------------
@@ -771,6 +837,48 @@ def test_a_read_only_user_inspects_and_is_told_clearly_it_may_not_write(
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("DROP OWNED BY postmortem")
             conn.execute("DROP ROLE postmortem")
+    assert everything(postgres_url) == before
+
+
+def test_a_database_that_takes_no_writes_is_read_and_every_writing_command_is_refused_with_2(
+    cli: Cli, postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A fleet pointed at a hot standby, or at a database set read-only: inspect and export
+    work, and run, recover, checkpoint, import and gc are exit 2 saying the database takes no
+    writes (never "a bug in handshake"); nothing changes."""
+    job = write_job(tmp_path / "job", [{"text": "Done."}], [])
+    crash = {"HANDSHAKE_CRASH_AT": "after_checkpoint:1"}  # killed once ACTIVE: interrupted
+    died = cli("run", str(job), "--session-id", "pg-1", "--root", postgres_url, extra_env=crash)
+    assert died.code != 0
+    assert cli("inspect", "pg-1", "--json", "--root", postgres_url).json["state"] == "INTERRUPTED"
+    assert cli("run", str(job), "--session-id", "pg-done", "--root", postgres_url).code == 0  # for gc
+    fs_root = tmp_path / "files"
+    assert cli("run", str(job), "--session-id", "fs-1", "--root", str(fs_root)).code == 0
+    bundle = tmp_path / "fs-1.tar"
+    assert cli("export", "fs-1", "-o", str(bundle), "--root", str(fs_root)).code == 0
+    database = postgres_url.rsplit("/", 1)[1]
+    with postgres_server.admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    before = everything(postgres_url)
+    try:
+        assert cli("inspect", "pg-1", "--json", "--root", postgres_url).json["session_id"] == "pg-1"
+        exported = cli("export", "pg-1", "-o", str(tmp_path / "pg-1.tar"), "--root", postgres_url)
+        assert exported.code == 0, exported.stderr
+        for argv in (
+            ["run", str(job), "--session-id", "pg-2"],
+            ["recover", "pg-1"],
+            ["checkpoint", "pg-1"],
+            ["import", str(bundle)],
+            ["gc", "--older-than", "0s"],
+        ):
+            done = cli(*argv, "--json", "--root", postgres_url)
+            assert done.code == ExitCode.USAGE, (argv, done.stdout, done.stderr)
+            message = done.json["error"]["message"]
+            assert "takes no writes" in message and "read-only transaction" in message, message
+            assert PASSWORD not in done.stdout + done.stderr
+    finally:
+        with postgres_server.admin() as admin:
+            admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
     assert everything(postgres_url) == before
 
 

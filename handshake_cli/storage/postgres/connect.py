@@ -12,8 +12,9 @@ its password:
   acknowledged is lost, and the same command works once the database is back.
 
 docs/DECISIONS.md says why. Every connection is autocommit with synchronous_commit on,
-whatever the server's or the role's default, so that "committed" means durable, and has TCP
-keepalives at both ends, so that a writer's vanished machine lets go of its lease in seconds.
+whatever the server's or the role's default, so that "committed" means durable, has TCP
+keepalives at both ends, so that a writer's vanished machine lets go of its lease in seconds,
+and is never ended for being idle, so that a writer waiting on a model keeps its lease.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ SERVER_KEEPALIVE = {
     "tcp_keepalives_count": "3",
     "tcp_user_timeout": "30000",
 }
+# A lease lives exactly as long as its connection, and a writer's connection sits idle for as
+# long as a model answers or a tool runs: a server, database or role that ends idle sessions
+# (idle_session_timeout, PostgreSQL 14 and later) would end a healthy run's lease. Keepalives,
+# not idleness, tell a vanished writer. Set where the server knows the setting, unless the URL
+# sets it.
+SERVER_IF_KNOWN = {"idle_session_timeout": "0"}
 
 # What a server says when it is there but cannot take a connection now: transient, so exit 74.
 _NOT_NOW = (
@@ -86,15 +93,20 @@ def connect(url: str, shown: str) -> Connection:
     if "application_name" not in params:
         options["application_name"] = APPLICATION_NAME
     options |= {key: value for key, value in CLIENT_KEEPALIVE.items() if key not in params}
+    given = str(params.get("options", ""))
     settings = {"synchronous_commit": "on"}
-    settings |= {k: v for k, v in SERVER_KEEPALIVE.items() if k not in str(params.get("options", ""))}
+    settings |= {k: v for k, v in SERVER_KEEPALIVE.items() if k not in given}
+    if_known = {k: v for k, v in SERVER_IF_KNOWN.items() if k not in given}
     try:
         conn = psycopg.connect(url, autocommit=True, **options)
     except psycopg.OperationalError as exc:
         raise connect_failure(exc, shown) from None
     try:
-        calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
-        conn.execute(f"SELECT {calls}", [x for pair in settings.items() for x in pair])
+        calls = ["set_config(%s, %s, false)" for _ in settings]
+        calls += ["(SELECT set_config(name, %s, false) FROM pg_settings WHERE name = %s)" for _ in if_known]
+        values = [x for pair in settings.items() for x in pair]
+        values += [x for name, value in if_known.items() for x in (value, name)]
+        conn.execute(f"SELECT {', '.join(calls)}", values)
     except psycopg.Error as exc:
         conn.close()
         raise lost(exc, shown, "set up the connection") from None
@@ -126,9 +138,23 @@ def lost(exc: psycopg.Error, shown: str, doing: str) -> EnvironmentFailure:
     )
 
 
+# What a server says to a statement this root may never make: the user has no right to it, or
+# the database takes no writes (a hot standby, default_transaction_read_only). `denied` words it.
+REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
+
+
 def denied(exc: psycopg.Error, shown: str, doing: str) -> UsageError:
-    """The error for a statement the database user has no right to: the root's user is wrong
-    for what was asked (a read-only role asked to write), which running again will not fix."""
+    """The error for a statement the root may never make (one of REFUSED): the root is wrong
+    for what was asked (a read-only role, or a read-only database, asked to write), which
+    running again will not fix."""
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return UsageError(
+            f"the database of root {shown} takes no writes, so handshake may not {doing} there: "
+            f"{_cause(exc)}. A hot standby, or a database or user with default_transaction_read_only "
+            "on, serves inspect and export but not run, recover, checkpoint, import or gc; use the primary "
+            "server's URL",
+            details={"root": shown, "operation": doing},
+        )
     return UsageError(
         f"the database user of root {shown} may not {doing}: {_cause(exc)}. Use a user with the "
         "rights handshake needs (docs/FORMAT.md section 11)",

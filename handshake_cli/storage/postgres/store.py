@@ -55,7 +55,15 @@ from handshake_cli.storage.journal.codec import Clock, Record, genesis, utc_now
 from handshake_cli.storage.journal.scan import ScanResult, Start
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import bundle, journal, schema
-from handshake_cli.storage.postgres.connect import Connection, connect, denied, is_lost, lost, shown_url
+from handshake_cli.storage.postgres.connect import (
+    REFUSED,
+    Connection,
+    connect,
+    denied,
+    is_lost,
+    lost,
+    shown_url,
+)
 from handshake_cli.storage.postgres.lease import PostgresLease, head_bytes
 from handshake_cli.storage.store import (
     FORMAT_VERSION,
@@ -148,7 +156,7 @@ class PostgresStore(SessionStore):
                         yield self._conn
                 else:
                     yield self._conn
-            except psycopg.errors.InsufficientPrivilege as exc:
+            except REFUSED as exc:
                 raise denied(exc, self.shown, doing) from None
             except psycopg.Error as exc:
                 if not is_lost(exc):
@@ -561,7 +569,7 @@ class PostgresStore(SessionStore):
                 assert token_row is not None
                 token = int(token_row[0])
                 conn.execute(TAKE_LEASE, (session_id, token, me.pid, me.host, me.started_at, me.command))
-        except psycopg.errors.InsufficientPrivilege as exc:
+        except REFUSED as exc:
             conn.close()
             raise denied(exc, self.shown, f"take the lease of session {session_id}") from None
         except psycopg.Error as exc:
