@@ -14,7 +14,9 @@ At 1k, 10k, 100k and 1M records (full; quick stops at 100k):
 - in-process, what that command does once connected: `rebuild` (lazy, as the dry run plans)
   + `make_plan` through `PostgresStore`, checked to start from the newest checkpoint and to
   plan a resume of the cut turn, against the same on the filesystem store's copy of the
-  session; the largest over the smallest (target <= 1.5x; the note gives the filesystem's).
+  session; the largest over the smallest (target <= 1.5x; the note gives the filesystem's);
+- in-process, a session's size (`session_bytes`: the SIZE `inspect` lists, what gc reports
+  reclaimed), the largest over the smallest (no target; it was a sum over every row).
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def plan_once(store: Any, session_id: str, built: Any) -> float:
     return elapsed
 
 
+def timed(call: Any, *args: Any) -> float:
+    started = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - started
+
+
 def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) -> list[Row]:
     from long_sessions import records_session
     from recovery import store_of
@@ -99,6 +107,7 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
             cases[f"cli {n}"] = lambda argv=argv: wall(argv, env)
             cases[f"plan {n}"] = lambda n=n: plan_once(store, sessions[n], built[n])
             cases[f"files {n}"] = lambda n=n: plan_once(store_of(built[n].session), sessions[n], built[n])
+            cases[f"size {n}"] = lambda n=n: timed(store.session_bytes, sessions[n])
         for case in cases.values():
             case()  # warm-up: bytecode, the server's caches
         times = interleave(cases, runs)
@@ -151,6 +160,20 @@ def rows(ctx: Context, sizes: list[int] | None = None, runs: int | None = None) 
         )
     first, last = sizes[0], sizes[-1]
     growth = files[last] / files[first] if files[first] else 0.0
+    sized = {n: median(times[f"size {n}"]) * 1e3 for n in sizes}
+    out.append(
+        row(
+            SUITE,
+            f"a session's size, {last:,} over {first:,} records",
+            sized[last],
+            "ms",
+            baseline=f"the same at {first:,} records",
+            baseline_value=sized[first],
+            ratio=sized[last] / sized[first] if sized[first] else None,
+            note="PostgresStore.session_bytes in-process: each journal segment's extent through the "
+            "primary key, not every row's length",
+        )
+    )
     for name, figures in (("recover --dry-run", cli), ("rebuild+plan in-process", planned)):
         out.append(
             row(

@@ -434,6 +434,9 @@ def test_segments_hold_exactly_the_bytes_of_the_filesystem_stores_files(
         segments[name] = segments.get(name, b"") + bytes(line)
     assert len(expected) > 3 and segments == expected
     assert store.scan("same").records == files.scan("same").records
+    # Measured segment by segment through the index, the journal is the files' size to the byte.
+    on_disk = sum(len(data) for data in expected.values())
+    assert store.journal_bytes("same") == files.journal_bytes("same") == on_disk
     head = store.read_head("same")
     assert head is not None and json.loads((folder.parent / "head.json").read_bytes()) == head
     config = (folder.parent / "session.toml").read_bytes()
