@@ -8,10 +8,12 @@ ones that stop the server start it again before they end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from handshake_cli.errors import (
     DurabilityError,
@@ -361,8 +364,6 @@ class socket_closed:
     """A loopback port nothing listens on (bound, never listening, while the `with` lasts)."""
 
     def __enter__(self) -> int:
-        import socket
-
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         return int(self.sock.getsockname()[1])
@@ -470,6 +471,84 @@ def test_the_command_line_says_what_is_wrong_with_a_root_and_exits_as_documented
     done = cli("inspect", "pg-1", "--json", "--root", postgres_url)
     assert done.code == ExitCode.USAGE and done.json["error"]["code"] == "unsupported_format"
     assert "schema version 2" in done.json["error"]["message"]
+
+
+class OlderServer:
+    """A loopback TCP proxy to the test server that says, as the server reports itself at
+    start-up, that it runs `version` (PostgreSQL's ParameterStatus `server_version`, from which
+    libpq takes the server's version): an old server, as a client sees one. It reads the
+    server's messages whole (type, length, body); the URL it gives asks for neither SSL nor GSS
+    encryption, so the stream is messages from the first byte."""
+
+    def __init__(self, url: str, version: str) -> None:
+        parsed = conninfo_to_dict(url)
+        self.target = (str(parsed["host"]), int(str(parsed["port"])))
+        self.version = version.encode()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = url.replace(f":{parsed['port']}/", f":{port}/") + "?sslmode=disable&gssencmode=disable"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._messages, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _messages(self, source: socket.socket, sink: socket.socket) -> None:
+        stream = source.makefile("rb")
+        with contextlib.suppress(OSError, ValueError):
+            while head := stream.read(5):
+                body = stream.read(int.from_bytes(head[1:5], "big") - 4)
+                name = body.partition(b"\0")[0]
+                if head[:1] == b"S" and name == b"server_version":
+                    body = name + b"\0" + self.version + b"\0"
+                    head = b"S" + (len(body) + 4).to_bytes(4, "big")
+                sink.sendall(head + body)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_server_older_than_handshake_needs_is_named_and_refused_with_2_by_every_command(
+    cli: Cli, postgres_url: str, tmp_path: Path
+) -> None:
+    """Not a lost connection to retry (74): the root is wrong, said before anything is
+    written, with the version the server reports and the one handshake needs."""
+    job = write_job(tmp_path / "job", [{"text": "Done."}], [])
+    assert cli("run", str(job), "--session-id", "pg-1", "--root", postgres_url).code == 0
+    before = everything(postgres_url)
+    for version, major in (("11.22", "11"), ("9.6.24", "9.6")):
+        old = OlderServer(postgres_url, version)
+        try:
+            for argv in (["inspect"], ["inspect", "pg-1"], ["run", str(job), "--session-id", "pg-2"], ["gc"]):
+                done = cli(*argv, "--json", "--root", old.url)
+                assert done.code == ExitCode.USAGE, (argv, done.stdout, done.stderr)
+                message = done.json["error"]["message"]
+                assert f"runs version {major}; handshake needs PostgreSQL 12 or later" in message, message
+                assert PASSWORD not in done.stdout + done.stderr
+        finally:
+            old.close()
+    same = OlderServer(postgres_url, "18.6")  # the proxy itself changes nothing else
+    try:
+        assert cli("inspect", "pg-1", "--json", "--root", same.url).json["state"] == "COMPLETED"
+    finally:
+        same.close()
+    assert everything(postgres_url) == before
 
 
 def test_a_writer_on_this_machine_is_not_killed_by_a_checkpoint_request_signal(

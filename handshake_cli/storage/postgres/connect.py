@@ -55,6 +55,11 @@ SERVER_KEEPALIVE = {
 # sets it.
 SERVER_IF_KNOWN = {"idle_session_timeout": "0"}
 
+# The oldest server handshake connects to: the first with `tcp_user_timeout`, which every
+# connection sets (the tests run 18). An older one is the wrong root, said before anything is
+# written, not a lost connection to try again.
+OLDEST_SERVER = 120000  # server_version_num of 12.0
+
 # What a server says when it is there but cannot take a connection now: transient, so exit 74.
 _NOT_NOW = (
     "the database system is",  # starting up, shutting down, in recovery mode, not yet accepting
@@ -102,6 +107,11 @@ def connect(url: str, shown: str) -> Connection:
     except psycopg.OperationalError as exc:
         raise connect_failure(exc, shown) from None
     try:
+        check_server(conn.info.server_version, shown)
+    except UsageError:
+        conn.close()
+        raise
+    try:
         calls = ["set_config(%s, %s, false)" for _ in settings]
         calls += ["(SELECT set_config(name, %s, false) FROM pg_settings WHERE name = %s)" for _ in if_known]
         values = [x for pair in settings.items() for x in pair]
@@ -111,6 +121,18 @@ def connect(url: str, shown: str) -> Connection:
         conn.close()
         raise lost(exc, shown, "set up the connection") from None
     return conn
+
+
+def check_server(version: int, shown: str) -> None:
+    """UsageError for a server older than OLDEST_SERVER (`version` as server_version_num)."""
+    if version < OLDEST_SERVER:
+        # 10 and later number majors alone (110005: 11.5); before, two parts did (90624: 9.6.24)
+        major = str(version // 10000) if version >= 100000 else f"{version // 10000}.{version // 100 % 100}"
+        raise UsageError(
+            f"the PostgreSQL server of root {shown} runs version {major}; handshake needs "
+            f"PostgreSQL {OLDEST_SERVER // 10000} or later. Nothing was changed",
+            details={"root": shown, "server_version": version, "oldest": OLDEST_SERVER},
+        )
 
 
 def connect_failure(exc: psycopg.OperationalError, shown: str) -> UsageError | EnvironmentFailure:
