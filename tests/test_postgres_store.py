@@ -473,6 +473,57 @@ def test_the_command_line_says_what_is_wrong_with_a_root_and_exits_as_documented
     assert "schema version 2" in done.json["error"]["message"]
 
 
+def test_a_statement_the_server_cuts_short_is_74_saying_so_and_loses_nothing_acknowledged(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A lock_timeout (or a statement_timeout) set on the database cuts a statement short while
+    the connection lives: a reader and a writer both exit 74 saying the server cut it short,
+    not that the connection was lost; the writer stops, and recover completes the session once
+    the lock is gone. The lock is held by the test until it lets go: no timing luck."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with postgres_server.admin() as admin:
+        admin.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '100ms'")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", "cut-1", "--workspace", str(workspace), "--json"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    locking = psycopg.connect(postgres_url, options="-c lock_timeout=0")
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        locking.execute("LOCK TABLE handshake.sessions, handshake.records IN ACCESS EXCLUSIVE MODE")
+        reader = cli("inspect", "--json", "--root", postgres_url)
+        (workspace / "open1").touch()
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        locking.rollback()
+        locking.close()
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert reader.code == ExitCode.ENVIRONMENT, reader.stdout + reader.stderr
+    message = reader.json["error"]["message"]
+    assert "cut short a statement" in message and "lock timeout" in message
+    assert "lost the connection" not in message
+    assert run.returncode == ExitCode.ENVIRONMENT, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "durability" and "the server cut short its statement" in error["message"]
+    assert "lock timeout" in error["message"] and "never reconnects" in error["message"]
+    recovered = cli("recover", "cut-1", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    verified = cli("inspect", "cut-1", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "cut-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
+
+
 class OlderServer:
     """A loopback TCP proxy to the test server that says, as the server reports itself at
     start-up, that it runs `version` (PostgreSQL's ParameterStatus `server_version`, from which

@@ -150,8 +150,28 @@ def connect_failure(exc: psycopg.OperationalError, shown: str) -> UsageError | E
     )
 
 
+# SQLSTATEs of a statement the server cut short while the connection lived: query_canceled
+# (a statement_timeout, or someone's pg_cancel_backend) and lock_not_available (a lock_timeout).
+CANCELLED = frozenset({"57014", "55P03"})
+
+
+def was_cancelled(exc: BaseException) -> bool:
+    """Whether the server cut the statement short (CANCELLED), the connection still there."""
+    return getattr(exc, "sqlstate", None) in CANCELLED
+
+
 def lost(exc: psycopg.Error, shown: str, doing: str) -> EnvironmentFailure:
-    """The error for a connection that failed while it was used to read."""
+    """The error for a connection that failed, or a statement the server cut short, while
+    handshake used it to read or to set up a lease: exit 74 either way, worded for which."""
+    if was_cancelled(exc):
+        return EnvironmentFailure(
+            f"the PostgreSQL server of root {shown} cut short a statement while handshake was trying "
+            f"to {doing}: {_cause(exc)}. A statement_timeout or lock_timeout (the server's, the "
+            "database's or the user's) is shorter than it needed, or someone cancelled it. Nothing "
+            "acknowledged is lost; run the command again when the database is less busy, or give "
+            "handshake's user a longer limit (`options=-c statement_timeout=...` in the URL)",
+            details={"root": shown, "operation": doing},
+        )
     return EnvironmentFailure(
         f"lost the connection to the PostgreSQL server of root {shown} while trying to {doing}: "
         f"{_cause(exc)}. Nothing acknowledged is lost; run the command again once the database "

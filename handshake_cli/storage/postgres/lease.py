@@ -52,7 +52,7 @@ from handshake_cli.storage.journal.codec import DEFAULT_SEGMENT_BYTES, Clock, Re
 from handshake_cli.storage.journal.scan import Damage, Start
 from handshake_cli.storage.lock import LockHolder
 from handshake_cli.storage.postgres import journal
-from handshake_cli.storage.postgres.connect import Connection
+from handshake_cli.storage.postgres.connect import Connection, was_cancelled
 
 # Each write is one statement in a transaction of its own, whose first act sets how it commits
 # ("on": durable when it returns; "off": visible at once and durable with the next synchronous
@@ -127,6 +127,15 @@ def _array(oid: int, items: list[bytes]) -> bytes:
 
 def _bigints(values: list[int]) -> bytes:
     return _array(20, [value.to_bytes(8, "big", signed=True) for value in values])
+
+
+def _error(sqlstate: bytes | None, message: str) -> psycopg.Error:
+    """The exception psycopg would raise for a failed reply with this SQLSTATE."""
+    try:
+        kind = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.OperationalError
+    except KeyError:
+        kind = psycopg.OperationalError
+    return kind(message)
 
 
 class PostgresLease(Lease):
@@ -280,19 +289,26 @@ class PostgresLease(Lease):
             cause = replies[0].get_error_message() if replies else pgconn.get_error_message()
             if isinstance(cause, bytes):
                 cause = cause.decode("utf-8", "replace")
-            raise self.failed(psycopg.OperationalError(cause or "no reply"), doing)
+            state = replies[0].error_field(psycopg.pq.DiagnosticField.SQLSTATE) if replies else None
+            raise self.failed(_error(state, cause or "no reply"), doing)
         if replies[0].command_tuples != count:
             raise self.fenced()
 
     def failed(self, exc: psycopg.Error, doing: str) -> DurabilityError:
         """The lease's connection failed while `doing`: the lease is lost, this writer stops."""
         cause = " ".join(str(exc).split()) or type(exc).__name__
-        self.broken = f"the connection holding its lease failed ({cause})"
+        if was_cancelled(exc):  # a statement_timeout or lock_timeout: the connection lives, the write did not
+            what = (
+                f"the server cut short its statement on the connection to {self.shown} that holds its lease"
+            )
+        else:
+            what = f"the connection to {self.shown} that holds its lease failed"
+        self.broken = f"{what} ({cause})"
         self.held, self.held_bytes = [], 0  # never sent: never acknowledged as durable either
         return DurabilityError(
-            f"session {self.session_id}: {doing} failed: the connection to {self.shown} that holds its "
-            f"lease failed ({cause}); this process stops here and never reconnects. What was "
-            "acknowledged is committed; recover the session once the database is back",
+            f"session {self.session_id}: {doing} failed: {what} ({cause}); this process stops here "
+            "and never reconnects. What was acknowledged is committed; recover the session once the "
+            "database is back",
             guidance=[" ".join(["handshake", "recover", self.session_id, *self.root_args])],
             details={"root": self.shown, "operation": doing},
         )
