@@ -252,11 +252,10 @@ class FilesystemStore(SessionStore):
         session = self.session(session_id)
         held = SessionLock(session.path, session_id)
         held.acquire(command)
-        found = lock.holder(session.path)
-        if found is None:  # owner.json was just written by this live process
-            held.release()
-            raise IntegrityError(f"session {session_id}: {lock.OWNER_FILE} vanished as it was written")
-        return FilesystemLease(session, held, found, store=self)
+        # Who holds it is what `acquire` wrote to owner.json: not read back, where a failed
+        # read (a full disk, an I/O error) would pass for a file that vanished.
+        assert held.me is not None
+        return FilesystemLease(session, held, held.me, store=self)
 
     def holder(self, session_id: str) -> LockHolder | None:
         return lock.holder(self.session(session_id).path)

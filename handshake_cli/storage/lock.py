@@ -157,6 +157,7 @@ class SessionLock:
         self.session_dir = session_dir
         self.session_id = session_id
         self._fd: int | None = None
+        self.me: LockHolder | None = None  # what owner.json says, once `acquire` wrote it
 
     def acquire(self, command: str | None = None) -> None:
         import fcntl
@@ -207,6 +208,7 @@ class SessionLock:
         except BaseException:
             self.release()  # nothing was written under it: let the next writer have it
             raise
+        self.me = me
 
     def release(self) -> None:
         """Never raises (it runs on the way out of every writer, an error's way included): an
