@@ -251,11 +251,10 @@ class FilesystemStore(SessionStore):
     def acquire(self, session_id: str, *, command: str | None = None) -> FilesystemLease:
         session = self.session(session_id)
         held = SessionLock(session.path, session_id)
-        held.acquire(command)
         # Who holds it is what `acquire` wrote to owner.json: not read back, where a failed
         # read (a full disk, an I/O error) would pass for a file that vanished.
-        assert held.me is not None
-        return FilesystemLease(session, held, held.me, store=self)
+        me = held.acquire(command)
+        return FilesystemLease(session, held, me, store=self)
 
     def holder(self, session_id: str) -> LockHolder | None:
         return lock.holder(self.session(session_id).path)

@@ -157,9 +157,9 @@ class SessionLock:
         self.session_dir = session_dir
         self.session_id = session_id
         self._fd: int | None = None
-        self.me: LockHolder | None = None  # what owner.json says, once `acquire` wrote it
 
-    def acquire(self, command: str | None = None) -> None:
+    def acquire(self, command: str | None = None) -> LockHolder:
+        """Take the lock and say who holds it in owner.json; returns what owner.json says."""
         import fcntl
 
         flags = os.O_RDWR | os.O_CREAT | durable.NOFOLLOW | durable.CLOEXEC
@@ -208,7 +208,7 @@ class SessionLock:
         except BaseException:
             self.release()  # nothing was written under it: let the next writer have it
             raise
-        self.me = me
+        return me
 
     def release(self) -> None:
         """Never raises (it runs on the way out of every writer, an error's way included): an
