@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     rebuild,
     row,
     session_dir,
+    store_of,
     tool_turns,
     wall,
     write_job,
@@ -221,10 +222,11 @@ def history_rows(label: str, session: Any, repeat: int) -> list[Row]:
     from handshake_cli.recovery.view import rebuild as view_of
     from handshake_cli.session.story_found import fold_found
 
-    rebuilt = timed(lambda: view_of(session, lazy_thread=True), repeat)
-    told = timed(lambda: view_of(session, lazy_thread=True).story.told(), repeat)
-    view = view_of(session, lazy_thread=True)
-    found = timed(lambda: fold_found(session.journal, view.records), repeat)
+    store, session_id = store_of(session), session.session_id
+    rebuilt = timed(lambda: view_of(store, session_id, lazy_thread=True), repeat)
+    told = timed(lambda: view_of(store, session_id, lazy_thread=True).story.told(), repeat)
+    view = view_of(store, session_id, lazy_thread=True)
+    found = timed(lambda: fold_found(store, session_id, view.records), repeat)
     scans = timed(lambda: full_verify(session), repeat)
     return [
         row(
