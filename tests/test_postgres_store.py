@@ -484,17 +484,7 @@ def test_a_statement_the_server_cuts_short_is_74_saying_so_and_loses_nothing_ack
     with postgres_server.admin() as admin:
         admin.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '100ms'")
     workspace = tmp_path / "ws"
-    workspace.mkdir()
-    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
-    job = write_job(tmp_path / "job", turns, [gate_tool()])
-    argv = ["run", str(job), "--session-id", "cut-1", "--workspace", str(workspace), "--json"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    run = start_gated_run(env, postgres_url, tmp_path, "cut-1")
     locking = psycopg.connect(postgres_url, options="-c lock_timeout=0")
     try:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
@@ -632,6 +622,23 @@ print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
 """
 
 
+def start_gated_run(env: dict[str, str], url: str, tmp_path: Path, session_id: str) -> subprocess.Popen[str]:
+    """`handshake run --json` of a job whose first tool call waits at a gate: `waiting1` appears
+    in `tmp_path/ws` once the call runs, and the call ends once the test touches `open1` there."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
+    job = write_job(tmp_path / "job", turns, [gate_tool()])
+    argv = ["run", str(job), "--session-id", session_id, "--workspace", str(workspace), "--json"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "handshake_cli", *argv, "--root", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -639,17 +646,7 @@ def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     the tool's result cannot be committed, so the run stops with exit 74, and a recover once
     the server is back runs the (idempotent) tool again and completes the session."""
     workspace = tmp_path / "ws"
-    workspace.mkdir()
-    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
-    job = write_job(tmp_path / "job", turns, [gate_tool()])
-    argv = ["run", str(job), "--session-id", "fleet-1", "--workspace", str(workspace), "--json"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    run = start_gated_run(env, postgres_url, tmp_path, "fleet-1")
     try:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
         postgres_server.stop_immediately()
@@ -767,17 +764,7 @@ def test_a_database_that_ends_idle_sessions_does_not_end_a_run_waiting_on_its_to
         with postgres_server.admin() as admin:
             wait_for(lambda: admin.execute(gone, (pid,)).fetchone() == (True,), timeout=TIMEOUT)
     workspace = tmp_path / "ws"
-    workspace.mkdir()
-    turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
-    job = write_job(tmp_path / "job", turns, [gate_tool()])
-    argv = ["run", str(job), "--session-id", "idle-1", "--workspace", str(workspace), "--json"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "handshake_cli", *argv, "--root", postgres_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    run = start_gated_run(env, postgres_url, tmp_path, "idle-1")
     try:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
         with psycopg.connect(postgres_url, autocommit=True, options="-c idle_session_timeout=0") as looking:
