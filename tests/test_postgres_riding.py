@@ -2,7 +2,8 @@
 the writer's memory and sent with the next commit, in the same statement (lease.py `hold`,
 `commit`): what that gives and what it must not change. A boundary's records reach the
 database together, in one round trip; before that another process sees none of them, the
-writer's own process sees them all; held records that wait too long are sent by themselves;
+writer's own process sees them all; held records that wait too long are sent by themselves,
+at the next append or by the lease's courier when no append comes;
 a writer killed with records held loses exactly those, never leaving a gap; and a batch whose
 commit fails, or whose fence does not hold, is fatal (exit 74) with nothing of it stored.
 """
@@ -25,6 +26,7 @@ from handshake_cli.storage.contract import Durability
 from handshake_cli.storage.journal.codec import Record
 from handshake_cli.storage.postgres import PostgresStore
 from handshake_cli.storage.postgres import lease as lease_module
+from tests.support.cli import wait_for
 from tests.support.postgres import PostgresServer
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
@@ -36,8 +38,9 @@ TIMEOUT = 60
 WRITER = """
 import sys
 from handshake_cli.storage.contract import Durability
-from handshake_cli.storage.postgres import PostgresStore
+from handshake_cli.storage.postgres import PostgresStore, lease as lease_module
 
+lease_module.COURIER_SECONDS = 3600.0  # what appends alone hold, however slow the machine
 lease = PostgresStore(sys.argv[1]).acquire(sys.argv[2], command="riding writer")
 journal = lease.open_journal()
 for word in sys.stdin:
@@ -72,6 +75,13 @@ def seqs(store: PostgresStore, session_id: str) -> list[int]:
     return [record.seq for record in result.records]
 
 
+@pytest.fixture
+def no_courier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The courier kept out of a test about what appends alone send (however slow the machine)."""
+    monkeypatch.setattr(lease_module, "COURIER_SECONDS", 3600.0)
+
+
+@pytest.mark.usefixtures("no_courier")
 def test_riding_records_reach_the_database_with_the_next_commit_in_one_round_trip(
     store: PostgresStore, other: PostgresStore
 ) -> None:
@@ -104,6 +114,7 @@ def test_riding_records_reach_the_database_with_the_next_commit_in_one_round_tri
         journal.close()
 
 
+@pytest.mark.usefixtures("no_courier")
 def test_the_writers_own_process_reads_held_records_another_sees_them_at_the_commit(
     store: PostgresStore, other: PostgresStore
 ) -> None:
@@ -120,6 +131,7 @@ def test_the_writers_own_process_reads_held_records_another_sees_them_at_the_com
     assert seqs(other, session_id) == [1, 2]
 
 
+@pytest.mark.usefixtures("no_courier")
 @pytest.mark.parametrize(("limit", "value"), [("HOLD_SECONDS", 0.0), ("HOLD_ROWS", 1)])
 def test_held_records_past_the_holding_limit_are_sent_without_a_commit(
     store: PostgresStore, other: PostgresStore, monkeypatch: pytest.MonkeyPatch, limit: str, value: float
@@ -140,6 +152,30 @@ def test_held_records_past_the_holding_limit_are_sent_without_a_commit(
         journal.append("test.note", {"n": 2})  # reads the reply of the send, then commits
         journal.close()
     assert seqs(other, session_id) == [1, 2, 3]
+
+
+def test_records_held_while_the_writer_appends_nothing_are_sent_by_the_courier(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    """A tool that takes its time, a stream that stalls: no append comes to carry what is held,
+    so the lease's courier sends it once it has waited HOLD_SECONDS (committed asynchronously)
+    and another process sees it; the writer's next commit goes on from there, and the courier
+    ends with the lease."""
+    session_id = store.create_session(CONFIG, CREATED, head_for=head_for, session_id="courier")
+    lease = store.acquire(session_id)
+    journal = lease.open_journal()
+    journal.append("test.note", {"n": "committed"})
+    riding = journal.append("test.note", {"n": "intent"}, durability=Durability.NEXT_SYNC)
+    # No append comes: only the courier can send it (the timeout is a hung test's safety net).
+    wait_for(lambda: seqs(other, session_id) == [1, 2, 3], timeout=TIMEOUT)
+    assert other.last_record(session_id) == riding
+    assert journal.append("test.note", {"n": "result"}).seq == 4
+    courier = lease.courier
+    assert courier is not None
+    lease.release()
+    courier.join(timeout=TIMEOUT)
+    assert not courier.is_alive()
+    assert seqs(other, session_id) == [1, 2, 3, 4]
 
 
 def test_a_writer_killed_with_records_held_loses_exactly_those(

@@ -642,7 +642,7 @@ def start_gated_run(env: dict[str, str], url: str, tmp_path: Path, session_id: s
 def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
 ) -> None:
-    """The run is held inside a tool call (its intent committed) while the server stops hard;
+    """The run is held inside a tool call while the server stops hard;
     the tool's result cannot be committed, so the run stops with exit 74, and a recover once
     the server is back runs the (idempotent) tool again and completes the session."""
     workspace = tmp_path / "ws"
@@ -671,6 +671,45 @@ def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     verified = cli("inspect", "fleet-1", "--verify", "--json", "--root", postgres_url)
     assert verified.code == 0 and verified.json["verdict"] == "intact"
     assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
+
+
+def test_another_machine_sees_a_read_tool_that_is_running_and_recovers_it_after_a_kill(
+    cli: Cli, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    """A read tool's intent rides on the result's checkpoint, but a tool that takes its time
+    lets no append carry it: the writer's courier sends it, so `inspect` from another process
+    shows the call under way (as a file's reader would). Killed there, the run leaves that
+    intent without a result, which recover runs again (a read: no effect to repeat)."""
+    workspace = tmp_path / "ws"
+    run = start_gated_run(env, postgres_url, tmp_path, "slow-read")
+
+    def shown_types() -> list[str]:
+        shown = cli("inspect", "slow-read", "--events", "--json", "--root", postgres_url)
+        assert shown.code == 0, shown.stdout + shown.stderr
+        return [event["type"] for event in shown.json["events"]]
+
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        wait_for(lambda: "tool.intent" in shown_types(), timeout=TIMEOUT)
+        assert "tool.result" not in shown_types()
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=TIMEOUT)
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+    assert cli("inspect", "slow-read", "--json", "--root", postgres_url).json["state"] == "INTERRUPTED"
+    recovered = cli("recover", "slow-read", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    types = shown_types()
+    # The killed run's intent stays; the recovery's own intent and result follow it.
+    ran = types[types.index("recovery.started") :]
+    assert types.count("tool.intent") == 2 and ran.count("tool.intent") == ran.count("tool.result") == 1
+    verified = cli("inspect", "slow-read", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "slow-read", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
 
 
 # -- torn tails inside a row -----------------------------------------------------------------------

@@ -10,12 +10,14 @@ Durability is the commit. A record appended with `Durability.NEXT_SYNC` (riding)
 the writer's memory and sent with the next commit, in the same statement: an append with
 `Durability.NOW` or a `sync` sends every held record and its own in one INSERT committed with
 synchronous_commit on, so a tool-call boundary is one round trip and one WAL flush. Held
-records are also sent (committed asynchronously, their reply read before the lease's next
-statement) once they are `HOLD_SECONDS` old at an append, or too many, and before this
-process reads through the store (read-your-writes) or the lease writes anything but an
-artifact (which no held record can name: it is added after them). A writer killed meanwhile
-loses them, as a machine crash loses unsynced bytes of a file (DESIGN section 2, rule 3):
-never a gap, since they are always the journal's newest.
+records are also sent (committed asynchronously) once they are `HOLD_SECONDS` old at an
+append, or too many; by the lease's courier thread once they have waited `HOLD_SECONDS` with
+no append to carry them (a tool running, a stream stalled: other machines see what the
+writer is doing); and before this process reads through the store (read-your-writes) or the
+lease writes anything but an artifact (which no held record can name: it is added after
+them). Every use of the connection holds `io`, so the courier and the writer never talk over
+each other. A writer killed meanwhile loses them, as a machine crash loses unsynced bytes of
+a file (DESIGN section 2, rule 3): never a gap, since they are always the journal's newest.
 `put_artifact`, a cut torn tail and `sync` commit with synchronous_commit on; `add_artifact`
 and the head commit with it off (durable with the next synchronous commit: WAL is flushed
 in order).
@@ -74,11 +76,13 @@ RECORDS_TYPES = (25, 25, 20, 1016, 1016, 1016, 1009, 1001)
 RECORDS_FORMATS = (0, 0, 0, 1, 1, 1, 1, 1)  # the arrays go in binary, the rest as text
 _ARRAY_HEAD = struct.Struct("!iiIii")  # dimensions, has-nulls, element type, length, lower bound
 # Held riding records are sent (asynchronously) at an append once the oldest is this old, or
-# once there are this many, or this many bytes: how late another process may see them, and
-# what a killed writer may lose at most beyond its last append.
+# once there are this many, or this many bytes; and by the courier, which looks every
+# COURIER_SECONDS, once the oldest is HOLD_SECONDS old: so another process sees a riding
+# record at most about half a second late, and that is what a killed writer may lose at most.
 HOLD_SECONDS = 0.25
 HOLD_ROWS = 1000
 HOLD_BYTES = 1 << 20
+COURIER_SECONDS = 0.25
 # An artifact; the answer says whether the fence held, and whether a row was added (none when
 # the artifact is already there).
 INSERT_ARTIFACT = """
@@ -157,6 +161,9 @@ class PostgresLease(Lease):
         self.shown = shown
         self.root_args = root_args or []  # the `--root` words a printed command repeats
         self.broken: str | None = None  # why this lease can write nothing more
+        # The failure met on the writer's behalf (by the courier, or a reader sending held
+        # rows), raised whole to the writer at its next statement: what failed, and what to run.
+        self.kept: DurabilityError | None = None
         self.unflushed = False  # an asynchronous commit, or a held row, since the last synchronous one
         self.released = False
         self.held: list[Row] = []  # riding records not sent yet, oldest first
@@ -165,8 +172,11 @@ class PostgresLease(Lease):
         self.sent: tuple[str, int] | None = None  # rows sent, their reply not read yet: (doing, how many)
         self.prepared = False  # RECORDS is prepared on this connection
         # One thread at a time on the connection's libpq state and the held rows: the writer's
-        # statements, and a reader of the same store (another thread, say) sending them first.
+        # statements, the courier, and a reader of the same store (another thread, say)
+        # sending them first.
         self.io = threading.RLock()
+        self.courier: threading.Thread | None = None  # started by the first held row
+        self.stopping = threading.Event()
 
     # -- writing through the lease's connection ------------------------------------------------
 
@@ -174,6 +184,9 @@ class PostgresLease(Lease):
         """Raise if this writer can write nothing more; first read the reply of rows still
         out, so every statement after them knows whether they held."""
         with self.io:
+            if self.kept is not None:
+                kept, self.kept = self.kept, None
+                raise kept
             if self.broken:
                 raise DurabilityError(
                     f"session {self.session_id}: this writer is unusable after an earlier failure: "
@@ -191,6 +204,11 @@ class PostgresLease(Lease):
             now = time.monotonic()
             if not self.held:
                 self.held_since = now
+            if self.courier is None:
+                self.courier = threading.Thread(
+                    target=self._carry, name=f"handshake courier {self.session_id}", daemon=True
+                )
+                self.courier.start()
             self.held.append(row)
             self.held_bytes += len(row.line)
             self.unflushed = True
@@ -227,8 +245,25 @@ class PostgresLease(Lease):
             if (self.held or self.sent is not None) and not self.broken:
                 try:
                     self.send_held()
-                except DurabilityError:
-                    pass  # `broken` says why; the writer's next statement raises it
+                except DurabilityError as exc:
+                    self.kept = exc  # the writer's next statement raises it
+
+    def _carry(self) -> None:
+        """The courier: every COURIER_SECONDS, rows held HOLD_SECONDS with no append to carry them
+        (a tool that takes its time, a model stream that stalls) are sent and their reply
+        read, so another machine's `inspect` sees what the writer is doing, and a writer
+        killed meanwhile loses no more than that window. It never waits for the writer: a
+        connection in use now is carrying them anyway. A failure is kept for the writer."""
+        while not self.stopping.wait(COURIER_SECONDS):
+            if not self.io.acquire(blocking=False):
+                continue
+            try:
+                if self.broken or self.released:
+                    return
+                if self.held and time.monotonic() - self.held_since >= HOLD_SECONDS:
+                    self.settle_for_readers()
+            finally:
+                self.io.release()
 
     def _send(self, rows: list[Row], *, durable: bool, doing: str) -> None:
         """Send the held rows and `rows` as one INSERT_RECORDS; the reply is `settle`'s."""
@@ -361,10 +396,11 @@ class PostgresLease(Lease):
     def open_journal(
         self, *, clock: Clock | None = None, start: Start | None = None, segment_bytes: int | None = None
     ) -> PostgresAppender:
-        self.check()
         try:
-            with self.conn.transaction():
-                result = journal.scan(self.conn, self.session_id, start, False)
+            with self.io:
+                self.check()
+                with self.conn.transaction():
+                    result = journal.scan(self.conn, self.session_id, start, False)
         except psycopg.Error as exc:
             raise self.failed(exc, "open the journal") from None
         if result.corruption:
@@ -418,7 +454,7 @@ class PostgresLease(Lease):
             )
         self.send_held()
         try:
-            with self.conn.transaction():
+            with self.io, self.conn.transaction():
                 if self.conn.execute(FENCE, (self.session_id, self.token)).fetchone() is None:
                     raise self.fenced()
                 quarantined = self._cut(number, damage)
@@ -481,13 +517,14 @@ class PostgresLease(Lease):
             number += 1
 
     def pending_requests(self) -> list[CheckpointRequest]:
-        self.check()
         try:
-            rows = self.conn.execute(
-                "SELECT nonce, reason FROM handshake.requests WHERE session_id = %s AND answer IS NULL "
-                "ORDER BY asked",
-                (self.session_id,),
-            ).fetchall()
+            with self.io:
+                self.check()
+                rows = self.conn.execute(
+                    "SELECT nonce, reason FROM handshake.requests WHERE session_id = %s AND answer IS NULL "
+                    "ORDER BY asked",
+                    (self.session_id,),
+                ).fetchall()
         except psycopg.Error as exc:
             raise self.failed(exc, "read checkpoint requests") from None
         return [CheckpointRequest(nonce, reason) for nonce, reason in rows]
@@ -555,20 +592,22 @@ class PostgresLease(Lease):
 
     def release(self) -> None:
         """The row first, then the connection (whose end drops the lock); never raises."""
-        if self.released:
-            return
-        self.released = True
-        try:
-            if not self.broken:
-                self.send_held()  # a process that lets go keeps what it appended, as a file does
-                self.conn.execute(
-                    "DELETE FROM handshake.leases WHERE session_id = %s AND token = %s",
-                    (self.session_id, self.token),
-                )
-        except (psycopg.Error, DurabilityError):
-            pass
-        finally:
-            self.conn.close()
+        self.stopping.set()  # the courier: its statement in flight ends before this one starts
+        with self.io:
+            if self.released:
+                return
+            self.released = True
+            try:
+                if not self.broken:
+                    self.send_held()  # a process that lets go keeps what it appended, as a file does
+                    self.conn.execute(
+                        "DELETE FROM handshake.leases WHERE session_id = %s AND token = %s",
+                        (self.session_id, self.token),
+                    )
+            except (psycopg.Error, DurabilityError):
+                pass
+            finally:
+                self.conn.close()
 
     def __enter__(self) -> PostgresLease:
         return self
