@@ -42,6 +42,7 @@ from handshake_cli.storage.postgres.lease import PostgresLease
 from tests.support.cli import Cli, wait_for
 from tests.support.jobs import gate_call, gate_tool, write_job
 from tests.support.postgres import PASSWORD, PostgresServer
+from tests.support.vanish import vanish
 
 CONFIG = {"job": {"name": "pg", "prompt": {"user": "hello"}}, "workspace": "/nowhere"}
 CREATED = {"job_name": "pg", "workspace": "/nowhere"}
@@ -673,6 +674,13 @@ def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     assert cli("inspect", "fleet-1", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
 
 
+def event_types(cli: Cli, url: str, session_id: str) -> list[str]:
+    """The types of a session's records, as `inspect --events` shows them from another process."""
+    shown = cli("inspect", session_id, "--events", "--json", "--root", url)
+    assert shown.code == 0, shown.stdout + shown.stderr
+    return [event["type"] for event in shown.json["events"]]
+
+
 def test_another_machine_sees_a_read_tool_that_is_running_and_recovers_it_after_a_kill(
     cli: Cli, env: dict[str, str], postgres_url: str, tmp_path: Path
 ) -> None:
@@ -683,15 +691,10 @@ def test_another_machine_sees_a_read_tool_that_is_running_and_recovers_it_after_
     workspace = tmp_path / "ws"
     run = start_gated_run(env, postgres_url, tmp_path, "slow-read")
 
-    def shown_types() -> list[str]:
-        shown = cli("inspect", "slow-read", "--events", "--json", "--root", postgres_url)
-        assert shown.code == 0, shown.stdout + shown.stderr
-        return [event["type"] for event in shown.json["events"]]
-
     try:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
-        wait_for(lambda: "tool.intent" in shown_types(), timeout=TIMEOUT)
-        assert "tool.result" not in shown_types()
+        wait_for(lambda: "tool.intent" in event_types(cli, postgres_url, "slow-read"), timeout=TIMEOUT)
+        assert "tool.result" not in event_types(cli, postgres_url, "slow-read")
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=TIMEOUT)
     finally:
@@ -703,7 +706,7 @@ def test_another_machine_sees_a_read_tool_that_is_running_and_recovers_it_after_
     assert cli("inspect", "slow-read", "--json", "--root", postgres_url).json["state"] == "INTERRUPTED"
     recovered = cli("recover", "slow-read", "--json", "--root", postgres_url)
     assert recovered.code == 0, recovered.stdout + recovered.stderr
-    types = shown_types()
+    types = event_types(cli, postgres_url, "slow-read")
     # The killed run's intent stays; the recovery's own intent and result follow it.
     ran = types[types.index("recovery.started") :]
     assert types.count("tool.intent") == 2 and ran.count("tool.intent") == ran.count("tool.result") == 1
@@ -959,6 +962,45 @@ def test_a_lease_held_on_another_machine_is_named_and_taken_over_when_that_machi
     with store.acquire(session_id, command="handshake recover --all") as lease:
         assert lease.holder.host != "machine-b"
         assert lease.open_journal().append("test.note", {"n": "taken over"}).seq == 2
+
+
+def test_a_writer_whose_machine_vanishes_without_a_word_loses_its_lease_to_the_keepalives(
+    cli: Cli, env: dict[str, str], postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A preempted runner sends nothing: no FIN, no RST. The lease's connection asks the server
+    for keepalives (connect.py: a first probe after 10 s idle), so the server finds the writer
+    gone, ends its session and with it the lease, and another machine recovers the session.
+    Without them the server would ask only after the kernel's default idle time, two hours."""
+    workspace = tmp_path / "ws"
+    run = start_gated_run(env, postgres_url, tmp_path, "vanished")
+    lease = (
+        "SELECT l.backend_pid, a.client_port FROM handshake.leases l "
+        "JOIN pg_stat_activity a ON a.pid = l.backend_pid WHERE l.session_id = 'vanished'"
+    )
+    try:
+        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+        # Quiet first: the courier has sent the turn's held records (and read the reply), so
+        # nothing the server sent waits for an acknowledgement, which would draw a RST.
+        wait_for(lambda: "tool.intent" in event_types(cli, postgres_url, "vanished"), timeout=TIMEOUT)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            found = conn.execute(lease).fetchone()
+            assert found is not None
+            backend, port = found
+            vanish(run.pid, port)
+            # Nothing reached the server: its backend is still there (a probe is due at most
+            # once every 10 s, so this look, milliseconds later, sees the silence).
+            assert conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+    postgres_server.wait_backend_gone(backend)  # the keepalives' doing
+    recovered = cli("recover", "vanished", "--json", "--root", postgres_url)
+    assert recovered.code == 0, recovered.stdout + recovered.stderr
+    verified = cli("inspect", "vanished", "--verify", "--json", "--root", postgres_url)
+    assert verified.code == 0 and verified.json["verdict"] == "intact"
+    assert cli("inspect", "vanished", "--json", "--root", postgres_url).json["state"] == "COMPLETED"
 
 
 # -- a database user's rights ----------------------------------------------------------------------
