@@ -485,21 +485,17 @@ def test_a_statement_the_server_cuts_short_is_74_saying_so_and_loses_nothing_ack
     with postgres_server.admin() as admin:
         admin.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '100ms'")
     workspace = tmp_path / "ws"
-    run = start_gated_run(env, postgres_url, tmp_path, "cut-1")
-    locking = psycopg.connect(postgres_url, options="-c lock_timeout=0")
-    try:
-        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
-        locking.execute("LOCK TABLE handshake.sessions, handshake.records IN ACCESS EXCLUSIVE MODE")
-        reader = cli("inspect", "--json", "--root", postgres_url)
-        (workspace / "open1").touch()
-        out, err = run.communicate(timeout=TIMEOUT)
-    finally:
-        locking.rollback()
-        locking.close()
-        (workspace / "open1").touch()
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+    with gated_run(env, postgres_url, tmp_path, "cut-1") as run:
+        locking = psycopg.connect(postgres_url, options="-c lock_timeout=0")
+        try:
+            wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+            locking.execute("LOCK TABLE handshake.sessions, handshake.records IN ACCESS EXCLUSIVE MODE")
+            reader = cli("inspect", "--json", "--root", postgres_url)
+            (workspace / "open1").touch()
+            out, err = run.communicate(timeout=TIMEOUT)
+        finally:
+            locking.rollback()
+            locking.close()
     assert reader.code == ExitCode.ENVIRONMENT, reader.stdout + reader.stderr
     message = reader.json["error"]["message"]
     assert "cut short a statement" in message and "lock timeout" in message
@@ -623,21 +619,33 @@ print("appended", lease.open_journal().append("test.note", {}).seq, flush=True)
 """
 
 
-def start_gated_run(env: dict[str, str], url: str, tmp_path: Path, session_id: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def gated_run(
+    env: dict[str, str], url: str, tmp_path: Path, session_id: str
+) -> Iterator[subprocess.Popen[str]]:
     """`handshake run --json` of a job whose first tool call waits at a gate: `waiting1` appears
-    in `tmp_path/ws` once the call runs, and the call ends once the test touches `open1` there."""
+    in `tmp_path/ws` once the call runs, and the call ends once the test touches `open1` there.
+    On the way out the gate is opened, and a run still going is killed and reaped."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     turns: list[dict[str, Any]] = [{"text": "Let me wait.", "tool_calls": [gate_call(1)]}, {"text": "Done."}]
     job = write_job(tmp_path / "job", turns, [gate_tool()])
     argv = ["run", str(job), "--session-id", session_id, "--workspace", str(workspace), "--json"]
-    return subprocess.Popen(
+    run = subprocess.Popen(
         [sys.executable, "-m", "handshake_cli", *argv, "--root", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+    try:
+        yield run
+    finally:
+        (workspace / "open1").touch()
+        if run.poll() is None:
+            run.kill()
+        if run.stdout is not None and not run.stdout.closed:
+            run.communicate()
 
 
 def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
@@ -647,17 +655,13 @@ def test_a_run_whose_database_stops_hard_exits_74_and_recover_finishes_it(
     the tool's result cannot be committed, so the run stops with exit 74, and a recover once
     the server is back runs the (idempotent) tool again and completes the session."""
     workspace = tmp_path / "ws"
-    run = start_gated_run(env, postgres_url, tmp_path, "fleet-1")
     try:
-        wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
-        postgres_server.stop_immediately()
-        (workspace / "open1").touch()
-        out, err = run.communicate(timeout=TIMEOUT)
+        with gated_run(env, postgres_url, tmp_path, "fleet-1") as run:
+            wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
+            postgres_server.stop_immediately()
+            (workspace / "open1").touch()
+            out, err = run.communicate(timeout=TIMEOUT)
     finally:
-        (workspace / "open1").touch()
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
         if postgres_server.process is None:
             postgres_server.start()
 
@@ -689,19 +693,12 @@ def test_another_machine_sees_a_read_tool_that_is_running_and_recovers_it_after_
     shows the call under way (as a file's reader would). Killed there, the run leaves that
     intent without a result, which recover runs again (a read: no effect to repeat)."""
     workspace = tmp_path / "ws"
-    run = start_gated_run(env, postgres_url, tmp_path, "slow-read")
-
-    try:
+    with gated_run(env, postgres_url, tmp_path, "slow-read") as run:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
         wait_for(lambda: "tool.intent" in event_types(cli, postgres_url, "slow-read"), timeout=TIMEOUT)
         assert "tool.result" not in event_types(cli, postgres_url, "slow-read")
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=TIMEOUT)
-    finally:
-        (workspace / "open1").touch()
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
 
     assert cli("inspect", "slow-read", "--json", "--root", postgres_url).json["state"] == "INTERRUPTED"
     recovered = cli("recover", "slow-read", "--json", "--root", postgres_url)
@@ -806,8 +803,7 @@ def test_a_database_that_ends_idle_sessions_does_not_end_a_run_waiting_on_its_to
         with postgres_server.admin() as admin:
             wait_for(lambda: admin.execute(gone, (pid,)).fetchone() == (True,), timeout=TIMEOUT)
     workspace = tmp_path / "ws"
-    run = start_gated_run(env, postgres_url, tmp_path, "idle-1")
-    try:
+    with gated_run(env, postgres_url, tmp_path, "idle-1") as run:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
         with psycopg.connect(postgres_url, autocommit=True, options="-c idle_session_timeout=0") as looking:
             found = looking.execute(
@@ -828,11 +824,6 @@ def test_a_database_that_ends_idle_sessions_does_not_end_a_run_waiting_on_its_to
             wait_for(idle_long_enough, timeout=TIMEOUT)
         (workspace / "open1").touch()
         out, err = run.communicate(timeout=TIMEOUT)
-    finally:
-        (workspace / "open1").touch()
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, out + err
     assert json.loads(out)["state"] == "COMPLETED"
     described = cli("inspect", "idle-1", "--verify", "--json", "--root", postgres_url)
@@ -972,12 +963,11 @@ def test_a_writer_whose_machine_vanishes_without_a_word_loses_its_lease_to_the_k
     gone, ends its session and with it the lease, and another machine recovers the session.
     Without them the server would ask only after the kernel's default idle time, two hours."""
     workspace = tmp_path / "ws"
-    run = start_gated_run(env, postgres_url, tmp_path, "vanished")
     lease = (
         "SELECT l.backend_pid, a.client_port FROM handshake.leases l "
         "JOIN pg_stat_activity a ON a.pid = l.backend_pid WHERE l.session_id = 'vanished'"
     )
-    try:
+    with gated_run(env, postgres_url, tmp_path, "vanished") as run:
         wait_for((workspace / "waiting1").exists, timeout=TIMEOUT)
         # Quiet first: the courier has sent the turn's held records (and read the reply), so
         # nothing the server sent waits for an acknowledgement, which would draw a RST.
@@ -990,11 +980,6 @@ def test_a_writer_whose_machine_vanishes_without_a_word_loses_its_lease_to_the_k
             # Nothing reached the server: its backend is still there (a probe is due at most
             # once every 10 s, so this look, milliseconds later, sees the silence).
             assert conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()
-    finally:
-        (workspace / "open1").touch()
-        if run.poll() is None:
-            run.kill()
-        run.communicate()
     postgres_server.wait_backend_gone(backend)  # the keepalives' doing
     recovered = cli("recover", "vanished", "--json", "--root", postgres_url)
     assert recovered.code == 0, recovered.stdout + recovered.stderr
