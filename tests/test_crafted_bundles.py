@@ -245,6 +245,20 @@ def test_the_good_bundle_imports(stored_root: Path, tmp_path: Path) -> None:
     assert outcome.code == 0
 
 
+def test_a_directory_named_like_a_segment_is_damage_not_a_crash(cli: Cli, tmp_path: Path) -> None:
+    """Found by the crafted bundles through the CLI: a directory member where a segment would
+    be made every reader of the journal fail with "internal error: IsADirectoryError" (exit 1).
+    The bundle imports as damaged, as any damaged journal does, and `inspect --verify` says
+    which path is not a file, exit 5."""
+    members = [*good_members(), Member(dir_info(f"{PREFIX}/journal/00000002.jsonl"), None)]
+    root = str(tmp_path / "root")
+    result = cli("import", str(write_bundle(tmp_path / "dir.tar.gz", members)), "--root", root, "--json")
+    assert result.code == 0 and result.json["verdict"] == "damaged", result.stdout
+    verified = cli("inspect", SESSION, "--verify", "--json", "--root", root)
+    assert verified.code == ExitCode.INTEGRITY, verified.stdout + verified.stderr
+    assert "00000002.jsonl is not a regular file" in verified.stdout
+
+
 def test_an_honest_segment_over_the_limit_is_refused_by_its_header(
     cli: Cli, stored_root: Path, tmp_path: Path
 ) -> None:

@@ -162,15 +162,20 @@ def create_file(path: Path, *, append: bool = False) -> int:
 
 
 def open_read(path: Path) -> int:
-    """Open an existing file for reading without following a symlink at its last component."""
+    """Open an existing file for reading without following a symlink at its last component;
+    anything but a regular file there (a directory named like a segment, say) is damage."""
     try:
-        return os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
     except OSError as exc:
         if exc.errno == getattr(errno, "ELOOP", -1) or (path.is_symlink()):
             raise IntegrityError(f"{path} is a symbolic link; refusing to follow it") from exc
         if exc.errno in ENVIRONMENT_ERRNOS:
             raise environment_failure(exc, "open", path) from exc
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{path} is not a regular file")
+    return fd
 
 
 def read_bytes(path: Path) -> bytes:
